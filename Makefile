@@ -1,0 +1,35 @@
+# prunecli: `make demo` and `make test` are all a fresh machine needs.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test lint bench sample clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)  ## prune the bundled sample model on the bundled digits data, print the table
+	mkdir -p build
+	$(BIN)/prunecli prune sample_models/digits_cnn.h5 --config configs/quickstart.yaml --force
+
+test: $(STAMP)  ## the whole suite, then ruff
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/ruff check prunecli tests benchmarks sample_models
+
+lint: $(STAMP)
+	$(BIN)/ruff check prunecli tests benchmarks sample_models
+
+bench: $(STAMP)  ## speed benchmarks: print a table, write benchmarks/results/*.json
+	$(BIN)/python benchmarks/finetune_overhead.py
+
+sample: $(STAMP)  ## rebuild sample_models/ from scikit-learn's bundled digits
+	$(BIN)/python sample_models/make_sample.py
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,5 @@
+"""``python -m prunecli`` is the ``prunecli`` command."""
+
+from prunecli.cli import main
+
+main()

@@ -1,0 +1,201 @@
+"""The ``prunecli`` command: parse, dispatch, and map errors to exit codes (one table).
+
+Only this module talks to the terminal's exit status. TensorFlow is imported inside the
+commands that load a model, after ``runtime.start``: ``--help`` and ``validate`` never pay
+for it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from prunecli import __version__, config
+from prunecli.errors import ConfigError, DataError, ModelLoadError, OutputError, PruneError
+
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_USAGE = 2  # bad usage, config, model, data or output path
+EXIT_GATE = 3  # a quality gate failed; outputs are still written
+EXIT_INTERRUPTED = 130  # SIGINT or SIGTERM
+
+EXIT_CODES: dict[type[PruneError], int] = {
+    ConfigError: EXIT_USAGE,
+    ModelLoadError: EXIT_USAGE,
+    DataError: EXIT_USAGE,
+    OutputError: EXIT_USAGE,
+}
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"prunecli: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _guarded(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn prunecli's exceptions into one stderr line and an exit code (traceback: --debug)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
+        signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            return command(*args, **kwargs)
+        except PruneError as exc:
+            if debug:
+                traceback.print_exc()
+            _fail(str(exc), EXIT_CODES.get(type(exc), EXIT_USAGE))
+        except KeyboardInterrupt:
+            _fail("interrupted; no output was written", EXIT_INTERRUPTED)
+        except Exception as exc:
+            if debug:
+                traceback.print_exc()
+            _fail(
+                f"unexpected {type(exc).__name__}: {exc} (a bug: rerun with --debug and report it)",
+                EXIT_BUG,
+            )
+
+    return click.option("--debug", is_flag=True, help="Show tracebacks.")(wrapper)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM behaves like Ctrl-C: unwinding removes every temporary file."""
+    raise KeyboardInterrupt
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="prunecli")
+def main() -> None:
+    """Prune trained Keras models, fine-tune them with the masks held, and report the cost.
+
+    \b
+      prunecli prune model.h5 --config cfg.yaml
+      prunecli inspect model.keras
+      prunecli validate cfg.yaml --print
+    """
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), help="YAML config.")
+@click.option("--data", type=click.Path(path_type=Path), help="Dataset folder (train/ and val/ inside, or the training set itself).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output model (.keras or .h5).")
+@click.option("--report", type=click.Path(path_type=Path), help="Report JSON path (Markdown beside it).")
+@click.option("--sparsity", type=float, help="Target sparsity (prune.sparsity).")
+@click.option("--epochs", type=int, help="Fine-tuning epochs (finetune.epochs); 0 prunes only.")
+@click.option("--seed", type=int, help="Random seed.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Override any dotted config key (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout, nothing else.")
+@click.option("--max-accuracy-drop", type=float, help="Exit 3 if accuracy falls by more than this (e.g. 0.01).")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("--no-safe-mode", is_flag=True, help="Allow Lambda layers (runs code stored in the model).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or logs.")
+@_guarded
+def prune(
+    model: Path, config_path: Path | None, data: Path | None, output: Path | None,
+    report: Path | None, sparsity: float | None, epochs: int | None, seed: int | None,
+    assignments: tuple[str, ...], as_json: bool, max_accuracy_drop: float | None, force: bool,
+    no_safe_mode: bool, quiet: bool,
+) -> None:
+    """Prune MODEL (.keras or .h5), fine-tune it, write it and a before/after report.
+
+    \b
+      prunecli prune model.h5 --config cfg.yaml
+      prunecli prune model.keras --data data/ -o pruned.keras --json > report.json
+      prunecli prune model.h5 --sparsity 0.9 --set prune.scope=global --max-accuracy-drop 0.01
+
+    Exit codes: 0 ok, 1 bug, 2 bad input, 3 gate failed, 130 interrupted.
+    """
+    overrides = _overrides(assignments, {
+        "prune.sparsity": sparsity, "finetune.epochs": epochs, "seed": seed,
+        "output.path": output, "output.report": report,
+    })
+    if data is not None:
+        from prunecli.data import split_dir
+
+        train, validation = split_dir(data)
+        overrides |= {"data.train": str(train), "data.validation": validation and str(validation)}
+    settings = config.load(config_path, overrides)
+    if max_accuracy_drop is not None and not 0 <= max_accuracy_drop <= 1:
+        raise ConfigError(f"--max-accuracy-drop: must be between 0 and 1, got {max_accuracy_drop}")
+    from prunecli import runtime
+
+    request_args = dict(force=force, safe_mode=not no_safe_mode, max_accuracy_drop=max_accuracy_drop)
+    runtime.start(settings.seed)
+    from prunecli import pipeline
+    from prunecli import report as render
+
+    request = pipeline.Request(model, settings, **request_args)
+    stderr = Console(stderr=True)
+    result = pipeline.run(request, None if quiet else stderr)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        render.render(result, Console())
+    gate = result["gate"]
+    if gate and not gate["passed"]:
+        _fail(
+            f"accuracy dropped by {100 * gate['accuracy_drop']:.2f} points, more than "
+            f"--max-accuracy-drop {100 * gate['max_accuracy_drop']:.2f} (outputs were written)",
+            EXIT_GATE,
+        )
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+@click.option("--no-safe-mode", is_flag=True, help="Allow Lambda layers (runs code stored in the model).")
+@_guarded
+def inspect(model: Path, as_json: bool, no_safe_mode: bool) -> None:
+    """List MODEL's layers: parameters, current sparsity, prunable or not and why.
+
+    \b
+      prunecli inspect model.h5
+      prunecli inspect model.keras --json | jq '.layers[] | select(.prunable)'
+    """
+    from prunecli import runtime
+
+    runtime.start()
+    from prunecli import inspection
+
+    summary = inspection.summarize(model, safe_mode=not no_safe_mode)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        inspection.render(summary, Console())
+
+
+@main.command()
+@click.argument("config_file", type=click.Path(path_type=Path))
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Override a dotted key.")
+@click.option("--print", "show", is_flag=True, help="Print the fully resolved config as YAML.")
+@_guarded
+def validate(config_file: Path, assignments: tuple[str, ...], show: bool) -> None:
+    """Check CONFIG_FILE without loading TensorFlow; --print shows every key resolved.
+
+    \b
+      prunecli validate configs/quickstart.yaml
+      prunecli validate cfg.yaml --set prune.sparsity=0.9 --print
+    """
+    settings = config.load(config_file, _overrides(assignments, {}))
+    if show:
+        click.echo(config.dump(settings), nl=False)
+    else:
+        click.echo(f"{config_file}: valid")
+
+
+def _overrides(assignments: tuple[str, ...], flags: dict[str, Any]) -> dict[str, Any]:
+    """``--set`` pairs, then the dedicated flags (which win); paths become strings."""
+    merged = dict(config.parse_set(item) for item in assignments)
+    for key, value in flags.items():
+        if value is not None:
+            merged[key] = str(value) if isinstance(value, Path) else value
+    return merged

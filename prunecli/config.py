@@ -1,0 +1,259 @@
+"""YAML config -> validated, frozen pydantic models.
+
+All validation lives here, so code deeper down trusts its inputs. Loading never imports
+TensorFlow: ``prunecli validate`` stays fast. Error messages name the dotted key, echo the
+value received and say what is allowed, e.g.::
+
+    prune.sparsity: must be < 1, got 1.5
+    unknown key prune.sparsty (did you mean prune.sparsity?)
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from prunecli.errors import ConfigError
+
+# Keys whose values are filesystem paths. In a file they are relative to the file's folder;
+# on the command line (--set, --data, -o, --report) relative to the working directory.
+PATH_KEYS = ("data.train", "data.validation", "output.path", "output.report")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LayerSelection(_Section):
+    """Which layers get a mask. Regexes are matched with ``re.fullmatch`` on layer paths."""
+
+    include: list[str] = [".*"]
+    exclude: list[str] = []
+    overrides: dict[str, float] = {}
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _regexes_compile(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            _check_regex(pattern)
+        return patterns
+
+    @field_validator("overrides")
+    @classmethod
+    def _overrides_valid(cls, overrides: dict[str, float]) -> dict[str, float]:
+        for pattern, sparsity in overrides.items():
+            _check_regex(pattern)
+            if not 0.0 <= sparsity < 1.0:
+                raise ValueError(f"sparsity for {pattern!r} must be >= 0 and < 1, got {sparsity}")
+        return overrides
+
+
+def _check_regex(pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"{pattern!r} is not a valid regular expression ({exc})") from None
+
+
+class Schedule(_Section):
+    """When the masks reach which sparsity; epochs may be fractional."""
+
+    type: Literal["one_shot", "constant", "polynomial"] = "one_shot"
+    start_epoch: float = Field(0.0, ge=0)
+    end_epoch: float = Field(1.0, ge=0)
+    initial_sparsity: float = Field(0.0, ge=0, lt=1)
+    power: float = Field(3.0, gt=0)
+    frequency: int = Field(100, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Schedule:
+        if self.type == "polynomial" and self.end_epoch <= self.start_epoch:
+            raise ValueError(
+                f"end_epoch ({self.end_epoch}) must be greater than start_epoch ({self.start_epoch})"
+            )
+        return self
+
+
+class Prune(_Section):
+    method: Literal["magnitude"] = "magnitude"
+    granularity: Literal["unstructured"] = "unstructured"
+    scope: Literal["layer", "global"] = "layer"
+    sparsity: float = Field(0.5, ge=0, lt=1)
+    min_layer_density: float = Field(0.02, gt=0, le=1)
+    layers: LayerSelection = LayerSelection()
+    schedule: Schedule = Schedule()
+
+
+class Finetune(_Section):
+    epochs: int = Field(2, ge=0)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(1e-4, gt=0)
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    momentum: float = Field(0.0, ge=0, lt=1)
+
+
+class Data(_Section):
+    train: Path | None = None
+    validation: Path | None = None
+    validation_split: float = Field(0.1, ge=0, lt=1)
+    image_size: tuple[int, int] | None = None
+    color_mode: Literal["grayscale", "rgb", "rgba"] | None = None
+    rescale: float | None = None
+    label_column: str = "label"
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, size: tuple[int, int] | None) -> tuple[int, int] | None:
+        if size is not None and min(size) < 1:
+            raise ValueError(f"both sides must be >= 1, got {list(size)}")
+        return size
+
+
+class Output(_Section):
+    path: Path | None = None
+    report: Path | None = None
+
+
+class Config(_Section):
+    """The whole resolved configuration of one run."""
+
+    version: Literal[1] = 1
+    seed: int = 0
+    prune: Prune = Prune()
+    finetune: Finetune = Finetune()
+    data: Data = Data()
+    output: Output = Output()
+
+    @model_validator(mode="after")
+    def _schedule_fits_training(self) -> Config:
+        schedule, epochs = self.prune.schedule, self.finetune.epochs
+        if epochs > 0 and schedule.type != "one_shot" and schedule.start_epoch >= epochs:
+            raise ValueError(
+                f"prune.schedule.start_epoch ({schedule.start_epoch}) must be less than "
+                f"finetune.epochs ({epochs}), or the schedule never starts"
+            )
+        if epochs > 0 and schedule.type == "polynomial" and schedule.end_epoch > epochs:
+            raise ValueError(
+                f"prune.schedule.end_epoch ({schedule.end_epoch}) must be <= finetune.epochs "
+                f"({epochs}), or the target sparsity is never reached"
+            )
+        return self
+
+
+def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read, merge and validate a config.
+
+    ``path`` None means every key takes its default. ``overrides`` maps dotted keys to values
+    (from ``--set`` and the dedicated flags) and wins over the file; its relative paths are
+    taken from the working directory, the file's from the file's folder.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml(path)
+        _resolve_paths(raw, path.parent)
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    _resolve_paths(raw, Path.cwd())
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(where + _describe(exc)) from None
+
+
+def parse_set(assignment: str) -> tuple[str, Any]:
+    """``"prune.sparsity=0.9"`` -> ``("prune.sparsity", 0.9)``: the value is parsed as YAML."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. prune.sparsity=0.9")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {assignment!r}: value is not valid YAML ({exc})") from None
+    return key.strip(), value
+
+
+def dump(config: Config) -> str:
+    """The resolved config as YAML, every key present (``validate --print``)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: YAML syntax error: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML error: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {part} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    """Make every relative path value absolute against ``base`` (in place)."""
+    for dotted in PATH_KEYS:
+        section, key = dotted.split(".")
+        node = raw.get(section)
+        if isinstance(node, dict) and isinstance(node.get(key), str):
+            value = Path(node[key]).expanduser()
+            node[key] = str(value if value.is_absolute() else (base / value).resolve())
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line for the first error pydantic found (the user fixes one thing at a time)."""
+    error = exc.errors()[0]
+    loc = [str(part) for part in error["loc"]]
+    dotted = ".".join(loc)
+    if error["type"] == "extra_forbidden":
+        valid = _fields_at(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], valid, n=1)
+        hint = f"did you mean {'.'.join([*loc[:-1], close[0]])}?" if close else (
+            f"valid keys here: {', '.join(valid)}"
+        )
+        return f"unknown key {dotted} ({hint})"
+    message = error["msg"]
+    message = message.removeprefix("Value error, ")
+    message = message[0].lower() + message[1:]
+    if not loc:
+        return message
+    if error["type"] == "missing" or isinstance(error["input"], dict):
+        return f"{dotted}: {message}"
+    return f"{dotted}: {message}, got {error['input']!r}"
+
+
+def _fields_at(loc: list[str]) -> list[str]:
+    """The valid keys of the section at ``loc`` (for "did you mean" suggestions)."""
+    model: type[BaseModel] = Config
+    for part in loc:
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)

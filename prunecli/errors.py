@@ -1,0 +1,30 @@
+"""The one exception hierarchy of prunecli.
+
+Library code raises these; only ``cli.py`` turns them into exit codes and a one-line
+message on stderr (see ``EXIT_CODES`` there). Every message is meant to be read by a
+person: it names the file, key or value, says what was expected and, where there is
+one, suggests a way out.
+"""
+
+from __future__ import annotations
+
+
+class PruneError(Exception):
+    """Base class: an expected failure caused by the user's input, not a bug."""
+
+
+class ConfigError(PruneError):
+    """The YAML config or a command-line override is invalid."""
+
+
+class ModelLoadError(PruneError):
+    """The model file is missing, is not a model, or cannot be loaded safely."""
+
+
+class DataError(PruneError):
+    """The dataset is missing, malformed, or does not fit the model."""
+
+
+class OutputError(PruneError):
+    """An output path is unusable: missing folder, not writable, exists, or is the input."""
+

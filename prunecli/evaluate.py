@@ -1,0 +1,84 @@
+"""What the model is for (from its output and the labels) and how well it does it.
+
+Accuracy and loss are computed here from ``model.predict`` and the loss function, not from
+compiled metrics, so they mean the same thing for every model and can be recomputed by
+anyone from the saved file and the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import keras
+import numpy as np
+
+from prunecli.data import Arrays
+from prunecli.errors import DataError
+
+PREDICT_BATCH = 256
+
+
+@dataclass(frozen=True)
+class Task:
+    """``sparse``: integer class ids, one output unit per class; ``binary``: one unit, 0/1
+    labels; ``regression``: anything else (accuracy is then not defined)."""
+
+    kind: Literal["sparse", "binary", "regression"]
+    from_logits: bool = False
+
+    def compile_args(self) -> dict[str, Any]:
+        """Loss and metrics inferred from the data, for a model without a compile config."""
+        if self.kind == "sparse":
+            return {"loss": keras.losses.SparseCategoricalCrossentropy(self.from_logits),
+                    "metrics": ["accuracy"]}
+        if self.kind == "binary":
+            return {"loss": keras.losses.BinaryCrossentropy(self.from_logits), "metrics": ["accuracy"]}
+        return {"loss": keras.losses.MeanSquaredError(), "metrics": []}
+
+
+def infer_task(model: Any, labels: Arrays, source: Path | None) -> Task:
+    """The task, after checking the labels can be the model's: raises DataError if not."""
+    units = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
+    activation = getattr(getattr(model.layers[-1], "activation", None), "__name__", "")
+    from_logits = activation not in ("softmax", "sigmoid")
+    y = labels.y
+    where = f"{source}: " if source else ""
+    if y.dtype.kind != "i" or y.ndim != 1:
+        return Task("regression")
+    found = len(labels.classes) if labels.classes else len(np.unique(y))
+    if found < 2:
+        raise DataError(f"{where}only one class in the labels; classification needs at least 2")
+    if units == 1 and set(np.unique(y)) <= {0, 1}:
+        return Task("binary", from_logits)
+    if units is None or units < 2:
+        return Task("regression")
+    if labels.classes and len(labels.classes) != units:
+        raise DataError(
+            f"{where}{len(labels.classes)} classes ({', '.join(labels.classes)}) but the model's "
+            f"output has {units} units"
+        )
+    if y.min() < 0 or y.max() >= units:
+        raise DataError(
+            f"{where}labels range {y.min()}..{y.max()} but the model's output has {units} units "
+            f"(class ids 0..{units - 1})"
+        )
+    return Task("sparse", from_logits)
+
+
+def evaluate(model: Any, arrays: Arrays, task: Task, loss: Any) -> tuple[float | None, float]:
+    """(accuracy, mean loss) on ``arrays``; accuracy None for regression."""
+    predictions = model.predict(arrays.x, batch_size=PREDICT_BATCH, verbose=0)
+    mean_loss = float(np.mean(keras.ops.convert_to_numpy(loss(arrays.y, predictions))))
+    return accuracy(predictions, arrays.y, task), mean_loss
+
+
+def accuracy(predictions: np.ndarray, y: np.ndarray, task: Task) -> float | None:
+    """Fraction of samples whose predicted class is the label."""
+    if task.kind == "sparse":
+        return float(np.mean(np.argmax(predictions, axis=-1) == y))
+    if task.kind == "binary":
+        threshold = 0.0 if task.from_logits else 0.5
+        return float(np.mean((predictions.reshape(-1) > threshold) == y))
+    return None

@@ -1,0 +1,142 @@
+"""Fine-tuning with the masks held: ``model.fit`` with a mask constraint and a schedule hook.
+
+The mask multiply runs inside Keras's compiled train step (see ``pruner``), so the only
+Python work per step is one integer comparison in ``_ScheduleHook``: masks are recomputed
+(in numpy) only at the schedule's update steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from prunecli.config import Finetune
+from prunecli.pruner import Pruner
+
+OPTIMIZERS: dict[str, Callable[[Finetune], keras.optimizers.Optimizer]] = {
+    "adam": lambda ft: keras.optimizers.Adam(ft.learning_rate),
+    "sgd": lambda ft: keras.optimizers.SGD(ft.learning_rate, momentum=ft.momentum),
+    "rmsprop": lambda ft: keras.optimizers.RMSprop(ft.learning_rate),
+}
+
+
+@dataclass
+class Result:
+    """What fine-tuning did: steps run and the sparsity after each mask update."""
+
+    epochs: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    updates: list[dict[str, float]] = field(default_factory=list)  # [{step, sparsity}]
+
+
+def steps_per_epoch(samples: int, batch_size: int) -> int:
+    return max(1, math.ceil(samples / batch_size))
+
+
+def run(
+    model: Any,
+    pruner: Pruner,
+    x: np.ndarray,
+    y: np.ndarray,
+    settings: Finetune,
+    compile_args: dict[str, Any],
+    console: Console | None,
+) -> Result:
+    """Train ``model`` in place with masks enforced; end with every mask at its target.
+
+    ``compile_args`` holds the loss and metrics to train with (the model's own, or those
+    inferred from the data). ``console`` None means quiet; a terminal console gets a rich
+    progress bar, any other one plain one-line-per-epoch logs.
+    """
+    spe = steps_per_epoch(len(x), settings.batch_size)
+    result = Result(epochs=settings.epochs, steps=settings.epochs * spe)
+    model.compile(optimizer=OPTIMIZERS[settings.optimizer](settings), **compile_args)
+    hook = _ScheduleHook(pruner, spe, result)
+    callbacks: list[keras.callbacks.Callback] = [hook]
+    if console is not None:
+        callbacks.append(_ProgressBar(console, hook) if console.is_terminal else _EpochLog(console, hook))
+    start = time.perf_counter()
+    pruner.attach()
+    try:
+        model.fit(
+            x, y, batch_size=settings.batch_size, epochs=settings.epochs,
+            shuffle=True, callbacks=callbacks, verbose=0,
+        )
+    finally:
+        pruner.detach()
+    result.updates.append({"step": result.steps, "sparsity": pruner.finish()})
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+class _ScheduleHook(keras.callbacks.Callback):
+    """Recompute masks before the steps the schedule names (step 0 is the prune phase's)."""
+
+    def __init__(self, pruner: Pruner, spe: int, result: Result) -> None:
+        super().__init__()
+        self.pruner, self.spe, self.result = pruner, spe, result
+        self.epoch = 0
+        self.current = pruner.sparsity()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        step = self.epoch * self.spe + batch
+        if step > 0 and self.pruner.updates_at(step):
+            self.current = self.pruner.update(step)
+            self.result.updates.append({"step": step, "sparsity": self.current})
+
+
+class _EpochLog(keras.callbacks.Callback):
+    """One plain line per epoch (logs, CI): epoch, loss, current sparsity."""
+
+    def __init__(self, console: Console, hook: _ScheduleHook) -> None:
+        super().__init__()
+        self.console, self.hook = console, hook
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss", float("nan"))
+        self.console.print(
+            f"epoch {epoch + 1}/{self.params['epochs']}  loss {float(loss):.4f}  "
+            f"sparsity {self.hook.current:.3f}",
+            highlight=False,
+        )
+
+
+class _ProgressBar(keras.callbacks.Callback):
+    """A rich bar over all steps, showing epoch, loss and current sparsity."""
+
+    def __init__(self, console: Console, hook: _ScheduleHook) -> None:
+        super().__init__()
+        self.hook = hook
+        self.bar = Progress(
+            TextColumn("fine-tune epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  sparsity {task.fields[sparsity]:.3f}"),
+            TimeElapsedColumn(), console=console, transient=False,
+        )
+        self.task = self.bar.add_task("fine-tune", total=0, epoch="1", loss=float("nan"), sparsity=0.0)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        total = self.params["epochs"] * self.params["steps"]
+        self.bar.update(self.task, total=total, sparsity=self.hook.current)
+        self.bar.start()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.bar.update(self.task, epoch=f"{epoch + 1}/{self.params['epochs']}")
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = float((logs or {}).get("loss", float("nan")))
+        self.bar.update(self.task, advance=1, loss=loss, sparsity=self.hook.current)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.bar.stop()

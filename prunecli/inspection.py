@@ -1,0 +1,50 @@
+"""``prunecli inspect``: what a model holds and what prunecli could prune in it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from prunecli import model_io, selection
+
+
+def summarize(path: Path, safe_mode: bool = True) -> dict[str, Any]:
+    """Every layer with weights: params, current kernel sparsity, prunable or why not."""
+    model, fmt = model_io.load(path, safe_mode=safe_mode)
+    weights = [np.asarray(w) for w in model.weights]
+    return {
+        "path": str(path),
+        "format": fmt,
+        "params_total": int(sum(w.size for w in weights)),
+        "params_nonzero": int(sum(np.count_nonzero(w) for w in weights)),
+        "layers": [
+            {
+                "path": info.path,
+                "type": info.type,
+                "params": info.params,
+                "sparsity": info.kernel_sparsity(),
+                "prunable": bool(info.kernels),
+                "reason": info.reason,
+            }
+            for info in selection.describe(model)
+        ],
+    }
+
+
+def render(summary: dict[str, Any], console: Console) -> None:
+    table = Table(
+        title=f"{summary['path']} ({summary['format']}): {summary['params_total']:,} parameters, "
+        f"{summary['params_nonzero']:,} non-zero",
+        title_justify="left",
+    )
+    for name in ("layer", "type", "params", "sparsity", "prunable"):
+        table.add_column(name, justify="right" if name in ("params", "sparsity") else "left")
+    for row in summary["layers"]:
+        sparsity = "" if row["sparsity"] is None else f"{100 * row['sparsity']:.2f}%"
+        prunable = "yes" if row["prunable"] else f"no: {row['reason']}"
+        table.add_row(row["path"], row["type"], f"{row['params']:,}", sparsity, prunable)
+    console.print(table)

@@ -1,0 +1,115 @@
+"""Load and save Keras models: ``.keras`` (zip) and ``.h5`` (HDF5), Keras 3 or Keras 2.
+
+Loading is safe by default: before Keras deserializes anything, the stored config is read
+and a ``Lambda`` layer (arbitrary Python code) is refused unless the user passes
+``--no-safe-mode``; Keras's own ``safe_mode`` stays on as well. Saving strips what
+fine-tuning added (optimizer state), so the size on disk compares like with like.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from prunecli.errors import ModelLoadError
+
+FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5"}
+
+
+def detect_format(path: Path) -> str:
+    """``keras`` or ``h5`` by content (the suffix can lie); raises ModelLoadError otherwise."""
+    if not path.exists():
+        raise ModelLoadError(f"{path}: model file not found")
+    if path.is_dir():
+        if (path / "saved_model.pb").exists():
+            raise ModelLoadError(
+                f"{path}: SavedModel directories are not supported yet; "
+                "load it in Keras and save it as .keras"
+            )
+        raise ModelLoadError(f"{path}: is a folder, expected a .keras or .h5 model file")
+    if zipfile.is_zipfile(path):
+        return "keras"
+    if h5py.is_hdf5(path):
+        return "h5"
+    raise ModelLoadError(
+        f"{path}: not a Keras model (expected a .keras zip archive or an .h5 HDF5 file)"
+    )
+
+
+def stored_config(path: Path, fmt: str) -> dict[str, Any]:
+    """The model architecture stored in the file, read without Keras."""
+    try:
+        if fmt == "keras":
+            with zipfile.ZipFile(path) as archive:
+                return json.loads(archive.read("config.json"))
+        with h5py.File(path, "r") as handle:
+            raw = handle.attrs.get("model_config")
+            if raw is None:
+                raise ModelLoadError(f"{path}: HDF5 file holds weights only, not a whole model")
+            return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except ModelLoadError:
+        raise
+    except (KeyError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ModelLoadError(f"{path}: damaged or not a Keras model file ({exc})") from None
+
+
+def load(path: Path, safe_mode: bool = True) -> tuple[Any, str]:
+    """(model, format). The file is only read, never written."""
+    fmt = detect_format(path)
+    if safe_mode and _has_lambda(stored_config(path, fmt)):
+        raise ModelLoadError(
+            f"{path}: contains a Lambda layer, whose code would run on load; refusing in safe "
+            "mode. If you trust this file, pass --no-safe-mode"
+        )
+    import keras
+
+    try:
+        model = keras.saving.load_model(path, compile=True, safe_mode=safe_mode)
+    except Exception as exc:  # Keras raises many types for a bad file; all mean "cannot load"
+        raise ModelLoadError(f"{path}: cannot load model: {_first_line(exc)}") from None
+    if not hasattr(model, "layers"):
+        raise ModelLoadError(f"{path}: loaded object is not a Keras model")
+    return model, fmt
+
+
+def compile_config(model: Any) -> dict[str, Any]:
+    """The model's serialized compile config ({} when it was never compiled)."""
+    return model.get_compile_config() if getattr(model, "compiled", False) else {}
+
+
+def reset_training_state(model: Any, config: dict[str, Any]) -> None:
+    """Recompile from ``config`` with a fresh, unbuilt optimizer: no optimizer state is saved.
+
+    The user's compile config (optimizer settings, loss, metrics) is what the saved file
+    keeps; the slot variables fine-tuning built would otherwise triple the file size.
+    """
+    if not config:
+        return
+    import keras
+
+    model.compile(**keras.saving.deserialize_keras_object(config))
+
+
+def save(model: Any, path: Path) -> None:
+    """Write ``model`` to ``path`` (a temporary name: callers rename it into place)."""
+    try:
+        model.save(path)
+    except Exception as exc:
+        raise OSError(f"cannot save model to {path}: {_first_line(exc)}") from exc
+
+
+def _has_lambda(node: Any) -> bool:
+    if isinstance(node, dict):
+        return node.get("class_name") == "Lambda" or any(_has_lambda(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_lambda(v) for v in node)
+    return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

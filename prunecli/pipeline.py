@@ -1,0 +1,231 @@
+"""``prunecli prune`` from start to end: load, measure, prune, fine-tune, measure, save, report.
+
+Each stage lives in its own module; this one only sequences them, times them and collects
+the report. Every check that needs no TensorFlow (output paths, data presence) runs before
+the model is loaded, so a bad command line fails in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+from rich.console import Console
+
+from prunecli import (
+    __version__,
+    data,
+    evaluate,
+    finetune,
+    model_io,
+    outputs,
+    report,
+    runtime,
+    schedules,
+    selection,
+)
+from prunecli.config import Config
+from prunecli.errors import ConfigError, OutputError
+from prunecli.pruner import Pruner
+
+
+@dataclass(frozen=True)
+class Request:
+    """One ``prune`` run: the input model, the resolved config and the CLI-only switches."""
+
+    model: Path
+    config: Config
+    force: bool = False
+    safe_mode: bool = True
+    max_accuracy_drop: float | None = None
+
+
+@dataclass(frozen=True)
+class Targets:
+    model: Path
+    report: Path
+    markdown: Path
+
+
+def targets(request: Request) -> Targets:
+    """Where the outputs go: ``output.path`` (default ``<input stem>.pruned.keras`` beside
+    the input) and ``output.report`` (default ``<output stem>.report.json`` beside it)."""
+    out = request.config.output
+    model = out.path or request.model.with_name(f"{request.model.stem}.pruned.keras")
+    if model.suffix.lower() not in model_io.FORMATS:
+        raise OutputError(
+            f"{model}: unsupported output format {model.suffix or '(no suffix)'}; "
+            f"use one of {', '.join(sorted(model_io.FORMATS))}"
+        )
+    json_path = out.report or model.with_name(f"{model.stem}.report.json")
+    return Targets(model, json_path, json_path.with_suffix(".md"))
+
+
+def preflight(request: Request) -> Targets:
+    """All checks that need no TensorFlow: outputs writable and not clobbering, data given."""
+    paths = targets(request)
+    for path in (paths.model, paths.report, paths.markdown):
+        outputs.check_target(path, force=request.force, inputs=(request.model,))
+    settings = request.config
+    if settings.finetune.epochs > 0 and settings.data.train is None:
+        raise ConfigError(
+            "fine-tuning needs training data: set data.train or pass --data "
+            "(or --epochs 0 to prune without fine-tuning)"
+        )
+    if request.max_accuracy_drop is not None and settings.data.train is None and (
+        settings.data.validation is None
+    ):
+        raise ConfigError("--max-accuracy-drop needs validation data: set data.validation or --data")
+    return paths
+
+
+def run(request: Request, console: Console | None) -> dict[str, Any]:
+    """Prune ``request.model``; write the model and reports atomically; return the report."""
+    started = time.perf_counter()
+    paths = preflight(request)
+    cfg = request.config
+    timing = _Timer()
+    with timing("load_s"):
+        model, fmt = model_io.load(request.model, safe_mode=request.safe_mode)
+    user_compile = model_io.compile_config(model)
+    model_io.reset_training_state(model, user_compile)
+    splits = data.load(cfg.data, tuple(model.input_shape[1:]), cfg.seed)
+    labelled = splits.train or splits.validation
+    task = evaluate.infer_task(model, labelled, cfg.data.train) if labelled else None
+    if request.max_accuracy_drop is not None and splits.validation is None:
+        raise ConfigError("--max-accuracy-drop needs validation data (data.validation_split is 0)")
+    compile_args = _training_compile_args(user_compile, task)
+    layers = selection.select(model, cfg.prune)
+    with timing("evaluate_s"):
+        before = report.model_stats(model, layers) | _metrics(model, splits, task, compile_args)
+    with timing("save_s"):
+        before |= _size_as(model, paths.model.suffix)
+
+    spe = finetune.steps_per_epoch(len(splits.train.y), cfg.finetune.batch_size) if splits.train else 1
+    pruner = Pruner(layers, cfg.prune, _schedule_factory(cfg, spe), seed=cfg.seed)
+    with timing("prune_s"):
+        if cfg.finetune.epochs == 0:
+            pruner.finish()
+        elif pruner.updates_at(0):
+            pruner.update(0)
+    tuned = finetune.Result()
+    with timing("finetune_s"):
+        if cfg.finetune.epochs > 0:
+            tuned = finetune.run(
+                model, pruner, splits.train.x, splits.train.y, cfg.finetune, compile_args, console
+            )
+    model_io.reset_training_state(model, user_compile or model_io.compile_config(model))
+    with timing("evaluate_s"):
+        after = report.model_stats(model, layers) | _metrics(model, splits, task, compile_args)
+
+    with outputs.Staging() as stage:
+        with timing("save_s"):
+            staged = stage.temp_for(paths.model)
+            model_io.save(model, staged)
+        size, gzipped = outputs.sizes(staged)
+        after |= {"size_bytes": size, "size_gzip_bytes": gzipped}
+        timing.seconds["total_s"] = time.perf_counter() - started
+        result = {
+            "schema_version": report.SCHEMA_VERSION,
+            "prunecli_version": __version__,
+            "environment": runtime.environment(),
+            "config": cfg.model_dump(mode="json"),
+            "input": {"path": str(request.model), "format": fmt, "sha256": outputs.sha256(request.model)},
+            "output": {
+                "path": str(paths.model),
+                "format": model_io.FORMATS[paths.model.suffix.lower()],
+                "sha256": outputs.sha256(staged),
+            },
+            "before": before,
+            "after": after,
+            "layers": report.layer_rows(layers),
+            "finetune": {"epochs": tuned.epochs, "steps": tuned.steps, "mask_updates": tuned.updates},
+            "data": _data_summary(splits, task),
+            "timing": {key: round(value, 4) for key, value in timing.seconds.items()},
+            "gate": _gate(request.max_accuracy_drop, before, after),
+        }
+        stage.write_text(paths.report, report.to_json(result))
+        stage.write_text(paths.markdown, report.to_markdown(result))
+        stage.commit()
+    return result
+
+
+def _training_compile_args(user_compile: dict[str, Any], task: evaluate.Task | None) -> dict[str, Any]:
+    """Loss and metrics to fine-tune and evaluate with: the model's own when it has them."""
+    if user_compile.get("loss"):
+        config = keras.saving.deserialize_keras_object(user_compile)
+        return {key: config.get(key) for key in ("loss", "loss_weights", "metrics", "weighted_metrics")}
+    if task is None:
+        return {}
+    return task.compile_args()
+
+
+def _metrics(
+    model: Any, splits: data.Splits, task: evaluate.Task | None, compile_args: dict[str, Any]
+) -> dict[str, float | None]:
+    if splits.validation is None or task is None:
+        return {"accuracy": None, "loss": None}
+    loss = keras.losses.get(compile_args["loss"])
+    accuracy, mean_loss = evaluate.evaluate(model, splits.validation, task, loss)
+    return {"accuracy": accuracy, "loss": mean_loss}
+
+
+def _size_as(model: Any, suffix: str) -> dict[str, int]:
+    """The input model saved in the output's format: the fair 'before' size."""
+    with tempfile.TemporaryDirectory(prefix="prunecli-") as folder:
+        path = Path(folder) / f"before{suffix}"
+        model_io.save(model, path)
+        size, gzipped = outputs.sizes(path)
+    return {"size_bytes": size, "size_gzip_bytes": gzipped}
+
+
+def _schedule_factory(cfg: Config, spe: int) -> Any:
+    plan = cfg.prune.schedule
+
+    def schedule_for(final: float) -> schedules.Schedule:
+        return schedules.build(
+            plan.type, final, spe, start_epoch=plan.start_epoch, end_epoch=plan.end_epoch,
+            initial=min(plan.initial_sparsity, final), power=plan.power, frequency=plan.frequency,
+        )
+
+    return schedule_for
+
+
+def _data_summary(splits: data.Splits, task: evaluate.Task | None) -> dict[str, Any]:
+    return {
+        "train_samples": len(splits.train.y) if splits.train else 0,
+        "validation_samples": len(splits.validation.y) if splits.validation else 0,
+        "task": task.kind if task else None,
+    }
+
+
+def _gate(limit: float | None, before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any] | None:
+    if limit is None:
+        return None
+    if before["accuracy"] is None or after["accuracy"] is None:
+        raise ConfigError("--max-accuracy-drop needs a classifier: accuracy is not defined for this model")
+    drop = before["accuracy"] - after["accuracy"]
+    return {"max_accuracy_drop": limit, "accuracy_drop": drop, "passed": drop <= limit}
+
+
+class _Timer:
+    """Accumulates wall-clock seconds per stage name."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = dict.fromkeys(
+            ("load_s", "prune_s", "finetune_s", "evaluate_s", "save_s", "total_s"), 0.0
+        )
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start

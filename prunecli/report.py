@@ -1,0 +1,154 @@
+"""The before/after report: one dict (the JSON), rendered as a rich table and as Markdown.
+
+The JSON is the contract (``schema_version`` 1; CI pipelines read it); the table and the
+Markdown are views of the same dict, so they can never disagree with it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from prunecli.selection import LayerInfo
+
+SCHEMA_VERSION = 1
+
+# (field, label, how to show one value) for the summary rows.
+_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("params_total", "parameters", "int"),
+    ("params_nonzero", "non-zero parameters", "int"),
+    ("sparsity", "sparsity (selected kernels)", "pct"),
+    ("size_bytes", "size on disk", "bytes"),
+    ("size_gzip_bytes", "size gzipped", "bytes"),
+    ("accuracy", "accuracy", "pct"),
+    ("loss", "loss", "float"),
+)
+
+
+def model_stats(model: Any, layers: list[LayerInfo]) -> dict[str, Any]:
+    """Parameter counts over the whole model; sparsity over the selected kernels."""
+    weights = [np.asarray(w) for w in model.weights]
+    kernels = [np.asarray(v) for info in layers if info.selected for v in info.kernels.values()]
+    prunable = sum(k.size for k in kernels)
+    zeros = sum(k.size - np.count_nonzero(k) for k in kernels)
+    return {
+        "params_total": int(sum(w.size for w in weights)),
+        "params_nonzero": int(sum(np.count_nonzero(w) for w in weights)),
+        "prunable_params": int(prunable),
+        "sparsity": float(zeros / prunable) if prunable else 0.0,
+    }
+
+
+def layer_rows(layers: list[LayerInfo]) -> list[dict[str, Any]]:
+    return [
+        {
+            "path": info.path,
+            "type": info.type,
+            "params": info.params,
+            "target_sparsity": info.target,
+            "sparsity": info.kernel_sparsity(),
+            "pruned": info.selected,
+            "reason": info.reason,
+        }
+        for info in layers
+    ]
+
+
+def to_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2) + "\n"
+
+
+def render(report: dict[str, Any], console: Console) -> None:
+    """The summary and layer tables on ``console`` (stderr: stdout is for results)."""
+    summary = Table(title="prunecli: before / after", title_justify="left")
+    for name in ("", "before", "after", "change"):
+        summary.add_column(name, justify="left" if not name else "right")
+    for row in _summary_rows(report):
+        summary.add_row(*row)
+    layers = Table(title="layers", title_justify="left")
+    for name in ("layer", "type", "params", "target", "sparsity", "note"):
+        layers.add_column(name, justify="right" if name in ("params", "target", "sparsity") else "left")
+    for row in _layer_cells(report):
+        layers.add_row(*row)
+    console.print(summary)
+    console.print(layers)
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"# prunecli report: {report['input']['path']}",
+        "",
+        f"Output: `{report['output']['path']}` ({report['output']['format']})",
+        "",
+        "| | before | after | change |",
+        "|---|---:|---:|---:|",
+        *("| " + " | ".join(row) + " |" for row in _summary_rows(report)),
+        "",
+        "| layer | type | params | target | sparsity | note |",
+        "|---|---|---:|---:|---:|---|",
+        *("| " + " | ".join(row) + " |" for row in _layer_cells(report)),
+        "",
+    ]
+    gate = report.get("gate")
+    if gate:
+        verdict = "passed" if gate["passed"] else "FAILED"
+        lines += [
+            f"Gate: accuracy drop {_fmt(gate['accuracy_drop'], 'pct')} "
+            f"(max {_fmt(gate['max_accuracy_drop'], 'pct')}): {verdict}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    before, after = report["before"], report["after"]
+    return [
+        (label, _fmt(before[key], kind), _fmt(after[key], kind), _change(before[key], after[key], kind))
+        for key, label, kind in _ROWS
+    ]
+
+
+def _layer_cells(report: dict[str, Any]) -> list[tuple[str, ...]]:
+    return [
+        (
+            row["path"], row["type"], f"{row['params']:,}",
+            _fmt(row["target_sparsity"], "pct"), _fmt(row["sparsity"], "pct"), row["reason"] or "",
+        )
+        for row in report["layers"]
+    ]
+
+
+def _fmt(value: Any, kind: str) -> str:
+    if value is None:
+        return "n/a"
+    if kind == "int":
+        return f"{value:,}"
+    if kind == "pct":
+        return f"{100 * value:.2f}%"
+    if kind == "bytes":
+        return _bytes(value)
+    return f"{value:.4f}"
+
+
+def _change(before: Any, after: Any, kind: str) -> str:
+    if before is None or after is None:
+        return ""
+    if kind == "pct":
+        return f"{100 * (after - before):+.2f} pt"
+    if kind in ("int", "bytes") and before:
+        return f"{after / before:.2f}x"
+    if kind == "float":
+        return f"{after - before:+.4f}"
+    return ""
+
+
+def _bytes(count: int) -> str:
+    if count < 1024:
+        return f"{count:,} B"
+    if count < 1024**2:
+        return f"{count / 1024:,.1f} KiB"
+    return f"{count / 1024**2:,.2f} MiB"
