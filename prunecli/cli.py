@@ -48,7 +48,7 @@ def _guarded(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         signal.signal(signal.SIGTERM, _interrupt)
         try:
-            return command(*args, **kwargs)
+            return command(*args, debug=debug, **kwargs)
         except PruneError as exc:
             if debug:
                 traceback.print_exc()
@@ -103,7 +103,7 @@ def prune(
     model: Path, config_path: Path | None, data: Path | None, output: Path | None,
     report: Path | None, sparsity: float | None, epochs: int | None, seed: int | None,
     assignments: tuple[str, ...], as_json: bool, max_accuracy_drop: float | None, force: bool,
-    no_safe_mode: bool, quiet: bool,
+    no_safe_mode: bool, quiet: bool, debug: bool,
 ) -> None:
     """Prune MODEL (.keras or .h5), fine-tune it, write it and a before/after report.
 
@@ -128,12 +128,13 @@ def prune(
         raise ConfigError(f"--max-accuracy-drop: must be between 0 and 1, got {max_accuracy_drop}")
     from prunecli import runtime
 
-    request_args = dict(force=force, safe_mode=not no_safe_mode, max_accuracy_drop=max_accuracy_drop)
-    runtime.start(settings.seed)
+    runtime.start(settings.seed, native_logs=debug)
     from prunecli import pipeline
     from prunecli import report as render
 
-    request = pipeline.Request(model, settings, **request_args)
+    request = pipeline.Request(
+        model, settings, force=force, safe_mode=not no_safe_mode, max_accuracy_drop=max_accuracy_drop
+    )
     stderr = Console(stderr=True)
     result = pipeline.run(request, None if quiet else stderr)
     if as_json:
@@ -154,7 +155,7 @@ def prune(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 @click.option("--no-safe-mode", is_flag=True, help="Allow Lambda layers (runs code stored in the model).")
 @_guarded
-def inspect(model: Path, as_json: bool, no_safe_mode: bool) -> None:
+def inspect(model: Path, as_json: bool, no_safe_mode: bool, debug: bool) -> None:
     """List MODEL's layers: parameters, current sparsity, prunable or not and why.
 
     \b
@@ -163,7 +164,7 @@ def inspect(model: Path, as_json: bool, no_safe_mode: bool) -> None:
     """
     from prunecli import runtime
 
-    runtime.start()
+    runtime.start(native_logs=debug)
     from prunecli import inspection
 
     summary = inspection.summarize(model, safe_mode=not no_safe_mode)
@@ -178,7 +179,7 @@ def inspect(model: Path, as_json: bool, no_safe_mode: bool) -> None:
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Override a dotted key.")
 @click.option("--print", "show", is_flag=True, help="Print the fully resolved config as YAML.")
 @_guarded
-def validate(config_file: Path, assignments: tuple[str, ...], show: bool) -> None:
+def validate(config_file: Path, assignments: tuple[str, ...], show: bool, debug: bool) -> None:  # noqa: ARG001
     """Check CONFIG_FILE without loading TensorFlow; --print shows every key resolved.
 
     \b

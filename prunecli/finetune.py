@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,26 +50,28 @@ def run(
     settings: Finetune,
     compile_args: dict[str, Any],
     console: Console | None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> Result:
     """Train ``model`` in place with masks enforced; end with every mask at its target.
 
     ``compile_args`` holds the loss and metrics to train with (the model's own, or those
     inferred from the data). ``console`` None means quiet; a terminal console gets a rich
-    progress bar, any other one plain one-line-per-epoch logs.
+    progress bar, any other one plain one-line-per-epoch logs. ``callbacks`` are passed on
+    to ``model.fit`` (benchmarks time epochs with one).
     """
     spe = steps_per_epoch(len(x), settings.batch_size)
     result = Result(epochs=settings.epochs, steps=settings.epochs * spe)
     model.compile(optimizer=OPTIMIZERS[settings.optimizer](settings), **compile_args)
     hook = _ScheduleHook(pruner, spe, result)
-    callbacks: list[keras.callbacks.Callback] = [hook]
+    hooks: list[keras.callbacks.Callback] = [hook, *callbacks]
     if console is not None:
-        callbacks.append(_ProgressBar(console, hook) if console.is_terminal else _EpochLog(console, hook))
+        hooks.append(_ProgressBar(console, hook) if console.is_terminal else _EpochLog(console, hook))
     start = time.perf_counter()
     pruner.attach()
     try:
         model.fit(
             x, y, batch_size=settings.batch_size, epochs=settings.epochs,
-            shuffle=True, callbacks=callbacks, verbose=0,
+            shuffle=True, callbacks=hooks, verbose=0,
         )
     finally:
         pruner.detach()

@@ -109,11 +109,14 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
 
     spe = finetune.steps_per_epoch(len(splits.train.y), cfg.finetune.batch_size) if splits.train else 1
     pruner = Pruner(layers, cfg.prune, _schedule_factory(cfg, spe), seed=cfg.seed)
+    # The prune phase's own update (before step 0) belongs in the report's mask_updates too:
+    # without it a schedule's curve, e.g. polynomial from initial_sparsity, starts mid-way.
+    pruned: list[dict[str, float]] = []
     with timing("prune_s"):
         if cfg.finetune.epochs == 0:
-            pruner.finish()
+            pruned.append({"step": 0, "sparsity": pruner.finish()})
         elif pruner.updates_at(0):
-            pruner.update(0)
+            pruned.append({"step": 0, "sparsity": pruner.update(0)})
     tuned = finetune.Result()
     with timing("finetune_s"):
         if cfg.finetune.epochs > 0:
@@ -145,7 +148,7 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
             "before": before,
             "after": after,
             "layers": report.layer_rows(layers),
-            "finetune": {"epochs": tuned.epochs, "steps": tuned.steps, "mask_updates": tuned.updates},
+            "finetune": {"epochs": tuned.epochs, "steps": tuned.steps, "mask_updates": pruned + tuned.updates},
             "data": _data_summary(splits, task),
             "timing": {key: round(value, 4) for key, value in timing.seconds.items()},
             "gate": _gate(request.max_accuracy_drop, before, after),

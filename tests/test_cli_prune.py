@@ -1,0 +1,603 @@
+"""``prunecli prune``, ``inspect`` and ``validate`` end to end, through the real CLI.
+
+Every check reads what a user would get: the exit code, stdout and stderr, and the written
+files. The saved model is reloaded with plain ``keras.models.load_model`` and its kernels
+counted; the report's numbers are recomputed from the files and the data, never trusted.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from conftest import write_config
+from PIL import Image
+
+# Kernel sizes of the conftest models (layer path -> weights in the kernel).
+CNN_KERNELS = {"conv": 36, "hidden": 2304, "out": 48}
+NESTED_KERNELS = {"base/conv": 36, "hidden": 2304, "out": 48}
+DENSE_KERNELS = {"hidden": 192, "out": 96}
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load(path: Path) -> Any:
+    import keras
+
+    return keras.models.load_model(path)
+
+
+def kernels(model: Any, prefix: str = "") -> dict[str, np.ndarray]:
+    """Layer path -> kernel of every Dense/Conv layer, descending into nested models."""
+    found: dict[str, np.ndarray] = {}
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            found |= kernels(layer, f"{prefix}{layer.name}/")
+        elif type(layer).__name__ in ("Dense", "Conv2D"):
+            found[f"{prefix}{layer.name}"] = np.asarray(layer.kernel)
+    return found
+
+
+def sparsity(kernel: np.ndarray) -> float:
+    return 1.0 - np.count_nonzero(kernel) / kernel.size
+
+
+def prune_ok(cli: Any, *args: Any) -> dict[str, Any]:
+    """Run ``prunecli prune ARGS --json`` expecting success; return the parsed report."""
+    result = cli("prune", *args, "--json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def val_arrays(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The validation PNGs read independently: sorted class folders, pixels / 255."""
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    x, y = [], []
+    for label, name in enumerate(classes):
+        for file in sorted((root / name).glob("*.png")):
+            x.append(np.asarray(Image.open(file).convert("L"), dtype=np.float32) / 255.0)
+            y.append(label)
+    return np.stack(x)[..., None], np.array(y)
+
+
+def accuracy_and_loss(model: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    probs = np.asarray(model.predict(x, verbose=0), dtype=np.float64)
+    picked = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
+    return float(np.mean(np.argmax(probs, axis=-1) == y)), float(-np.mean(np.log(picked)))
+
+
+def config(tmp_path: Path, text: str) -> Path:
+    return write_config(tmp_path / "cfg.yaml", text)
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    return folder
+
+
+# --- formats, model kinds, data kinds -------------------------------------------------------
+
+
+def test_h5_to_keras_report_numbers_recomputed_from_files(
+    cli, make_model, image_data, out, tmp_path
+):
+    model_path = make_model("cnn", ".h5")
+    input_sha = sha256(model_path)
+    target = out / "pruned.keras"
+    cfg = config(tmp_path, "prune:\n  sparsity: 0.75\nfinetune:\n  batch_size: 16\n")
+
+    report = prune_ok(cli, model_path, "--config", cfg, "--data", image_data, "-o", target,
+                      "--epochs", "1")
+
+    assert sorted(p.name for p in out.iterdir()) == [
+        "pruned.keras", "pruned.report.json", "pruned.report.md"
+    ]
+    # The input is neither modified nor replaced.
+    assert sha256(model_path) == input_sha
+    assert report["input"] == {"path": str(model_path), "format": "h5", "sha256": input_sha}
+    assert report["output"]["format"] == "keras"
+    assert Path(report["output"]["path"]) == target.resolve()
+    assert report["output"]["sha256"] == sha256(target)
+    # The JSON file holds the same report as stdout.
+    assert json.loads((out / "pruned.report.json").read_text()) == report
+    assert report["schema_version"] == 1
+    assert report["data"] == {"train_samples": 60, "validation_samples": 30, "task": "sparse"}
+
+    saved = load(target)
+    weights = [np.asarray(w) for w in saved.weights]
+    found = kernels(saved)
+    after = report["after"]
+    assert after["params_total"] == sum(w.size for w in weights) == 2411
+    assert after["params_nonzero"] == sum(int(np.count_nonzero(w)) for w in weights)
+    assert after["prunable_params"] == sum(CNN_KERNELS.values())
+    zeros = sum(k.size - np.count_nonzero(k) for k in found.values())
+    assert after["sparsity"] == pytest.approx(zeros / sum(CNN_KERNELS.values()), abs=1e-12)
+    assert after["sparsity"] == pytest.approx(0.75, abs=1e-12)
+
+    data = target.read_bytes()
+    assert after["size_bytes"] == os.path.getsize(target)
+    assert after["size_gzip_bytes"] == len(gzip.compress(data, 9))
+
+    x, y = val_arrays(image_data / "val")
+    accuracy, loss = accuracy_and_loss(saved, x, y)
+    assert after["accuracy"] == pytest.approx(accuracy, abs=1e-9)
+    assert after["loss"] == pytest.approx(loss, rel=1e-4, abs=1e-5)
+    accuracy, loss = accuracy_and_loss(load(model_path), x, y)
+    before = report["before"]
+    assert before["accuracy"] == pytest.approx(accuracy, abs=1e-9)
+    assert before["loss"] == pytest.approx(loss, rel=1e-4, abs=1e-5)
+    assert before["sparsity"] == 0.0
+    assert before["params_total"] == after["params_total"]
+    # Unstructured zeros show in the gzipped size, not in the raw one.
+    assert after["size_gzip_bytes"] < before["size_gzip_bytes"]
+
+    rows = {row["path"]: row for row in report["layers"]}
+    for path, size in CNN_KERNELS.items():
+        assert rows[path]["pruned"] is True
+        assert rows[path]["target_sparsity"] == 0.75
+        assert rows[path]["sparsity"] == pytest.approx(sparsity(found[path]), abs=1e-12)
+        assert abs(sparsity(found[path]) - 0.75) <= 0.005
+        assert found[path].size == size
+    assert report["finetune"]["epochs"] == 1
+    assert report["finetune"]["steps"] == math.ceil(60 / 16)
+    assert set(report["timing"]) == {"load_s", "prune_s", "finetune_s", "evaluate_s", "save_s",
+                                     "total_s"}
+    assert report["gate"] is None
+
+    markdown = (out / "pruned.report.md").read_text()
+    assert markdown.startswith("# prunecli report")
+    assert str(target.resolve()) in markdown
+    assert f"{100 * after['accuracy']:.2f}%" in markdown
+    assert "| hidden | Dense | 2,320 | 75.00% | 75.00% |" in markdown
+
+
+def test_h5_to_h5(cli, make_model, image_data, out):
+    model_path = make_model("cnn", ".h5")
+    target = out / "pruned.h5"
+
+    report = prune_ok(cli, model_path, "--data", image_data, "-o", target, "--epochs", "1",
+                      "--sparsity", "0.75")
+
+    assert h5py.is_hdf5(target)
+    assert report["output"]["format"] == "h5"
+    assert report["output"]["sha256"] == sha256(target)
+    assert report["after"]["size_bytes"] == os.path.getsize(target)
+    assert report["after"]["size_gzip_bytes"] == len(gzip.compress(target.read_bytes(), 9))
+    # "before" is the input saved as .h5 too: same layout, so nearly the same raw size.
+    assert abs(report["before"]["size_bytes"] - report["after"]["size_bytes"]) < 0.02 * (
+        report["after"]["size_bytes"]
+    )
+    for path, kernel in kernels(load(target)).items():
+        assert sparsity(kernel) == pytest.approx(0.75, abs=0.005), path
+    assert (out / "pruned.report.json").exists() and (out / "pruned.report.md").exists()
+
+
+def test_keras_input_to_keras_output(cli, make_model, npz_data, out):
+    model_path = make_model("cnn", ".keras")
+    target = out / "pruned.keras"
+
+    report = prune_ok(cli, model_path, "--set", f"data.train={npz_data}", "-o", target,
+                      "--epochs", "1", "--sparsity", "0.75")
+
+    assert report["input"]["format"] == "keras"
+    # 90 samples, validation_split 0.1 by default: 9 held out.
+    assert report["data"] == {"train_samples": 81, "validation_samples": 9, "task": "sparse"}
+    assert report["after"]["accuracy"] is not None
+    for path, kernel in kernels(load(target)).items():
+        assert sparsity(kernel) == pytest.approx(0.75, abs=0.005), path
+
+
+def test_nested_transfer_learning_model(cli, make_model, image_data, out, tmp_path):
+    model_path = make_model("nested", ".keras")
+    target = out / "pruned.keras"
+    cfg = config(tmp_path, "prune:\n  sparsity: 0.75\n  layers:\n    overrides: {'base/.*': 0.5}\n")
+
+    report = prune_ok(cli, model_path, "--config", cfg, "--data", image_data, "-o", target,
+                      "--epochs", "1")
+
+    rows = {row["path"]: row for row in report["layers"]}
+    assert rows["base/conv"]["pruned"] and rows["base/conv"]["target_sparsity"] == 0.5
+    assert rows["hidden"]["target_sparsity"] == 0.75
+    assert rows["base/bn"]["pruned"] is False
+    assert "nothing to prune" in rows["base/bn"]["reason"]
+    saved = load(target)
+    assert saved.get_layer("base").__class__.__name__ in ("Sequential", "Functional")
+    found = kernels(saved)
+    assert set(found) == set(NESTED_KERNELS)
+    assert sparsity(found["base/conv"]) == pytest.approx(0.5, abs=0.005)
+    assert sparsity(found["hidden"]) == pytest.approx(0.75, abs=0.005)
+    assert sparsity(found["out"]) == pytest.approx(0.75, abs=0.005)
+
+
+def test_csv_data_with_dense_model(cli, make_model, csv_data, out, tmp_path):
+    model_path = make_model("dense", ".h5")
+    target = out / "pruned.keras"
+    cfg = config(tmp_path, f"data:\n  train: {csv_data.name}\n  label_column: label\n")
+
+    report = prune_ok(cli, model_path, "--config", cfg, "-o", target, "--epochs", "1",
+                      "--sparsity", "0.75")
+
+    assert report["config"]["data"]["train"] == str(csv_data)  # relative to the config file
+    assert report["data"] == {"train_samples": 81, "validation_samples": 9, "task": "sparse"}
+    assert report["after"]["accuracy"] is not None
+    found = kernels(load(target))
+    assert set(found) == set(DENSE_KERNELS)
+    for path, kernel in found.items():
+        assert sparsity(kernel) == pytest.approx(0.75, abs=0.005), path
+
+
+# --- scope, selection, edge targets ---------------------------------------------------------
+
+
+def test_layer_scope_each_saved_layer_within_half_a_point(cli, make_model, image_data, out):
+    model_path = make_model("cnn", ".h5")
+    target = out / "pruned.keras"
+
+    prune_ok(cli, model_path, "--data", image_data, "-o", target, "--epochs", "1",
+             "--sparsity", "0.8")
+
+    for path, kernel in kernels(load(target)).items():
+        zeros = kernel.size - np.count_nonzero(kernel)
+        # Exactly round(s * n) zeros: the nearest a layer of n weights can get to s. For the
+        # 2,304-weight kernel that is within 0.5 points; a 36-weight one moves in 2.8-point
+        # steps, so "within half a step" is the strictest that can hold for it.
+        assert zeros == round(0.8 * kernel.size), path
+        assert abs(zeros / kernel.size - 0.8) <= max(0.005, 0.5 / kernel.size), path
+
+
+def test_global_scope_099_keeps_min_layer_density(cli, make_model, image_data, out, tmp_path):
+    model_path = make_model("cnn", ".h5")
+    target = out / "pruned.keras"
+    cfg = config(tmp_path, "prune:\n  scope: global\n  sparsity: 0.99\n  min_layer_density: 0.05\n")
+
+    report = prune_ok(cli, model_path, "--config", cfg, "--data", image_data, "-o", target,
+                      "--epochs", "1")
+
+    found = kernels(load(target))
+    for path, kernel in found.items():
+        kept = np.count_nonzero(kernel)
+        assert kept >= math.ceil(0.05 * kernel.size), path
+        assert kept / kernel.size >= 0.05, path
+    # 0.99 asks for 24 survivors of 2,388; the density floors (2 + 116 + 3) win over it.
+    kept = sum(np.count_nonzero(k) for k in found.values())
+    assert kept == 2 + 116 + 3
+    assert report["after"]["sparsity"] == pytest.approx(1 - kept / 2388, abs=1e-12)
+
+
+def test_global_scope_one_threshold(cli, make_model, image_data, out, tmp_path):
+    model_path = make_model("cnn", ".h5")
+    target = out / "pruned.keras"
+    cfg = config(tmp_path, "prune:\n  scope: global\n  sparsity: 0.7\n")
+
+    report = prune_ok(cli, model_path, "--config", cfg, "--data", image_data, "-o", target,
+                      "--epochs", "0")
+
+    found = kernels(load(target))
+    zeros = sum(k.size - np.count_nonzero(k) for k in found.values())
+    assert zeros == round(0.7 * 2388)
+    assert report["after"]["sparsity"] == pytest.approx(zeros / 2388, abs=1e-12)
+    # One threshold on |w| over all kernels: every kept weight outranks every pruned one.
+    original = kernels(load(model_path))
+    kept = np.concatenate([np.abs(original[p][found[p] != 0]) for p in found])
+    cut = np.concatenate([np.abs(original[p][found[p] == 0]) for p in found])
+    assert kept.min() >= cut.max()
+
+
+def test_exclude_and_override_with_epochs_0(cli, make_model, image_data, out, tmp_path):
+    model_path = make_model("cnn", ".h5")
+    target = out / "pruned.keras"
+    cfg = config(
+        tmp_path,
+        "prune:\n  sparsity: 0.5\n  layers:\n    exclude: [out]\n    overrides: {hidden: 0.75}\n",
+    )
+
+    report = prune_ok(cli, model_path, "--config", cfg, "--data", image_data, "-o", target,
+                      "--epochs", "0")
+
+    original, found = kernels(load(model_path)), kernels(load(target))
+    assert sparsity(found["conv"]) == pytest.approx(0.5, abs=1e-12)
+    assert sparsity(found["hidden"]) == pytest.approx(0.75, abs=1e-12)
+    assert found["out"].tobytes() == original["out"].tobytes()
+    rows = {row["path"]: row for row in report["layers"]}
+    assert rows["out"]["pruned"] is False and rows["out"]["target_sparsity"] is None
+    assert "exclude" in rows["out"]["reason"] and "'out'" in rows["out"]["reason"]
+    assert rows["hidden"]["target_sparsity"] == 0.75
+
+
+def test_excluded_layer_trains_but_stays_dense(cli, make_model, image_data, out, tmp_path):
+    model_path = make_model("cnn", ".h5")
+    target = out / "pruned.keras"
+    cfg = config(
+        tmp_path,
+        "prune:\n  sparsity: 0.75\n  layers:\n    exclude: [out]\n"
+        "finetune:\n  learning_rate: 0.001\n  batch_size: 16\n",
+    )
+
+    prune_ok(cli, model_path, "--config", cfg, "--data", image_data, "-o", target, "--epochs", "1")
+
+    original, found = kernels(load(model_path)), kernels(load(target))
+    assert not np.array_equal(found["out"], original["out"])  # fine-tuning trained it
+    assert np.count_nonzero(found["out"]) == found["out"].size  # and gave it no mask
+    assert sparsity(found["hidden"]) == pytest.approx(0.75, abs=1e-12)
+
+
+def test_include_selects_only_matching_layers(cli, make_model, image_data, out, tmp_path):
+    model_path = make_model("cnn", ".h5")
+    target = out / "pruned.keras"
+    cfg = config(tmp_path, "prune:\n  sparsity: 0.5\n  layers:\n    include: ['hid.*']\n")
+
+    report = prune_ok(cli, model_path, "--config", cfg, "--data", image_data, "-o", target,
+                      "--epochs", "0")
+
+    original, found = kernels(load(model_path)), kernels(load(target))
+    assert sparsity(found["hidden"]) == pytest.approx(0.5, abs=1e-12)
+    for path in ("conv", "out"):
+        assert np.array_equal(found[path], original[path]), path
+    rows = {row["path"]: row for row in report["layers"]}
+    assert rows["conv"]["reason"] == "not matched by prune.layers.include"
+    assert report["after"]["prunable_params"] == 2304
+
+
+def test_sparsity_zero_epochs_zero_is_bit_identical(cli, make_model, image_data, out):
+    model_path = make_model("cnn", ".h5")
+    target = out / "pruned.h5"
+
+    report = prune_ok(cli, model_path, "--data", image_data, "-o", target, "--epochs", "0",
+                      "--sparsity", "0")
+
+    original, saved = load(model_path), load(target)
+    for before, after in zip(original.weights, saved.weights, strict=True):
+        assert np.asarray(before).tobytes() == np.asarray(after).tobytes(), before.path
+    assert report["after"]["accuracy"] == report["before"]["accuracy"]
+    assert report["after"]["params_nonzero"] == report["before"]["params_nonzero"]
+
+
+def test_set_overrides_config(cli, make_model, image_data, out, tmp_path):
+    model_path = make_model("cnn", ".h5")
+    target = out / "pruned.keras"
+    cfg = config(tmp_path, "prune:\n  sparsity: 0.9\n")
+
+    report = prune_ok(cli, model_path, "--config", cfg, "--set", "prune.sparsity=0.6",
+                      "--data", image_data, "-o", target, "--epochs", "0")
+
+    assert report["config"]["prune"]["sparsity"] == 0.6
+    for path, kernel in kernels(load(target)).items():
+        assert kernel.size - np.count_nonzero(kernel) == round(0.6 * kernel.size), path
+
+
+def test_config_omitted_uses_defaults(cli, make_model, image_data):
+    model_path = make_model("cnn", ".h5")
+
+    report = prune_ok(cli, model_path, "--data", image_data)
+
+    folder = model_path.parent
+    default = folder / "cnn.pruned.keras"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "cnn.h5", "cnn.pruned.keras", "cnn.pruned.report.json", "cnn.pruned.report.md"
+    ]
+    settings = report["config"]
+    assert settings["seed"] == 0
+    assert settings["prune"]["sparsity"] == 0.5
+    assert settings["prune"]["scope"] == "layer"
+    assert settings["prune"]["schedule"]["type"] == "one_shot"
+    assert settings["finetune"]["epochs"] == 2
+    assert settings["finetune"]["batch_size"] == 32
+    assert report["finetune"]["steps"] == 2 * math.ceil(60 / 32)
+    for path, kernel in kernels(load(default)).items():
+        assert sparsity(kernel) == pytest.approx(0.5, abs=1e-12), path
+
+
+# --- schedules ------------------------------------------------------------------------------
+
+
+def expected_sparsity(target: float) -> float:
+    """What the selected CNN kernels reach at a layer-scope target (round(s*n) zeros each)."""
+    return sum(round(target * n) for n in CNN_KERNELS.values()) / sum(CNN_KERNELS.values())
+
+
+def test_constant_schedule_prunes_at_start_epoch(cli, make_model, image_data, out, tmp_path):
+    model_path = make_model("cnn", ".h5")
+    target = out / "pruned.keras"
+    cfg = config(
+        tmp_path,
+        "prune:\n  sparsity: 0.75\n  schedule: {type: constant, start_epoch: 1}\n"
+        "finetune:\n  epochs: 2\n  batch_size: 8\n",
+    )
+
+    report = prune_ok(cli, model_path, "--config", cfg, "--data", image_data, "-o", target)
+
+    spe = math.ceil(60 / 8)
+    updates = report["finetune"]["mask_updates"]
+    assert [u["step"] for u in updates] == [spe, 2 * spe]  # nothing before start_epoch
+    for update in updates:
+        assert update["sparsity"] == pytest.approx(expected_sparsity(0.75), abs=1e-12)
+    for path, kernel in kernels(load(target)).items():
+        assert sparsity(kernel) == pytest.approx(0.75, abs=1e-12), path
+
+
+def test_polynomial_schedule_follows_the_curve(cli, make_model, image_data, out, tmp_path):
+    model_path = make_model("cnn", ".h5")
+    target = out / "pruned.keras"
+    cfg = config(
+        tmp_path,
+        "prune:\n  sparsity: 0.8\n  schedule:\n    type: polynomial\n    start_epoch: 0\n"
+        "    end_epoch: 2\n    initial_sparsity: 0.1\n    power: 3\n    frequency: 3\n"
+        "finetune:\n  epochs: 2\n  batch_size: 8\n",
+    )
+
+    report = prune_ok(cli, model_path, "--config", cfg, "--data", image_data, "-o", target)
+
+    t0, t1, s_i, s_f = 0, 2 * math.ceil(60 / 8), 0.1, 0.8
+    updates = report["finetune"]["mask_updates"]
+    assert [u["step"] for u in updates] == [0, 3, 6, 9, 12, 15, 16]
+    for update in updates:
+        t = update["step"]
+        curve = s_f + (s_i - s_f) * (1 - (t - t0) / (t1 - t0)) ** 3
+        assert update["sparsity"] == pytest.approx(expected_sparsity(curve), abs=1e-12), t
+        assert update["sparsity"] == pytest.approx(curve, abs=0.005), t
+    assert updates[-1]["sparsity"] == pytest.approx(expected_sparsity(0.8), abs=1e-12)
+    sparsities = [u["sparsity"] for u in updates]
+    assert sparsities == sorted(sparsities)
+    for path, kernel in kernels(load(target)).items():
+        assert kernel.size - np.count_nonzero(kernel) == round(0.8 * kernel.size), path
+
+
+# --- report, streams, gate ------------------------------------------------------------------
+
+
+def test_json_flag_puts_only_json_on_stdout(cli, make_model, image_data, out):
+    model_path = make_model("cnn", ".h5")
+
+    result = cli("prune", model_path, "--data", image_data, "-o", out / "a.keras", "--epochs", "1",
+                 "--json")
+
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)  # the whole of stdout, nothing around it
+    assert report["output"]["path"] == str(out / "a.keras")
+    assert "epoch 1/1" in result.stderr  # progress goes to stderr
+    assert "before / after" not in result.stdout
+
+
+def test_table_without_json_and_quiet(cli, make_model, image_data, out):
+    model_path = make_model("cnn", ".h5")
+
+    result = cli("prune", model_path, "--data", image_data, "-o", out / "a.keras", "--epochs", "1",
+                 "--quiet")
+
+    assert result.exit_code == 0, result.stderr
+    assert "before / after" in result.stdout
+    assert "hidden" in result.stdout
+    assert "epoch" not in result.stderr
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(result.stdout)
+
+
+def test_gate_fails_with_exit_3_and_still_writes(cli, make_model, image_data, out):
+    model_path = make_model("cnn", ".h5")
+    target = out / "pruned.keras"
+
+    result = cli("prune", model_path, "--data", image_data, "-o", target, "--epochs", "0",
+                 "--sparsity", "0.95", "--max-accuracy-drop", "0", "--json")
+
+    assert result.exit_code == 3, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--max-accuracy-drop" in lines[0]
+    report = json.loads(result.stdout)
+    gate = report["gate"]
+    assert gate["passed"] is False and gate["max_accuracy_drop"] == 0
+    drop = report["before"]["accuracy"] - report["after"]["accuracy"]
+    assert gate["accuracy_drop"] == pytest.approx(drop, abs=1e-12) and drop > 0
+    assert target.exists() and json.loads((out / "pruned.report.json").read_text()) == report
+    assert "FAILED" in (out / "pruned.report.md").read_text()
+
+
+def test_loose_gate_passes(cli, make_model, image_data, out):
+    model_path = make_model("cnn", ".h5")
+
+    result = cli("prune", model_path, "--data", image_data, "-o", out / "p.keras", "--epochs", "0",
+                 "--sparsity", "0.3", "--max-accuracy-drop", "0.5", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    gate = json.loads(result.stdout)["gate"]
+    assert gate["passed"] is True and gate["max_accuracy_drop"] == 0.5
+    assert gate["accuracy_drop"] <= 0.5
+
+
+def test_same_seed_is_deterministic(cli, make_model, image_data, out, tmp_path):
+    model_path = make_model("cnn", ".h5")
+    cfg = config(tmp_path, "seed: 7\nprune:\n  sparsity: 0.6\nfinetune:\n  batch_size: 16\n")
+    reports = [
+        prune_ok(cli, model_path, "--config", cfg, "--data", image_data, "-o", out / name,
+                 "--epochs", "1")
+        for name in ("one.keras", "two.keras")
+    ]
+
+    first, second = kernels(load(out / "one.keras")), kernels(load(out / "two.keras"))
+    for path in first:
+        assert np.array_equal(first[path] == 0, second[path] == 0), path
+    for stage in ("before", "after"):
+        for key in ("accuracy", "loss"):
+            assert reports[0][stage][key] == pytest.approx(reports[1][stage][key], abs=1e-6)
+        assert reports[0][stage]["params_nonzero"] == reports[1][stage]["params_nonzero"]
+    assert reports[0]["layers"] == reports[1]["layers"]
+    assert reports[0]["finetune"] == reports[1]["finetune"]
+
+
+# --- inspect and validate -------------------------------------------------------------------
+
+
+def test_inspect_table_and_json(cli, make_model):
+    model_path = make_model("nested", ".h5")
+
+    table = cli("inspect", model_path)
+    assert table.exit_code == 0, table.stderr
+    for text in ("base/conv", "base/bn", "hidden", "out", "Conv2D", "BatchNormalization"):
+        assert text in table.stdout
+
+    result = cli("inspect", model_path, "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    model = load(model_path)
+    assert summary["format"] == "h5"
+    assert summary["params_total"] == sum(int(np.prod(w.shape)) for w in model.weights)
+    rows = {row["path"]: row for row in summary["layers"]}
+    assert set(rows) == {"base/conv", "base/bn", "hidden", "out"}
+    assert rows["hidden"] == {
+        "path": "hidden", "type": "Dense", "params": 2320, "sparsity": 0.0, "prunable": True,
+        "reason": None,
+    }
+    assert rows["base/bn"]["prunable"] is False and rows["base/bn"]["reason"]
+    assert rows["base/bn"]["params"] == 16
+
+
+def test_inspect_shows_sparsity_of_pruned_output(cli, make_model, image_data, out):
+    model_path = make_model("cnn", ".h5")
+    target = out / "pruned.keras"
+    prune_ok(cli, model_path, "--data", image_data, "-o", target, "--epochs", "0",
+             "--sparsity", "0.75")
+
+    result = cli("inspect", target, "--json")
+
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["format"] == "keras"
+    for row in summary["layers"]:
+        assert row["sparsity"] == pytest.approx(0.75, abs=1e-12), row["path"]
+    assert summary["params_nonzero"] < 0.3 * summary["params_total"]
+    table = cli("inspect", target)
+    assert "75.00%" in table.stdout
+
+
+def test_validate_valid_and_print(cli, tmp_path):
+    cfg = config(tmp_path, "prune:\n  sparsity: 0.9\n  scope: global\ndata:\n  train: data/train\n")
+
+    result = cli("validate", cfg)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == f"{cfg}: valid"
+
+    printed = cli("validate", cfg, "--print", "--set", "finetune.epochs=5")
+    assert printed.exit_code == 0, printed.stderr
+    resolved = yaml.safe_load(printed.stdout)
+    assert resolved["prune"]["sparsity"] == 0.9
+    assert resolved["prune"]["scope"] == "global"
+    assert resolved["finetune"]["epochs"] == 5
+    assert resolved["finetune"]["batch_size"] == 32  # a default, printed too
+    assert resolved["prune"]["schedule"]["type"] == "one_shot"
+    assert resolved["data"]["train"] == str(tmp_path / "data" / "train")
+    assert set(resolved) == {"version", "seed", "prune", "finetune", "data", "output"}
