@@ -4,7 +4,8 @@ For each model, the same weights, data, optimizer and batch size are trained bot
 alternating (plain, masked, plain, masked, ...) so that machine noise hits both alike. Each
 repetition trains a few epochs; the first epoch (tracing, warm-up) is dropped and the rest
 give steps/s. The table shows the median of each and the ratios masked / plain (target
->= 0.95), for 80% masks and for all-ones masks (the pure cost of enforcing a mask). Results go to ``benchmarks/results/finetune_overhead.json``.
+>= 0.95), for 80% masks and for all-ones masks (the pure cost of enforcing a mask). Results go to
+``benchmarks/results/finetune_overhead.json``.
 
     .venv/bin/python benchmarks/finetune_overhead.py [--reps 3] [--epochs 4]
 """
