@@ -174,7 +174,8 @@ def parse_set(assignment: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {assignment!r}: value is not valid YAML ({exc})") from None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"--set {assignment!r}: value is not valid YAML ({problem})") from None
     return key.strip(), value
 
 
@@ -243,7 +244,8 @@ def _describe(exc: ValidationError) -> str:
     message = message[0].lower() + message[1:]
     if not loc:
         return message
-    if error["type"] == "missing" or isinstance(error["input"], dict):
+    # Our own validators' messages already echo the value they received.
+    if error["type"] in ("missing", "value_error") or isinstance(error["input"], dict):
         return f"{dotted}: {message}"
     return f"{dotted}: {message}, got {error['input']!r}"
 

@@ -41,8 +41,7 @@ class Task:
 def infer_task(model: Any, labels: Arrays, source: Path | None) -> Task:
     """The task, after checking the labels can be the model's: raises DataError if not."""
     units = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
-    activation = getattr(getattr(model.layers[-1], "activation", None), "__name__", "")
-    from_logits = activation not in ("softmax", "sigmoid")
+    from_logits = _output_activation(model) not in ("softmax", "sigmoid")
     y = labels.y
     where = f"{source}: " if source else ""
     if y.dtype.kind != "i" or y.ndim != 1:
@@ -52,19 +51,30 @@ def infer_task(model: Any, labels: Arrays, source: Path | None) -> Task:
         raise DataError(f"{where}only one class in the labels; classification needs at least 2")
     if units == 1 and set(np.unique(y)) <= {0, 1}:
         return Task("binary", from_logits)
-    if units is None or units < 2:
-        return Task("regression")
     if labels.classes and len(labels.classes) != units:
         raise DataError(
             f"{where}{len(labels.classes)} classes ({', '.join(labels.classes)}) but the model's "
             f"output has {units} units"
         )
+    if units is None or units < 2:
+        return Task("regression")
     if y.min() < 0 or y.max() >= units:
         raise DataError(
             f"{where}labels range {y.min()}..{y.max()} but the model's output has {units} units "
             f"(class ids 0..{units - 1})"
         )
     return Task("sparse", from_logits)
+
+
+def _output_activation(model: Any) -> str:
+    """Name of the function the last layer applies: a Softmax layer counts as softmax, and a
+    nested model as its own last layer."""
+    last = model.layers[-1]
+    if hasattr(last, "layers") and last.layers:
+        return _output_activation(last)
+    if type(last).__name__ == "Softmax":
+        return "softmax"
+    return getattr(getattr(last, "activation", None), "__name__", "")
 
 
 def evaluate(model: Any, arrays: Arrays, task: Task, loss: Any) -> tuple[float | None, float]:

@@ -18,7 +18,7 @@ import numpy as np
 def unstructured(scores: np.ndarray, sparsity: float) -> np.ndarray:
     """Zero the ``round(sparsity * n)`` lowest-scoring entries of one kernel.
 
-    >>> unstructured(np.array([[0.1, -3.0], [2.0, 0.5]]), 0.5)
+    >>> unstructured(np.array([[0.1, 3.0], [2.0, 0.5]]), 0.5)
     array([[0., 1.],
            [1., 0.]], dtype=float32)
     """

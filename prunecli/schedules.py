@@ -26,6 +26,9 @@ class OneShot:
 
     final: float
 
+    def __post_init__(self) -> None:
+        _check_range(self.final, 0, 0)
+
     def sparsity_at(self, step: int) -> float:
         return self.final
 

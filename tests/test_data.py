@@ -61,7 +61,7 @@ def test_image_folder_to_arrays(image_data):
     order = np.concatenate([np.flatnonzero(labels == k) for k in range(3)])
     expected = images[order].astype(np.float32)[..., None] * np.float32(1 / 255)
     np.testing.assert_allclose(train.x, expected, rtol=0, atol=1e-7)
-    assert 0.0 <= train.x.min() and train.x.max() <= 1.0
+    assert train.x.min() >= 0.0 and train.x.max() <= 1.0
 
 
 def test_class_ids_follow_sorted_folder_names(tmp_path):

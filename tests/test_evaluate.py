@@ -60,6 +60,18 @@ def test_binary_task_from_one_linear_unit_is_logits():
     assert task == Task("binary", from_logits=True)
 
 
+def test_activation_layer_softmax_is_probabilities():
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3), keras.layers.Activation("softmax")]
+    )
+    assert evaluate.infer_task(model, labels([0, 1, 2]), SOURCE) == Task("sparse", False)
+
+
+def test_softmax_layer_is_probabilities():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Softmax()])
+    assert evaluate.infer_task(model, labels([0, 1, 2]), SOURCE) == Task("sparse", False)
+
+
 @pytest.mark.parametrize("y", [
     np.array([0.5, 1.25, 3.0], dtype=np.float32),
     np.array([[0, 1], [1, 0], [1, 1]]),  # 2-d labels: not class ids
@@ -82,12 +94,6 @@ def test_class_count_not_matching_output_units():
     )
 
 
-@pytest.mark.xfail(
-    reason="BUG: evaluate.infer_task returns Task('regression') for a 1-unit model and an "
-    "image folder of 3 classes (the 'units < 2' branch runs before the class-count check), "
-    "so a class/unit mismatch trains with MSE on class ids instead of exiting 2",
-    strict=True,
-)
 def test_three_class_folders_for_a_one_unit_model_is_a_mismatch():
     y = labels([0, 1, 2, 0], classes=("a", "b", "c"))
     with pytest.raises(DataError, match="3 classes"):
@@ -108,7 +114,9 @@ def test_label_out_of_range(y, low, high):
 def test_one_class_only(units):
     with pytest.raises(DataError) as info:
         evaluate.infer_task(dense_model(units, "softmax"), labels([2, 2, 2]), SOURCE)
-    assert str(info.value) == f"{SOURCE}: only one class in the labels; classification needs at least 2"
+    assert str(info.value) == (
+        f"{SOURCE}: only one class in the labels; classification needs at least 2"
+    )
 
 
 def test_error_without_source_has_no_prefix():

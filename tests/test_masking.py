@@ -216,11 +216,6 @@ def test_sparsity_of_a_mask():
     assert masking.sparsity(np.zeros((0,))) == 0.0
 
 
-@pytest.mark.xfail(
-    reason="BUG: masking.unstructured's docstring example passes signed weights and shows "
-    "the magnitude mask [[0,1],[1,0]]; unstructured takes scores, so it returns [[0,0],[1,1]]",
-    strict=True,
-)
 def test_masking_docstring_examples_hold():
     result = doctest.testmod(masking, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0

@@ -98,7 +98,8 @@ kernels = {p: l.kernel for p, l in layers.items() if hasattr(l, "kernel")}
 print(json.dumps({
     "classes": {p: type(l).__module__ + "." + type(l).__name__ for p, l in layers.items()},
     "constraints": {p: repr(k.constraint) for p, k in kernels.items()},
-    "sparsity": {p: 1 - np.count_nonzero(np.asarray(k)) / k.size for p, k in kernels.items()},
+    "sparsity": {p: 1 - np.count_nonzero(np.asarray(k)) / np.asarray(k).size
+                 for p, k in kernels.items()},
     "compiled": bool(getattr(model, "compiled", False)),
     "compile": model.get_compile_config(),
     "prediction": list(model.predict(np.zeros((2, 8, 8, 1), "float32"), verbose=0).shape),

@@ -278,6 +278,15 @@ def test_polynomial_masks_grow_with_the_schedule():
         assert int(np.sum(np.array(variable) == 0)) == round(0.8 * n), key
 
 
+def test_constant_schedule_prunes_at_begin_only():
+    model = seeded(build_cnn)
+    pruner = make_pruner(model, Prune(sparsity=0.5), lambda final: schedules.Constant(final, 4))
+    assert [t for t in range(10) if pruner.updates_at(t)] == [4]
+    assert pruner.update(3) == 0.0  # before begin: every mask is all ones
+    assert all(np.array(m).min() == 1.0 for m in pruner.masks.values())
+    assert pruner.update(4) == pytest.approx(round(0.5 * 36 + 0.5 * 2304 + 0.5 * 48) / 2388)
+
+
 # --- masks hold through fine-tuning ------------------------------------------------------
 
 
@@ -306,7 +315,7 @@ def fit_with_masks(optimizer, attach: bool, prune: Prune | None = None, epochs: 
     lambda: keras.optimizers.SGD(0.5, momentum=0.9),
 ], ids=["adam", "sgd-momentum"])
 def test_masked_weights_stay_exactly_zero_after_every_step(optimizer):
-    model, pruner, checker, pruned = fit_with_masks(optimizer(), attach=True)
+    _, pruner, checker, pruned = fit_with_masks(optimizer(), attach=True)
     assert checker.batches == 2 * math.ceil(48 / 8)
     assert checker.violations == []
     for key, variable in pruner.kernels.items():
@@ -397,7 +406,7 @@ def test_user_constraint_is_kept_applied_and_restored():
 # --- finetune.run: the product's own loop --------------------------------------------------
 
 
-def test_finetune_run_holds_masks_while_a_polynomial_schedule_raises_them(monkeypatch):
+def test_finetune_run_holds_masks_while_a_polynomial_schedule_raises_them():
     model = seeded(build_cnn)
     prune = Prune(sparsity=0.75)
     x, y = images(48)
@@ -407,17 +416,11 @@ def test_finetune_run_holds_masks_while_a_polynomial_schedule_raises_them(monkey
         "polynomial", final, spe, start_epoch=0.5, end_epoch=1.5, power=3, frequency=2
     )
     pruner = Pruner(selection.select(model, prune), prune, schedule_for)
-    checker = MaskChecker(pruner)
-    fit = model.fit
-
-    def fit_with_checker(*args, callbacks=(), **kwargs):
-        return fit(*args, callbacks=[*callbacks, checker], **kwargs)
-
-    monkeypatch.setattr(model, "fit", fit_with_checker)
+    checker = MaskChecker(pruner)  # runs after finetune's own schedule hook
     settings = Finetune(epochs=2, batch_size=8, learning_rate=0.05, optimizer="sgd", momentum=0.9)
     result = finetune.run(
         model, pruner, x, y, settings,
-        {"loss": keras.losses.SparseCategoricalCrossentropy()}, console=None,
+        {"loss": keras.losses.SparseCategoricalCrossentropy()}, console=None, callbacks=[checker],
     )
     assert checker.batches == 12
     assert checker.violations == []
