@@ -119,7 +119,8 @@ def _masked_fit(model: Any, case: dict[str, Any], epochs: int, timer: Any, spars
     prune = config.Prune(sparsity=sparsity)
     layers = selection.select(model, prune)
     spe = finetune.steps_per_epoch(len(case["y"]), case["batch"])
-    pruner = Pruner(layers, prune, lambda s: schedules.build("one_shot", s, spe))
+    plan = schedules.Plan(spe, spe * epochs)
+    pruner = Pruner(layers, prune, lambda s: schedules.build("one_shot", s, plan))
     pruner.update(0)
     settings = config.Finetune(epochs=epochs, batch_size=case["batch"], learning_rate=1e-3)
     finetune.run(model, pruner, case["x"], case["y"], settings, {"loss": _LOSS}, console=None,

@@ -63,12 +63,13 @@ def _check_regex(pattern: str) -> None:
 class Schedule(_Section):
     """When the masks reach which sparsity; epochs may be fractional."""
 
-    type: Literal["one_shot", "constant", "polynomial"] = "one_shot"
+    type: Literal["one_shot", "constant", "polynomial", "iterative"] = "one_shot"
     start_epoch: float = Field(0.0, ge=0)
     end_epoch: float = Field(1.0, ge=0)
     initial_sparsity: float = Field(0.0, ge=0, lt=1)
     power: float = Field(3.0, gt=0)
     frequency: int = Field(100, ge=1)
+    steps: int = Field(3, ge=1)  # iterative: prune-retrain rounds
 
     @model_validator(mode="after")
     def _ordered(self) -> Schedule:
@@ -79,14 +80,90 @@ class Schedule(_Section):
         return self
 
 
+class Block(_Section):
+    """``{block: [rows, cols]}``: whole blocks over the kernel's last two axes."""
+
+    block: tuple[int, int]
+
+    @field_validator("block")
+    @classmethod
+    def _positive(cls, block: tuple[int, int]) -> tuple[int, int]:
+        if min(block) < 1:
+            raise ValueError(f"both sides must be >= 1, got {list(block)}")
+        return block
+
+
+_NM = re.compile(r"(\d+):(\d+)")
+GRADUAL = ("polynomial", "iterative")
+
+
 class Prune(_Section):
-    method: Literal["magnitude"] = "magnitude"
-    granularity: Literal["unstructured"] = "unstructured"
+    method: Literal["magnitude", "random", "taylor", "lamp", "movement"] = "magnitude"
+    granularity: str | Block = "unstructured"
     scope: Literal["layer", "global"] = "layer"
     sparsity: float = Field(0.5, ge=0, lt=1)
     min_layer_density: float = Field(0.02, gt=0, le=1)
+    score_batches: int = Field(16, ge=1)  # taylor: batches of training data for gradients
     layers: LayerSelection = LayerSelection()
     schedule: Schedule = Schedule()
+
+    @field_validator("granularity")
+    @classmethod
+    def _known_granularity(cls, value: str | Block) -> str | Block:
+        if isinstance(value, Block) or value == "unstructured":
+            return value
+        found = _NM.fullmatch(value)
+        if not found or not 0 < int(found[1]) < int(found[2]):
+            raise ValueError(
+                f'must be unstructured, "N:M" with 0 < N < M such as "2:4", or '
+                f"{{block: [rows, cols]}}, got {value!r}"
+            )
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nm_sets_sparsity(cls, data: Any) -> Any:
+        """N:M fixes the sparsity at 1 - N/M: fill it in when the user left it out."""
+        if isinstance(data, dict) and "sparsity" not in data:
+            found = _NM.fullmatch(str(data.get("granularity", "")))
+            if found and int(found[2]) > 0:
+                data = {**data, "sparsity": 1 - int(found[1]) / int(found[2])}
+        return data
+
+    @model_validator(mode="after")
+    def _combination_valid(self) -> Prune:
+        found = _NM.fullmatch(self.granularity) if isinstance(self.granularity, str) else None
+        if found:
+            fixed = 1 - int(found[1]) / int(found[2])
+            if abs(self.sparsity - fixed) > 1e-9:
+                raise ValueError(
+                    f"prune.sparsity ({self.sparsity}) disagrees with prune.granularity "
+                    f"{self.granularity!r}, which fixes it at {fixed:g}; drop one of the two"
+                )
+            if self.scope == "global":
+                raise ValueError(
+                    f"prune.granularity {self.granularity!r} fixes every layer's sparsity; "
+                    "prune.scope global has nothing to share: use scope layer"
+                )
+        if self.method == "movement" and self.schedule.type not in GRADUAL:
+            raise ValueError(
+                "prune.method movement scores weights by how fine-tuning moves them, so it needs "
+                f"a gradual prune.schedule.type ({' or '.join(GRADUAL)}), got {self.schedule.type!r}"
+            )
+        if self.scope == "global" and self.layers.overrides:
+            raise ValueError(
+                "prune.layers.overrides sets per-layer targets, which only scope layer has; "
+                "remove them or use prune.scope layer"
+            )
+        return self
+
+
+class Distill(_Section):
+    """Knowledge distillation from the unpruned input model (Hinton et al. 2015):
+    loss = (1 - alpha) * task + alpha * T^2 * KL(teacher || student) at temperature T."""
+
+    alpha: float = Field(0.5, ge=0, le=1)
+    temperature: float = Field(4.0, gt=0)
 
 
 class Finetune(_Section):
@@ -95,6 +172,7 @@ class Finetune(_Section):
     learning_rate: float = Field(1e-4, gt=0)
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
     momentum: float = Field(0.0, ge=0, lt=1)
+    distill: Distill | None = None
 
 
 class Data(_Section):
@@ -136,6 +214,11 @@ class Config(_Section):
             raise ValueError(
                 f"prune.schedule.start_epoch ({schedule.start_epoch}) must be less than "
                 f"finetune.epochs ({epochs}), or the schedule never starts"
+            )
+        if self.prune.method == "movement" and epochs == 0:
+            raise ValueError(
+                "prune.method movement needs fine-tuning to measure movement: "
+                "finetune.epochs must be > 0"
             )
         if epochs > 0 and schedule.type == "polynomial" and schedule.end_epoch > epochs:
             raise ValueError(

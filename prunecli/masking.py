@@ -1,18 +1,77 @@
 """Scores -> binary masks, per layer or under one global budget. Pure numpy, no I/O.
 
 A mask has the shape of its kernel, dtype float32, 1.0 = keep and 0.0 = pruned, so that
-enforcing it is one multiply. Counts are exact: pruning a fraction ``s`` of ``n`` weights
+enforcing it is one multiply. Counts are exact: pruning a fraction ``s`` of ``n`` units
 zeroes ``round(s * n)`` of them. Ties at the threshold are broken by position (the earlier
 flat index is kept), which makes masks deterministic even when many scores are equal (e.g.
 weights already zero).
+
+Three granularities (``Pattern``): ``unstructured`` (a unit is one weight), ``N:M`` (in
+every group of M consecutive weights along the reduction axis, at most N survive: what
+NVIDIA's sparse tensor cores run) and ``block`` (a unit is an r x c block over the kernel's
+last two axes, scored by the mean of its members, as tfmot's ``block_size``).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A parsed ``prune.granularity``: ``kind`` is unstructured, nm or block."""
+
+    kind: str = "unstructured"
+    n: int = 0
+    m: int = 0
+    block: tuple[int, int] = (1, 1)
+
+    @property
+    def fixed_sparsity(self) -> float | None:
+        """N:M fixes each layer's sparsity at 1 - N/M; other patterns take any target."""
+        return 1.0 - self.n / self.m if self.kind == "nm" else None
+
+
+def parse(granularity: Any) -> Pattern:
+    """``"unstructured"``, ``"2:4"`` or ``{"block": [1, 4]}`` -> Pattern (validated in config)."""
+    if isinstance(granularity, Mapping):
+        rows, cols = granularity["block"]
+        return Pattern("block", block=(int(rows), int(cols)))
+    found = re.fullmatch(r"(\d+):(\d+)", str(granularity))
+    if found:
+        return Pattern("nm", n=int(found[1]), m=int(found[2]))
+    return Pattern()
+
+
+def unsupported(shape: tuple[int, ...], pattern: Pattern, axis: int | None) -> str | None:
+    """Why ``pattern`` cannot apply to a kernel of ``shape`` (None when it can)."""
+    if pattern.kind == "nm":
+        if axis is None:
+            return f"{pattern.n}:{pattern.m} needs a reduction axis; this kernel has none"
+        if shape[axis] % pattern.m:
+            return (
+                f"{pattern.n}:{pattern.m} needs the reduction dimension ({shape[axis]}) to be "
+                f"divisible by {pattern.m}"
+            )
+    if pattern.kind == "block" and len(shape) < 2:
+        return "block patterns need a kernel with at least 2 axes"
+    return None
+
+
+def layer_mask(scores: np.ndarray, sparsity: float, pattern: Pattern, axis: int | None) -> np.ndarray:
+    """One kernel's mask at ``sparsity`` under ``pattern`` (``axis``: the reduction axis)."""
+    if pattern.kind == "nm":
+        return n_of_m(scores, sparsity, pattern.m, axis if axis is not None else -2)
+    if pattern.kind == "block":
+        units = block_scores(scores, pattern.block)
+        return expand_blocks(unstructured(units, sparsity), pattern.block, scores.shape)
+    return unstructured(scores, sparsity)
 
 
 def unstructured(scores: np.ndarray, sparsity: float) -> np.ndarray:
@@ -29,11 +88,65 @@ def unstructured(scores: np.ndarray, sparsity: float) -> np.ndarray:
     return mask.reshape(scores.shape)
 
 
+def n_of_m(scores: np.ndarray, sparsity: float, m: int, axis: int) -> np.ndarray:
+    """In each group of ``m`` consecutive entries along ``axis``, zero the
+    ``round(sparsity * m)`` lowest. A Dense kernel is ``(in, out)``: groups run down each
+    column (``axis`` 0, the inputs one output sums over); a Conv2D kernel ``(kh, kw, in,
+    out)`` groups along ``in`` at each spatial position. At sparsity 0.5 and m = 4 that is
+    exactly the 2:4 pattern; a gradual schedule passes 0.25 (1:4 pruned) on the way.
+
+    >>> n_of_m(np.array([[4.0], [1.0], [3.0], [2.0]]), 0.5, 4, 0).ravel()
+    array([1., 0., 1., 0.], dtype=float32)
+    """
+    moved = np.moveaxis(scores, axis, -1)
+    groups = moved.reshape(*moved.shape[:-1], moved.shape[-1] // m, m)
+    prune = min(m, round(sparsity * m))
+    rank = np.argsort(np.argsort(-groups, axis=-1, kind="stable"), axis=-1, kind="stable")
+    keep = (rank < m - prune).astype(np.float32).reshape(moved.shape)
+    return np.moveaxis(keep, -1, axis)
+
+
+def block_scores(scores: np.ndarray, block: tuple[int, int]) -> np.ndarray:
+    """Mean score of each ``block`` over the last two axes (edge blocks may be partial).
+
+    >>> block_scores(np.arange(8.0).reshape(2, 4), (1, 2))
+    array([[0.5, 2.5],
+           [4.5, 6.5]])
+    """
+    rows, cols = block
+    *lead, height, width = scores.shape
+    padded = np.full((*lead, -(-height // rows) * rows, -(-width // cols) * cols), np.nan)
+    padded[..., :height, :width] = scores
+    tiles = padded.reshape(*lead, padded.shape[-2] // rows, rows, padded.shape[-1] // cols, cols)
+    return np.nanmean(tiles, axis=(-3, -1))
+
+
+def expand_blocks(units: np.ndarray, block: tuple[int, int], shape: tuple[int, ...]) -> np.ndarray:
+    """A per-block mask back to the kernel's shape (edge blocks cropped)."""
+    full = np.repeat(np.repeat(units, block[0], axis=-2), block[1], axis=-1)
+    return full[..., : shape[-2], : shape[-1]].astype(np.float32)
+
+
 def layer_masks(
-    scores: Mapping[str, np.ndarray], targets: Mapping[str, float]
+    scores: Mapping[str, np.ndarray], targets: Mapping[str, float],
+    pattern: Pattern = Pattern(), axes: Mapping[str, int | None] | None = None,
 ) -> dict[str, np.ndarray]:
     """``scope: layer``: every kernel reaches its own target sparsity."""
-    return {key: unstructured(score, targets[key]) for key, score in scores.items()}
+    return {
+        key: layer_mask(score, targets[key], pattern, (axes or {}).get(key))
+        for key, score in scores.items()
+    }
+
+
+def global_pattern_masks(
+    scores: Mapping[str, np.ndarray], sparsity: float, min_density: float, pattern: Pattern
+) -> dict[str, np.ndarray]:
+    """``scope: global`` for unstructured or block patterns (blocks compete as units)."""
+    if pattern.kind != "block":
+        return global_masks(scores, sparsity, min_density)
+    units = {key: block_scores(score, pattern.block) for key, score in scores.items()}
+    masks = global_masks(units, sparsity, min_density)
+    return {key: expand_blocks(masks[key], pattern.block, scores[key].shape) for key in scores}
 
 
 def global_masks(
@@ -66,6 +179,23 @@ def global_masks(
         for number, mask in enumerate(masks):
             mask[positions[owners == number]] = 1.0
     return {key: mask.reshape(scores[key].shape) for key, mask in zip(keys, masks, strict=True)}
+
+
+def pattern_ok(kernel: np.ndarray, pattern: Pattern, axis: int | None) -> bool | None:
+    """Does a (saved) kernel follow ``pattern``? None for unstructured.
+
+    N:M: every group of M along the reduction axis holds at most N non-zeros. Block: every
+    zero lies in an all-zero block (a kept block is never partly cut).
+    """
+    if pattern.kind == "nm":
+        moved = np.moveaxis(kernel, axis if axis is not None else -2, -1)
+        groups = moved.reshape(*moved.shape[:-1], moved.shape[-1] // pattern.m, pattern.m)
+        return bool(np.all(np.count_nonzero(groups, axis=-1) <= pattern.n))
+    if pattern.kind == "block":
+        zero_blocks = block_scores((kernel != 0).astype(np.float64), pattern.block) == 0
+        covered = expand_blocks(zero_blocks.astype(np.float32), pattern.block, kernel.shape)
+        return bool(np.count_nonzero(kernel == 0) == np.count_nonzero(covered))
+    return None
 
 
 def sparsity(mask: np.ndarray) -> float:

@@ -8,9 +8,10 @@ the model is loaded, so a bad command line fails in a fraction of a second.
 from __future__ import annotations
 
 import contextlib
+import functools
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,16 +189,15 @@ def _size_as(model: Any, suffix: str) -> dict[str, int]:
     return {"size_bytes": size, "size_gzip_bytes": gzipped}
 
 
-def _schedule_factory(cfg: Config, spe: int) -> Any:
-    plan = cfg.prune.schedule
-
-    def schedule_for(final: float) -> schedules.Schedule:
-        return schedules.build(
-            plan.type, final, spe, start_epoch=plan.start_epoch, end_epoch=plan.end_epoch,
-            initial=min(plan.initial_sparsity, final), power=plan.power, frequency=plan.frequency,
-        )
-
-    return schedule_for
+def _schedule_factory(cfg: Config, spe: int) -> Callable[[float], schedules.Schedule]:
+    """Builds each layer's schedule (layers differ only in their final target)."""
+    settings = cfg.prune.schedule
+    plan = schedules.Plan(
+        spe, spe * cfg.finetune.epochs, start_epoch=settings.start_epoch,
+        end_epoch=settings.end_epoch, initial=settings.initial_sparsity, power=settings.power,
+        frequency=settings.frequency, rounds=settings.steps,
+    )
+    return functools.partial(schedules.build, settings.type, plan=plan)
 
 
 def _data_summary(splits: data.Splits, task: evaluate.Task | None) -> dict[str, Any]:

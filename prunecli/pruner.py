@@ -24,15 +24,28 @@ from prunecli.selection import LayerInfo
 
 
 class _MaskConstraint:
-    """``w * mask`` after the layer's own constraint (kept, if the layer had one)."""
+    """``w * mask`` after the layer's own constraint (kept, if the layer had one).
 
-    def __init__(self, mask: keras.Variable, inner: Callable[[Any], Any] | None) -> None:
-        self.mask, self.inner = mask, inner
+    For movement pruning it also accumulates S += w_t * (w_t+1 - w_t) in the same compiled
+    step: under SGD, w_t+1 - w_t = -lr * dL/dw, so S is Sanh et al.'s -sum_t w * dL/dw up to
+    the constant lr (with Adam, the step it actually took), with no Python per step.
+    """
+
+    def __init__(
+        self, mask: keras.Variable, inner: Callable[[Any], Any] | None,
+        movement: tuple[keras.Variable, keras.Variable] | None = None,
+    ) -> None:
+        self.mask, self.inner, self.movement = mask, inner, movement
 
     def __call__(self, weights: Any) -> Any:
         if self.inner is not None:
             weights = self.inner(weights)
-        return weights * self.mask
+        masked = weights * self.mask
+        if self.movement is not None:
+            score, previous = self.movement
+            score.assign_add(previous * (masked - previous))
+            previous.assign(masked)
+        return masked
 
 
 class Pruner:
@@ -45,44 +58,73 @@ class Pruner:
 
     def __init__(
         self, layers: list[LayerInfo], prune: Prune, schedule_for: Callable[[float], Schedule],
-        seed: int = 0,
+        seed: int = 0, gradients: Callable[[dict[str, Any]], dict[str, np.ndarray]] | None = None,
     ) -> None:
-        self.prune, self.seed = prune, seed
+        """``gradients`` maps the kernels to sum_b |dL/dw| over a few batches (taylor)."""
+        self.prune, self.seed, self.gradients = prune, seed, gradients
         self.score = scoring.get(prune.method)
+        self.pattern = masking.parse(prune.granularity)
         self.kernels: dict[str, Any] = {}
+        self.axes: dict[str, int | None] = {}
         self.schedules: dict[str, Schedule] = {}
         for info in layers:
             if info.selected:
                 for attr, variable in info.kernels.items():
                     key = f"{info.path}/{attr}"
                     self.kernels[key] = variable
+                    self.axes[key] = info.axes.get(attr)
                     self.schedules[key] = schedule_for(info.target)
         self.global_schedule = schedule_for(prune.sparsity)
-        self.masks = {
-            key: keras.Variable(np.ones(v.shape, dtype=v.dtype), trainable=False, name="mask")
-            for key, v in self.kernels.items()
-        }
+        self.masks = {key: _state_like(v, 1.0) for key, v in self.kernels.items()}
+        self.movement = (
+            {key: (_state_like(v, 0.0), _state_like(v, 0.0)) for key, v in self.kernels.items()}
+            if prune.method == "movement" else {}
+        )
         self._inner: dict[str, Any] = {}
+        self._applied: Any = None
 
     def updates_at(self, step: int) -> bool:
         return self.global_schedule.updates_at(step)
 
     def update(self, step: int) -> float:
-        """Recompute the masks for ``step`` and zero the pruned weights; return sparsity."""
-        weights = {key: np.asarray(v) for key, v in self.kernels.items()}
-        scores = {
-            key: self.score(w, scoring.ScoreContext(self.seed, key)) for key, w in weights.items()
-        }
+        """Recompute the masks for ``step`` and zero the pruned weights; return sparsity.
+
+        Nothing is recomputed when the targets have not moved since the last update, so a
+        score that is noisy or costly (random, taylor) never reshuffles a finished mask.
+        """
         if self.prune.scope == "global":
-            target = self.global_schedule.sparsity_at(step)
-            masks = masking.global_masks(scores, target, self.prune.min_layer_density)
+            targets: Any = self.global_schedule.sparsity_at(step)
         else:
             targets = {key: s.sparsity_at(step) for key, s in self.schedules.items()}
-            masks = masking.layer_masks(scores, targets)
+        if targets == self._applied:
+            return self.sparsity()
+        weights = {key: np.asarray(v) for key, v in self.kernels.items()}
+        scores = self._scores(weights)
+        if self.prune.scope == "global":
+            masks = masking.global_pattern_masks(
+                scores, targets, self.prune.min_layer_density, self.pattern
+            )
+        else:
+            masks = masking.layer_masks(scores, targets, self.pattern, self.axes)
         for key, mask in masks.items():
             self.masks[key].assign(mask)
             self.kernels[key].assign(weights[key] * mask)
+            if key in self.movement:
+                self.movement[key][1].assign(weights[key] * mask)
+        self._applied = targets
         return self.sparsity()
+
+    def _scores(self, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        gradients = self.gradients(self.kernels) if self.prune.method == "taylor" else {}
+        if self.prune.method == "taylor" and not gradients:
+            raise ValueError("taylor scores need training data to take gradients on")
+        return {
+            key: self.score(w, scoring.ScoreContext(
+                self.seed, key, abs_gradient=gradients.get(key),
+                movement=np.asarray(self.movement[key][0]) if key in self.movement else None,
+            ))
+            for key, w in weights.items()
+        }
 
     def finish(self) -> float:
         """Bring every mask to its final target (after the last training step)."""
@@ -92,7 +134,11 @@ class Pruner:
         """Enforce the masks after every optimizer step (constraint on each kernel)."""
         for key, variable in self.kernels.items():
             self._inner[key] = variable.constraint
-            variable.constraint = _MaskConstraint(self.masks[key], variable.constraint)
+            if key in self.movement:
+                self.movement[key][1].assign(variable)
+            variable.constraint = _MaskConstraint(
+                self.masks[key], variable.constraint, self.movement.get(key)
+            )
 
     def detach(self) -> None:
         """Give every kernel its own constraint back; nothing of prunecli stays in the model."""
@@ -105,6 +151,13 @@ class Pruner:
         total = sum(int(np.prod(v.shape)) for v in self.kernels.values())
         zeros = sum(int(np.count_nonzero(np.asarray(v) == 0)) for v in self.kernels.values())
         return zeros / total if total else 0.0
+
+
+def _state_like(variable: Any, value: float) -> keras.Variable:
+    """A non-trainable variable of the kernel's shape and dtype, filled with ``value``."""
+    return keras.Variable(
+        np.full(variable.shape, value, dtype=variable.dtype), trainable=False, name="prune_state"
+    )
 
 
 # A step past the end of every schedule: where each reaches its final sparsity.

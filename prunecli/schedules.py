@@ -8,6 +8,7 @@ step at ``sparsity_at(total_steps)``, which the config guarantees is the final t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -86,27 +87,68 @@ class Polynomial:
         return in_window and ((step - self.begin) % self.frequency == 0 or step == self.end)
 
 
-def build(
-    kind: str,
-    final: float,
-    steps_per_epoch: int,
-    *,
-    start_epoch: float = 0.0,
-    end_epoch: float = 1.0,
-    initial: float = 0.0,
-    power: float = 3.0,
-    frequency: int = 100,
-) -> Schedule:
-    """A schedule from config values; epochs (fractions allowed) become optimizer steps."""
-    begin = round(start_epoch * steps_per_epoch)
-    if kind == "one_shot":
-        return OneShot(final)
-    if kind == "constant":
-        return Constant(final, begin)
-    if kind == "polynomial":
-        end = max(begin + 1, round(end_epoch * steps_per_epoch))
-        return Polynomial(initial, final, begin, end, power, frequency)
-    raise ValueError(f"unknown schedule {kind!r}; valid: one_shot, constant, polynomial")
+@dataclass(frozen=True)
+class Iterative:
+    """Prune-retrain rounds (Han et al. 2015): ``rounds`` mask updates spread evenly over
+    ``total`` steps, each removing the same fraction of the weights still alive, so the
+    density after round k of K is (1 - final)^(k/K) and the last round reaches ``final``.
+    Example: final 0.875 in 3 rounds gives 0.5, 0.75, 0.875 at steps 0, T/3, 2T/3.
+    """
+
+    final: float
+    rounds: int
+    total: int
+
+    def __post_init__(self) -> None:
+        _check_range(self.final, 0, self.total)
+        if self.rounds < 1:
+            raise ValueError(f"iterative schedule needs rounds >= 1, got {self.rounds}")
+
+    def _starts(self) -> list[int]:
+        return [k * self.total // self.rounds for k in range(self.rounds)]
+
+    def sparsity_at(self, step: int) -> float:
+        done = sum(1 for start in self._starts() if start <= step)
+        return 1.0 - (1.0 - self.final) ** (done / self.rounds)
+
+    def updates_at(self, step: int) -> bool:
+        return step in self._starts()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Schedule settings in epochs (from the config) plus the run's step counts."""
+
+    steps_per_epoch: int
+    total_steps: int
+    start_epoch: float = 0.0
+    end_epoch: float = 1.0
+    initial: float = 0.0
+    power: float = 3.0
+    frequency: int = 100
+    rounds: int = 3
+
+    def step(self, epoch: float) -> int:
+        return round(epoch * self.steps_per_epoch)
+
+
+BUILDERS: dict[str, Callable[[float, Plan], Schedule]] = {
+    "one_shot": lambda final, plan: OneShot(final),
+    "constant": lambda final, plan: Constant(final, plan.step(plan.start_epoch)),
+    "polynomial": lambda final, plan: Polynomial(
+        min(plan.initial, final), final, plan.step(plan.start_epoch),
+        max(plan.step(plan.start_epoch) + 1, plan.step(plan.end_epoch)), plan.power, plan.frequency,
+    ),
+    "iterative": lambda final, plan: Iterative(final, plan.rounds, max(plan.total_steps, 1)),
+}
+
+
+def build(kind: str, final: float, plan: Plan) -> Schedule:
+    """The schedule ``kind`` reaching ``final``; epochs (fractions allowed) become steps."""
+    try:
+        return BUILDERS[kind](final, plan)
+    except KeyError:
+        raise ValueError(f"unknown schedule {kind!r}; valid: {', '.join(BUILDERS)}") from None
 
 
 def _check_range(final: float, begin: int, end: int) -> None:

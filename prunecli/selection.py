@@ -11,6 +11,7 @@ transfer-learning model nests its base model; those layers are prunable too).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,22 +19,40 @@ from typing import Any
 
 import numpy as np
 
+from prunecli import masking
 from prunecli.config import Prune
 from prunecli.errors import ConfigError
 
-# Keras 3 keeps a depthwise kernel in `kernel`; separable convs keep two kernels.
-PRUNABLE: dict[str, tuple[str, ...]] = {
-    **{name: ("kernel",) for name in (
-        "Dense", "Conv1D", "Conv2D", "Conv3D",
-        "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
-        "DepthwiseConv1D", "DepthwiseConv2D",
-    )},
-    "SeparableConv1D": ("depthwise_kernel", "pointwise_kernel"),
-    "SeparableConv2D": ("depthwise_kernel", "pointwise_kernel"),
-    **{name: () for name in (
-        "BatchNormalization", "LayerNormalization", "GroupNormalization",
-        "UnitNormalization", "Normalization", "Rescaling",
-    )},
+# Each entry: (attribute path, reduction axis) per prunable kernel. The reduction axis is
+# the one a layer's output sums over (a Dense kernel is (in, out): axis -2; a transposed
+# conv kernel is (kh, kw, out, in): axis -1); N:M groups run along it. None: no such axis
+# (an embedding table is looked up, a depthwise kernel sums over space), so N:M skips it.
+# Keras 3 keeps a depthwise kernel in `kernel`; recurrent layers keep theirs in `cell`.
+_KERNEL = (("kernel", -2),)
+_RNN = (("cell.kernel", -2), ("cell.recurrent_kernel", -2))
+PRUNABLE: dict[str, tuple[tuple[str, int | None], ...]] = {
+    **dict.fromkeys(("Dense", "Conv1D", "Conv2D", "Conv3D"), _KERNEL),
+    **dict.fromkeys(("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"), (("kernel", -1),)),
+    **dict.fromkeys(("DepthwiseConv1D", "DepthwiseConv2D"), (("kernel", None),)),
+    **dict.fromkeys(
+        ("SeparableConv1D", "SeparableConv2D"), (("depthwise_kernel", None), ("pointwise_kernel", -2))
+    ),
+    "Embedding": (("embeddings", None),),
+    **dict.fromkeys(("LSTM", "GRU", "SimpleRNN"), _RNN),
+    "Bidirectional": tuple(
+        (f"{side}.{attr}", axis) for side in ("forward_layer", "backward_layer") for attr, axis in _RNN
+    ),
+    # Query/key/value kernels are (dim, heads, head_dim): they sum over dim. The output
+    # kernel (heads, head_dim, dim) sums over heads and head_dim; groups run along head_dim.
+    "MultiHeadAttention": (
+        ("_query_dense.kernel", -3), ("_key_dense.kernel", -3), ("_value_dense.kernel", -3),
+        ("_output_dense.kernel", -2),
+    ),
+    **dict.fromkeys(
+        ("BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization",
+         "Normalization", "Rescaling"),
+        (),
+    ),
 }
 
 
@@ -45,6 +64,7 @@ class LayerInfo:
     type: str
     params: int
     kernels: dict[str, Any] = field(default_factory=dict)  # attr -> Keras variable
+    axes: dict[str, int | None] = field(default_factory=dict)  # attr -> reduction axis
     target: float | None = None  # None: not pruned (see reason)
     reason: str | None = None
 
@@ -85,19 +105,28 @@ def describe(model: Any) -> list[LayerInfo]:
         elif not PRUNABLE[kind]:
             info.reason = f"{kind} has nothing to prune (normalisation and scaling are kept)"
         else:
-            info.kernels = {attr: getattr(layer, attr) for attr in PRUNABLE[kind]}
+            info.kernels = {attr: _attribute(layer, attr) for attr, _ in PRUNABLE[kind]}
+            info.axes = dict(PRUNABLE[kind])
         infos.append(info)
     return infos
+
+
+def _attribute(layer: Any, dotted: str) -> Any:
+    return functools.reduce(getattr, dotted.split("."), layer)
 
 
 def select(model: Any, prune: Prune) -> list[LayerInfo]:
     """Describe the model and give each matching prunable layer its target sparsity.
 
-    Exclude wins over include; the first matching override sets a layer's own target.
-    Raises ConfigError when nothing is selected, since pruning nothing is surely a mistake.
+    Exclude wins over include; the first matching override sets a layer's own target. A
+    layer whose kernels cannot take the granularity (e.g. 2:4 on 30 input channels) is
+    left out with the reason. Raises ConfigError when nothing is selected, since pruning
+    nothing is surely a mistake.
     """
     rules = prune.layers
+    pattern = masking.parse(prune.granularity)
     infos = describe(model)
+    skipped: list[tuple[str, str]] = []
     for info in infos:
         if not info.kernels:
             continue
@@ -106,6 +135,9 @@ def select(model: Any, prune: Prune) -> list[LayerInfo]:
             info.reason = f"excluded by prune.layers.exclude {excluded!r}"
         elif not any(re.fullmatch(rx, info.path) for rx in rules.include):
             info.reason = "not matched by prune.layers.include"
+        elif reason := _pattern_problem(info, pattern):
+            info.reason = reason
+            skipped.append((info.path, reason))
         else:
             override = next((s for rx, s in rules.overrides.items() if re.fullmatch(rx, info.path)), None)
             info.target = prune.sparsity if override is None else override
@@ -114,5 +146,14 @@ def select(model: Any, prune: Prune) -> list[LayerInfo]:
         raise ConfigError(
             "no layer selected by prune.layers include/exclude; prunable layers are: "
             + (", ".join(prunable) or "none")
+            + "".join(f"; {path}: {why}" for path, why in skipped)
         )
     return infos
+
+
+def _pattern_problem(info: LayerInfo, pattern: masking.Pattern) -> str | None:
+    for attr, variable in info.kernels.items():
+        reason = masking.unsupported(tuple(variable.shape), pattern, info.axes[attr])
+        if reason:
+            return f"{attr}: {reason}"
+    return None

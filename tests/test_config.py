@@ -423,7 +423,7 @@ def test_dump_prints_every_key():
     dumped = yaml.safe_load(config.dump(Config()))
     assert set(dumped) == {"version", "seed", "prune", "finetune", "data", "output"}
     assert set(dumped["prune"]["schedule"]) == {
-        "type", "start_epoch", "end_epoch", "initial_sparsity", "power", "frequency",
+        "type", "start_epoch", "end_epoch", "initial_sparsity", "power", "frequency", "steps",
     }
     assert dumped["data"]["train"] is None
 
@@ -431,7 +431,7 @@ def test_dump_prints_every_key():
 def test_dump_round_trips_through_load(tmp_path):
     original = load_text(
         tmp_path,
-        "seed: 11\nprune:\n  sparsity: 0.85\n  scope: global\n  min_layer_density: 0.05\n"
+        "seed: 11\nprune:\n  sparsity: 0.85\n  scope: layer\n  min_layer_density: 0.05\n"
         "  layers:\n    include: ['base/.*', out]\n    exclude: ['.*bn']\n"
         "    overrides: {'base/conv': 0.3}\n"
         "  schedule:\n    type: polynomial\n    start_epoch: 0.5\n    end_epoch: 2.5\n"

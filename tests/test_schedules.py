@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from prunecli import schedules
-from prunecli.schedules import Constant, OneShot, Polynomial
+from prunecli.schedules import Constant, Iterative, OneShot, Plan, Polynomial
 
 # --- one_shot ----------------------------------------------------------------------------
 
@@ -141,19 +141,19 @@ def test_one_shot_rejects_final_outside_range():
 
 
 def test_build_one_shot():
-    s = schedules.build("one_shot", 0.7, steps_per_epoch=10)
+    s = schedules.build("one_shot", 0.7, Plan(10, 20))
     assert s == OneShot(0.7)
 
 
 def test_build_constant_converts_fractional_start_epoch():
-    s = schedules.build("constant", 0.6, steps_per_epoch=12, start_epoch=1.5)
+    s = schedules.build("constant", 0.6, Plan(12, 36, start_epoch=1.5))
     assert s == Constant(final=0.6, begin=18)
 
 
 def test_build_polynomial_converts_fractional_epochs_to_steps():
     s = schedules.build(
-        "polynomial", 0.8, steps_per_epoch=12, start_epoch=0.5, end_epoch=2.25,
-        initial=0.1, power=2, frequency=5,
+        "polynomial", 0.8,
+        Plan(12, 36, start_epoch=0.5, end_epoch=2.25, initial=0.1, power=2, frequency=5),
     )
     assert s == Polynomial(initial=0.1, final=0.8, begin=6, end=27, power=2, frequency=5)
     # begin 0.5 * 12 = 6, end 2.25 * 12 = 27; step 13 is (13 - 6) / 21 = 1/3 of the way
@@ -162,26 +162,51 @@ def test_build_polynomial_converts_fractional_epochs_to_steps():
 
 
 def test_build_polynomial_defaults_span_the_first_epoch():
-    s = schedules.build("polynomial", 0.5, steps_per_epoch=40)
+    s = schedules.build("polynomial", 0.5, Plan(40, 80))
     assert (s.begin, s.end, s.initial, s.power, s.frequency) == (0, 40, 0.0, 3.0, 100)
     assert [t for t in range(100) if s.updates_at(t)] == [0, 40]
 
 
 def test_build_polynomial_too_short_window_still_has_one_step():
     # 1 step per epoch: start 0.2 -> step 0, end 0.4 -> step 0; the window is kept to 0..1
-    s = schedules.build("polynomial", 0.5, steps_per_epoch=1, start_epoch=0.2, end_epoch=0.4)
+    s = schedules.build("polynomial", 0.5, Plan(1, 2, start_epoch=0.2, end_epoch=0.4))
     assert (s.begin, s.end) == (0, 1)
     assert s.sparsity_at(1) == 0.5
 
 
 def test_build_unknown_kind_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown schedule 'cubic'; valid: one_shot, constant, "
-                       r"polynomial"):
-        schedules.build("cubic", 0.5, steps_per_epoch=10)
+                       r"polynomial, iterative"):
+        schedules.build("cubic", 0.5, Plan(10, 10))
 
 
 def test_build_checks_its_arguments():
     with pytest.raises(ValueError, match="final sparsity"):
-        schedules.build("polynomial", 1.0, steps_per_epoch=10)
+        schedules.build("polynomial", 1.0, Plan(10, 10))
     with pytest.raises(ValueError, match="final sparsity"):
-        schedules.build("constant", 1.5, steps_per_epoch=10)
+        schedules.build("constant", 1.5, Plan(10, 10))
+
+
+# --- iterative: prune-retrain rounds ------------------------------------------------------
+
+
+def test_iterative_rounds_remove_the_same_fraction_of_survivors_each_time():
+    s = schedules.build("iterative", 0.875, Plan(10, 30, rounds=3))
+    assert s == Iterative(final=0.875, rounds=3, total=30)
+    assert [t for t in range(40) if s.updates_at(t)] == [0, 10, 20]
+    # density 0.125 ** (k/3): 0.5, 0.25, 0.125
+    assert [s.sparsity_at(t) for t in (0, 9, 10, 19, 20, 29)] == pytest.approx(
+        [0.5, 0.5, 0.75, 0.75, 0.875, 0.875]
+    )
+    assert s.sparsity_at(10**9) == pytest.approx(0.875)
+
+
+def test_iterative_single_round_is_one_shot_at_step_zero():
+    s = Iterative(final=0.6, rounds=1, total=7)
+    assert [t for t in range(10) if s.updates_at(t)] == [0]
+    assert s.sparsity_at(0) == pytest.approx(0.6)
+
+
+def test_iterative_checks_its_arguments():
+    with pytest.raises(ValueError, match="rounds >= 1"):
+        Iterative(final=0.5, rounds=0, total=10)

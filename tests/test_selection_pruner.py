@@ -84,11 +84,14 @@ def test_describe_lists_unsupported_layers_with_a_reason():
         keras.layers.Embedding(10, 3, name="embed"),
         keras.layers.Flatten(name="flat"),
         keras.layers.Dense(2, name="out"),
+        keras.layers.Reshape((2, 1, 1), name="shape"),
+        keras.layers.ConvLSTM1D(2, 1, name="convlstm"),
     ])
     infos = {i.path: i for i in selection.describe(model)}
-    assert list(infos) == ["embed", "out"]  # Flatten has no weights: not listed
-    assert infos["embed"].reason == "Embedding is not supported for pruning yet"
-    assert infos["embed"].kernels == {}
+    assert list(infos) == ["embed", "out", "convlstm"]  # weightless layers are not listed
+    assert infos["convlstm"].reason == "ConvLSTM1D is not supported for pruning yet"
+    assert infos["convlstm"].kernels == {}
+    assert list(infos["embed"].kernels) == ["embeddings"]
     assert infos["embed"].params == 30
 
 
@@ -413,7 +416,8 @@ def test_finetune_run_holds_masks_while_a_polynomial_schedule_raises_them():
     spe = finetune.steps_per_epoch(len(x), 8)  # 6
     assert spe == 6
     schedule_for = lambda final: schedules.build(  # noqa: E731
-        "polynomial", final, spe, start_epoch=0.5, end_epoch=1.5, power=3, frequency=2
+        "polynomial", final,
+        schedules.Plan(spe, 2 * spe, start_epoch=0.5, end_epoch=1.5, power=3, frequency=2),
     )
     pruner = Pruner(selection.select(model, prune), prune, schedule_for)
     checker = MaskChecker(pruner)  # runs after finetune's own schedule hook
