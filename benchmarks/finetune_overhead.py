@@ -46,8 +46,13 @@ def main() -> None:
     rows = [_measure(case, args.reps, args.epochs) for case in cases]
     _print_table(rows)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": _machine(), "reps": args.reps,
-                                   "epochs": args.epochs, "cases": rows}, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps(
+            {"machine": _machine(), "reps": args.reps, "epochs": args.epochs, "cases": rows},
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {RESULTS.relative_to(ROOT)}")
 
 
@@ -63,13 +68,20 @@ def _cnn_1m_case() -> dict[str, Any]:
     """A ~1M-parameter CNN on 32x32x3 synthetic data (10 classes)."""
     keras.utils.set_random_seed(0)
     layers = keras.layers
-    model = keras.Sequential([
-        keras.Input((32, 32, 3)),
-        layers.Conv2D(32, 3, activation="relu"), layers.Conv2D(64, 3, activation="relu"),
-        layers.MaxPooling2D(), layers.Conv2D(128, 3, activation="relu"), layers.MaxPooling2D(),
-        layers.Flatten(), layers.Dense(192, activation="relu"),
-        layers.Dense(10, activation="softmax"),
-    ], name="cnn_1m")
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(128, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Flatten(),
+            layers.Dense(192, activation="relu"),
+            layers.Dense(10, activation="softmax"),
+        ],
+        name="cnn_1m",
+    )
     rng = np.random.default_rng(0)
     x = rng.random((2048, 32, 32, 3), dtype=np.float32)
     y = rng.integers(0, 10, 2048)
@@ -87,8 +99,15 @@ def _measure(case: dict[str, Any], reps: int, epochs: int) -> dict[str, Any]:
             timer = _EpochTimer()
             if VARIANTS[variant] is None:
                 model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=_LOSS)
-                model.fit(case["x"], case["y"], batch_size=case["batch"], epochs=epochs,
-                          shuffle=True, verbose=0, callbacks=[timer])
+                model.fit(
+                    case["x"],
+                    case["y"],
+                    batch_size=case["batch"],
+                    epochs=epochs,
+                    shuffle=True,
+                    verbose=0,
+                    callbacks=[timer],
+                )
             else:
                 _masked_fit(model, case, epochs, timer, VARIANTS[variant])
             steps = -(-len(case["y"]) // case["batch"])
@@ -123,8 +142,16 @@ def _masked_fit(model: Any, case: dict[str, Any], epochs: int, timer: Any, spars
     pruner = Pruner(layers, prune, lambda s: schedules.build("one_shot", s, plan))
     pruner.update(0)
     settings = config.Finetune(epochs=epochs, batch_size=case["batch"], learning_rate=1e-3)
-    finetune.run(model, pruner, case["x"], case["y"], settings, {"loss": _LOSS}, console=None,
-                 callbacks=[timer])
+    finetune.run(
+        model,
+        pruner,
+        case["x"],
+        case["y"],
+        settings,
+        {"loss": _LOSS},
+        console=None,
+        callbacks=[timer],
+    )
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -142,19 +169,27 @@ class _EpochTimer(keras.callbacks.Callback):
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
-    header = (f"{'case':<18} {'params':>9} {'plain steps/s':>14} {'masked 80%':>11} "
-              f"{'masks all-ones':>15} {'ratio':>6} {'ratio all-ones':>15}")
+    header = (
+        f"{'case':<18} {'params':>9} {'plain steps/s':>14} {'masked 80%':>11} "
+        f"{'masks all-ones':>15} {'ratio':>6} {'ratio all-ones':>15}"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
-        print(f"{row['case']:<18} {row['params']:>9,} {row['plain_steps_per_s']:>14.1f} "
-              f"{row['masked_steps_per_s']:>11.1f} {row['masked_dense_steps_per_s']:>15.1f} "
-              f"{row['ratio']:>6.3f} {row['ratio_dense_masks']:>15.3f}")
+        print(
+            f"{row['case']:<18} {row['params']:>9,} {row['plain_steps_per_s']:>14.1f} "
+            f"{row['masked_steps_per_s']:>11.1f} {row['masked_dense_steps_per_s']:>15.1f} "
+            f"{row['ratio']:>6.3f} {row['ratio_dense_masks']:>15.3f}"
+        )
 
 
 def _machine() -> dict[str, Any]:
-    return {"platform": platform.platform(), "processor": platform.machine(),
-            "cpus": os.cpu_count(), **runtime.environment()}
+    return {
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpus": os.cpu_count(),
+        **runtime.environment(),
+    }
 
 
 if __name__ == "__main__":

@@ -86,24 +86,57 @@ def main() -> None:
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), help="YAML config.")
-@click.option("--data", type=click.Path(path_type=Path), help="Dataset folder (train/ and val/ inside, or the training set itself).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output model (.keras or .h5).")
-@click.option("--report", type=click.Path(path_type=Path), help="Report JSON path (Markdown beside it).")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="Dataset folder (train/ and val/ inside, or the training set itself).",
+)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="Output model (.keras or .h5)."
+)
+@click.option(
+    "--report", type=click.Path(path_type=Path), help="Report JSON path (Markdown beside it)."
+)
 @click.option("--sparsity", type=float, help="Target sparsity (prune.sparsity).")
 @click.option("--epochs", type=int, help="Fine-tuning epochs (finetune.epochs); 0 prunes only.")
 @click.option("--seed", type=int, help="Random seed.")
-@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Override any dotted config key (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout, nothing else.")
-@click.option("--max-accuracy-drop", type=float, help="Exit 3 if accuracy falls by more than this (e.g. 0.01).")
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any dotted config key (repeatable).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the report as JSON on stdout, nothing else."
+)
+@click.option(
+    "--max-accuracy-drop",
+    type=float,
+    help="Exit 3 if accuracy falls by more than this (e.g. 0.01).",
+)
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
-@click.option("--no-safe-mode", is_flag=True, help="Allow Lambda layers (runs code stored in the model).")
+@click.option(
+    "--no-safe-mode", is_flag=True, help="Allow Lambda layers (runs code stored in the model)."
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or logs.")
 @_guarded
 def prune(
-    model: Path, config_path: Path | None, data: Path | None, output: Path | None,
-    report: Path | None, sparsity: float | None, epochs: int | None, seed: int | None,
-    assignments: tuple[str, ...], as_json: bool, max_accuracy_drop: float | None, force: bool,
-    no_safe_mode: bool, quiet: bool, debug: bool,
+    model: Path,
+    config_path: Path | None,
+    data: Path | None,
+    output: Path | None,
+    report: Path | None,
+    sparsity: float | None,
+    epochs: int | None,
+    seed: int | None,
+    assignments: tuple[str, ...],
+    as_json: bool,
+    max_accuracy_drop: float | None,
+    force: bool,
+    no_safe_mode: bool,
+    quiet: bool,
+    debug: bool,
 ) -> None:
     """Prune MODEL (.keras or .h5), fine-tune it, write it and a before/after report.
 
@@ -114,10 +147,16 @@ def prune(
 
     Exit codes: 0 ok, 1 bug, 2 bad input, 3 gate failed, 130 interrupted.
     """
-    overrides = _overrides(assignments, {
-        "prune.sparsity": sparsity, "finetune.epochs": epochs, "seed": seed,
-        "output.path": output, "output.report": report,
-    })
+    overrides = _overrides(
+        assignments,
+        {
+            "prune.sparsity": sparsity,
+            "finetune.epochs": epochs,
+            "seed": seed,
+            "output.path": output,
+            "output.report": report,
+        },
+    )
     if data is not None:
         from prunecli.data import split_dir
 
@@ -133,7 +172,11 @@ def prune(
     from prunecli import report as render
 
     request = pipeline.Request(
-        model, settings, force=force, safe_mode=not no_safe_mode, max_accuracy_drop=max_accuracy_drop
+        model,
+        settings,
+        force=force,
+        safe_mode=not no_safe_mode,
+        max_accuracy_drop=max_accuracy_drop,
     )
     stderr = Console(stderr=True)
     result = pipeline.run(request, None if quiet else stderr)
@@ -153,7 +196,9 @@ def prune(
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
-@click.option("--no-safe-mode", is_flag=True, help="Allow Lambda layers (runs code stored in the model).")
+@click.option(
+    "--no-safe-mode", is_flag=True, help="Allow Lambda layers (runs code stored in the model)."
+)
 @_guarded
 def inspect(model: Path, as_json: bool, no_safe_mode: bool, debug: bool) -> None:
     """List MODEL's layers: parameters, current sparsity, prunable or not and why.
@@ -176,10 +221,12 @@ def inspect(model: Path, as_json: bool, no_safe_mode: bool, debug: bool) -> None
 
 @main.command()
 @click.argument("config_file", type=click.Path(path_type=Path))
-@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Override a dotted key.")
+@click.option(
+    "--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Override a dotted key."
+)
 @click.option("--print", "show", is_flag=True, help="Print the fully resolved config as YAML.")
 @_guarded
-def validate(config_file: Path, assignments: tuple[str, ...], show: bool, debug: bool) -> None:  # noqa: ARG001
+def validate(config_file: Path, assignments: tuple[str, ...], show: bool, debug: bool) -> None:
     """Check CONFIG_FILE without loading TensorFlow; --print shows every key resolved.
 
     \b

@@ -75,7 +75,8 @@ class Schedule(_Section):
     def _ordered(self) -> Schedule:
         if self.type == "polynomial" and self.end_epoch <= self.start_epoch:
             raise ValueError(
-                f"end_epoch ({self.end_epoch}) must be greater than start_epoch ({self.start_epoch})"
+                f"end_epoch ({self.end_epoch}) must be greater than "
+                f"start_epoch ({self.start_epoch})"
             )
         return self
 
@@ -147,8 +148,9 @@ class Prune(_Section):
                 )
         if self.method == "movement" and self.schedule.type not in GRADUAL:
             raise ValueError(
-                "prune.method movement scores weights by how fine-tuning moves them, so it needs "
-                f"a gradual prune.schedule.type ({' or '.join(GRADUAL)}), got {self.schedule.type!r}"
+                "prune.method movement scores weights by how fine-tuning moves them, so it "
+                f"needs a gradual prune.schedule.type ({' or '.join(GRADUAL)}), "
+                f"got {self.schedule.type!r}"
             )
         if self.scope == "global" and self.layers.overrides:
             raise ValueError(
@@ -285,7 +287,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of keys, got {type(data).__name__}"
+        )
     return data
 
 
@@ -318,8 +322,10 @@ def _describe(exc: ValidationError) -> str:
     if error["type"] == "extra_forbidden":
         valid = _fields_at(loc[:-1])
         close = difflib.get_close_matches(loc[-1], valid, n=1)
-        hint = f"did you mean {'.'.join([*loc[:-1], close[0]])}?" if close else (
-            f"valid keys here: {', '.join(valid)}"
+        hint = (
+            f"did you mean {'.'.join([*loc[:-1], close[0]])}?"
+            if close
+            else (f"valid keys here: {', '.join(valid)}")
         )
         return f"unknown key {dotted} ({hint})"
     message = error["msg"]

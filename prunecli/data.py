@@ -114,7 +114,9 @@ def _read_images(root: Path, settings: Data, input_shape: tuple[int | None, ...]
     return Arrays(x, y, tuple(classes))
 
 
-def _image_format(settings: Data, input_shape: tuple[int | None, ...]) -> tuple[tuple[int, int], str]:
+def _image_format(
+    settings: Data, input_shape: tuple[int | None, ...]
+) -> tuple[tuple[int, int], str]:
     """(height, width) and Pillow mode: from the config, else from the model's input."""
     channels = input_shape[-1] if len(input_shape) == 3 else None
     size = settings.image_size or (
@@ -127,7 +129,9 @@ def _image_format(settings: Data, input_shape: tuple[int | None, ...]) -> tuple[
         )
     color = settings.color_mode or _CHANNELS.get(channels or 0)
     if color is None:
-        raise DataError(f"cannot infer the color mode from input shape {input_shape}; set data.color_mode")
+        raise DataError(
+            f"cannot infer the color mode from input shape {input_shape}; set data.color_mode"
+        )
     return (int(size[0]), int(size[1])), _PIL_MODES[color]
 
 

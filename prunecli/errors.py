@@ -27,4 +27,3 @@ class DataError(PruneError):
 
 class OutputError(PruneError):
     """An output path is unusable: missing folder, not writable, exists, or is the input."""
-

@@ -31,10 +31,15 @@ class Task:
     def compile_args(self) -> dict[str, Any]:
         """Loss and metrics inferred from the data, for a model without a compile config."""
         if self.kind == "sparse":
-            return {"loss": keras.losses.SparseCategoricalCrossentropy(self.from_logits),
-                    "metrics": ["accuracy"]}
+            return {
+                "loss": keras.losses.SparseCategoricalCrossentropy(self.from_logits),
+                "metrics": ["accuracy"],
+            }
         if self.kind == "binary":
-            return {"loss": keras.losses.BinaryCrossentropy(self.from_logits), "metrics": ["accuracy"]}
+            return {
+                "loss": keras.losses.BinaryCrossentropy(self.from_logits),
+                "metrics": ["accuracy"],
+            }
         return {"loss": keras.losses.MeanSquaredError(), "metrics": []}
 
 

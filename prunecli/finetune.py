@@ -65,13 +65,20 @@ def run(
     hook = _ScheduleHook(pruner, spe, result)
     hooks: list[keras.callbacks.Callback] = [hook, *callbacks]
     if console is not None:
-        hooks.append(_ProgressBar(console, hook) if console.is_terminal else _EpochLog(console, hook))
+        hooks.append(
+            _ProgressBar(console, hook) if console.is_terminal else _EpochLog(console, hook)
+        )
     start = time.perf_counter()
     pruner.attach()
     try:
         model.fit(
-            x, y, batch_size=settings.batch_size, epochs=settings.epochs,
-            shuffle=True, callbacks=hooks, verbose=0,
+            x,
+            y,
+            batch_size=settings.batch_size,
+            epochs=settings.epochs,
+            shuffle=True,
+            callbacks=hooks,
+            verbose=0,
         )
     finally:
         pruner.detach()
@@ -122,11 +129,17 @@ class _ProgressBar(keras.callbacks.Callback):
         super().__init__()
         self.hook = hook
         self.bar = Progress(
-            TextColumn("fine-tune epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("fine-tune epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}  sparsity {task.fields[sparsity]:.3f}"),
-            TimeElapsedColumn(), console=console, transient=False,
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
         )
-        self.task = self.bar.add_task("fine-tune", total=0, epoch="1", loss=float("nan"), sparsity=0.0)
+        self.task = self.bar.add_task(
+            "fine-tune", total=0, epoch="1", loss=float("nan"), sparsity=0.0
+        )
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         total = self.params["epochs"] * self.params["steps"]

@@ -64,7 +64,9 @@ def unsupported(shape: tuple[int, ...], pattern: Pattern, axis: int | None) -> s
     return None
 
 
-def layer_mask(scores: np.ndarray, sparsity: float, pattern: Pattern, axis: int | None) -> np.ndarray:
+def layer_mask(
+    scores: np.ndarray, sparsity: float, pattern: Pattern, axis: int | None
+) -> np.ndarray:
     """One kernel's mask at ``sparsity`` under ``pattern`` (``axis``: the reduction axis)."""
     if pattern.kind == "nm":
         return n_of_m(scores, sparsity, pattern.m, axis if axis is not None else -2)
@@ -128,8 +130,10 @@ def expand_blocks(units: np.ndarray, block: tuple[int, int], shape: tuple[int, .
 
 
 def layer_masks(
-    scores: Mapping[str, np.ndarray], targets: Mapping[str, float],
-    pattern: Pattern = Pattern(), axes: Mapping[str, int | None] | None = None,
+    scores: Mapping[str, np.ndarray],
+    targets: Mapping[str, float],
+    pattern: Pattern = Pattern(),
+    axes: Mapping[str, int | None] | None = None,
 ) -> dict[str, np.ndarray]:
     """``scope: layer``: every kernel reaches its own target sparsity."""
     return {

@@ -35,7 +35,9 @@ def check_target(path: Path, *, force: bool, inputs: tuple[Path, ...] = ()) -> N
     try:
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".prunecli-probe-")
     except OSError as exc:
-        raise OutputError(f"{path}: output folder {folder} is not writable ({exc.strerror})") from None
+        raise OutputError(
+            f"{path}: output folder {folder} is not writable ({exc.strerror})"
+        ) from None
     os.close(fd)
     os.unlink(probe)
 

@@ -79,10 +79,14 @@ def preflight(request: Request) -> Targets:
             "fine-tuning needs training data: set data.train or pass --data "
             "(or --epochs 0 to prune without fine-tuning)"
         )
-    if request.max_accuracy_drop is not None and settings.data.train is None and (
-        settings.data.validation is None
+    if (
+        request.max_accuracy_drop is not None
+        and settings.data.train is None
+        and (settings.data.validation is None)
     ):
-        raise ConfigError("--max-accuracy-drop needs validation data: set data.validation or --data")
+        raise ConfigError(
+            "--max-accuracy-drop needs validation data: set data.validation or --data"
+        )
     return paths
 
 
@@ -108,7 +112,11 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
     with timing("save_s"):
         before |= _size_as(model, paths.model.suffix)
 
-    spe = finetune.steps_per_epoch(len(splits.train.y), cfg.finetune.batch_size) if splits.train else 1
+    spe = (
+        finetune.steps_per_epoch(len(splits.train.y), cfg.finetune.batch_size)
+        if splits.train
+        else 1
+    )
     pruner = Pruner(layers, cfg.prune, _schedule_factory(cfg, spe), seed=cfg.seed)
     # The prune phase's own update (before step 0) belongs in the report's mask_updates too:
     # without it a schedule's curve, e.g. polynomial from initial_sparsity, starts mid-way.
@@ -140,7 +148,11 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
             "prunecli_version": __version__,
             "environment": runtime.environment(),
             "config": cfg.model_dump(mode="json"),
-            "input": {"path": str(request.model), "format": fmt, "sha256": outputs.sha256(request.model)},
+            "input": {
+                "path": str(request.model),
+                "format": fmt,
+                "sha256": outputs.sha256(request.model),
+            },
             "output": {
                 "path": str(paths.model),
                 "format": model_io.FORMATS[paths.model.suffix.lower()],
@@ -149,7 +161,11 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
             "before": before,
             "after": after,
             "layers": report.layer_rows(layers),
-            "finetune": {"epochs": tuned.epochs, "steps": tuned.steps, "mask_updates": pruned + tuned.updates},
+            "finetune": {
+                "epochs": tuned.epochs,
+                "steps": tuned.steps,
+                "mask_updates": pruned + tuned.updates,
+            },
             "data": _data_summary(splits, task),
             "timing": {key: round(value, 4) for key, value in timing.seconds.items()},
             "gate": _gate(request.max_accuracy_drop, before, after),
@@ -160,11 +176,15 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
     return result
 
 
-def _training_compile_args(user_compile: dict[str, Any], task: evaluate.Task | None) -> dict[str, Any]:
+def _training_compile_args(
+    user_compile: dict[str, Any], task: evaluate.Task | None
+) -> dict[str, Any]:
     """Loss and metrics to fine-tune and evaluate with: the model's own when it has them."""
     if user_compile.get("loss"):
         config = keras.saving.deserialize_keras_object(user_compile)
-        return {key: config.get(key) for key in ("loss", "loss_weights", "metrics", "weighted_metrics")}
+        return {
+            key: config.get(key) for key in ("loss", "loss_weights", "metrics", "weighted_metrics")
+        }
     if task is None:
         return {}
     return task.compile_args()
@@ -193,9 +213,14 @@ def _schedule_factory(cfg: Config, spe: int) -> Callable[[float], schedules.Sche
     """Builds each layer's schedule (layers differ only in their final target)."""
     settings = cfg.prune.schedule
     plan = schedules.Plan(
-        spe, spe * cfg.finetune.epochs, start_epoch=settings.start_epoch,
-        end_epoch=settings.end_epoch, initial=settings.initial_sparsity, power=settings.power,
-        frequency=settings.frequency, rounds=settings.steps,
+        spe,
+        spe * cfg.finetune.epochs,
+        start_epoch=settings.start_epoch,
+        end_epoch=settings.end_epoch,
+        initial=settings.initial_sparsity,
+        power=settings.power,
+        frequency=settings.frequency,
+        rounds=settings.steps,
     )
     return functools.partial(schedules.build, settings.type, plan=plan)
 
@@ -208,11 +233,15 @@ def _data_summary(splits: data.Splits, task: evaluate.Task | None) -> dict[str, 
     }
 
 
-def _gate(limit: float | None, before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any] | None:
+def _gate(
+    limit: float | None, before: dict[str, Any], after: dict[str, Any]
+) -> dict[str, Any] | None:
     if limit is None:
         return None
     if before["accuracy"] is None or after["accuracy"] is None:
-        raise ConfigError("--max-accuracy-drop needs a classifier: accuracy is not defined for this model")
+        raise ConfigError(
+            "--max-accuracy-drop needs a classifier: accuracy is not defined for this model"
+        )
     drop = before["accuracy"] - after["accuracy"]
     return {"max_accuracy_drop": limit, "accuracy_drop": drop, "passed": drop <= limit}
 

@@ -32,7 +32,9 @@ class _MaskConstraint:
     """
 
     def __init__(
-        self, mask: keras.Variable, inner: Callable[[Any], Any] | None,
+        self,
+        mask: keras.Variable,
+        inner: Callable[[Any], Any] | None,
         movement: tuple[keras.Variable, keras.Variable] | None = None,
     ) -> None:
         self.mask, self.inner, self.movement = mask, inner, movement
@@ -57,8 +59,12 @@ class Pruner:
     """
 
     def __init__(
-        self, layers: list[LayerInfo], prune: Prune, schedule_for: Callable[[float], Schedule],
-        seed: int = 0, gradients: Callable[[dict[str, Any]], dict[str, np.ndarray]] | None = None,
+        self,
+        layers: list[LayerInfo],
+        prune: Prune,
+        schedule_for: Callable[[float], Schedule],
+        seed: int = 0,
+        gradients: Callable[[dict[str, Any]], dict[str, np.ndarray]] | None = None,
     ) -> None:
         """``gradients`` maps the kernels to sum_b |dL/dw| over a few batches (taylor)."""
         self.prune, self.seed, self.gradients = prune, seed, gradients
@@ -78,7 +84,8 @@ class Pruner:
         self.masks = {key: _state_like(v, 1.0) for key, v in self.kernels.items()}
         self.movement = (
             {key: (_state_like(v, 0.0), _state_like(v, 0.0)) for key, v in self.kernels.items()}
-            if prune.method == "movement" else {}
+            if prune.method == "movement"
+            else {}
         )
         self._inner: dict[str, Any] = {}
         self._applied: Any = None
@@ -119,10 +126,15 @@ class Pruner:
         if self.prune.method == "taylor" and not gradients:
             raise ValueError("taylor scores need training data to take gradients on")
         return {
-            key: self.score(w, scoring.ScoreContext(
-                self.seed, key, abs_gradient=gradients.get(key),
-                movement=np.asarray(self.movement[key][0]) if key in self.movement else None,
-            ))
+            key: self.score(
+                w,
+                scoring.ScoreContext(
+                    self.seed,
+                    key,
+                    abs_gradient=gradients.get(key),
+                    movement=np.asarray(self.movement[key][0]) if key in self.movement else None,
+                ),
+            )
             for key, w in weights.items()
         }
 

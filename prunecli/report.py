@@ -71,7 +71,9 @@ def render(report: dict[str, Any], console: Console) -> None:
         summary.add_row(*row)
     layers = Table(title="layers", title_justify="left")
     for name in ("layer", "type", "params", "target", "sparsity", "note"):
-        layers.add_column(name, justify="right" if name in ("params", "target", "sparsity") else "left")
+        layers.add_column(
+            name, justify="right" if name in ("params", "target", "sparsity") else "left"
+        )
     for row in _layer_cells(report):
         layers.add_row(*row)
     console.print(summary)
@@ -107,7 +109,12 @@ def to_markdown(report: dict[str, Any]) -> str:
 def _summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     before, after = report["before"], report["after"]
     return [
-        (label, _fmt(before[key], kind), _fmt(after[key], kind), _change(before[key], after[key], kind))
+        (
+            label,
+            _fmt(before[key], kind),
+            _fmt(after[key], kind),
+            _change(before[key], after[key], kind),
+        )
         for key, label, kind in _ROWS
     ]
 
@@ -115,8 +122,12 @@ def _summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 def _layer_cells(report: dict[str, Any]) -> list[tuple[str, ...]]:
     return [
         (
-            row["path"], row["type"], f"{row['params']:,}",
-            _fmt(row["target_sparsity"], "pct"), _fmt(row["sparsity"], "pct"), row["reason"] or "",
+            row["path"],
+            row["type"],
+            f"{row['params']:,}",
+            _fmt(row["target_sparsity"], "pct"),
+            _fmt(row["sparsity"], "pct"),
+            row["reason"] or "",
         )
         for row in report["layers"]
     ]

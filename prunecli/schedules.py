@@ -136,8 +136,12 @@ BUILDERS: dict[str, Callable[[float, Plan], Schedule]] = {
     "one_shot": lambda final, plan: OneShot(final),
     "constant": lambda final, plan: Constant(final, plan.step(plan.start_epoch)),
     "polynomial": lambda final, plan: Polynomial(
-        min(plan.initial, final), final, plan.step(plan.start_epoch),
-        max(plan.step(plan.start_epoch) + 1, plan.step(plan.end_epoch)), plan.power, plan.frequency,
+        min(plan.initial, final),
+        final,
+        plan.step(plan.start_epoch),
+        max(plan.step(plan.start_epoch) + 1, plan.step(plan.end_epoch)),
+        plan.power,
+        plan.frequency,
     ),
     "iterative": lambda final, plan: Iterative(final, plan.rounds, max(plan.total_steps, 1)),
 }

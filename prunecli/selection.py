@@ -35,22 +35,33 @@ PRUNABLE: dict[str, tuple[tuple[str, int | None], ...]] = {
     **dict.fromkeys(("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"), (("kernel", -1),)),
     **dict.fromkeys(("DepthwiseConv1D", "DepthwiseConv2D"), (("kernel", None),)),
     **dict.fromkeys(
-        ("SeparableConv1D", "SeparableConv2D"), (("depthwise_kernel", None), ("pointwise_kernel", -2))
+        ("SeparableConv1D", "SeparableConv2D"),
+        (("depthwise_kernel", None), ("pointwise_kernel", -2)),
     ),
     "Embedding": (("embeddings", None),),
     **dict.fromkeys(("LSTM", "GRU", "SimpleRNN"), _RNN),
     "Bidirectional": tuple(
-        (f"{side}.{attr}", axis) for side in ("forward_layer", "backward_layer") for attr, axis in _RNN
+        (f"{side}.{attr}", axis)
+        for side in ("forward_layer", "backward_layer")
+        for attr, axis in _RNN
     ),
     # Query/key/value kernels are (dim, heads, head_dim): they sum over dim. The output
     # kernel (heads, head_dim, dim) sums over heads and head_dim; groups run along head_dim.
     "MultiHeadAttention": (
-        ("_query_dense.kernel", -3), ("_key_dense.kernel", -3), ("_value_dense.kernel", -3),
+        ("_query_dense.kernel", -3),
+        ("_key_dense.kernel", -3),
+        ("_value_dense.kernel", -3),
         ("_output_dense.kernel", -2),
     ),
     **dict.fromkeys(
-        ("BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization",
-         "Normalization", "Rescaling"),
+        (
+            "BatchNormalization",
+            "LayerNormalization",
+            "GroupNormalization",
+            "UnitNormalization",
+            "Normalization",
+            "Rescaling",
+        ),
         (),
     ),
 }
@@ -139,7 +150,9 @@ def select(model: Any, prune: Prune) -> list[LayerInfo]:
             info.reason = reason
             skipped.append((info.path, reason))
         else:
-            override = next((s for rx, s in rules.overrides.items() if re.fullmatch(rx, info.path)), None)
+            override = next(
+                (s for rx, s in rules.overrides.items() if re.fullmatch(rx, info.path)), None
+            )
             info.target = prune.sparsity if override is None else override
     if not any(info.selected for info in infos):
         prunable = [info.path for info in infos if info.kernels]
