@@ -108,12 +108,23 @@ class Prune(_Section):
     layers: LayerSelection = LayerSelection()
     schedule: Schedule = Schedule()
 
-    @field_validator("granularity")
+    @field_validator("granularity", mode="before")
     @classmethod
-    def _known_granularity(cls, value: str | Block) -> str | Block:
-        if isinstance(value, Block) or value == "unstructured":
+    def _known_granularity(cls, value: Any) -> str | Block:
+        """Parse here rather than through the union, so errors name the key plainly."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise ValueError(
+                f'write N:M in quotes, e.g. "2:4": YAML reads 2:4 unquoted as the number '
+                f"{value} (base 60), got {value}"
+            )
+        if isinstance(value, dict | Block):
+            try:
+                return Block.model_validate(value)
+            except ValidationError as exc:
+                raise ValueError(f"{{block: [rows, cols]}}: {_describe(exc)}") from None
+        if value == "unstructured":
             return value
-        found = _NM.fullmatch(value)
+        found = _NM.fullmatch(str(value))
         if not found or not 0 < int(found[1]) < int(found[2]):
             raise ValueError(
                 f'must be unstructured, "N:M" with 0 < N < M such as "2:4", or '

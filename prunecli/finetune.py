@@ -18,7 +18,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from prunecli.config import Finetune
+from prunecli.config import Distill, Finetune
 from prunecli.pruner import Pruner
 
 OPTIMIZERS: dict[str, Callable[[Finetune], keras.optimizers.Optimizer]] = {
@@ -51,17 +51,24 @@ def run(
     compile_args: dict[str, Any],
     console: Console | None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    teacher: Teacher | None = None,
 ) -> Result:
     """Train ``model`` in place with masks enforced; end with every mask at its target.
 
-    ``compile_args`` holds the loss and metrics to train with (the model's own, or those
-    inferred from the data). ``console`` None means quiet; a terminal console gets a rich
-    progress bar, any other one plain one-line-per-epoch logs. ``callbacks`` are passed on
-    to ``model.fit`` (benchmarks time epochs with one).
+    ``compile_args`` holds the loss to train with (the model's own, or one inferred from
+    the data; metrics are dropped: prunecli measures the model itself afterwards).
+    ``console`` None means quiet; a terminal console gets a rich progress bar, any other
+    one plain one-line-per-epoch logs. ``callbacks`` are passed on to ``model.fit``
+    (benchmarks time epochs with one). ``teacher`` turns on distillation
+    (``settings.distill``).
     """
     spe = steps_per_epoch(len(x), settings.batch_size)
     result = Result(epochs=settings.epochs, steps=settings.epochs * spe)
-    model.compile(optimizer=OPTIMIZERS[settings.optimizer](settings), **compile_args)
+    loss = compile_args["loss"]
+    if teacher is not None and settings.distill is not None:
+        loss = _distillation_loss(keras.losses.get(loss), settings.distill, y, teacher)
+        y = np.concatenate([_as_rows(y), teacher.outputs.astype(np.float32)], axis=1)
+    model.compile(optimizer=OPTIMIZERS[settings.optimizer](settings), loss=loss)
     hook = _ScheduleHook(pruner, spe, result)
     hooks: list[keras.callbacks.Callback] = [hook, *callbacks]
     if console is not None:
@@ -85,6 +92,76 @@ def run(
     result.updates.append({"step": result.steps, "sparsity": pruner.finish()})
     result.seconds = time.perf_counter() - start
     return result
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """The unpruned model's outputs on the training samples, in the order of ``x``.
+
+    The teacher is frozen and sees each sample exactly as the student does (no
+    augmentation), so its outputs are computed once before pruning rather than at every
+    step: the same loss at a fraction of the cost.
+    """
+
+    outputs: np.ndarray
+    from_logits: bool
+
+
+def _as_rows(y: np.ndarray) -> np.ndarray:
+    return y.reshape(len(y), -1).astype(np.float32)
+
+
+def _distillation_loss(task_loss: Any, distill: Distill, y: np.ndarray, teacher: Teacher) -> Any:
+    """(1 - a) * task + a * T^2 * KL(softmax(t / T) || softmax(s / T)) (Hinton et al. 2015).
+
+    The targets carry the labels and the teacher's outputs side by side: ``[labels |
+    teacher]``, so Keras's own compiled step trains with it. Probabilities are turned into
+    logits by their log (softmax is shift-invariant, so log p works as logits).
+    """
+    width, alpha, temperature = _as_rows(y).shape[1], distill.alpha, distill.temperature
+    ops = keras.ops
+
+    def logits(values: Any) -> Any:
+        return values if teacher.from_logits else ops.log(ops.clip(values, 1e-7, 1.0))
+
+    def loss(targets: Any, predictions: Any) -> Any:
+        labels = targets[:, 0] if width == 1 else targets[:, :width]
+        task = ops.mean(task_loss(labels, predictions))
+        soft_teacher = ops.softmax(logits(targets[:, width:]) / temperature, axis=-1)
+        log_student = ops.log_softmax(logits(predictions) / temperature, axis=-1)
+        log_teacher = ops.log(ops.clip(soft_teacher, 1e-12, 1.0))
+        kl = ops.sum(soft_teacher * (log_teacher - log_student), axis=-1)
+        return (1.0 - alpha) * task + alpha * temperature**2 * ops.mean(kl)
+
+    return loss
+
+
+def gradient_source(
+    model: Any, x: np.ndarray, y: np.ndarray, loss: Any, batches: int, batch_size: int, seed: int
+) -> Callable[[dict[str, Any]], dict[str, np.ndarray]]:
+    """For taylor scores: a function giving each kernel's sum over ``batches`` batches of
+    |dL/dw|, on a seeded sample of the training data (class folders are sorted: the first
+    batches alone would hold one class), with the model's current (masked) weights."""
+    import tensorflow as tf
+
+    loss_fn = keras.losses.get(loss)
+    picked = np.random.default_rng(seed).permutation(len(x))[: batches * batch_size]
+
+    def gradients(kernels: dict[str, Any]) -> dict[str, np.ndarray]:
+        keys = list(kernels)
+        sums = [np.zeros(kernels[key].shape, dtype=np.float32) for key in keys]
+        for start in range(0, len(picked), batch_size):
+            rows = np.sort(picked[start : start + batch_size])
+            with tf.GradientTape() as tape:
+                value = keras.ops.mean(loss_fn(y[rows], model(x[rows], training=False)))
+            for total, grad in zip(
+                sums, tape.gradient(value, [kernels[k] for k in keys]), strict=True
+            ):
+                if grad is not None:
+                    total += np.abs(keras.ops.convert_to_numpy(grad))
+        return dict(zip(keys, sums, strict=True))
+
+    return gradients
 
 
 class _ScheduleHook(keras.callbacks.Callback):

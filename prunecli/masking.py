@@ -39,9 +39,12 @@ class Pattern:
 
 
 def parse(granularity: Any) -> Pattern:
-    """``"unstructured"``, ``"2:4"`` or ``{"block": [1, 4]}`` -> Pattern (validated in config)."""
-    if isinstance(granularity, Mapping):
-        rows, cols = granularity["block"]
+    """``"unstructured"``, ``"2:4"`` or ``{"block": [1, 4]}`` (a dict or the config's Block
+    model) -> Pattern. Values are validated in config.py."""
+    block = granularity.get("block") if isinstance(granularity, Mapping) else None
+    block = getattr(granularity, "block", block)  # the config's Block model
+    if block is not None:
+        rows, cols = block
         return Pattern("block", block=(int(rows), int(cols)))
     found = re.fullmatch(r"(\d+):(\d+)", str(granularity))
     if found:

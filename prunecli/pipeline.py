@@ -24,6 +24,7 @@ from prunecli import (
     data,
     evaluate,
     finetune,
+    masking,
     model_io,
     outputs,
     report,
@@ -79,6 +80,10 @@ def preflight(request: Request) -> Targets:
             "fine-tuning needs training data: set data.train or pass --data "
             "(or --epochs 0 to prune without fine-tuning)"
         )
+    if settings.prune.method == "taylor" and settings.data.train is None:
+        raise ConfigError(
+            "prune.method taylor scores weights by their gradients: set data.train or --data"
+        )
     if (
         request.max_accuracy_drop is not None
         and settings.data.train is None
@@ -117,7 +122,16 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
         if splits.train
         else 1
     )
-    pruner = Pruner(layers, cfg.prune, _schedule_factory(cfg, spe), seed=cfg.seed)
+    teacher = _teacher(model, splits, task, cfg)
+    gradients = None
+    if cfg.prune.method == "taylor":
+        gradients = finetune.gradient_source(
+            model, splits.train.x, splits.train.y, compile_args["loss"],
+            cfg.prune.score_batches, cfg.finetune.batch_size, cfg.seed,
+        )  # fmt: skip
+    pruner = Pruner(
+        layers, cfg.prune, _schedule_factory(cfg, spe), seed=cfg.seed, gradients=gradients
+    )
     # The prune phase's own update (before step 0) belongs in the report's mask_updates too:
     # without it a schedule's curve, e.g. polynomial from initial_sparsity, starts mid-way.
     pruned: list[dict[str, float]] = []
@@ -130,8 +144,9 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
     with timing("finetune_s"):
         if cfg.finetune.epochs > 0:
             tuned = finetune.run(
-                model, pruner, splits.train.x, splits.train.y, cfg.finetune, compile_args, console
-            )
+                model, pruner, splits.train.x, splits.train.y, cfg.finetune, compile_args,
+                console, teacher=teacher,
+            )  # fmt: skip
     model_io.reset_training_state(model, user_compile or model_io.compile_config(model))
     with timing("evaluate_s"):
         after = report.model_stats(model, layers) | _metrics(model, splits, task, compile_args)
@@ -160,10 +175,11 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
             },
             "before": before,
             "after": after,
-            "layers": report.layer_rows(layers),
+            "layers": report.layer_rows(layers, masking.parse(cfg.prune.granularity)),
             "finetune": {
                 "epochs": tuned.epochs,
                 "steps": tuned.steps,
+                "distill": teacher and cfg.finetune.distill.model_dump(),
                 "mask_updates": pruned + tuned.updates,
             },
             "data": _data_summary(splits, task),
@@ -174,6 +190,21 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
         stage.write_text(paths.markdown, report.to_markdown(result))
         stage.commit()
     return result
+
+
+def _teacher(
+    model: Any, splits: data.Splits, task: evaluate.Task | None, cfg: Config
+) -> finetune.Teacher | None:
+    """The unpruned model's outputs on the training data, when distillation is on."""
+    if cfg.finetune.distill is None or cfg.finetune.epochs == 0:
+        return None
+    if task is None or task.kind != "sparse":
+        raise ConfigError(
+            "finetune.distill needs a classifier with one output unit per class "
+            f"(this model and data look like {task.kind if task else 'no task'})"
+        )
+    outputs = model.predict(splits.train.x, batch_size=evaluate.PREDICT_BATCH, verbose=0)
+    return finetune.Teacher(outputs, task.from_logits)
 
 
 def _training_compile_args(

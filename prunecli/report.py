@@ -13,6 +13,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from prunecli import masking
 from prunecli.selection import LayerInfo
 
 SCHEMA_VERSION = 1
@@ -43,7 +44,9 @@ def model_stats(model: Any, layers: list[LayerInfo]) -> dict[str, Any]:
     }
 
 
-def layer_rows(layers: list[LayerInfo]) -> list[dict[str, Any]]:
+def layer_rows(layers: list[LayerInfo], pattern: masking.Pattern) -> list[dict[str, Any]]:
+    """One row per layer with weights; ``pattern_ok`` checks N:M / block on the kernels
+    (null for unstructured and for layers left alone)."""
     return [
         {
             "path": info.path,
@@ -53,9 +56,19 @@ def layer_rows(layers: list[LayerInfo]) -> list[dict[str, Any]]:
             "sparsity": info.kernel_sparsity(),
             "pruned": info.selected,
             "reason": info.reason,
+            "pattern_ok": _pattern_ok(info, pattern),
         }
         for info in layers
     ]
+
+
+def _pattern_ok(info: LayerInfo, pattern: masking.Pattern) -> bool | None:
+    if not info.selected or pattern.kind == "unstructured":
+        return None
+    return all(
+        masking.pattern_ok(np.asarray(variable), pattern, info.axes[attr])
+        for attr, variable in info.kernels.items()
+    )
 
 
 def to_json(report: dict[str, Any]) -> str:
