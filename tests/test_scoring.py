@@ -42,7 +42,7 @@ def test_get_resolves_a_registered_name():
 
 def test_get_unknown_name_lists_the_valid_ones():
     with pytest.raises(KeyError) as info:
-        scoring.get("taylor")
+        scoring.get("snip")
     message = str(info.value)
-    assert "'taylor'" in message
-    assert "valid: magnitude" in message
+    assert "'snip'" in message
+    assert "valid: lamp, magnitude, movement, random, taylor" in message
