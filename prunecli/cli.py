@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from prunecli import __version__, config
+from prunecli import __version__, config, interrupts
 from prunecli.errors import ConfigError, DataError, ModelLoadError, OutputError, PruneError
 
 EXIT_OK = 0
@@ -46,9 +45,9 @@ def _guarded(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
-        signal.signal(signal.SIGTERM, _interrupt)
         try:
-            return command(*args, debug=debug, **kwargs)
+            with interrupts.installed():  # SIGTERM behaves like Ctrl-C, and is never lost
+                return command(*args, debug=debug, **kwargs)
         except PruneError as exc:
             if debug:
                 traceback.print_exc()
@@ -64,11 +63,6 @@ def _guarded(command: Callable[..., Any]) -> Callable[..., Any]:
             )
 
     return click.option("--debug", is_flag=True, help="Show tracebacks.")(wrapper)
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM behaves like Ctrl-C: unwinding removes every temporary file."""
-    raise KeyboardInterrupt
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
+from prunecli import interrupts
 from prunecli.errors import OutputError
 
 
@@ -64,6 +65,7 @@ class Staging(contextlib.AbstractContextManager["Staging"]):
         temp.write_text(text, encoding="utf-8")
 
     def commit(self) -> None:
+        interrupts.check()  # a signal whose first raise was lost still stops the rename
         mode = 0o666 & ~_umask()  # mkstemp makes 0600 files; outputs get the usual mode
         for temp, final in self._pending:
             os.chmod(temp, mode)

@@ -24,6 +24,7 @@ from prunecli import (
     data,
     evaluate,
     finetune,
+    interrupts,
     masking,
     model_io,
     outputs,
@@ -143,10 +144,11 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
     tuned = finetune.Result()
     with timing("finetune_s"):
         if cfg.finetune.epochs > 0:
-            tuned = finetune.run(
-                model, pruner, splits.train.x, splits.train.y, cfg.finetune, compile_args,
-                console, teacher=teacher,
-            )  # fmt: skip
+            with interrupts.deferred():  # a signal stops training at the next batch boundary
+                tuned = finetune.run(
+                    model, pruner, splits.train.x, splits.train.y, cfg.finetune, compile_args,
+                    console, callbacks=[_StopOnSignal()], teacher=teacher,
+                )  # fmt: skip
     model_io.reset_training_state(model, user_compile or model_io.compile_config(model))
     with timing("evaluate_s"):
         after = report.model_stats(model, layers) | _metrics(model, splits, task, compile_args)
@@ -275,6 +277,13 @@ def _gate(
         )
     drop = before["accuracy"] - after["accuracy"]
     return {"max_accuracy_drop": limit, "accuracy_drop": drop, "passed": drop <= limit}
+
+
+class _StopOnSignal(keras.callbacks.Callback):
+    """Raise a signal recorded during a train step at the step's end, outside TF's C++."""
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        interrupts.check()
 
 
 class _Timer:

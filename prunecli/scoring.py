@@ -49,10 +49,13 @@ def random(weights: np.ndarray, context: ScoreContext) -> np.ndarray:
 def taylor(weights: np.ndarray, context: ScoreContext) -> np.ndarray:
     """First-order Taylor importance |w * dL/dw| summed over batches (Molchanov et al. 2019):
     the loss change a first-order expansion predicts when w is set to 0. Since
-    sum_b |w g_b| = |w| sum_b |g_b|, the context carries sum_b |g_b|."""
+    sum_b |w g_b| = |w| sum_b |g_b|, the context carries sum_b |g_b|. Pruned weights (0.0)
+    score lowest, below live weights whose gradient is 0 (e.g. behind a dead ReLU): on a tie
+    the earlier position is kept, and a gradual schedule would keep a pruned weight and cut
+    a live one, leaving the kernel sparser than its target."""
     if context.abs_gradient is None:
         raise ValueError("taylor needs gradients: the context has none")
-    return np.abs(weights) * context.abs_gradient
+    return np.where(weights == 0, -1.0, np.abs(weights) * context.abs_gradient)
 
 
 def lamp(weights: np.ndarray, context: ScoreContext) -> np.ndarray:

@@ -6,6 +6,8 @@ after the failure, that the folder is still empty: no model, no report, no tempo
 
 from __future__ import annotations
 
+import os
+import signal
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -439,4 +441,105 @@ def test_failed_save_leaves_nothing(cli, make_model, image_data, out, monkeypatc
     assert result.exit_code != 0
     assert "disk full" in result.stderr and "Traceback" not in result.stderr
     assert any(path.parent == out for path in calls)
+    assert leftovers(out) == []
+
+
+# --- interrupted runs (in process; test_process.py sends real signals to a child) ----------
+
+
+def test_interrupt_while_saving_leaves_nothing(cli, make_model, image_data, out, monkeypatch):
+    from prunecli import model_io
+
+    model_path = make_model("cnn", ".h5", train=False)
+    real_save = model_io.save
+
+    def interrupted_save(model: Any, path: Path) -> None:
+        real_save(model, path)
+        if path.parent == out:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(model_io, "save", interrupted_save)
+    result = cli("prune", model_path, "--data", image_data, "-o", out / "p.keras", "--epochs", "0")
+    assert one_error_line(result, code=130) == "prunecli: error: interrupted; no output was written"
+    assert leftovers(out) == []
+
+
+def test_interrupt_between_renames_takes_back_the_first(
+    cli, make_model, image_data, out, monkeypatch
+):
+    model_path = make_model("cnn", ".h5", train=False)
+    real_replace = os.replace
+    renamed: list[Path] = []
+
+    def replace(source: Any, target: Any) -> None:
+        if Path(target).parent == out:
+            if renamed:
+                raise KeyboardInterrupt
+            renamed.append(Path(target))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    result = cli("prune", model_path, "--data", image_data, "-o", out / "p.keras", "--epochs", "0")
+    one_error_line(result, code=130)
+    assert renamed == [out / "p.keras"]  # one output was in place when the interrupt came
+    assert leftovers(out) == []
+
+
+def test_signal_whose_interrupt_was_swallowed_still_stops_the_run(
+    cli, make_model, image_data, out, monkeypatch
+):
+    """A SIGTERM handled inside code that discards its KeyboardInterrupt (as TF's C++ does
+    with a ``__len__``) must still end the run with 130 before anything is renamed."""
+    from prunecli import model_io
+
+    model_path = make_model("cnn", ".h5", train=False)
+    real_save = model_io.save
+    swallowed: list[bool] = []
+
+    def save_then_swallow(model: Any, path: Path) -> None:
+        real_save(model, path)
+        if path.parent == out:
+            try:
+                signal.raise_signal(signal.SIGTERM)
+            except KeyboardInterrupt:
+                swallowed.append(True)
+
+    monkeypatch.setattr(model_io, "save", save_then_swallow)
+    result = cli("prune", model_path, "--data", image_data, "-o", out / "p.keras", "--epochs", "0")
+    one_error_line(result, code=130)
+    assert swallowed == [True]
+    assert leftovers(out) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the CLI put it back
+
+
+def test_signal_during_finetune_stops_at_the_next_batch(
+    cli, make_model, image_data, out, monkeypatch
+):
+    import keras
+
+    from prunecli import finetune
+
+    model_path = make_model("cnn", ".h5", train=False)
+    seen: list[str] = []
+
+    class SendSignal(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+            seen.append(f"begin {batch}")
+            if batch == 1:
+                signal.raise_signal(signal.SIGTERM)  # lands inside the train step's Python
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            seen.append(f"end {batch}")
+
+    real_run = finetune.run
+
+    def run(*args: Any, callbacks: Any = (), **kwargs: Any) -> Any:
+        return real_run(*args, callbacks=[SendSignal(), *callbacks], **kwargs)
+
+    monkeypatch.setattr(finetune, "run", run)
+    result = cli("prune", model_path, "--data", image_data, "-o", out / "p.keras",
+                 "--epochs", "3", "--set", "finetune.batch_size=4")
+    one_error_line(result, code=130)
+    # Deferred while training: the step in flight finished, then training stopped.
+    assert seen == ["begin 0", "end 0", "begin 1", "end 1"]
     assert leftovers(out) == []

@@ -1,0 +1,473 @@
+"""Pruning methods side by side: method x sparsity -> accuracy after the same fine-tune budget.
+
+Two models, both on the bundled digits data (``sample_models/digits/{train,val}``, 1,437 /
+360 images; accuracy is measured by prunecli on the 360 validation images):
+
+- ``digits_cnn``: the sample model ``sample_models/digits_cnn.h5`` (Sequential, 56,714
+  parameters);
+- ``residual_cnn``: a small functional CNN with two residual ``Add`` blocks, trained here
+  with fixed seeds on the training images, saved as ``.keras`` to a temporary folder and
+  pruned from there like the sample.
+
+Every case is one call of prunecli's own pipeline (``pipeline.run``, what ``prunecli prune``
+runs), with a config built by ``config.load`` from dotted overrides and its outputs written
+to a temporary folder. Before each case the random generators are re-seeded with the
+config's seed, as a fresh ``prunecli prune`` process would be, so that every method sees the
+same shuffling and dropout draws.
+
+Cases: ``magnitude``, ``random``, ``taylor``, ``lamp`` and ``movement`` scores, unstructured,
+at ``scope: layer`` and ``scope: global``, sparsity 0.5 / 0.8 / 0.9 / 0.95, without
+distillation; the same again with distillation ``{alpha: 0.5, temperature: 4.0}`` at
+``scope: global`` (where the best results come from at every sparsity on both models) and
+for the best layer-scope method at each sparsity; extras: ``magnitude`` with ``"2:4"``
+(its fixed sparsity 0.5, layer scope, the only one N:M allows) and ``{block: [1, 4]}``
+(global scope, every sparsity).
+
+The fine-tune budget is identical for every case: Adam, learning rate 1e-3, batch 32,
+``EPOCHS`` epochs, and the same gradual schedule for every method: ``polynomial`` (Zhu &
+Gupta, power 3, masks recomputed every 10 steps) from sparsity 0 at ``START_EPOCH`` to the
+target at ``END_EPOCH``, then held for the last epoch. Why gradual for every method rather
+than ``one_shot`` for the methods that allow it: ``movement`` needs a gradual schedule (its
+score is only known after some training), and one schedule for all keeps the number of
+training steps, the number of steps spent at the final mask and the learning rate exactly
+the same for every score, so that only the score differs. A gradual schedule is also the
+better one for magnitude-type scores at high sparsity (Zhu & Gupta 2017), so no method is
+handicapped by it. The first epoch is a dense warm-up (``START_EPOCH`` 1): the
+gradient-based scores (``movement`` in particular, which needs training statistics) get
+an epoch of statistics before the first weight is cut, as in Sanh et al. (2020). The budget
+was chosen once for all methods, never per method.
+
+Targets (issue 6), checked and printed at the end:
+
+(a) at 0.9 the best case on the sample model is within 1 point of its dense accuracy;
+(b) global ``lamp`` beats global ``magnitude`` at 0.95 (no distillation);
+(c) distillation beats no distillation at 0.95: the best distilled case against the best
+    undistilled one, and pair by pair (same method and scope).
+
+(b) and (c) are decided on differences of a few validation images (1 image = 0.28 point),
+so the cases they compare are repeated with ``--seeds`` seeds (default 3: the seed changes
+the shuffling, dropout and taylor's batches) and compared on their mean; the binomial
+standard error of an accuracy near 96% on 360 images is about 1 point.
+
+Results go to ``benchmarks/results/methods.json``: ``dense_accuracy`` (model -> accuracy),
+``cases`` (model, method, granularity, scope, sparsity, distill, accuracy, plus loss, seed,
+sparsity reached and seconds), the budget, the target checks and the machine.
+
+    .venv/bin/python benchmarks/methods.py [--quick] [--seeds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prunecli import runtime
+
+runtime.start(seed=0)  # quiet TensorFlow start-up, before anything imports Keras
+
+import keras  # noqa: E402
+
+from prunecli import config, data, pipeline  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "methods.json"
+SAMPLE = ROOT / "sample_models" / "digits_cnn.h5"
+TRAIN = ROOT / "sample_models" / "digits" / "train"
+VALIDATION = ROOT / "sample_models" / "digits" / "val"
+
+METHODS = ("magnitude", "random", "taylor", "lamp", "movement")
+SCOPES = ("layer", "global")
+SPARSITIES = (0.5, 0.8, 0.9, 0.95)
+DISTILL = {"alpha": 0.5, "temperature": 4.0}
+
+# The fine-tune budget: the same for every case.
+EPOCHS = 4
+START_EPOCH = 1
+END_EPOCH = 3
+LEARNING_RATE = 1e-3
+BATCH_SIZE = 32
+FREQUENCY = 10
+
+# Where the targets are checked; those cases are repeated with extra seeds.
+TARGET_SPARSITY = 0.95
+SEEDED = (("magnitude", "global"), ("lamp", "global"))
+
+
+@dataclass(frozen=True)
+class Case:
+    model: str
+    method: str
+    scope: str
+    sparsity: float
+    distill: bool = False
+    granularity: Any = "unstructured"
+    seed: int = 0
+
+    @property
+    def granularity_name(self) -> str:
+        if isinstance(self.granularity, dict):
+            return "block " + "x".join(str(side) for side in self.granularity["block"])
+        return str(self.granularity)
+
+    @property
+    def row(self) -> str:
+        """The table row this case belongs to (the columns are sparsities)."""
+        name = f"{self.method:<9} {self.scope:<6}"
+        if self.granularity != "unstructured":
+            name += f" {self.granularity_name}"
+        return name + (" +distill" if self.distill else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: sample model, 0.9 and 0.95, fewer cases"
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=3, help="seeds for the cases the targets compare (>= 1)"
+    )
+    args = parser.parse_args()
+    started = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    dense: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="prunecli-methods-") as folder:
+        tmp = Path(folder)
+        models = {"digits_cnn": SAMPLE}
+        if not args.quick:
+            models["residual_cnn"] = _train_residual_cnn(tmp / "residual_cnn.keras")
+        for name, path in models.items():
+            runner = _Runner(name, path, tmp / name, results, dense)
+            _run_model(runner, quick=args.quick, seeds=max(1, args.seeds))
+            _print_table(name, dense[name], [r for r in results if r["model"] == name])
+    checks = _targets(results, dense)
+    _print_targets(checks)
+    total = time.perf_counter() - started
+    print(f"\n{len(results)} cases in {total / 60:.1f} min")
+    if args.quick:
+        print("--quick: smoke run, results not written")
+        return
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "machine": _machine(),
+        "budget": _budget(),
+        "seconds": round(total, 1),
+        "dense_accuracy": dense,
+        "targets": checks,
+        "cases": results,
+    }
+    RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+def _run_model(runner: _Runner, quick: bool, seeds: int) -> None:
+    """Every case of one model; the distilled ones chosen from the undistilled results."""
+    sparsities = (0.9, TARGET_SPARSITY) if quick else SPARSITIES
+    methods = ("magnitude", "lamp", "movement") if quick else METHODS
+    for sparsity in sparsities:
+        plain = [
+            runner.run(Case(runner.model, method, scope, sparsity))
+            for method in methods
+            for scope in SCOPES
+        ]
+        # Distillation: every method at global scope, and the best layer-scope method.
+        distilled = [Case(runner.model, method, "global", sparsity, True) for method in methods]
+        best_layer = max((r for r in plain if r["scope"] == "layer"), key=_score)
+        distilled.append(Case(runner.model, best_layer["method"], "layer", sparsity, True))
+        for case in distilled:
+            runner.run(case)
+    if not quick:
+        runner.run(Case(runner.model, "magnitude", "layer", 0.5, granularity="2:4"))
+        for sparsity in SPARSITIES:
+            block = {"block": [1, 4]}
+            runner.run(Case(runner.model, "magnitude", "global", sparsity, granularity=block))
+    for seed in range(1, seeds):
+        for method, scope in SEEDED:
+            for distill in (False, True):
+                runner.run(Case(runner.model, method, scope, TARGET_SPARSITY, distill, seed=seed))
+
+
+class _Runner:
+    """Runs cases of one model through ``pipeline.run`` and collects their rows."""
+
+    def __init__(
+        self,
+        model: str,
+        path: Path,
+        folder: Path,
+        results: list[dict[str, Any]],
+        dense: dict[str, float],
+    ) -> None:
+        self.model, self.path, self.folder = model, path, folder
+        self.results, self.dense = results, dense
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def run(self, case: Case) -> dict[str, Any]:
+        number = sum(1 for r in self.results if r["model"] == self.model)
+        overrides = {
+            "seed": case.seed,
+            "prune.method": case.method,
+            "prune.granularity": case.granularity,
+            "prune.scope": case.scope,
+            "prune.sparsity": case.sparsity,
+            "prune.schedule.type": "polynomial",
+            "prune.schedule.start_epoch": START_EPOCH,
+            "prune.schedule.end_epoch": END_EPOCH,
+            "prune.schedule.frequency": FREQUENCY,
+            "finetune.epochs": EPOCHS,
+            "finetune.batch_size": BATCH_SIZE,
+            "finetune.learning_rate": LEARNING_RATE,
+            "finetune.optimizer": "adam",
+            "finetune.distill": DISTILL if case.distill else None,
+            "data.train": str(TRAIN),
+            "data.validation": str(VALIDATION),
+            "output.path": str(self.folder / f"case{number:03d}.keras"),
+        }
+        settings = config.load(None, overrides)
+        # As in a fresh `prunecli prune` process: every case starts from the same RNG state.
+        keras.utils.set_random_seed(settings.seed)
+        start = time.perf_counter()
+        report = pipeline.run(pipeline.Request(self.path, settings, force=True), console=None)
+        seconds = time.perf_counter() - start
+        self.dense.setdefault(self.model, report["before"]["accuracy"])
+        row = {
+            "model": case.model,
+            "method": case.method,
+            "granularity": case.granularity_name,
+            "scope": case.scope,
+            "sparsity": case.sparsity,
+            "distill": case.distill,
+            "accuracy": report["after"]["accuracy"],
+            "loss": round(report["after"]["loss"], 5),
+            "seed": case.seed,
+            "sparsity_reached": round(report["after"]["sparsity"], 4),
+            "seconds": round(seconds, 2),
+            "row": case.row,
+        }
+        self.results.append(row)
+        print(
+            f"  {case.model:<12} {case.row:<34} {case.sparsity:>4}  seed {case.seed}  "
+            f"acc {row['accuracy']:.4f}  {seconds:5.1f}s",
+            flush=True,
+        )
+        return row
+
+
+def _score(row: dict[str, Any]) -> tuple[float, float]:
+    """Best = highest accuracy, then lowest loss."""
+    return row["accuracy"], -row["loss"]
+
+
+def _train_residual_cnn(path: Path) -> Path:
+    """A small functional CNN with two residual Add blocks, trained with fixed seeds on the
+    digits training images exactly as prunecli reads them (pixels / 255), saved to ``path``."""
+    layers = keras.layers
+    splits = data.load(config.Data(train=TRAIN, validation_split=0), (28, 28, 1), seed=0)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((28, 28, 1))
+    x = layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="stem")(inputs)
+    y = layers.Conv2D(16, 3, padding="same", activation="relu", name="block1_conv1")(x)
+    y = layers.Conv2D(16, 3, padding="same", name="block1_conv2")(y)
+    x = layers.ReLU(name="block1_out")(layers.Add(name="block1_add")([x, y]))
+    x = layers.MaxPooling2D(name="pool")(x)
+    x = layers.Conv2D(32, 1, name="block2_proj")(x)
+    y = layers.Conv2D(32, 3, padding="same", activation="relu", name="block2_conv1")(x)
+    y = layers.Conv2D(32, 3, padding="same", name="block2_conv2")(y)
+    x = layers.ReLU(name="block2_out")(layers.Add(name="block2_add")([x, y]))
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dense(64, activation="relu", name="dense")(x)
+    outputs = layers.Dense(10, activation="softmax", name="logits")(x)
+    model = keras.Model(inputs, outputs, name="residual_cnn")
+    steps = RESIDUAL_EPOCHS * -(-len(splits.train.y) // 32)
+    model.compile(
+        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(2e-3, steps)),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    start = time.perf_counter()
+    model.fit(
+        splits.train.x,
+        splits.train.y,
+        batch_size=32,
+        epochs=RESIDUAL_EPOCHS,
+        shuffle=True,
+        verbose=0,
+    )
+    model.save(path)
+    print(
+        f"trained residual_cnn ({model.count_params():,} parameters, {RESIDUAL_EPOCHS} epochs) "
+        f"in {time.perf_counter() - start:.1f}s"
+    )
+    return path
+
+
+RESIDUAL_EPOCHS = 20
+
+
+def _print_table(model: str, dense: float, rows: list[dict[str, Any]]) -> None:
+    cells: dict[str, dict[float, float]] = {}
+    for row in rows:
+        if row["seed"] == 0:
+            cells.setdefault(row["row"], {})[row["sparsity"]] = row["accuracy"]
+    width = max(len(name) for name in cells)
+    header = f"{'method    scope  [granularity] [+distill]':<{width}}" + "".join(
+        f"{s:>9}" for s in SPARSITIES
+    )
+    print(f"\n{model}: validation accuracy (%) after pruning; dense {100 * dense:.2f}%")
+    print(header)
+    print("-" * len(header))
+    for name in sorted(cells, key=_row_order):
+        values = "".join(
+            f"{100 * cells[name][s]:>9.2f}" if s in cells[name] else f"{'-':>9}"
+            for s in SPARSITIES
+        )
+        print(f"{name:<{width}}{values}")
+
+
+def _row_order(name: str) -> tuple[int, bool, str]:
+    method = name.split()[0]
+    return METHODS.index(method), "distill" in name, name
+
+
+def _mean(rows: Iterable[dict[str, Any]]) -> float | None:
+    values = [row["accuracy"] for row in rows]
+    return statistics.fmean(values) if values else None
+
+
+def _targets(results: list[dict[str, Any]], dense: dict[str, float]) -> dict[str, Any]:
+    checks: dict[str, Any] = {}
+    sample = [r for r in results if r["model"] == "digits_cnn" and r["seed"] == 0]
+    at_09 = [r for r in sample if r["sparsity"] == 0.9]
+    if at_09:
+        best = max(at_09, key=_score)
+        checks["a_best_at_0.9_within_1pt_of_dense"] = {
+            "model": "digits_cnn",
+            "dense": dense["digits_cnn"],
+            "best": best["accuracy"],
+            "best_case": best["row"],
+            "holds": best["accuracy"] >= dense["digits_cnn"] - 0.01,
+        }
+    for model in dense:
+        at = [r for r in results if r["model"] == model and r["sparsity"] == TARGET_SPARSITY]
+        pick = lambda method, distill, rows=at: [  # noqa: E731
+            r
+            for r in rows
+            if r["method"] == method
+            and r["scope"] == "global"
+            and r["granularity"] == "unstructured"
+            and r["distill"] is distill
+        ]
+        lamp, magnitude = pick("lamp", False), pick("magnitude", False)
+        checks[f"b_{model}_global_lamp_beats_global_magnitude_at_0.95"] = {
+            "lamp": _mean(lamp),
+            "magnitude": _mean(magnitude),
+            "seeds": len(lamp),
+            "lamp_wins_per_seed": _wins(lamp, magnitude),
+            "holds": _mean(lamp) > _mean(magnitude),
+        }
+        first = [r for r in at if r["seed"] == 0 and r["granularity"] == "unstructured"]
+        with_kd = [r for r in first if r["distill"]]
+        without = [r for r in first if not r["distill"]]
+        pairs = []
+        for kd in with_kd:
+            twin = next(
+                r for r in without if (r["method"], r["scope"]) == (kd["method"], kd["scope"])
+            )
+            pairs.append(kd["accuracy"] - twin["accuracy"])
+        seeded = {
+            f"{method}/{scope}": {
+                "distill": _mean(pick(method, True)),
+                "plain": _mean(pick(method, False)),
+            }
+            for method, scope in SEEDED
+        }
+        best_kd, best_plain = max(with_kd, key=_score), max(without, key=_score)
+        checks[f"c_{model}_distill_beats_no_distill_at_0.95"] = {
+            "best_distilled": best_kd["accuracy"],
+            "best_distilled_case": best_kd["row"],
+            "best_undistilled": best_plain["accuracy"],
+            "best_undistilled_case": best_plain["row"],
+            "pairs_distill_wins": sum(d > 0 for d in pairs),
+            "pairs_ties": sum(d == 0 for d in pairs),
+            "pairs": len(pairs),
+            "pairs_mean_gain": statistics.fmean(pairs),
+            "seed_means": seeded,
+            "holds": best_kd["accuracy"] > best_plain["accuracy"],
+        }
+    return checks
+
+
+def _wins(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> str:
+    by_seed = {r["seed"]: r["accuracy"] for r in second}
+    wins = sum(r["accuracy"] > by_seed[r["seed"]] for r in first if r["seed"] in by_seed)
+    return f"{wins}/{len(first)}"
+
+
+def _print_targets(checks: dict[str, Any]) -> None:
+    print("\nTargets")
+    for name, check in checks.items():
+        verdict = "HOLDS" if check["holds"] else "FAILS"
+        if name.startswith("a_"):
+            detail = (
+                f"best {100 * check['best']:.2f}% ({check['best_case'].strip()}) vs dense "
+                f"{100 * check['dense']:.2f}% - 1 pt"
+            )
+        elif name.startswith("b_"):
+            detail = (
+                f"lamp {100 * check['lamp']:.2f}% vs magnitude {100 * check['magnitude']:.2f}% "
+                f"(mean of {check['seeds']} seeds; lamp ahead in {check['lamp_wins_per_seed']})"
+            )
+        else:
+            seeds = ", ".join(
+                f"{key} {100 * v['distill']:.2f} vs {100 * v['plain']:.2f}"
+                for key, v in check["seed_means"].items()
+            )
+            detail = (
+                f"best distilled {100 * check['best_distilled']:.2f}% "
+                f"({check['best_distilled_case'].strip()}) vs best undistilled "
+                f"{100 * check['best_undistilled']:.2f}% ({check['best_undistilled_case'].strip()}); "
+                f"pairs: distill ahead {check['pairs_distill_wins']}/{check['pairs']} "
+                f"(ties {check['pairs_ties']}, mean {100 * check['pairs_mean_gain']:+.2f} pt); "
+                f"seed means with vs without: {seeds}"
+            )
+        print(f"  {verdict}  {name}: {detail}")
+
+
+def _budget() -> dict[str, Any]:
+    return {
+        "optimizer": "adam",
+        "learning_rate": LEARNING_RATE,
+        "batch_size": BATCH_SIZE,
+        "epochs": EPOCHS,
+        "schedule": {
+            "type": "polynomial",
+            "start_epoch": START_EPOCH,
+            "end_epoch": END_EPOCH,
+            "initial_sparsity": 0.0,
+            "power": 3.0,
+            "frequency": FREQUENCY,
+        },
+        "distill": DISTILL,
+        "residual_cnn_training_epochs": RESIDUAL_EPOCHS,
+    }
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpus": os.cpu_count(),
+        **runtime.environment(),
+    }
+
+
+if __name__ == "__main__":
+    main()
