@@ -4,10 +4,10 @@ Python runs a signal handler between two bytecodes of the main thread, wherever 
 also inside a ``__len__`` that TensorFlow's C++ calls during a train step and whose
 exception it discards. A ``KeyboardInterrupt`` raised there vanishes, and the run went on
 to write its outputs (about 1 SIGTERM in 20 during fine-tuning). So the handler records
-the request as well, and ``check`` raises it again at the points that matter: after every
-training batch and right before outputs are renamed into place. While ``deferred``
-(fine-tuning), the handler only records it, and the next batch boundary raises it, outside
-TensorFlow's C++.
+the request as well, and ``check`` raises it again at the points that matter: before every
+training step and right before outputs are renamed into place. While ``deferred``
+(fine-tuning), the handler only records it, and the check before the next step raises it,
+outside TensorFlow's C++.
 
 No TensorFlow here: ``cli`` installs the handlers before TensorFlow is imported.
 """

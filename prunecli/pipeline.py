@@ -144,7 +144,7 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
     tuned = finetune.Result()
     with timing("finetune_s"):
         if cfg.finetune.epochs > 0:
-            with interrupts.deferred():  # a signal stops training at the next batch boundary
+            with interrupts.deferred():  # a signal stops training before the next step
                 tuned = finetune.run(
                     model, pruner, splits.train.x, splits.train.y, cfg.finetune, compile_args,
                     console, callbacks=[_StopOnSignal()], teacher=teacher,
@@ -280,9 +280,13 @@ def _gate(
 
 
 class _StopOnSignal(keras.callbacks.Callback):
-    """Raise a signal recorded during a train step at the step's end, outside TF's C++."""
+    """Raise a signal recorded during a train step before the next one, outside TF's C++.
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+    Batch begin, not batch end: a callback with its own ``on_train_batch_end`` turns off
+    Keras's asynchronous batch-end dispatch and would add a host sync to every step.
+    """
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         interrupts.check()
 
 

@@ -71,7 +71,7 @@ def csv_data(tmp_path: Path) -> Path:
 
 
 def build_cnn(name: str = "tiny_cnn"):
-    """Conv2D(4) -> Flatten -> Dense(16) -> Dense(3): 2,411 weights, 2,384 in kernels."""
+    """Conv2D(4) -> Flatten -> Dense(16) -> Dense(3): 2,411 weights, 2,388 in kernels."""
     import keras
 
     model = keras.Sequential(
@@ -122,7 +122,9 @@ def make_model(tmp_path: Path) -> Callable[..., Path]:
     Trained briefly on the synthetic data (so accuracy means something) unless train=False.
     """
 
-    def make(kind: str = "cnn", suffix: str = ".h5", compiled: bool = True, train: bool = True) -> Path:
+    def make(
+        kind: str = "cnn", suffix: str = ".h5", compiled: bool = True, train: bool = True
+    ) -> Path:
         import keras
 
         keras.utils.set_random_seed(0)

@@ -242,6 +242,21 @@ def test_csv_data_with_dense_model(cli, make_model, csv_data, out, tmp_path):
         assert sparsity(kernel) == pytest.approx(0.75, abs=0.005), path
 
 
+def test_data_folder_layouts(cli, make_model, image_data, out):
+    """``--data DIR``: train/ with val/ or validation/ inside, else DIR is the training set."""
+    model_path = make_model("cnn", ".h5", train=False)
+    (image_data / "val").rename(image_data / "validation")
+    report = prune_ok(cli, model_path, "--data", image_data, "-o", out / "a.keras", "--epochs", "0")
+    assert report["data"]["train_samples"] == 60 and report["data"]["validation_samples"] == 30
+    assert report["config"]["data"]["validation"] == str(image_data / "validation")
+
+    report = prune_ok(cli, model_path, "--data", image_data / "train", "-o", out / "b.keras",
+                      "--epochs", "0")
+    # No validation folder: validation_split (0.1) of the 60 training images is held out.
+    assert report["data"]["train_samples"] == 54 and report["data"]["validation_samples"] == 6
+    assert report["config"]["data"]["validation"] is None
+
+
 # --- scope, selection, edge targets ---------------------------------------------------------
 
 
