@@ -149,6 +149,10 @@ def _decode(path: Path, size: tuple[int, int], mode: str) -> np.ndarray:
 def _read_npz(path: Path) -> Arrays:
     try:
         with np.load(path, allow_pickle=False) as archive:
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise DataError(
+                    f"{path}: a single .npy array, expected an .npz with arrays x and y"
+                )
             missing = [k for k in ("x", "y") if k not in archive.files]
             if missing:
                 raise DataError(
@@ -156,13 +160,19 @@ def _read_npz(path: Path) -> Arrays:
                     f"(found: {', '.join(archive.files) or 'none'})"
                 )
             x, y = archive["x"], archive["y"]
+        if x.ndim < 1 or y.ndim < 1 or len(x) != len(y):
+            raise DataError(
+                f"{path}: x has {len(x) if x.ndim else 0} samples but y has "
+                f"{len(y) if y.ndim else 0}"
+            )
+        return Arrays(x.astype(np.float32), _labels(y))
     except DataError:
         raise
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable .npz of numeric arrays ({exc})") from None
-    if len(x) != len(y):
-        raise DataError(f"{path}: x has {len(x)} samples but y has {len(y)}")
-    return Arrays(x.astype(np.float32), _labels(y))
+    except (OSError, ValueError, TypeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(
+            f"{path}: not a readable .npz of numeric arrays x and y ({reason})"
+        ) from None
 
 
 def _read_csv(path: Path, label_column: str) -> Arrays:

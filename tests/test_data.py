@@ -298,11 +298,6 @@ def test_npz_with_object_arrays_is_refused_without_unpickling(tmp_path):
     assert error_of(path, input_shape=(2,)).startswith(f"{path}: not a readable .npz")
 
 
-@pytest.mark.xfail(
-    reason="BUG: data._read_npz uses np.load's result as a context manager; a .npy file "
-    "named .npz makes np.load return an ndarray -> TypeError (exit 1) instead of DataError",
-    strict=True,
-)
 def test_npy_file_named_npz_is_a_data_error(tmp_path):
     path = tmp_path / "d.npz"
     with path.open("wb") as handle:
@@ -310,11 +305,6 @@ def test_npy_file_named_npz_is_a_data_error(tmp_path):
     assert str(path) in error_of(path, input_shape=(2,))
 
 
-@pytest.mark.xfail(
-    reason="BUG: data._read_npz converts x (astype float32) and y (_labels) outside its "
-    "try block; string arrays raise ValueError (exit 1) instead of DataError",
-    strict=True,
-)
 @pytest.mark.parametrize("arrays", [
     {"x": np.zeros((3, 2)), "y": np.array(["cat", "dog", "cat"])},
     {"x": np.array([["a", "b"]] * 3), "y": np.arange(3)},
