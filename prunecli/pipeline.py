@@ -111,8 +111,15 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
     task = evaluate.infer_task(model, labelled, cfg.data.train) if labelled else None
     if request.max_accuracy_drop is not None and splits.validation is None:
         raise ConfigError("--max-accuracy-drop needs validation data (data.validation_split is 0)")
+    if request.max_accuracy_drop is not None and (task is None or task.kind == "regression"):
+        raise ConfigError("--max-accuracy-drop needs a classifier: this model has no accuracy")
     compile_args = _training_compile_args(user_compile, task)
     layers = selection.select(model, cfg.prune)
+    _say(
+        console,
+        f"loaded {request.model} ({fmt}, {model.count_params():,} parameters); "
+        f"{_data_line(splits, task)}; {sum(info.selected for info in layers)} layers selected",
+    )
     with timing("evaluate_s"):
         before = report.model_stats(model, layers) | _metrics(model, splits, task, compile_args)
     with timing("save_s"):
@@ -191,7 +198,24 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
         stage.write_text(paths.report, report.to_json(result))
         stage.write_text(paths.markdown, report.to_markdown(result))
         stage.commit()
+    _say(console, f"wrote {paths.model}, {paths.report} and {paths.markdown}")
     return result
+
+
+def _say(console: Console | None, message: str) -> None:
+    """A progress line on stderr (nothing when quiet)."""
+    if console is not None:
+        console.print(message, highlight=False, soft_wrap=True)
+
+
+def _data_line(splits: data.Splits, task: evaluate.Task | None) -> str:
+    summary = _data_summary(splits, task)
+    if not summary["train_samples"] and not summary["validation_samples"]:
+        return "no data (prune only, no accuracy)"
+    return (
+        f"data: {summary['train_samples']:,} train / {summary['validation_samples']:,} "
+        f"validation samples ({summary['task']})"
+    )
 
 
 def _teacher(
@@ -271,10 +295,6 @@ def _gate(
 ) -> dict[str, Any] | None:
     if limit is None:
         return None
-    if before["accuracy"] is None or after["accuracy"] is None:
-        raise ConfigError(
-            "--max-accuracy-drop needs a classifier: accuracy is not defined for this model"
-        )
     drop = before["accuracy"] - after["accuracy"]
     return {"max_accuracy_drop": limit, "accuracy_drop": drop, "passed": drop <= limit}
 

@@ -511,8 +511,9 @@ def test_gate_fails_with_exit_3_and_still_writes(cli, make_model, image_data, ou
                  "--sparsity", "0.95", "--max-accuracy-drop", "0", "--json")
 
     assert result.exit_code == 3, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--max-accuracy-drop" in lines[0]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("prunecli: error")]
+    assert len(errors) == 1 and "--max-accuracy-drop" in errors[0]
+    assert result.stderr.strip().splitlines()[-1] == errors[0]
     report = json.loads(result.stdout)
     gate = report["gate"]
     assert gate["passed"] is False and gate["max_accuracy_drop"] == 0
