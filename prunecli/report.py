@@ -133,6 +133,9 @@ def _summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 
 def _layer_cells(report: dict[str, Any]) -> list[tuple[str, ...]]:
+    # Under global scope the target is the whole selection's: each layer lands where the
+    # shared threshold puts it, so the note says so rather than implying a miss.
+    shared = report["config"]["prune"]["scope"] == "global"
     return [
         (
             row["path"],
@@ -140,7 +143,7 @@ def _layer_cells(report: dict[str, Any]) -> list[tuple[str, ...]]:
             f"{row['params']:,}",
             _fmt(row["target_sparsity"], "pct"),
             _fmt(row["sparsity"], "pct"),
-            row["reason"] or "",
+            row["reason"] or ("global threshold" if shared and row["pruned"] else ""),
         )
         for row in report["layers"]
     ]
