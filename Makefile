@@ -25,8 +25,9 @@ test: $(STAMP)  ## the whole suite, then ruff
 lint: $(STAMP)
 	$(BIN)/ruff check prunecli tests benchmarks sample_models
 
-bench: $(STAMP)  ## speed benchmarks: print a table, write benchmarks/results/*.json
+bench: $(STAMP)  ## benchmarks: print tables, write benchmarks/results/*.json (~15 min on 2 cores)
 	$(BIN)/python benchmarks/finetune_overhead.py
+	$(BIN)/python benchmarks/methods.py
 
 sample: $(STAMP)  ## rebuild sample_models/ from scikit-learn's bundled digits
 	$(BIN)/python sample_models/make_sample.py

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -48,7 +46,7 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
-            {"machine": _machine(), "reps": args.reps, "epochs": args.epochs, "cases": rows},
+            {"machine": runtime.machine(), "reps": args.reps, "epochs": args.epochs, "cases": rows},
             indent=2,
         )
         + "\n"
@@ -181,15 +179,6 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
             f"{row['masked_steps_per_s']:>11.1f} {row['masked_dense_steps_per_s']:>15.1f} "
             f"{row['ratio']:>6.3f} {row['ratio_dense_masks']:>15.3f}"
         )
-
-
-def _machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.machine(),
-        "cpus": os.cpu_count(),
-        **runtime.environment(),
-    }
 
 
 if __name__ == "__main__":

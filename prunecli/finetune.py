@@ -122,7 +122,9 @@ def _distillation_loss(task_loss: Any, distill: Distill, y: np.ndarray, teacher:
     ops = keras.ops
 
     def logits(values: Any) -> Any:
-        return values if teacher.from_logits else ops.log(ops.clip(values, 1e-7, 1.0))
+        # log(p + tiny), not log(clip(p)): a clip has zero gradient below its floor, which
+        # would stop the student learning from classes it already rates near zero.
+        return values if teacher.from_logits else ops.log(values + 1e-30)
 
     def loss(targets: Any, predictions: Any) -> Any:
         labels = targets[:, 0] if width == 1 else targets[:, :width]

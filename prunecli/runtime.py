@@ -52,6 +52,16 @@ def environment() -> dict[str, Any]:
     }
 
 
+def machine() -> dict[str, Any]:
+    """``environment`` plus the hardware, for benchmark results anyone can compare."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpus": os.cpu_count(),
+        **environment(),
+    }
+
+
 @contextlib.contextmanager
 def _native_stderr_muted() -> Iterator[None]:
     """Point fd 2 at /dev/null for the block; Python's own sys.stderr is left alone."""
