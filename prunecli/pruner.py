@@ -12,6 +12,7 @@ saving: the written model is a plain Keras model with nothing of prunecli in it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -23,19 +24,32 @@ from prunecli.schedules import Schedule
 from prunecli.selection import LayerInfo
 
 
+@dataclass(frozen=True)
+class _Movement:
+    """Movement pruning's state for one kernel: the score, the kernel as it was after the
+    last step, and a shadow copy holding each pruned weight's last live value."""
+
+    score: keras.Variable
+    previous: keras.Variable
+    shadow: keras.Variable
+
+
 class _MaskConstraint:
     """``w * mask`` after the layer's own constraint (kept, if the layer had one).
 
     For movement pruning it also accumulates S += w_t * (w_t+1 - w_t) in the same compiled
     step: under SGD, w_t+1 - w_t = -lr * dL/dw, so S is Sanh et al.'s -sum_t w * dL/dw up to
-    the constant lr (with Adam, the step it actually took), with no Python per step.
+    the constant lr (with Adam, the step it actually took), with no Python per step. As in
+    the paper, pruned weights keep scoring (straight-through: the optimizer still moves
+    them from 0, and their shadow value is what they would have), so a weight cut early by
+    a noisy score can come back.
     """
 
     def __init__(
         self,
         mask: keras.Variable,
         inner: Callable[[Any], Any] | None,
-        movement: tuple[keras.Variable, keras.Variable] | None = None,
+        movement: _Movement | None = None,
     ) -> None:
         self.mask, self.inner, self.movement = mask, inner, movement
 
@@ -44,9 +58,10 @@ class _MaskConstraint:
             weights = self.inner(weights)
         masked = weights * self.mask
         if self.movement is not None:
-            score, previous = self.movement
-            score.assign_add(previous * (masked - previous))
-            previous.assign(masked)
+            state = self.movement
+            state.score.assign_add(state.shadow * (weights - state.previous))
+            state.shadow.assign(keras.ops.where(self.mask > 0, weights, state.shadow))
+            state.previous.assign(masked)
         return masked
 
 
@@ -82,11 +97,11 @@ class Pruner:
                     self.schedules[key] = schedule_for(info.target)
         self.global_schedule = schedule_for(prune.sparsity)
         self.masks = {key: _state_like(v, 1.0) for key, v in self.kernels.items()}
-        self.movement = (
-            {key: (_state_like(v, 0.0), _state_like(v, 0.0)) for key, v in self.kernels.items()}
+        self.movement = {
+            key: _Movement(_state_like(v, 0.0), _state_like(v, 0.0), _state_like(v, None))
+            for key, v in self.kernels.items()
             if prune.method == "movement"
-            else {}
-        )
+        }
         self._inner: dict[str, Any] = {}
         self._applied: Any = None
 
@@ -107,6 +122,8 @@ class Pruner:
             return self.sparsity()
         weights = {key: np.asarray(v) for key, v in self.kernels.items()}
         scores = self._scores(weights)
+        # Movement: a weight chosen again comes back with its last live value.
+        weights |= {key: np.asarray(state.shadow) for key, state in self.movement.items()}
         if self.prune.scope == "global":
             masks = masking.global_pattern_masks(
                 scores, targets, self.prune.min_layer_density, self.pattern
@@ -117,7 +134,7 @@ class Pruner:
             self.masks[key].assign(mask)
             self.kernels[key].assign(weights[key] * mask)
             if key in self.movement:
-                self.movement[key][1].assign(weights[key] * mask)
+                self.movement[key].previous.assign(weights[key] * mask)
         self._applied = targets
         return self.sparsity()
 
@@ -132,7 +149,7 @@ class Pruner:
                     self.seed,
                     key,
                     abs_gradient=gradients.get(key),
-                    movement=np.asarray(self.movement[key][0]) if key in self.movement else None,
+                    movement=np.asarray(self.movement[key].score) if key in self.movement else None,
                 ),
             )
             for key, w in weights.items()
@@ -147,7 +164,7 @@ class Pruner:
         for key, variable in self.kernels.items():
             self._inner[key] = variable.constraint
             if key in self.movement:
-                self.movement[key][1].assign(variable)
+                self.movement[key].previous.assign(variable)
             variable.constraint = _MaskConstraint(
                 self.masks[key], variable.constraint, self.movement.get(key)
             )
@@ -165,11 +182,11 @@ class Pruner:
         return zeros / total if total else 0.0
 
 
-def _state_like(variable: Any, value: float) -> keras.Variable:
-    """A non-trainable variable of the kernel's shape and dtype, filled with ``value``."""
-    return keras.Variable(
-        np.full(variable.shape, value, dtype=variable.dtype), trainable=False, name="prune_state"
-    )
+def _state_like(variable: Any, value: float | None) -> keras.Variable:
+    """A non-trainable variable of the kernel's shape and dtype, filled with ``value``
+    (None: a copy of the kernel's current values)."""
+    start = np.asarray(variable) if value is None else np.full(variable.shape, value)
+    return keras.Variable(start.astype(variable.dtype), trainable=False, name="prune_state")
 
 
 # A step past the end of every schedule: where each reaches its final sparsity.

@@ -76,11 +76,12 @@ def lamp(weights: np.ndarray, context: ScoreContext) -> np.ndarray:
 def movement(weights: np.ndarray, context: ScoreContext) -> np.ndarray:
     """Movement pruning (Sanh et al. 2020): keep the weights moving away from zero during
     fine-tuning, S = -sum_t w_t * dL/dw_t, whatever their size. Needs a gradual schedule:
-    the score is only known after some training. Already pruned weights score lowest."""
+    the score is only known after some training. Pruned weights keep their score (the
+    pruner keeps accumulating it), so the mask can change its mind, as in the paper."""
+    del weights  # the score is all in the accumulated movement
     if context.movement is None:
         raise ValueError("movement needs fine-tuning statistics: the context has none")
-    floor = np.min(context.movement, initial=0.0) - 1.0
-    return np.where(weights == 0, floor, context.movement)
+    return context.movement
 
 
 REGISTRY: dict[str, Score] = {

@@ -139,13 +139,14 @@ def test_movement_uses_the_context_not_the_weights():
     np.testing.assert_array_equal(masking.unstructured(scores, 0.5), [[1, 0], [1, 0]])
 
 
-def test_movement_puts_pruned_weights_lowest_whatever_they_moved():
+def test_movement_lets_a_pruned_weight_come_back_when_it_moved_most():
+    # Sanh et al.: pruned weights keep accumulating movement (straight-through), so the
+    # score is the accumulated movement as is, and a pruned weight (0.0) can win back.
     weights = np.array([[1.0, 0.0], [-1.0, 2.0]])
     moved = np.array([[0.3, 5.0], [-0.5, 0.1]])
     scores = scoring.movement(weights, ScoreContext(movement=moved))
-    # the floor is min(movement, 0) - 1 = -1.5, below every live score
-    np.testing.assert_array_equal(scores, [[0.3, -1.5], [-0.5, 0.1]])
-    np.testing.assert_array_equal(masking.unstructured(scores, 0.25), [[1, 0], [1, 1]])
+    np.testing.assert_array_equal(scores, moved)
+    np.testing.assert_array_equal(masking.unstructured(scores, 0.25), [[1, 1], [0, 1]])
 
 
 def test_movement_without_statistics_says_so():
