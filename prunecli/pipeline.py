@@ -71,7 +71,9 @@ def targets(request: Request) -> Targets:
 
 
 def preflight(request: Request) -> Targets:
-    """All checks that need no TensorFlow: outputs writable and not clobbering, data given."""
+    """All checks that need no TensorFlow: the model file exists and is a model, outputs
+    writable and not clobbering, data given."""
+    model_io.detect_format(request.model)
     paths = targets(request)
     for path in (paths.model, paths.report, paths.markdown):
         outputs.check_target(path, force=request.force, inputs=(request.model,))
