@@ -69,8 +69,11 @@ def load(settings: Data, input_shape: tuple[int | None, ...], seed: int) -> Spli
     held = max(1, round(settings.validation_split * len(order)))
     if held >= len(order):
         raise DataError(f"{settings.train}: too few samples ({len(order)}) to hold out a split")
-    pick = lambda idx: Arrays(train.x[np.sort(idx)], train.y[np.sort(idx)], train.classes)  # noqa: E731
-    return Splits(pick(order[held:]), pick(order[:held]))
+    keep, hold = np.sort(order[held:]), np.sort(order[:held])
+    return Splits(
+        Arrays(train.x[keep], train.y[keep], train.classes),
+        Arrays(train.x[hold], train.y[hold], train.classes),
+    )
 
 
 def _read(path: Path, settings: Data, input_shape: tuple[int | None, ...]) -> Arrays:

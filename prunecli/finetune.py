@@ -8,7 +8,6 @@ Python work per step is one integer comparison in ``_ScheduleHook``: masks are r
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +33,6 @@ class Result:
 
     epochs: int = 0
     steps: int = 0
-    seconds: float = 0.0
     updates: list[dict[str, float]] = field(default_factory=list)  # [{step, sparsity}]
 
 
@@ -75,7 +73,6 @@ def run(
         hooks.append(
             _ProgressBar(console, hook) if console.is_terminal else _EpochLog(console, hook)
         )
-    start = time.perf_counter()
     pruner.attach()
     try:
         model.fit(
@@ -90,7 +87,6 @@ def run(
     finally:
         pruner.detach()
     result.updates.append({"step": result.steps, "sparsity": pruner.finish()})
-    result.seconds = time.perf_counter() - start
     return result
 
 

@@ -177,9 +177,7 @@ class Pruner:
 
     def sparsity(self) -> float:
         """Zeros over all selected kernels, measured on the weights themselves."""
-        total = sum(int(np.prod(v.shape)) for v in self.kernels.values())
-        zeros = sum(int(np.count_nonzero(np.asarray(v) == 0)) for v in self.kernels.values())
-        return zeros / total if total else 0.0
+        return masking.sparsity(_flat(self.kernels.values()))
 
 
 def _state_like(variable: Any, value: float | None) -> keras.Variable:
@@ -187,6 +185,11 @@ def _state_like(variable: Any, value: float | None) -> keras.Variable:
     (None: a copy of the kernel's current values)."""
     start = np.asarray(variable) if value is None else np.full(variable.shape, value)
     return keras.Variable(start.astype(variable.dtype), trainable=False, name="prune_state")
+
+
+def _flat(variables: Any) -> np.ndarray:
+    """Every value of ``variables`` in one 1-D array (empty when there are none)."""
+    return np.concatenate([np.ravel(v) for v in variables] or [np.zeros(0)])
 
 
 # A step past the end of every schedule: where each reaches its final sparsity.

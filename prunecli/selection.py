@@ -85,11 +85,9 @@ class LayerInfo:
 
     def kernel_sparsity(self) -> float | None:
         """Zeros over this layer's kernels now (None for a layer without prunable kernels)."""
-        sizes = [int(np.prod(v.shape)) for v in self.kernels.values()]
-        if not sum(sizes):
+        if not self.kernels:
             return None
-        zeros = sum(int(np.count_nonzero(np.asarray(v) == 0)) for v in self.kernels.values())
-        return zeros / sum(sizes)
+        return masking.sparsity(np.concatenate([np.ravel(v) for v in self.kernels.values()]))
 
 
 def walk(model: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
