@@ -22,7 +22,14 @@ from prunecli.errors import ConfigError
 
 # Keys whose values are filesystem paths. In a file they are relative to the file's folder;
 # on the command line (--set, --data, -o, --report) relative to the working directory.
-PATH_KEYS = ("data.train", "data.validation", "output.path", "output.report")
+PATH_KEYS = (
+    "data.train",
+    "data.validation",
+    "data.cache",
+    "output.path",
+    "output.report",
+    "finetune.checkpoint_dir",
+)
 
 
 class _Section(BaseModel):
@@ -186,6 +193,36 @@ class Finetune(_Section):
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
     momentum: float = Field(0.0, ge=0, lt=1)
     distill: Distill | None = None
+    # Needed when the input model carries no compile config; any Keras loss / metric name.
+    loss: str | None = None
+    metrics: list[str] = []
+    # Batch jobs: distribution, precision, XLA, preemption-safe checkpoints.
+    strategy: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
+    mixed_precision: bool = False
+    jit_compile: Literal["auto"] | bool = "auto"
+    checkpoint_dir: Path | None = None
+    checkpoint_steps: int | None = Field(None, ge=1)
+
+
+class Feature(_Section):
+    """One ``tf.train.Example`` feature: ``float32``/``int64`` hold a flat list of the
+    shape's values; ``string`` holds encoded image bytes (PNG or JPEG) decoded to the shape."""
+
+    dtype: Literal["float32", "int64", "string"]
+    shape: list[int] = []
+
+    @field_validator("shape")
+    @classmethod
+    def _positive_dims(cls, shape: list[int]) -> list[int]:
+        if any(d < 1 for d in shape):
+            raise ValueError(f"every dimension must be >= 1, got {shape}")
+        return shape
+
+
+class TFRecord(_Section):
+    """How to read TFRecord files: the features by name (the label is ``data.label_column``)."""
+
+    features: dict[str, Feature]
 
 
 class Data(_Section):
@@ -196,6 +233,8 @@ class Data(_Section):
     color_mode: Literal["grayscale", "rgb", "rgba"] | None = None
     rescale: float | None = None
     label_column: str = "label"
+    cache: bool | Path = False  # tf.data cache: true = memory, a path = files there
+    tfrecord: TFRecord | None = None
 
     @field_validator("image_size")
     @classmethod
@@ -205,9 +244,16 @@ class Data(_Section):
         return size
 
 
+class TFLite(_Section):
+    sparse: bool = True  # tf.lite.Optimize.EXPERIMENTAL_SPARSITY: pruned weights stored sparse
+    quantize: Literal["none", "dynamic", "float16", "int8"] = "none"
+
+
 class Output(_Section):
     path: Path | None = None
     report: Path | None = None
+    export: list[Literal["savedmodel", "tflite", "keras", "h5"]] = []
+    tflite: TFLite = TFLite()
 
 
 class Config(_Section):
