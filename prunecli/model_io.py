@@ -1,4 +1,5 @@
-"""Load and save Keras models: ``.keras`` (zip) and ``.h5`` (HDF5), Keras 3 or Keras 2.
+"""Load and save Keras models: ``.keras`` (zip), ``.h5`` (HDF5, Keras 3, Keras 2 or
+tfmot-wrapped) and tf.keras SavedModel folders (with ``keras_metadata.pb``).
 
 Loading is safe by default: before Keras deserializes anything, the stored config is read
 and a ``Lambda`` layer (arbitrary Python code) is refused unless the user passes
@@ -15,26 +16,47 @@ from typing import Any
 
 import h5py
 
+from prunecli import legacy
 from prunecli.errors import ModelLoadError
 
 FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5"}
 
+# What prunecli can do with an input: every Keras model supports everything. An input kind
+# that is not a Keras model (a signature-only SavedModel) lists less here.
+FULL_SUPPORT = ("unstructured", "structured", "layer_selection", "finetune")
+SUPPORTS: dict[str, tuple[str, ...]] = dict.fromkeys(
+    ("keras", "h5", "h5-keras2", "h5-tfmot", "savedmodel-keras2"), FULL_SUPPORT
+)
+
+
+def supports(fmt: str) -> list[str]:
+    """What prunecli can do with an input of format ``fmt`` (``inspect --json``'s list)."""
+    return list(SUPPORTS.get(fmt, ()))
+
 
 def detect_format(path: Path) -> str:
-    """``keras`` or ``h5`` by content (the suffix can lie); raises ModelLoadError otherwise."""
+    """The input kind by content (the suffix can lie): ``keras``, ``h5`` (Keras 3),
+    ``h5-keras2`` (tf.keras / tf_keras), ``h5-tfmot`` (tfmot wrappers not stripped) or
+    ``savedmodel-keras2`` (a tf.keras SavedModel folder); raises ModelLoadError otherwise."""
     if not path.exists():
         raise ModelLoadError(f"{path}: model file not found")
     if path.is_dir():
+        if (path / "saved_model.pb").exists() and (path / "keras_metadata.pb").exists():
+            return "savedmodel-keras2"
         if (path / "saved_model.pb").exists():
             raise ModelLoadError(
-                f"{path}: SavedModel directories are not supported yet; "
-                "load it in Keras and save it as .keras"
+                f"{path}: SavedModel without keras_metadata.pb (not written by tf.keras "
+                "model.save) is not supported yet; load it in Keras and save it as .keras"
             )
         raise ModelLoadError(f"{path}: is a folder, expected a .keras or .h5 model file")
     if zipfile.is_zipfile(path):
         return "keras"
     if h5py.is_hdf5(path):
-        return "h5"
+        try:
+            with h5py.File(path, "r") as handle:
+                return legacy.h5_format(handle.attrs)
+        except OSError as exc:
+            raise ModelLoadError(f"{path}: damaged HDF5 file ({exc})") from None
     raise ModelLoadError(
         f"{path}: not a Keras model (expected a .keras zip archive or an .h5 HDF5 file)"
     )
@@ -43,6 +65,8 @@ def detect_format(path: Path) -> str:
 def stored_config(path: Path, fmt: str) -> dict[str, Any]:
     """The model architecture stored in the file, read without Keras."""
     try:
+        if fmt == "savedmodel-keras2":
+            return legacy.savedmodel_config(path)
         if fmt == "keras":
             with zipfile.ZipFile(path) as archive:
                 return json.loads(archive.read("config.json"))
@@ -53,7 +77,7 @@ def stored_config(path: Path, fmt: str) -> dict[str, Any]:
             return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
     except ModelLoadError:
         raise
-    except (KeyError, OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (KeyError, OSError, ValueError, zipfile.BadZipFile, ImportError) as exc:
         raise ModelLoadError(f"{path}: damaged or not a Keras model file ({exc})") from None
 
 
@@ -65,15 +89,35 @@ def load(path: Path, safe_mode: bool = True) -> tuple[Any, str]:
             f"{path}: contains a Lambda layer, whose code would run on load; refusing in safe "
             "mode. If you trust this file, pass --no-safe-mode"
         )
-    import keras
-
     try:
-        model = keras.saving.load_model(path, compile=True, safe_mode=safe_mode)
+        model = _load(path, fmt, safe_mode)
+    except ModelLoadError:
+        raise
     except Exception as exc:  # Keras raises many types for a bad file; all mean "cannot load"
         raise ModelLoadError(f"{path}: cannot load model: {_first_line(exc)}") from None
     if not hasattr(model, "layers"):
         raise ModelLoadError(f"{path}: loaded object is not a Keras model")
     return model, fmt
+
+
+def _load(path: Path, fmt: str, safe_mode: bool) -> Any:
+    """Keras 3 reads ``.keras`` itself, and Keras 3 ``.h5`` with the compile config left to
+    ``compiling`` (Keras 3.15 cannot read its own ``loss="mse"``); Keras 2 kinds go through
+    ``legacy``, whose configs are checked for Lambda layers before (see ``load``)."""
+    import keras
+
+    if fmt == "keras":
+        return keras.saving.load_model(path, compile=True, safe_mode=safe_mode)
+    if fmt == "h5":
+        model = keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
+        legacy.compile_h5(model, path)
+        return model
+    from keras.src.saving.serialization_lib import SafeModeScope
+
+    with SafeModeScope(safe_mode):  # legacy configs are built by Keras's own deserializer
+        if fmt == "savedmodel-keras2":
+            return legacy.load_savedmodel(path)
+        return legacy.load_h5(path)
 
 
 def compile_config(model: Any) -> dict[str, Any]:

@@ -1,0 +1,139 @@
+"""Compile arguments: from a file's stored training config, or from ``finetune.loss``.
+
+Keras 3's own reader of an ``.h5`` compile config (``training_config``) fails on files that
+are perfectly good: Keras 2 stores a loss object with ``"fn"`` and ``"reduction": "auto"``
+(Keras 3 knows neither), metrics as ``MeanMetricWrapper`` lists nested per output, and the
+optimizer as ``"Custom>Adam"``; Keras 3.15 even fails on its own ``.h5`` compiled with
+``loss="mse", metrics=["mae"]`` ("Could not deserialize 'keras.metrics.mse'"). This module
+turns either form into plain ``model.compile`` arguments, e.g.::
+
+    {"loss": {"class_name": "SparseCategoricalCrossentropy",
+              "config": {"reduction": "auto", "from_logits": true, "fn": "..."}},
+     "metrics": [[{"class_name": "MeanMetricWrapper", "config": {"name": "accuracy"}}]],
+     "optimizer_config": {"class_name": "Custom>Adam", "config": {"learning_rate": 0.01}}}
+    -> {"optimizer": Adam(learning_rate=0.01),
+        "loss": SparseCategoricalCrossentropy(from_logits=True), "metrics": ["accuracy"]}
+
+TensorFlow/Keras are imported inside the functions: config validation never pays for them.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from prunecli.errors import ConfigError
+
+# Keras 2 config keys Keras 3 no longer accepts (they carried no information we need).
+_LEGACY_LOSS_KEYS = ("fn", "reduction")
+_LEGACY_OPTIMIZER_KEYS = {"lr": "learning_rate"}
+
+
+def from_training_config(training: dict[str, Any]) -> dict[str, Any]:
+    """``model.compile`` kwargs from an ``.h5`` file's ``training_config`` (Keras 2 or 3)."""
+    args: dict[str, Any] = {"optimizer": _optimizer(training.get("optimizer_config"))}
+    if training.get("loss") is not None:
+        args["loss"] = _nested(training["loss"], _loss)
+    for key in ("metrics", "weighted_metrics"):
+        if training.get(key):
+            args[key] = _flatten_single(_nested(training[key], _metric))
+    if training.get("loss_weights") is not None:
+        args["loss_weights"] = training["loss_weights"]
+    return args
+
+
+def from_names(loss: str | None, metrics: list[str]) -> dict[str, Any]:
+    """``finetune.loss`` / ``finetune.metrics`` checked against Keras's registries.
+
+    Returns ``{}`` when neither is set. Names stay strings, so the compile config saved with
+    the output model is the one the user wrote.
+    """
+    import keras
+
+    args: dict[str, Any] = {}
+    if loss is not None:
+        try:
+            keras.losses.get(loss)
+        except (ValueError, TypeError):
+            raise ConfigError(
+                f"finetune.loss: unknown Keras loss {loss!r} (e.g. mse, mae, "
+                "sparse_categorical_crossentropy, binary_crossentropy)"
+            ) from None
+        args["loss"] = loss
+    for name in metrics:
+        if name in ("accuracy", "acc", "crossentropy", "ce"):
+            continue  # resolved by Keras from the loss and output shape at compile time
+        try:
+            keras.metrics.get(name)
+        except (ValueError, TypeError):
+            raise ConfigError(
+                f"finetune.metrics: unknown Keras metric {name!r} (e.g. accuracy, mae, mse)"
+            ) from None
+    if metrics:
+        args["metrics"] = list(metrics)
+    return args
+
+
+def _optimizer(config: dict[str, Any] | None) -> Any:
+    """The stored optimizer, its Keras 2-only settings dropped; Adam when none was stored."""
+    import keras
+
+    if not config:
+        return "adam"
+    name = str(config.get("class_name", "adam")).removeprefix("Custom>")
+    try:
+        cls = type(keras.optimizers.get(name.lower() if "." not in name else name))
+    except ValueError:
+        return "adam"
+    settings = {
+        _LEGACY_OPTIMIZER_KEYS.get(key, key): value
+        for key, value in (config.get("config") or {}).items()
+    }
+    accepted = set(inspect.signature(cls.__init__).parameters) | set(
+        inspect.signature(keras.optimizers.Optimizer.__init__).parameters
+    )
+    settings = {key: value for key, value in settings.items() if key in accepted}
+    settings.pop("name", None)  # a fresh optimizer; the stored name would clash on reuse
+    return cls(**settings)
+
+
+def _nested(node: Any, leaf: Any) -> Any:
+    """Apply ``leaf`` to every entry of a per-output list or dict of losses/metrics."""
+    if isinstance(node, list):
+        return [_nested(item, leaf) for item in node]
+    if isinstance(node, dict) and "class_name" not in node:
+        return {key: _nested(value, leaf) for key, value in node.items()}
+    return leaf(node)
+
+
+def _flatten_single(metrics: Any) -> Any:
+    """Keras 2 writes a single output's metrics as ``[[m1, m2]]``; Keras 3 wants ``[m1, m2]``."""
+    if isinstance(metrics, list) and len(metrics) == 1 and isinstance(metrics[0], list):
+        return metrics[0]
+    return metrics
+
+
+def _loss(node: Any) -> Any:
+    import keras
+
+    if not isinstance(node, dict):
+        return node
+    config = {k: v for k, v in (node.get("config") or {}).items() if k not in _LEGACY_LOSS_KEYS}
+    return keras.losses.deserialize({**node, "config": config})
+
+
+def _metric(node: Any) -> Any:
+    """A metric by name where one exists (``MeanMetricWrapper`` is how Keras 2 stores one)."""
+    import keras
+
+    if not isinstance(node, dict):
+        return node
+    config = node.get("config") or {}
+    if node.get("class_name") == "MeanMetricWrapper":
+        return config.get("name") or config.get("fn")
+    try:
+        return keras.metrics.deserialize(
+            {**node, "config": {k: v for k, v in config.items() if k != "fn"}}
+        )
+    except (ValueError, TypeError):
+        return config.get("name") or config.get("fn")

@@ -1,0 +1,243 @@
+"""Keras 2 inputs rebuilt as plain Keras 3 models: tf.keras ``.h5``, tfmot-wrapped ``.h5``,
+and tf.keras SavedModel folders (the ones with ``keras_metadata.pb``).
+
+Keras 3 reads a Keras 2 ``.h5`` only partly: a nested model is called at node 1 in the
+outer config (Keras 2 counted the nested model's own construction as node 0), LSTM/GRU
+configs carry ``time_major``, and tfmot's ``PruneLowMagnitude`` wrapper is unknown. So the
+stored config is rewritten first, then built by Keras, then the weights are copied layer by
+layer from the HDF5 groups, e.g. for a tfmot file::
+
+    prune_low_magnitude_hidden/  weight_names: hidden/kernel:0, hidden/bias:0,
+        prune_low_magnitude_hidden/{mask, threshold, pruning_step}:0
+    -> layer "hidden" (strip_pruning's name), kernel = kernel * mask, bias; the rest dropped
+
+Nothing here imports TensorFlow at module level.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from prunecli import compiling
+from prunecli.errors import ModelLoadError
+
+TFMOT_WRAPPER = "PruneLowMagnitude"
+# Keras 2 layer arguments Keras 3 refuses; dropping them changes nothing Keras 3 supports.
+_DROPPED_ARGS = {"LSTM": ("time_major",), "GRU": ("time_major",), "SimpleRNN": ("time_major",)}
+
+
+def h5_format(attrs: Any) -> str:
+    """``h5-tfmot`` (tfmot wrappers inside), ``h5-keras2`` (tf.keras / tf_keras) or ``h5``."""
+    config = attrs.get("model_config")
+    text = config.decode() if isinstance(config, bytes) else str(config or "")
+    if f'"class_name": "{TFMOT_WRAPPER}"' in text:
+        return "h5-tfmot"
+    version = attrs.get("keras_version")
+    version = version.decode() if isinstance(version, bytes) else str(version or "")
+    return "h5-keras2" if version.startswith("2.") else "h5"
+
+
+def load_h5(path: Path) -> Any:
+    """A Keras 2 or tfmot ``.h5`` as a Keras 3 model, compiled when the file was."""
+    with h5py.File(path, "r") as handle:
+        config = json.loads(_text(handle.attrs["model_config"]))
+        training = handle.attrs.get("training_config")
+        renames: dict[str, str] = {}
+        model = _build(to_keras3(config, renames))
+        _copy_weights(handle["model_weights"], model, renames, path)
+    if training is not None:
+        model.compile(**compiling.from_training_config(json.loads(_text(training))))
+    return model
+
+
+def compile_h5(model: Any, path: Path) -> None:
+    """Compile a model Keras 3 loaded uncompiled from ``path`` with the file's compile config."""
+    with h5py.File(path, "r") as handle:
+        training = handle.attrs.get("training_config")
+    if training is not None:
+        model.compile(**compiling.from_training_config(json.loads(_text(training))))
+
+
+def savedmodel_config(folder: Path) -> dict[str, Any]:
+    """The model config stored in a tf.keras SavedModel's ``keras_metadata.pb`` (root node)."""
+    from tf_keras.protobuf import saved_metadata_pb2
+
+    metadata = saved_metadata_pb2.SavedMetadata()
+    metadata.ParseFromString((folder / "keras_metadata.pb").read_bytes())
+    for node in metadata.nodes:
+        if node.node_path == "root":
+            return json.loads(node.metadata)
+    raise ModelLoadError(f"{folder}: keras_metadata.pb has no root model entry")
+
+
+def load_savedmodel(folder: Path) -> Any:
+    """A tf.keras SavedModel as a Keras 3 model: tf_keras rebuilds it from its metadata and
+    writes it as a Keras 2 ``.h5`` in a temporary folder, which ``load_h5`` then reads."""
+    import tf_keras
+
+    legacy = tf_keras.models.load_model(folder, compile=True)
+    with tempfile.TemporaryDirectory(prefix="prunecli-") as scratch:
+        staged = Path(scratch) / "model.h5"
+        legacy.save(staged, save_format="h5")
+        return load_h5(staged)
+
+
+def to_keras3(config: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
+    """The stored Keras 2 config rewritten for Keras 3 (pure; ``renames`` collects
+    ``{wrapper name: inner name}`` for every tfmot wrapper removed)."""
+    config = _unwrap(config, renames)
+    return _renumber_nodes(_rename_refs(config, renames))
+
+
+def _unwrap(node: Any, renames: dict[str, str]) -> Any:
+    """Replace each ``PruneLowMagnitude`` by the layer it wraps, as ``strip_pruning`` does,
+    and drop arguments Keras 3 refuses."""
+    if isinstance(node, list):
+        return [_unwrap(item, renames) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if node.get("class_name") == TFMOT_WRAPPER:
+        outer = node["config"]
+        inner = dict(outer["layer"])
+        renames[outer["name"]] = inner["config"]["name"]
+        if "inbound_nodes" in node:  # a functional model's wiring lives outside the config
+            inner["inbound_nodes"] = node["inbound_nodes"]
+        if "name" in node:
+            inner["name"] = inner["config"]["name"]
+        return _unwrap(inner, renames)
+    node = {key: _unwrap(value, renames) for key, value in node.items()}
+    dropped = _DROPPED_ARGS.get(str(node.get("class_name")), ())
+    if dropped and isinstance(node.get("config"), dict):
+        node["config"] = {k: v for k, v in node["config"].items() if k not in dropped}
+    return node
+
+
+def _rename_refs(node: Any, renames: dict[str, str]) -> Any:
+    """Layer names in ``inbound_nodes``/``input_layers``/``output_layers`` after unwrapping."""
+    if not renames:
+        return node
+    if isinstance(node, list):
+        return [_rename_refs(item, renames) for item in node]
+    if isinstance(node, dict):
+        return {key: _rename_refs(value, renames) for key, value in node.items()}
+    return renames.get(node, node) if isinstance(node, str) else node
+
+
+def _renumber_nodes(node: Any) -> Any:
+    """In each functional config, number every layer's call sites 0, 1, ... in order.
+
+    Keras 2 gave a nested model built on its own input a node 0 of its own, so the outer
+    model calls it at node 1; Keras 3 creates no such node and would wait for node 1 forever.
+    """
+    if isinstance(node, list):
+        return [_renumber_nodes(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _renumber_nodes(value) for key, value in node.items()}
+    config = node.get("config")
+    if node.get("class_name") in ("Functional", "Model") and isinstance(config, dict):
+        used: dict[str, set[int]] = {}
+        for ref in _refs(config):
+            used.setdefault(ref[0], set()).add(ref[1])
+        order = {name: {old: new for new, old in enumerate(sorted(idx))} for name, idx in used.items()}
+        for ref in _refs(config):
+            ref[1] = order[ref[0]][ref[1]]
+    return node
+
+
+def _refs(config: dict[str, Any]) -> list[list[Any]]:
+    """Every ``[layer name, node index, tensor index, ...]`` reference in a functional config
+    (the lists themselves, so callers can edit them in place)."""
+    found: list[list[Any]] = []
+    for layer in config.get("layers", []):
+        for call in layer.get("inbound_nodes", []):
+            found.extend(_ref_lists(call))
+    for key in ("input_layers", "output_layers"):
+        found.extend(_ref_lists(config.get(key, [])))
+    return found
+
+
+def _ref_lists(node: Any) -> list[list[Any]]:
+    if isinstance(node, list):
+        if len(node) >= 3 and isinstance(node[0], str) and isinstance(node[1], int):
+            return [node]
+        return [ref for item in node for ref in _ref_lists(item)]
+    if isinstance(node, dict):  # Keras 3 style {"args": [...], "kwargs": {...}} calls
+        return [ref for value in node.values() for ref in _ref_lists(value)]
+    return []
+
+
+def _build(config: dict[str, Any]) -> Any:
+    """Keras 3's own builder of legacy (``.h5``) model configs."""
+    from keras.src.legacy.saving import saving_utils
+
+    return saving_utils.model_from_config(config)
+
+
+def _copy_weights(group: h5py.Group, model: Any, renames: dict[str, str], path: Path) -> None:
+    """Assign each stored layer's weights to the layer of the same (unwrapped) name, in the
+    order Keras 2 saved them: trainable weights, then non-trainable ones."""
+    for stored in (_text(name) for name in group.attrs["layer_names"]):
+        names = [_text(name) for name in group[stored].attrs["weight_names"]]
+        values = [np.asarray(group[stored][name]) for name in names]
+        values = _strip_tfmot_state(stored, names, values)
+        if not values:
+            continue
+        layer = _layer(model, renames.get(stored, stored), path)
+        variables = list(layer.trainable_weights) + list(layer.non_trainable_weights)
+        shapes = [tuple(v.shape) for v in variables]
+        if shapes != [value.shape for value in values]:
+            raise ModelLoadError(
+                f"{path}: weights of layer {stored} do not fit the rebuilt model "
+                f"(stored {[value.shape for value in values]}, expected {shapes})"
+            )
+        for variable, value in zip(variables, values, strict=True):
+            variable.assign(value)
+
+
+def _strip_tfmot_state(
+    stored: str, names: list[str], values: list[np.ndarray]
+) -> list[np.ndarray]:
+    """The wrapped layer's own weights, each pruned kernel multiplied by its mask.
+
+    The wrapper's weights are named ``<wrapper>/mask:0``, ``<wrapper>/mask_1:0`` ... in the
+    order of the layer's prunable weights (kernel, then an RNN's recurrent kernel); each
+    mask goes to the first not yet masked weight of its shape. tfmot already zeroes masked
+    weights after each step; the multiply only makes sure.
+    """
+    own = [(n, v) for n, v in zip(names, values, strict=True) if not n.startswith(f"{stored}/")]
+    if len(own) == len(names):
+        return values
+    masks = [
+        v
+        for n, v in zip(names, values, strict=True)
+        if n.startswith(f"{stored}/") and n.rsplit("/", 1)[-1].startswith("mask")
+    ]
+    kept = [v for _, v in own]
+    masked: set[int] = set()
+    for mask in masks:
+        for i, value in enumerate(kept):
+            if i not in masked and value.shape == mask.shape:
+                kept[i] = (value * mask).astype(value.dtype)
+                masked.add(i)
+                break
+    return kept
+
+
+def _layer(model: Any, name: str, path: Path) -> Any:
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        raise ModelLoadError(
+            f"{path}: the file holds weights for layer {name!r}, which its config lacks"
+        ) from None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
