@@ -145,7 +145,9 @@ def _renumber_nodes(node: Any) -> Any:
         used: dict[str, set[int]] = {}
         for ref in _refs(config):
             used.setdefault(ref[0], set()).add(ref[1])
-        order = {name: {old: new for new, old in enumerate(sorted(idx))} for name, idx in used.items()}
+        order = {
+            name: {old: new for new, old in enumerate(sorted(idx))} for name, idx in used.items()
+        }
         for ref in _refs(config):
             ref[1] = order[ref[0]][ref[1]]
     return node
@@ -186,7 +188,8 @@ def _copy_weights(group: h5py.Group, model: Any, renames: dict[str, str], path: 
     for stored in (_text(name) for name in group.attrs["layer_names"]):
         names = [_text(name) for name in group[stored].attrs["weight_names"]]
         values = [np.asarray(group[stored][name]) for name in names]
-        values = _strip_tfmot_state(stored, names, values)
+        if stored in renames:  # a tfmot wrapper: its own state goes, masks are applied
+            values = _strip_tfmot_state(stored, names, values)
         if not values:
             continue
         layer = _layer(model, renames.get(stored, stored), path)
@@ -201,9 +204,7 @@ def _copy_weights(group: h5py.Group, model: Any, renames: dict[str, str], path: 
             variable.assign(value)
 
 
-def _strip_tfmot_state(
-    stored: str, names: list[str], values: list[np.ndarray]
-) -> list[np.ndarray]:
+def _strip_tfmot_state(stored: str, names: list[str], values: list[np.ndarray]) -> list[np.ndarray]:
     """The wrapped layer's own weights, each pruned kernel multiplied by its mask.
 
     The wrapper's weights are named ``<wrapper>/mask:0``, ``<wrapper>/mask_1:0`` ... in the
@@ -212,8 +213,6 @@ def _strip_tfmot_state(
     weights after each step; the multiply only makes sure.
     """
     own = [(n, v) for n, v in zip(names, values, strict=True) if not n.startswith(f"{stored}/")]
-    if len(own) == len(names):
-        return values
     masks = [
         v
         for n, v in zip(names, values, strict=True)

@@ -85,10 +85,16 @@ class Staging(contextlib.AbstractContextManager["Staging"]):
 
 
 def sha256(path: Path) -> str:
+    """Of a file's bytes; of a folder (a SavedModel), of each file's relative path and bytes
+    in sorted order, so the same folder always gives the same digest."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):  # noqa: B023
+                digest.update(block)
     return digest.hexdigest()
 
 

@@ -21,6 +21,7 @@ from rich.console import Console
 
 from prunecli import (
     __version__,
+    compiling,
     data,
     evaluate,
     finetune,
@@ -115,7 +116,7 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
         raise ConfigError("--max-accuracy-drop needs validation data (data.validation_split is 0)")
     if request.max_accuracy_drop is not None and (task is None or task.kind == "regression"):
         raise ConfigError("--max-accuracy-drop needs a classifier: this model has no accuracy")
-    compile_args = _training_compile_args(user_compile, task)
+    compile_args = _training_compile_args(user_compile, task, cfg)
     layers = selection.select(model, cfg.prune)
     _say(
         console,
@@ -236,17 +237,26 @@ def _teacher(
 
 
 def _training_compile_args(
-    user_compile: dict[str, Any], task: evaluate.Task | None
+    user_compile: dict[str, Any], task: evaluate.Task | None, cfg: Config
 ) -> dict[str, Any]:
-    """Loss and metrics to fine-tune and evaluate with: the model's own when it has them."""
+    """Loss and metrics to fine-tune and evaluate with: ``finetune.loss``/``metrics`` when
+    set, else the model's own, else inferred from the data."""
+    explicit = compiling.from_names(cfg.finetune.loss, cfg.finetune.metrics)
     if user_compile.get("loss"):
         config = keras.saving.deserialize_keras_object(user_compile)
-        return {
+        found = {
             key: config.get(key) for key in ("loss", "loss_weights", "metrics", "weighted_metrics")
         }
-    if task is None:
-        return {}
-    return task.compile_args()
+    elif task is not None:
+        found = task.compile_args()
+    elif cfg.finetune.epochs > 0 and "loss" not in explicit:
+        raise ConfigError(
+            "fine-tuning needs a loss: the model was saved without a compile config; "
+            "set finetune.loss (e.g. mse, sparse_categorical_crossentropy)"
+        )
+    else:
+        found = {}
+    return found | explicit
 
 
 def _metrics(
