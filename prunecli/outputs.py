@@ -93,7 +93,7 @@ def sha256(path: Path) -> str:
         if path.is_dir():
             digest.update(file.relative_to(path).as_posix().encode() + b"\0")
         with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):  # noqa: B023
+            for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
 

@@ -17,8 +17,8 @@ import sys
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
-import numpy as np  # noqa: E402
-import tf_keras as k  # noqa: E402
+import numpy as np
+import tf_keras as k
 
 
 def nested(x: np.ndarray, y: np.ndarray) -> k.Model:

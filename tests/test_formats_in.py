@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import synthetic_images, write_config
 
 HERE = Path(__file__).parent
@@ -199,8 +198,9 @@ def test_finetune_loss_wins_for_uncompiled_keras2_model(cli, legacy, tmp_path):
 
     cfg = write_config(tmp_path / "cfg.yaml", "finetune:\n  loss: mae\n  metrics: [mse]\n")
     out = tmp_path / "pruned.keras"
+    data = _regression_npz(tmp_path)
     report = _prune(cli, legacy / "k2_plain.h5", out, "--config", cfg,
-                    "--set", f"data.train={_regression_npz(tmp_path)}", "--epochs", "1")  # fmt: skip
+                    "--set", f"data.train={data}", "--epochs", "1")  # fmt: skip
     assert report["input"]["format"] == "h5-keras2"
     compiled = keras.saving.load_model(out).get_compile_config()
     assert compiled["loss"] == "mae"
@@ -218,7 +218,8 @@ def test_finetune_loss_wins_for_uncompiled_keras2_model(cli, legacy, tmp_path):
 def test_unknown_finetune_loss_or_metric_is_a_config_error(
     cli, legacy, tmp_path, key, value, message
 ):
-    result = cli("prune", legacy / "k2_plain.h5", "--set", f"data.train={_regression_npz(tmp_path)}",
+    data = _regression_npz(tmp_path)
+    result = cli("prune", legacy / "k2_plain.h5", "--set", f"data.train={data}",
                  "--set", f"finetune.{key}={value}", "-o", tmp_path / "o.keras")  # fmt: skip
     assert result.exit_code == 2
     assert message in result.stderr
