@@ -19,6 +19,7 @@ def summarize(path: Path, safe_mode: bool = True) -> dict[str, Any]:
     return {
         "path": str(path),
         "format": fmt,
+        "supports": model_io.SUPPORTS[fmt],
         "params_total": int(sum(w.size for w in weights)),
         "params_nonzero": int(sum(np.count_nonzero(w) for w in weights)),
         "layers": [

@@ -15,15 +15,25 @@ from typing import Any
 
 import h5py
 
+from prunecli import savedmodel
 from prunecli.errors import ModelLoadError
 
 FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5"}
+# What prunecli can do with a model of each format (``inspect --json`` lists it).
+SUPPORTS = {
+    "keras": ["unstructured", "n:m", "block", "layers", "overrides", "finetune"],
+    "h5": ["unstructured", "n:m", "block", "layers", "overrides", "finetune"],
+    savedmodel.FORMAT: savedmodel.SUPPORTS,
+}
 
 
 def detect_format(path: Path) -> str:
-    """``keras`` or ``h5`` by content (the suffix can lie); raises ModelLoadError otherwise."""
+    """``keras``, ``h5`` or ``savedmodel`` by content (the suffix can lie); raises
+    ModelLoadError otherwise."""
     if not path.exists():
         raise ModelLoadError(f"{path}: model file not found")
+    if savedmodel.is_savedmodel(path):
+        return savedmodel.FORMAT
     if path.is_dir():
         if (path / "saved_model.pb").exists():
             raise ModelLoadError(
@@ -58,8 +68,14 @@ def stored_config(path: Path, fmt: str) -> dict[str, Any]:
 
 
 def load(path: Path, safe_mode: bool = True) -> tuple[Any, str]:
-    """(model, format). The file is only read, never written."""
+    """(model, format). The file is only read, never written.
+
+    A SavedModel holds graphs, not Python: loading it runs no user code, so safe mode has
+    nothing to refuse there.
+    """
     fmt = detect_format(path)
+    if fmt == savedmodel.FORMAT:
+        return savedmodel.load(path), fmt
     if safe_mode and _has_lambda(stored_config(path, fmt)):
         raise ModelLoadError(
             f"{path}: contains a Lambda layer, whose code would run on load; refusing in safe "
@@ -96,6 +112,9 @@ def reset_training_state(model: Any, config: dict[str, Any]) -> None:
 
 def save(model: Any, path: Path) -> None:
     """Write ``model`` to ``path`` (a temporary name: callers rename it into place)."""
+    if savedmodel.signature_layer(model) is not None:
+        savedmodel.save(model, path)
+        return
     try:
         model.save(path)
     except Exception as exc:
