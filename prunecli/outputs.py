@@ -1,10 +1,10 @@
 """Output paths: checked before any work, written under temporary names, renamed together.
 
 A run's outputs (model, JSON report, Markdown report) are staged as hidden temporary files
-(or, for a SavedModel output, a hidden temporary folder) in their target folders, so the final rename is atomic on the same filesystem, and renamed
-only once all of them are complete. If anything fails or the run is interrupted, every
-temporary file is removed and any output already renamed by this run is taken back: a
-failed run leaves nothing behind.
+(a SavedModel output: a hidden temporary folder) in their target folders, so the final
+rename is atomic on the same filesystem, and renamed only once all of them are complete.
+If anything fails or the run is interrupted, every temporary file is removed and any
+output already renamed by this run is taken back: a failed run leaves nothing behind.
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def load(path: Path) -> Any:
             f"{sorted(layer.call_endpoint_fn.structured_outputs)}; prunecli trains on one input "
             "and one output"
         )
-    (name, spec), = inputs.items()
+    ((name, spec),) = inputs.items()
     if not spec.dtype.is_floating:
         raise ModelLoadError(f"{path}: signature input {name} is {spec.dtype.name}, not a float")
     import keras
@@ -248,5 +248,5 @@ def _layer_class() -> type:
     return SignatureLayer
 
 
-def _SignatureLayer(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 (a class factory)
+def _SignatureLayer(*args: Any, **kwargs: Any) -> Any:
     return _layer_class()(*args, **kwargs)

@@ -209,9 +209,7 @@ def test_inspect_lists_variables_and_supports(cli: Callable, module_dir: Path) -
     assert rows["out"]["prunable"]
 
 
-def test_nm_pattern_on_savedmodel_kernels(
-    cli: Callable, module_dir: Path, tmp_path: Path
-) -> None:
+def test_nm_pattern_on_savedmodel_kernels(cli: Callable, module_dir: Path, tmp_path: Path) -> None:
     output = tmp_path / "nm"
     result = cli(
         "prune", module_dir, "--epochs", "0", "--set", 'prune.granularity="2:4"',
