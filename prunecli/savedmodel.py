@@ -166,7 +166,7 @@ def _not_a_kernel(leaf: str, variable: Any) -> str | None:
     if "float" not in str(variable.dtype):
         return f"{variable.dtype} values"
     if len(variable.shape) < 2:
-        return f"rank {len(variable.shape)} (a bias or normalisation)"
+        return f"rank {len(variable.shape)}, a kernel has at least 2 axes"
     if not KERNEL_NAMES.fullmatch(leaf):
         return "not a kernel name (kernel, weights, w, matrix)"
     return None

@@ -102,6 +102,7 @@ def module_dir(tmp_path: Path) -> Path:
             self.b1 = tf.Variable(np.zeros(16, "f4"), name="dense/bias")
             self.w2 = tf.Variable(0.3 * rng.normal(size=(16, 3)).astype("f4"), name="out/kernel")
             self.b2 = tf.Variable(np.zeros(3, "f4"), name="out/bias")
+            self.temperature = tf.Variable(1.0, name="temperature")
 
         @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 1], tf.float32, name="image")])
         def logits(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -110,7 +111,7 @@ def module_dir(tmp_path: Path) -> Path:
 
         @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 1], tf.float32, name="image")])
         def probs(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
-            return {"probs": tf.nn.softmax(self.logits(image)["logits"])}
+            return {"probs": tf.nn.softmax(self.logits(image)["logits"] / self.temperature)}
 
     module = MLP()
     folder = tmp_path / "models" / "module"
@@ -192,7 +193,8 @@ def test_tf_module_is_pruned_and_keeps_all_signatures(
     assert clean["after"]["serving_default"]["outputs"] == {"probs": [[None, 3], "float32"]}
     assert clean["sparsity"]["dense/kernel:0"] == pytest.approx(0.6, abs=0.01)
     assert clean["sparsity"]["out/kernel:0"] == pytest.approx(0.6, abs=0.05)
-    assert [row["path"] for row in report["layers"]] == ["dense", "out"]
+    assert [row["path"] for row in report["layers"]] == ["dense", "out", "temperature"]
+    assert [row["pruned"] for row in report["layers"]] == [True, True, False]
     assert report["data"]["task"] == "sparse"
     assert report["finetune"]["steps"] > 0
 
@@ -203,10 +205,14 @@ def test_inspect_lists_variables_and_supports(cli: Callable, module_dir: Path) -
     summary = json.loads(result.stdout)
     assert summary["format"] == "savedmodel"
     assert "unstructured" in summary["supports"] and "layers" not in summary["supports"]
-    assert summary["params_total"] == 64 * 16 + 16 + 16 * 3 + 3
+    assert summary["params_total"] == 64 * 16 + 16 + 16 * 3 + 3 + 1
     rows = {row["path"]: row for row in summary["layers"]}
     assert rows["dense"]["prunable"] and rows["dense"]["params"] == 64 * 16 + 16
     assert rows["out"]["prunable"]
+    assert not rows["temperature"]["prunable"]
+    assert rows["temperature"]["reason"] == (
+        "no kernel among its variables (temperature: rank 0, a kernel has at least 2 axes)"
+    )
 
 
 def test_nm_pattern_on_savedmodel_kernels(cli: Callable, module_dir: Path, tmp_path: Path) -> None:
@@ -217,8 +223,8 @@ def test_nm_pattern_on_savedmodel_kernels(cli: Callable, module_dir: Path, tmp_p
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     rows = json.loads(result.stdout)["layers"]
-    assert [row["pattern_ok"] for row in rows] == [True, True]
-    assert [row["sparsity"] for row in rows] == [0.5, 0.5]
+    assert [row["pattern_ok"] for row in rows] == [True, True, None]
+    assert [row["sparsity"] for row in rows] == [0.5, 0.5, None]
 
 
 def test_force_replaces_a_savedmodel_folder_only(
@@ -271,3 +277,31 @@ def test_config_file_default_output_is_a_folder(
     output = module_dir.with_name("module_pruned")
     assert (output / "saved_model.pb").is_file()
     assert output.with_name("module_pruned.report.json").is_file()
+
+
+def test_masks_hold_inside_the_train_step_on_savedmodel_variables(
+    module_dir: Path, npz_data: Path
+) -> None:
+    """The mask constraint works on TFSMLayer's weights: after fit, before any re-masking,
+    every pruned weight is still exactly 0 while the kept ones have moved."""
+    import keras
+
+    from prunecli import model_io, selection
+    from prunecli.config import Prune
+    from prunecli.pruner import Pruner
+    from prunecli.schedules import Plan, build
+
+    model, _ = model_io.load(module_dir)
+    layers = selection.select(model, Prune(sparsity=0.5))
+    pruner = Pruner(layers, Prune(sparsity=0.5), lambda s: build("one_shot", s, plan=Plan(3, 3)))
+    pruner.update(0)
+    start = {key: np.asarray(v).copy() for key, v in pruner.kernels.items()}
+    data = np.load(npz_data)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+    pruner.attach()
+    model.fit(data["x"], data["y"], epochs=1, batch_size=32, verbose=0)
+    pruner.detach()
+    for key, variable in pruner.kernels.items():
+        now, mask = np.asarray(variable), np.asarray(pruner.masks[key])
+        assert np.all(now[mask == 0] == 0), key
+        assert np.abs(now - start[key])[mask == 1].max() > 1e-4, key
