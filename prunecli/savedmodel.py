@@ -93,6 +93,12 @@ def load(path: Path) -> Any:
     output: the shape of the data prunecli trains on)."""
     import tensorflow as tf
 
+    names = _signature_names(path)
+    if ENDPOINT not in names:
+        raise ModelLoadError(
+            f"{path}: has no {ENDPOINT} signature (it has: {', '.join(names) or 'none'}); "
+            f"prunecli fine-tunes and measures a SavedModel through {ENDPOINT}"
+        )
     try:
         layer = _SignatureLayer(str(path), call_endpoint=ENDPOINT, trainable=True)
     except Exception as exc:  # a damaged graph or a missing signature; all mean "cannot load"
@@ -113,6 +119,22 @@ def load(path: Path) -> Any:
     model = keras.Model(tensor, layer(tensor), name=path.name)
     layer.activation = _output_activation(layer, spec, tf)
     return model
+
+
+def _signature_names(path: Path) -> list[str]:
+    """The signature names in ``saved_model.pb``, read without loading any graph."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    try:
+        proto.ParseFromString((path / "saved_model.pb").read_bytes())
+    except Exception as exc:  # protobuf's DecodeError, or an unreadable file
+        raise ModelLoadError(
+            f"{path}: saved_model.pb is damaged or not a SavedModel ({_first_line(exc)})"
+        ) from None
+    # ``__saved_model_init_op`` is TensorFlow's own bookkeeping, not a signature to serve.
+    signatures = {name for graph in proto.meta_graphs for name in graph.signature_def}
+    return sorted(name for name in signatures if not name.startswith("__"))
 
 
 def signature_layer(model: Any) -> Any | None:

@@ -305,3 +305,46 @@ def test_masks_hold_inside_the_train_step_on_savedmodel_variables(
         now, mask = np.asarray(variable), np.asarray(pruner.masks[key])
         assert np.all(now[mask == 0] == 0), key
         assert np.abs(now - start[key])[mask == 1].max() > 1e-4, key
+
+
+@pytest.fixture
+def odd_savedmodels(tmp_path: Path) -> Path:
+    """SavedModels prunecli cannot train through, and a damaged one."""
+    import tensorflow as tf
+
+    class Two(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = tf.Variable(np.ones((4, 2), "f4"), name="d/kernel")
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], name=n) for n in ("a", "b")])
+        def two(self, a: tf.Tensor, b: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"y": (a + b) @ self.w}
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="a")])
+        def one(self, a: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"y": a @ self.w}
+
+    module = Two()
+    tf.saved_model.save(module, str(tmp_path / "two"), signatures={"serving_default": module.two})
+    tf.saved_model.save(module, str(tmp_path / "other"), signatures={"predict": module.one})
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "saved_model.pb").write_bytes(b"not a protobuf")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("folder", "expected"),
+    [
+        ("two", "signature serving_default takes ['a', 'b'] and returns ['y']; prunecli trains"),
+        ("other", "has no serving_default signature (it has: predict)"),
+        ("broken", "saved_model.pb is damaged or not a SavedModel"),
+    ],
+)
+def test_savedmodels_that_cannot_be_trained_exit_2(
+    cli: Callable, odd_savedmodels: Path, folder: str, expected: str
+) -> None:
+    result = cli("inspect", odd_savedmodels / folder)
+    assert result.exit_code == 2
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
