@@ -91,8 +91,6 @@ def check_request(source: Path, layers: Any, output: Path, export: list[str]) ->
 def load(path: Path) -> Any:
     """``Input -> _SignatureLayer`` on the ``serving_default`` signature (one input, one
     output: the shape of the data prunecli trains on)."""
-    import tensorflow as tf
-
     names = _signature_names(path)
     if ENDPOINT not in names:
         raise ModelLoadError(
@@ -101,7 +99,7 @@ def load(path: Path) -> Any:
         )
     try:
         layer = _SignatureLayer(str(path), call_endpoint=ENDPOINT, trainable=True)
-    except Exception as exc:  # a damaged graph or a missing signature; all mean "cannot load"
+    except Exception as exc:  # TF raises many types for a graph it cannot restore
         raise ModelLoadError(f"{path}: cannot load SavedModel: {_first_line(exc)}") from None
     inputs = layer.call_endpoint_fn.structured_input_signature[1]
     if len(inputs) != 1 or len(layer.call_endpoint_fn.structured_outputs) != 1:
@@ -117,7 +115,7 @@ def load(path: Path) -> Any:
 
     tensor = keras.Input(tuple(spec.shape[1:]), name=name, dtype=spec.dtype.name)
     model = keras.Model(tensor, layer(tensor), name=path.name)
-    layer.activation = _output_activation(layer, spec, tf)
+    layer.activation = _output_activation(layer, spec)
     return model
 
 
@@ -201,7 +199,7 @@ def _size(shape: Any) -> int:
     return total
 
 
-def _output_activation(layer: Any, spec: Any, tf: Any) -> Any:
+def _output_activation(layer: Any, spec: Any) -> Any:
     """softmax / sigmoid when the signature's outputs look like probabilities, else None.
 
     A SavedModel does not say which op ends its graph (it sits inside a nested function),
@@ -211,6 +209,7 @@ def _output_activation(layer: Any, spec: Any, tf: Any) -> Any:
     """
     import keras
     import numpy as np
+    import tensorflow as tf
 
     if any(dim is None for dim in spec.shape[1:]):
         return None
