@@ -103,8 +103,8 @@ def reset_training_state(model: Any, config: dict[str, Any]) -> None:
     The user's compile config (optimizer settings, loss, metrics) is what the saved file
     keeps; the slot variables fine-tuning built would otherwise triple the file size.
     """
-    if not config:
-        return
+    if not config or savedmodel.signature_layer(model) is not None:
+        return  # a SavedModel output is its own graphs and variables: no optimizer in it
     import keras
 
     model.compile(**keras.saving.deserialize_keras_object(config))
