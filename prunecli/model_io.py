@@ -16,7 +16,7 @@ from typing import Any
 
 import h5py
 
-from prunecli import legacy
+from prunecli import legacy, savedmodel
 from prunecli.errors import ModelLoadError
 
 FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5"}
@@ -26,7 +26,7 @@ FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5"}
 FULL_SUPPORT = ("unstructured", "structured", "layer_selection", "finetune")
 SUPPORTS: dict[str, tuple[str, ...]] = dict.fromkeys(
     ("keras", "h5", "h5-keras2", "h5-tfmot", "savedmodel-keras2"), FULL_SUPPORT
-)
+) | {savedmodel.FORMAT: savedmodel.SUPPORTS}
 
 
 def supports(fmt: str) -> list[str]:
@@ -36,10 +36,13 @@ def supports(fmt: str) -> list[str]:
 
 def detect_format(path: Path) -> str:
     """The input kind by content (the suffix can lie): ``keras``, ``h5`` (Keras 3),
-    ``h5-keras2`` (tf.keras / tf_keras), ``h5-tfmot`` (tfmot wrappers not stripped) or
-    ``savedmodel-keras2`` (a tf.keras SavedModel folder); raises ModelLoadError otherwise."""
+    ``h5-keras2`` (tf.keras / tf_keras), ``h5-tfmot`` (tfmot wrappers not stripped),
+    ``savedmodel-keras2`` (a tf.keras SavedModel folder) or ``savedmodel`` (signatures only:
+    Keras 3 ``export`` or a plain ``tf.Module``); raises ModelLoadError otherwise."""
     if not path.exists():
         raise ModelLoadError(f"{path}: model file not found")
+    if savedmodel.is_savedmodel(path):
+        return savedmodel.FORMAT
     if path.is_dir():
         if (path / "saved_model.pb").exists() and (path / "keras_metadata.pb").exists():
             return "savedmodel-keras2"
@@ -82,8 +85,14 @@ def stored_config(path: Path, fmt: str) -> dict[str, Any]:
 
 
 def load(path: Path, safe_mode: bool = True) -> tuple[Any, str]:
-    """(model, format). The file is only read, never written."""
+    """(model, format). The file is only read, never written.
+
+    A SavedModel holds graphs, not Python: loading it runs no user code, so safe mode has
+    nothing to refuse there.
+    """
     fmt = detect_format(path)
+    if fmt == savedmodel.FORMAT:
+        return savedmodel.load(path), fmt
     if safe_mode and _has_lambda(stored_config(path, fmt)):
         raise ModelLoadError(
             f"{path}: contains a Lambda layer, whose code would run on load; refusing in safe "
@@ -131,8 +140,8 @@ def reset_training_state(model: Any, config: dict[str, Any]) -> None:
     The user's compile config (optimizer settings, loss, metrics) is what the saved file
     keeps; the slot variables fine-tuning built would otherwise triple the file size.
     """
-    if not config:
-        return
+    if not config or savedmodel.signature_layer(model) is not None:
+        return  # a SavedModel output is its own graphs and variables: no optimizer in it
     import keras
 
     model.compile(**keras.saving.deserialize_keras_object(config))
@@ -140,6 +149,9 @@ def reset_training_state(model: Any, config: dict[str, Any]) -> None:
 
 def save(model: Any, path: Path) -> None:
     """Write ``model`` to ``path`` (a temporary name: callers rename it into place)."""
+    if savedmodel.signature_layer(model) is not None:
+        savedmodel.save(model, path)
+        return
     try:
         model.save(path)
     except Exception as exc:

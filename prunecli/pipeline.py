@@ -31,6 +31,7 @@ from prunecli import (
     outputs,
     report,
     runtime,
+    savedmodel,
     schedules,
     selection,
 )
@@ -62,7 +63,10 @@ def targets(request: Request) -> Targets:
     the input) and ``output.report`` (default ``<output stem>.report.json`` beside it)."""
     out = request.config.output
     model = out.path or request.model.with_name(f"{request.model.stem}.pruned.keras")
-    if model.suffix.lower() not in model_io.FORMATS:
+    if model_io.detect_format(request.model) == savedmodel.FORMAT:
+        model = out.path or savedmodel.default_output(request.model)
+        savedmodel.check_request(request.model, request.config.prune.layers, model, out.export)
+    elif model.suffix.lower() not in model_io.FORMATS:
         raise OutputError(
             f"{model}: unsupported output format {model.suffix or '(no suffix)'}; "
             f"use one of {', '.join(sorted(model_io.FORMATS))}"
@@ -182,7 +186,7 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
             },
             "output": {
                 "path": str(paths.model),
-                "format": model_io.FORMATS[paths.model.suffix.lower()],
+                "format": model_io.FORMATS.get(paths.model.suffix.lower(), savedmodel.FORMAT),
                 "sha256": outputs.sha256(staged),
             },
             "before": before,

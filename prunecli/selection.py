@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from prunecli import masking
+from prunecli import masking, savedmodel
 from prunecli.config import Prune
 from prunecli.errors import ConfigError
 
@@ -104,6 +104,9 @@ def describe(model: Any) -> list[LayerInfo]:
     """Every leaf layer that has weights, with its prunable kernels (nothing selected yet)."""
     infos = []
     for path, layer in walk(model):
+        if savedmodel.signature_layer(model) is layer:  # variables, not layers
+            infos.extend(savedmodel.describe(layer))
+            continue
         params = sum(int(np.prod(w.shape)) for w in layer.weights)
         if not params:
             continue
