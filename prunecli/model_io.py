@@ -44,13 +44,8 @@ def detect_format(path: Path) -> str:
     if savedmodel.is_savedmodel(path):
         return savedmodel.FORMAT
     if path.is_dir():
-        if (path / "saved_model.pb").exists() and (path / "keras_metadata.pb").exists():
+        if (path / "saved_model.pb").exists():  # with keras_metadata.pb: tf.keras wrote it
             return "savedmodel-keras2"
-        if (path / "saved_model.pb").exists():
-            raise ModelLoadError(
-                f"{path}: SavedModel without keras_metadata.pb (not written by tf.keras "
-                "model.save) is not supported yet; load it in Keras and save it as .keras"
-            )
         raise ModelLoadError(f"{path}: is a folder, expected a .keras or .h5 model file")
     if zipfile.is_zipfile(path):
         return "keras"

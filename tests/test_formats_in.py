@@ -269,10 +269,11 @@ def test_lambda_in_keras2_inputs_refused_in_safe_mode(cli, legacy, name):
     assert "Lambda" in result.stderr and "--no-safe-mode" in result.stderr
 
 
-def test_savedmodel_without_keras_metadata_is_a_clear_error(cli, legacy, tmp_path):
+def test_savedmodel_without_keras_metadata_is_read_by_its_signatures(cli, legacy, tmp_path):
+    """No Keras architecture to rebuild: the folder is a signature-only SavedModel."""
     folder = tmp_path / "signatures_only"
     shutil.copytree(legacy / "k2_sm", folder)
     (folder / "keras_metadata.pb").unlink()
     result = cli("inspect", folder, "--json")
-    assert result.exit_code == 2
-    assert "keras_metadata.pb" in result.stderr
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["format"] == "savedmodel"
