@@ -1,7 +1,7 @@
 """Output paths: checked before any work, written under temporary names, renamed together.
 
-A run's outputs (model, JSON report, Markdown report) are staged as hidden temporary files
-in their target folders, so the final rename is atomic on the same filesystem, and renamed
+A run's outputs (model, JSON report, Markdown report, exported artifacts) are staged as
+hidden temporary files, or folders for a SavedModel, in their target folders, so the final rename is atomic on the same filesystem, and renamed
 only once all of them are complete. If anything fails or the run is interrupted, every
 temporary file is removed and any output already renamed by this run is taken back: a
 failed run leaves nothing behind.
@@ -13,6 +13,7 @@ import contextlib
 import gzip
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from types import TracebackType
@@ -21,8 +22,13 @@ from prunecli import interrupts
 from prunecli.errors import OutputError
 
 
-def check_target(path: Path, *, force: bool, inputs: tuple[Path, ...] = ()) -> None:
-    """Refuse an output that would replace an input, clobber a file, or cannot be written."""
+def check_target(
+    path: Path, *, force: bool, inputs: tuple[Path, ...] = (), folder: bool = False
+) -> None:
+    """Refuse an output that would replace an input, clobber a file, or cannot be written.
+
+    ``folder``: the output is a folder (a SavedModel), so an existing folder is what
+    ``--force`` replaces and an existing file is in the way."""
     for source in inputs:
         if path.resolve() == source.resolve() or (path.exists() and os.path.samefile(path, source)):
             raise OutputError(f"{path}: output would replace the input model; choose another path")
@@ -31,8 +37,10 @@ def check_target(path: Path, *, force: bool, inputs: tuple[Path, ...] = ()) -> N
         raise OutputError(f"{path}: output folder {folder} does not exist")
     if path.exists() and not force:
         raise OutputError(f"{path}: already exists; pass --force to overwrite it")
-    if path.is_dir():
+    if path.is_dir() and not folder:
         raise OutputError(f"{path}: is a folder, expected a file path")
+    if path.exists() and folder and not path.is_dir():
+        raise OutputError(f"{path}: is a file, expected a folder path (a SavedModel is a folder)")
     try:
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".prunecli-probe-")
     except OSError as exc:
@@ -49,6 +57,7 @@ class Staging(contextlib.AbstractContextManager["Staging"]):
     def __init__(self) -> None:
         self._pending: list[tuple[Path, Path]] = []
         self._committed: list[Path] = []
+        self._aside: list[tuple[Path, Path]] = []  # (old folder moved aside, its final name)
 
     def temp_for(self, final: Path) -> Path:
         """A fresh hidden file beside ``final`` with the same suffix (Keras picks the format
@@ -60,6 +69,12 @@ class Staging(contextlib.AbstractContextManager["Staging"]):
         self._pending.append((Path(name), final))
         return Path(name)
 
+    def temp_dir_for(self, final: Path) -> Path:
+        """A fresh, empty hidden folder beside ``final`` (for a SavedModel)."""
+        name = tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+        self._pending.append((Path(name), final))
+        return Path(name)
+
     def write_text(self, final: Path, text: str) -> None:
         temp = self.temp_for(final)
         temp.write_text(text, encoding="utf-8")
@@ -68,10 +83,23 @@ class Staging(contextlib.AbstractContextManager["Staging"]):
         interrupts.check()  # a signal whose first raise was lost still stops the rename
         mode = 0o666 & ~_umask()  # mkstemp makes 0600 files; outputs get the usual mode
         for temp, final in self._pending:
-            os.chmod(temp, mode)
+            if temp.is_dir():
+                _chmod_tree(temp, mode)
+                self._move_aside(final)  # a folder cannot be renamed onto a non-empty one
+            else:
+                os.chmod(temp, mode)
             os.replace(temp, final)
             self._committed.append(final)
         self._pending.clear()
+        for old, _ in self._aside:
+            shutil.rmtree(old, ignore_errors=True)
+        self._aside.clear()
+
+    def _move_aside(self, final: Path) -> None:
+        if final.is_dir():
+            old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old"))
+            os.replace(final, old)
+            self._aside.append((old, final))
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -79,12 +107,18 @@ class Staging(contextlib.AbstractContextManager["Staging"]):
         if kind is None:
             return
         for temp, _ in self._pending:
-            temp.unlink(missing_ok=True)
+            _remove(temp)
         for final in self._committed:
-            final.unlink(missing_ok=True)
+            _remove(final)
+        for old, final in self._aside:  # a replaced SavedModel folder comes back
+            os.replace(old, final)
 
 
 def sha256(path: Path) -> str:
+    """A file's SHA-256; for a folder, that of its ``<relative path> <file sha256>`` lines."""
+    if path.is_dir():
+        lines = "".join(f"{name} {sha256(path / name)}\n" for name in _files(path))
+        return hashlib.sha256(lines.encode()).hexdigest()
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -93,9 +127,33 @@ def sha256(path: Path) -> str:
 
 
 def sizes(path: Path) -> tuple[int, int]:
-    """(bytes on disk, bytes gzipped at level 9): the second shows what zeros buy."""
+    """(bytes on disk, bytes gzipped at level 9): the second shows what zeros buy.
+
+    A folder counts the sum over its files, each gzipped on its own."""
+    if path.is_dir():
+        pairs = [sizes(path / name) for name in _files(path)]
+        return sum(size for size, _ in pairs), sum(gzipped for _, gzipped in pairs)
     data = path.read_bytes()
     return len(data), len(gzip.compress(data, compresslevel=9, mtime=0))
+
+
+def _files(folder: Path) -> list[str]:
+    """Every file under ``folder``, as sorted POSIX relative paths."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _chmod_tree(folder: Path, mode: int) -> None:
+    """mkdtemp makes a 0700 folder: the SavedModel gets the usual modes, like files do."""
+    os.chmod(folder, mode | 0o111 & ~_umask())
+    for path in folder.rglob("*"):
+        os.chmod(path, (mode | 0o111 & ~_umask()) if path.is_dir() else mode)
 
 
 def _umask() -> int:

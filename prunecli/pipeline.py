@@ -23,6 +23,7 @@ from prunecli import (
     __version__,
     data,
     evaluate,
+    exporting,
     finetune,
     interrupts,
     masking,
@@ -34,7 +35,7 @@ from prunecli import (
     selection,
 )
 from prunecli.config import Config
-from prunecli.errors import ConfigError, OutputError
+from prunecli.errors import ConfigError
 from prunecli.pruner import Pruner
 
 
@@ -54,6 +55,7 @@ class Targets:
     model: Path
     report: Path
     markdown: Path
+    artifacts: tuple[exporting.Artifact, ...] = ()  # the model (first) and output.export extras
 
 
 def targets(request: Request) -> Targets:
@@ -61,13 +63,10 @@ def targets(request: Request) -> Targets:
     the input) and ``output.report`` (default ``<output stem>.report.json`` beside it)."""
     out = request.config.output
     model = out.path or request.model.with_name(f"{request.model.stem}.pruned.keras")
-    if model.suffix.lower() not in model_io.FORMATS:
-        raise OutputError(
-            f"{model}: unsupported output format {model.suffix or '(no suffix)'}; "
-            f"use one of {', '.join(sorted(model_io.FORMATS))}"
-        )
-    json_path = out.report or model.with_name(f"{model.stem}.report.json")
-    return Targets(model, json_path, json_path.with_suffix(".md"))
+    artifacts = exporting.plan(model, out.folder, out.export)
+    stem = model.name if artifacts[0].folder else model.stem
+    json_path = out.report or model.with_name(f"{stem}.report.json")
+    return Targets(model, json_path, json_path.with_suffix(".md"), tuple(artifacts))
 
 
 def preflight(request: Request) -> Targets:
@@ -75,9 +74,18 @@ def preflight(request: Request) -> Targets:
     writable and not clobbering, data given."""
     model_io.detect_format(request.model)
     paths = targets(request)
-    for path in (paths.model, paths.report, paths.markdown):
+    for artifact in paths.artifacts:
+        outputs.check_target(
+            artifact.path, force=request.force, inputs=(request.model,), folder=artifact.folder
+        )
+    for path in (paths.report, paths.markdown):
         outputs.check_target(path, force=request.force, inputs=(request.model,))
     settings = request.config
+    tflite = any(artifact.format == "tflite" for artifact in paths.artifacts)
+    if tflite and settings.output.tflite.quantize == "int8" and settings.data.train is None:
+        raise ConfigError(
+            "output.tflite.quantize int8 calibrates on training data: set data.train or --data"
+        )
     if settings.finetune.epochs > 0 and settings.data.train is None:
         raise ConfigError(
             "fine-tuning needs training data: set data.train or pass --data "
@@ -125,7 +133,13 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
     with timing("evaluate_s"):
         before = report.model_stats(model, layers) | _metrics(model, splits, task, compile_args)
     with timing("save_s"):
-        before |= _size_as(model, paths.model.suffix)
+        deployed_before = _measure_input(model, paths, splits, task, cfg)
+        main = deployed_before.get(paths.artifacts[0].format)
+        before |= (
+            {key: main[key] for key in ("size_bytes", "size_gzip_bytes")}
+            if main
+            else _size_as(model, paths.model.suffix)
+        )
 
     spe = (
         finetune.steps_per_epoch(len(splits.train.y), cfg.finetune.batch_size)
@@ -164,8 +178,9 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
 
     with outputs.Staging() as stage:
         with timing("save_s"):
-            staged = stage.temp_for(paths.model)
-            model_io.save(model, staged)
+            staged, exports = _write_artifacts(
+                model, paths, stage, splits, task, cfg, deployed_before
+            )
         size, gzipped = outputs.sizes(staged)
         after |= {"size_bytes": size, "size_gzip_bytes": gzipped}
         timing.seconds["total_s"] = time.perf_counter() - started
@@ -181,9 +196,10 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
             },
             "output": {
                 "path": str(paths.model),
-                "format": model_io.FORMATS[paths.model.suffix.lower()],
+                "format": paths.artifacts[0].format,
                 "sha256": outputs.sha256(staged),
             },
+            "exports": exports,
             "before": before,
             "after": after,
             "layers": report.layer_rows(layers, masking.parse(cfg.prune.granularity)),
@@ -257,6 +273,56 @@ def _metrics(
     loss = keras.losses.get(compile_args["loss"])
     accuracy, mean_loss = evaluate.evaluate(model, splits.validation, task, loss)
     return {"accuracy": accuracy, "loss": mean_loss}
+
+
+def _measure_input(
+    model: Any, paths: Targets, splits: data.Splits, task: evaluate.Task | None, cfg: Config
+) -> dict[str, dict[str, Any]]:
+    """The input model exported as each deployable artifact, and measured (``before``)."""
+    x, y = _eval_arrays(splits)
+    return exporting.measure_input(
+        model, list(paths.artifacts), cfg.output.tflite, _calibration(splits), x, y, task
+    )
+
+
+def _write_artifacts(
+    model: Any,
+    paths: Targets,
+    stage: outputs.Staging,
+    splits: data.Splits,
+    task: evaluate.Task | None,
+    cfg: Config,
+    before: dict[str, dict[str, Any]],
+) -> tuple[Path, list[dict[str, Any]]]:
+    """Stage every artifact (renamed with the reports at commit); measure the deployable
+    ones. Returns the main artifact's temporary path and the report's ``exports``."""
+    x, y = _eval_arrays(splits)
+    entries: list[dict[str, Any]] = []
+    staged_main: Path | None = None
+    for artifact in paths.artifacts:
+        staged = (stage.temp_dir_for if artifact.folder else stage.temp_for)(artifact.path)
+        note = exporting.write(model, artifact, staged, cfg.output.tflite, _calibration(splits))
+        staged_main = staged_main or staged
+        if artifact.format in exporting.DEPLOYABLE:
+            measured = exporting.measure(artifact, staged, x, y, task)
+            entries.append(
+                {"format": artifact.format, "path": str(artifact.path)}
+                | measured
+                | {"before": before.get(artifact.format), "note": note}
+            )
+    assert staged_main is not None  # plan() always returns the main artifact first
+    return staged_main, entries
+
+
+def _eval_arrays(splits: data.Splits) -> tuple[Any, Any]:
+    """Validation data measure the artifacts (x alone, from training data, times them)."""
+    if splits.validation is not None:
+        return splits.validation.x, splits.validation.y
+    return (splits.train.x if splits.train else None), None
+
+
+def _calibration(splits: data.Splits) -> Any:
+    return splits.train.x if splits.train else None
 
 
 def _size_as(model: Any, suffix: str) -> dict[str, int]:
