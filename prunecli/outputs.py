@@ -1,10 +1,11 @@
 """Output paths: checked before any work, written under temporary names, renamed together.
 
 A run's outputs (model, JSON report, Markdown report, exported artifacts) are staged as
-hidden temporary files, or folders for a SavedModel, in their target folders, so the final rename is atomic on the same filesystem, and renamed
-only once all of them are complete. If anything fails or the run is interrupted, every
-temporary file is removed and any output already renamed by this run is taken back: a
-failed run leaves nothing behind.
+hidden temporary files (folders for a SavedModel) in their target folders, so the final
+rename is atomic on the same filesystem, and renamed only once all of them are complete.
+A folder replaced with ``--force`` is first moved aside and only deleted after the last
+rename. If anything fails or the run is interrupted, every temporary file is removed and
+any output already renamed by this run is taken back: a failed run leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -32,14 +33,15 @@ def check_target(
     for source in inputs:
         if path.resolve() == source.resolve() or (path.exists() and os.path.samefile(path, source)):
             raise OutputError(f"{path}: output would replace the input model; choose another path")
+    is_folder = folder
     folder = path.parent
     if not folder.is_dir():
         raise OutputError(f"{path}: output folder {folder} does not exist")
     if path.exists() and not force:
         raise OutputError(f"{path}: already exists; pass --force to overwrite it")
-    if path.is_dir() and not folder:
+    if path.is_dir() and not is_folder:
         raise OutputError(f"{path}: is a folder, expected a file path")
-    if path.exists() and folder and not path.is_dir():
+    if path.exists() and is_folder and not path.is_dir():
         raise OutputError(f"{path}: is a file, expected a folder path (a SavedModel is a folder)")
     try:
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".prunecli-probe-")
