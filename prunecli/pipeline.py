@@ -216,7 +216,8 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
         stage.write_text(paths.report, report.to_json(result))
         stage.write_text(paths.markdown, report.to_markdown(result))
         stage.commit()
-    _say(console, f"wrote {paths.model}, {paths.report} and {paths.markdown}")
+    written = ", ".join(str(artifact.path) for artifact in paths.artifacts)
+    _say(console, f"wrote {written}, {paths.report} and {paths.markdown}")
     return result
 
 

@@ -107,6 +107,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         "|---|---|---:|---:|---:|---|",
         *("| " + " | ".join(row) + " |" for row in _layer_cells(report)),
         "",
+        *_export_lines(report.get("exports") or []),
     ]
     gate = report.get("gate")
     if gate:
@@ -117,6 +118,30 @@ def to_markdown(report: dict[str, Any]) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _export_lines(exports: list[dict[str, Any]]) -> list[str]:
+    """Deployed artifacts (SavedModel, TFLite), each measured by running it: before -> after."""
+    if not exports:
+        return []
+    lines = [
+        "| deployed | size | gzipped | accuracy | latency (ms, batch 1) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for entry in exports:
+        before = entry["before"] or {}
+        cells = [
+            f"{_fmt(before.get(key), kind)} → {_fmt(entry[key], kind)}"
+            for key, kind in (
+                ("size_bytes", "bytes"),
+                ("size_gzip_bytes", "bytes"),
+                ("accuracy", "pct"),
+                ("latency_ms", "float"),
+            )
+        ]
+        lines.append(f"| `{entry['path']}` ({entry['format']}) | " + " | ".join(cells) + " |")
+    notes = [f"Note ({entry['format']}): {entry['note']}" for entry in exports if entry["note"]]
+    return [*lines, "", *(line for note in notes for line in (note, ""))]
 
 
 def _summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
