@@ -9,8 +9,8 @@ TF 2.21, comes back dense: the ``fallback`` column) and measured by running it i
 ``floor`` is the physical minimum for the weights in the sparse TFLite file: non-zero
 kernel values x bytes per value, plus CSR index overhead (one column index per non-zero and
 one row pointer per row, each in the smallest unsigned type that fits), or the kernel dense
-where that is smaller, plus every other parameter dense. The file also holds the graph,
-so a ratio just above 1 is as good as it gets. ``/floor`` shows how close TFLite's sparse storage gets to it.
+where that is smaller, plus every other parameter dense. ``/floor`` shows how close
+TFLite's storage gets to it; the file also holds the graph, so just above 1 is ideal.
 
     .venv/bin/python benchmarks/formats.py [--sparsities 0 0.5 0.8 0.9]
 """
