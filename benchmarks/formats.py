@@ -7,8 +7,9 @@ is made by ``exporting.convert_tflite`` (so sparse + int8, which XNNPack cannot 
 TF 2.21, comes back dense: the ``fallback`` column) and measured by running it in LiteRT.
 
 ``floor`` is the physical minimum for the weights in the sparse TFLite file: non-zero
-kernel values x bytes per value, plus CSR index overhead (one column index per non-zero and
-one row pointer per row, each in the smallest unsigned type that fits), or the kernel dense
+kernel values x bytes per value, plus CSR index overhead over the innermost (input) axis of
+TFLite's ``(out, [kh, kw,] in)`` layout (one index per non-zero and one row pointer per
+row, each in the smallest unsigned type that fits), or the kernel dense
 where that is smaller, plus every other parameter dense. ``/floor`` shows how close
 TFLite's storage gets to it; the file also holds the graph, so just above 1 is ideal.
 
@@ -150,10 +151,11 @@ def _measure(case: dict[str, Any], sparsity: float) -> dict[str, Any]:
 
 
 def _floor(model: Any, kernels: list[np.ndarray], value_bytes: int) -> int:
-    """Non-zero kernel values + CSR indices (rows = output units), the rest dense (bytes)."""
+    """Non-zero kernel values + CSR indices, or the kernel dense if smaller; the rest dense."""
     total = 0
     for kernel in kernels:
-        matrix = kernel.reshape(-1, kernel.shape[-1]).T  # (out, everything else)
+        # TFLite's layout (out, [kh, kw,] in), CSR over the innermost (input) axis
+        matrix = np.moveaxis(kernel, -1, 0).reshape(-1, kernel.shape[-2])
         nonzero = int(np.count_nonzero(matrix))
         column_bytes = _index_bytes(matrix.shape[1])
         row_bytes = _index_bytes(nonzero + 1)

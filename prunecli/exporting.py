@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from prunecli import outputs
+from prunecli import data, outputs
 from prunecli.config import TFLite
 from prunecli.errors import OutputError
 
@@ -209,23 +209,62 @@ def measure(
 
 def measure_input(
     model: Any,
-    artifacts: list[Artifact],
+    artifacts: tuple[Artifact, ...],
     settings: TFLite,
-    calibration: np.ndarray | None,
-    x: np.ndarray | None,
-    y: np.ndarray | None,
+    splits: data.Splits,
     task: Any,
 ) -> dict[str, dict[str, Any]]:
     """The unpruned model exported the same way as each deployable artifact and measured:
     the ``before`` of each ``exports`` entry (keyed by format)."""
+    x, y = _eval_arrays(splits)
     found: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="prunecli-") as folder:
         for artifact in artifacts:
             if artifact.format in DEPLOYABLE:
                 path = Path(folder) / f"before{EXTRA_SUFFIX[artifact.format]}"
-                write(model, artifact, path, settings, calibration)
+                write(model, artifact, path, settings, _calibration(splits))
                 found[artifact.format] = measure(artifact, path, x, y, task)
     return found
+
+
+def stage_all(
+    model: Any,
+    artifacts: tuple[Artifact, ...],
+    stage: outputs.Staging,
+    settings: TFLite,
+    splits: data.Splits,
+    task: Any,
+    before: dict[str, dict[str, Any]],
+) -> tuple[Path, list[dict[str, Any]]]:
+    """Write every artifact under a staged name (renamed with the reports at commit) and
+    measure the deployable ones: (the main artifact's staged path, the report's
+    ``exports``, one entry per SavedModel / TFLite artifact)."""
+    x, y = _eval_arrays(splits)
+    entries: list[dict[str, Any]] = []
+    staged_paths = []
+    for artifact in artifacts:
+        staged = (stage.temp_dir_for if artifact.folder else stage.temp_for)(artifact.path)
+        note = write(model, artifact, staged, settings, _calibration(splits))
+        staged_paths.append(staged)
+        if artifact.format in DEPLOYABLE:
+            entries.append(
+                {"format": artifact.format, "path": str(artifact.path)}
+                | measure(artifact, staged, x, y, task)
+                | {"before": before.get(artifact.format), "note": note}
+            )
+    return staged_paths[0], entries
+
+
+def _eval_arrays(splits: data.Splits) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Artifacts are measured on the validation data; without it, training inputs still
+    time them (accuracy is then null)."""
+    if splits.validation is not None:
+        return splits.validation.x, splits.validation.y
+    return (splits.train.x if splits.train else None), None
+
+
+def _calibration(splits: data.Splits) -> np.ndarray | None:
+    return splits.train.x if splits.train else None
 
 
 def _tflite_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:

@@ -133,7 +133,9 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
     with timing("evaluate_s"):
         before = report.model_stats(model, layers) | _metrics(model, splits, task, compile_args)
     with timing("save_s"):
-        deployed_before = _measure_input(model, paths, splits, task, cfg)
+        deployed_before = exporting.measure_input(
+            model, paths.artifacts, cfg.output.tflite, splits, task
+        )
         main = deployed_before.get(paths.artifacts[0].format)
         before |= (
             {key: main[key] for key in ("size_bytes", "size_gzip_bytes")}
@@ -178,8 +180,8 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
 
     with outputs.Staging() as stage:
         with timing("save_s"):
-            staged, exports = _write_artifacts(
-                model, paths, stage, splits, task, cfg, deployed_before
+            staged, exports = exporting.stage_all(
+                model, paths.artifacts, stage, cfg.output.tflite, splits, task, deployed_before
             )
         size, gzipped = outputs.sizes(staged)
         after |= {"size_bytes": size, "size_gzip_bytes": gzipped}
@@ -274,56 +276,6 @@ def _metrics(
     loss = keras.losses.get(compile_args["loss"])
     accuracy, mean_loss = evaluate.evaluate(model, splits.validation, task, loss)
     return {"accuracy": accuracy, "loss": mean_loss}
-
-
-def _measure_input(
-    model: Any, paths: Targets, splits: data.Splits, task: evaluate.Task | None, cfg: Config
-) -> dict[str, dict[str, Any]]:
-    """The input model exported as each deployable artifact, and measured (``before``)."""
-    x, y = _eval_arrays(splits)
-    return exporting.measure_input(
-        model, list(paths.artifacts), cfg.output.tflite, _calibration(splits), x, y, task
-    )
-
-
-def _write_artifacts(
-    model: Any,
-    paths: Targets,
-    stage: outputs.Staging,
-    splits: data.Splits,
-    task: evaluate.Task | None,
-    cfg: Config,
-    before: dict[str, dict[str, Any]],
-) -> tuple[Path, list[dict[str, Any]]]:
-    """Stage every artifact (renamed with the reports at commit); measure the deployable
-    ones. Returns the main artifact's temporary path and the report's ``exports``."""
-    x, y = _eval_arrays(splits)
-    entries: list[dict[str, Any]] = []
-    staged_main: Path | None = None
-    for artifact in paths.artifacts:
-        staged = (stage.temp_dir_for if artifact.folder else stage.temp_for)(artifact.path)
-        note = exporting.write(model, artifact, staged, cfg.output.tflite, _calibration(splits))
-        staged_main = staged_main or staged
-        if artifact.format in exporting.DEPLOYABLE:
-            measured = exporting.measure(artifact, staged, x, y, task)
-            entries.append(
-                {"format": artifact.format, "path": str(artifact.path)}
-                | measured
-                | {"before": before.get(artifact.format), "note": note}
-            )
-    assert staged_main is not None  # plan() always returns the main artifact first
-    return staged_main, entries
-
-
-def _eval_arrays(splits: data.Splits) -> tuple[Any, Any]:
-    """Validation data measure the artifacts (x alone, from training data, times them)."""
-    if splits.validation is not None:
-        return splits.validation.x, splits.validation.y
-    return (splits.train.x if splits.train else None), None
-
-
-def _calibration(splits: data.Splits) -> Any:
-    return splits.train.x if splits.train else None
 
 
 def _size_as(model: Any, suffix: str) -> dict[str, int]:

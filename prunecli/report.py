@@ -91,6 +91,15 @@ def render(report: dict[str, Any], console: Console) -> None:
         layers.add_row(*row)
     console.print(summary)
     console.print(layers)
+    if report.get("exports"):
+        deployed = Table(title="deployed (before → after)", title_justify="left")
+        for name in _EXPORT_COLUMNS:
+            deployed.add_column(name, justify="left" if name == "artifact" else "right")
+        for entry in report["exports"]:
+            deployed.add_row(*_export_cells(entry))
+        console.print(deployed)
+        for note in _export_notes(report["exports"]):
+            console.print(note, highlight=False, soft_wrap=True)
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -120,28 +129,37 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_EXPORT_COLUMNS = ("artifact", "size", "gzipped", "accuracy", "latency ms (batch 1)")
+
+
+def _export_cells(entry: dict[str, Any]) -> list[str]:
+    """One deployed artifact (SavedModel, TFLite), measured by running it: before → after."""
+    before = entry["before"] or {}
+    return [f"{entry['path']} ({entry['format']})"] + [
+        f"{_fmt(before.get(key), kind)} → {_fmt(entry[key], kind)}"
+        for key, kind in (
+            ("size_bytes", "bytes"),
+            ("size_gzip_bytes", "bytes"),
+            ("accuracy", "pct"),
+            ("latency_ms", "float"),
+        )
+    ]
+
+
+def _export_notes(exports: list[dict[str, Any]]) -> list[str]:
+    return [f"note ({entry['format']}): {entry['note']}" for entry in exports if entry["note"]]
+
+
 def _export_lines(exports: list[dict[str, Any]]) -> list[str]:
-    """Deployed artifacts (SavedModel, TFLite), each measured by running it: before -> after."""
     if not exports:
         return []
     lines = [
-        "| deployed | size | gzipped | accuracy | latency (ms, batch 1) |",
+        "| " + " | ".join(_EXPORT_COLUMNS) + " |",
         "|---|---:|---:|---:|---:|",
+        *("| " + " | ".join(_export_cells(entry)) + " |" for entry in exports),
+        "",
     ]
-    for entry in exports:
-        before = entry["before"] or {}
-        cells = [
-            f"{_fmt(before.get(key), kind)} → {_fmt(entry[key], kind)}"
-            for key, kind in (
-                ("size_bytes", "bytes"),
-                ("size_gzip_bytes", "bytes"),
-                ("accuracy", "pct"),
-                ("latency_ms", "float"),
-            )
-        ]
-        lines.append(f"| `{entry['path']}` ({entry['format']}) | " + " | ".join(cells) + " |")
-    notes = [f"Note ({entry['format']}): {entry['note']}" for entry in exports if entry["note"]]
-    return [*lines, "", *(line for note in notes for line in (note, ""))]
+    return lines + [line for note in _export_notes(exports) for line in (note, "")]
 
 
 def _summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:

@@ -252,6 +252,8 @@ def test_all_artifacts_renamed_and_no_temporaries_left(extras):
         "pruned.savedmodel", "pruned.tflite",
     ]  # fmt: skip
     assert oct((folder / "pruned.savedmodel").stat().st_mode & 0o777) != "0o700"
+    markdown = (folder / "pruned.report.md").read_text()
+    assert f"| {folder / 'pruned.tflite'} (tflite) |" in markdown
 
 
 # --- TFLite as the main output, each quantize mode ---------------------------------------
@@ -313,6 +315,8 @@ def test_sparse_quantized_tflite_falls_back_to_a_form_that_runs(quantized, mode)
         assert sum(d - k for d, k in stats["sparse"].values()) >= case["keras"]["zeros"]
     else:
         assert "dense" in entry["note"] and "delegate" in entry["note"]
+        markdown = Path(entry["path"]).with_name("m.report.md").read_text()
+        assert f"note (tflite): {entry['note']}" in markdown
         assert stats["sparse"] == {}
         assert stats["dense_zeros"] >= case["keras"]["zeros"]  # 0.0 quantises to 0
 
