@@ -409,3 +409,17 @@ def test_staging_folder_is_removed_on_failure_and_replaces_on_commit(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
     assert [p.name for p in final.iterdir()] == ["new.txt"]
     assert outputs.sizes(final) == (3, len(gzip.compress(b"new", 9, mtime=0)))
+
+
+def test_without_validation_data_the_artifact_is_timed_but_has_no_accuracy(setup, tmp_path):
+    result = CliRunner().invoke(
+        main,
+        ["prune", str(setup["model"]), "-o", str(tmp_path / "m.tflite"), "--epochs", "0",
+         "--set", f"data.train={setup['data'] / 'train'}", "--set", "data.validation_split=0",
+         "--json", "-q"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    (entry,) = json.loads(result.stdout)["exports"]
+    assert entry["accuracy"] is None and entry["before"]["accuracy"] is None
+    assert entry["latency_ms"] > 0 and entry["before"]["latency_ms"] > 0
+    assert entry["note"] is None and (tmp_path / "m.tflite").stat().st_size == entry["size_bytes"]
