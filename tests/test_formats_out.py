@@ -200,7 +200,7 @@ def test_sparsity_is_in_the_artifacts_themselves(extras):
 def test_savedmodel_signature_matches_the_model_inputs(extras):
     import keras
 
-    model = keras.saving.load_model(extras["artifacts"][0][1])
+    model = keras.saving.load_model(extras["artifacts"][0][1], compile=False)
     saved = next(s for p, s in extras["found"].items() if p.endswith(".savedmodel"))
     assert saved["inputs"] == {t.name: [None, 8, 8, 1] for t in model.inputs}
     folder = extras["artifacts"][2][1]
@@ -327,8 +327,15 @@ def test_sparse_quantized_tflite_falls_back_to_a_form_that_runs(quantized, mode)
 def test_savedmodel_folder_output_trailing_slash_and_force(setup):
     target = setup["root"] / "sm" / "model.v2"
     target.parent.mkdir()
-    code, err, report = _prune(setup, f"{target}/", "--epochs", "0")
+    code, err, report = _prune(
+        setup, f"{target}/", "--epochs", "0", "--set", "output.export=[keras]"
+    )
     assert code == 0, err
+    found, (keras_pred, saved_pred) = _child(
+        setup, [("keras", target.parent / "model.v2.keras"), ("savedmodel", target)]
+    )
+    assert np.abs(saved_pred - keras_pred).max() < 1e-5
+    assert found[str(target)]["zeros"] == found[str(target.parent / "model.v2.keras")]["zeros"]
     assert report["output"]["format"] == "savedmodel"
     assert report["output"]["path"] == str(target)
     assert report["output"]["sha256"] == outputs.sha256(target)
@@ -337,10 +344,12 @@ def test_savedmodel_folder_output_trailing_slash_and_force(setup):
     assert [e["format"] for e in report["exports"]] == ["savedmodel"]
     assert report["before"]["size_bytes"] == report["exports"][0]["before"]["size_bytes"]
 
-    code, err, _ = _prune(setup, f"{target}/", "--epochs", "0")
+    code, err, _ = _prune(setup, f"{target}/", "--epochs", "0")  # the folder exists
     assert code == 2 and "already exists; pass --force" in err
     (target / "stale.txt").write_text("old run")
-    code, err, _ = _prune(setup, f"{target}/", "--epochs", "0", "--force")
+    code, err, _ = _prune(
+        setup, f"{target}/", "--epochs", "0", "--force", "--set", "output.export=[keras]"
+    )
     assert code == 0, err
     assert not (target / "stale.txt").exists() and (target / "saved_model.pb").is_file()
     assert [p.name for p in target.parent.iterdir() if p.name.startswith(".")] == []
