@@ -33,21 +33,20 @@ def check_target(
     for source in inputs:
         if path.resolve() == source.resolve() or (path.exists() and os.path.samefile(path, source)):
             raise OutputError(f"{path}: output would replace the input model; choose another path")
-    is_folder = folder
-    folder = path.parent
-    if not folder.is_dir():
-        raise OutputError(f"{path}: output folder {folder} does not exist")
+    parent = path.parent
+    if not parent.is_dir():
+        raise OutputError(f"{path}: output folder {parent} does not exist")
     if path.exists() and not force:
         raise OutputError(f"{path}: already exists; pass --force to overwrite it")
-    if path.is_dir() and not is_folder:
+    if path.is_dir() and not folder:
         raise OutputError(f"{path}: is a folder, expected a file path")
-    if path.exists() and is_folder and not path.is_dir():
+    if path.exists() and folder and not path.is_dir():
         raise OutputError(f"{path}: is a file, expected a folder path (a SavedModel is a folder)")
     try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".prunecli-probe-")
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".prunecli-probe-")
     except OSError as exc:
         raise OutputError(
-            f"{path}: output folder {folder} is not writable ({exc.strerror})"
+            f"{path}: output folder {parent} is not writable ({exc.strerror})"
         ) from None
     os.close(fd)
     os.unlink(probe)
