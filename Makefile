@@ -28,6 +28,7 @@ lint: $(STAMP)
 bench: $(STAMP)  ## benchmarks: print tables, write benchmarks/results/*.json (~15 min on 2 cores)
 	$(BIN)/python benchmarks/finetune_overhead.py
 	$(BIN)/python benchmarks/methods.py
+	$(BIN)/python benchmarks/formats.py
 
 sample: $(STAMP)  ## rebuild sample_models/ from scikit-learn's bundled digits
 	$(BIN)/python sample_models/make_sample.py

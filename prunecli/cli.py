@@ -86,7 +86,10 @@ def main() -> None:
     help="Dataset folder (train/ and val/ inside, or the training set itself).",
 )
 @click.option(
-    "-o", "--output", type=click.Path(path_type=Path), help="Output model (.keras or .h5)."
+    "-o",
+    "--output",
+    type=click.Path(),  # a str: Path would drop the trailing "/" that means a SavedModel folder
+    help="Output model: .keras, .h5, .tflite, or a SavedModel folder (no suffix or ending in /).",
 )
 @click.option(
     "--report", type=click.Path(path_type=Path), help="Report JSON path (Markdown beside it)."
@@ -119,7 +122,7 @@ def prune(
     model: Path,
     config_path: Path | None,
     data: Path | None,
-    output: Path | None,
+    output: str | None,
     report: Path | None,
     sparsity: float | None,
     epochs: int | None,

@@ -11,12 +11,21 @@ value received and say what is allowed, e.g.::
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from prunecli.errors import ConfigError
 
@@ -254,6 +263,22 @@ class Output(_Section):
     report: Path | None = None
     export: list[Literal["savedmodel", "tflite", "keras", "h5"]] = []
     tflite: TFLite = TFLite()
+    # ``Path`` drops a trailing separator, which is how a user says "a SavedModel folder"
+    # for a name with a dot in it (``model.v2/``): it is remembered here, before parsing.
+    _folder: bool = PrivateAttr(False)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_folder(cls, data: Any, handler: Any) -> Output:
+        output = handler(data)
+        raw = data.get("path") if isinstance(data, dict) else None
+        output._folder = isinstance(raw, str) and raw.endswith(("/", os.sep))
+        return output
+
+    @property
+    def folder(self) -> bool:
+        """True when ``path`` was written with a trailing ``/``: a SavedModel folder."""
+        return self._folder
 
 
 class Config(_Section):
@@ -368,7 +393,10 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         node = raw.get(section)
         if isinstance(node, dict) and isinstance(node.get(key), str):
             value = Path(node[key]).expanduser()
-            node[key] = str(value if value.is_absolute() else (base / value).resolve())
+            resolved = str(value if value.is_absolute() else (base / value).resolve())
+            # keep a trailing separator: output.path ``name/`` means a SavedModel folder
+            trailing = os.sep if node[key].endswith(("/", os.sep)) and resolved != os.sep else ""
+            node[key] = resolved.rstrip("/" + os.sep) + trailing if trailing else resolved
 
 
 def _describe(exc: ValidationError) -> str:

@@ -144,9 +144,6 @@ def reset_training_state(model: Any, config: dict[str, Any]) -> None:
 
 def save(model: Any, path: Path) -> None:
     """Write ``model`` to ``path`` (a temporary name: callers rename it into place)."""
-    if savedmodel.signature_layer(model) is not None:
-        savedmodel.save(model, path)
-        return
     try:
         model.save(path)
     except Exception as exc:

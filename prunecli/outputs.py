@@ -1,10 +1,11 @@
 """Output paths: checked before any work, written under temporary names, renamed together.
 
-A run's outputs (model, JSON report, Markdown report) are staged as hidden temporary files
-(a SavedModel output: a hidden temporary folder) in their target folders, so the final
+A run's outputs (model, JSON report, Markdown report, exported artifacts) are staged as
+hidden temporary files (folders for a SavedModel) in their target folders, so the final
 rename is atomic on the same filesystem, and renamed only once all of them are complete.
-If anything fails or the run is interrupted, every temporary file is removed and any
-output already renamed by this run is taken back: a failed run leaves nothing behind.
+A folder replaced with ``--force`` is first moved aside and only deleted after the last
+rename. If anything fails or the run is interrupted, every temporary file is removed and
+any output already renamed by this run is taken back: a failed run leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -22,25 +23,33 @@ from prunecli import interrupts
 from prunecli.errors import OutputError
 
 
-def check_target(path: Path, *, force: bool, inputs: tuple[Path, ...] = ()) -> None:
-    """Refuse an output that would replace an input, clobber a file, or cannot be written."""
+def check_target(
+    path: Path, *, force: bool, inputs: tuple[Path, ...] = (), folder: bool = False
+) -> None:
+    """Refuse an output that would replace an input, clobber a file, or cannot be written.
+
+    ``folder``: the output is a folder (a SavedModel), so an existing folder is what
+    ``--force`` replaces and an existing file is in the way."""
     for source in inputs:
         if path.resolve() == source.resolve() or (path.exists() and os.path.samefile(path, source)):
             raise OutputError(f"{path}: output would replace the input model; choose another path")
-    folder = path.parent
-    if not folder.is_dir():
-        raise OutputError(f"{path}: output folder {folder} does not exist")
+    parent = path.parent
+    if not parent.is_dir():
+        raise OutputError(f"{path}: output folder {parent} does not exist")
     if path.exists() and not force:
         raise OutputError(f"{path}: already exists; pass --force to overwrite it")
-    if path.is_dir() and (path.suffix or not (path / "saved_model.pb").is_file()):
-        # Only a SavedModel folder (no suffix) is ever replaced by a folder: never a user's
-        # other folder, whatever --force says.
-        raise OutputError(f"{path}: is a folder, expected a file path or a SavedModel folder")
+    if path.is_dir() and not folder:
+        raise OutputError(f"{path}: is a folder, expected a file path")
+    if path.exists() and folder and not path.is_dir():
+        raise OutputError(f"{path}: is a file, expected a folder path (a SavedModel is a folder)")
+    if path.is_dir() and folder and not (path / "saved_model.pb").is_file():
+        # --force replaces a SavedModel folder, never a user's other folder.
+        raise OutputError(f"{path}: is a folder that holds no SavedModel; refusing to replace it")
     try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".prunecli-probe-")
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".prunecli-probe-")
     except OSError as exc:
         raise OutputError(
-            f"{path}: output folder {folder} is not writable ({exc.strerror})"
+            f"{path}: output folder {parent} is not writable ({exc.strerror})"
         ) from None
     os.close(fd)
     os.unlink(probe)
@@ -52,19 +61,21 @@ class Staging(contextlib.AbstractContextManager["Staging"]):
     def __init__(self) -> None:
         self._pending: list[tuple[Path, Path]] = []
         self._committed: list[Path] = []
+        self._aside: list[tuple[Path, Path]] = []  # (old folder moved aside, its final name)
 
     def temp_for(self, final: Path) -> Path:
         """A fresh hidden file beside ``final`` with the same suffix (Keras picks the format
-        from the suffix); for a ``final`` with no suffix (a SavedModel folder), a fresh
-        hidden folder."""
-        if not final.suffix:
-            folder = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
-            self._pending.append((folder, final))
-            return folder
+        from the suffix)."""
         fd, name = tempfile.mkstemp(
             dir=final.parent, prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}"
         )
         os.close(fd)
+        self._pending.append((Path(name), final))
+        return Path(name)
+
+    def temp_dir_for(self, final: Path) -> Path:
+        """A fresh, empty hidden folder beside ``final`` (for a SavedModel)."""
+        name = tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
         self._pending.append((Path(name), final))
         return Path(name)
 
@@ -76,53 +87,63 @@ class Staging(contextlib.AbstractContextManager["Staging"]):
         interrupts.check()  # a signal whose first raise was lost still stops the rename
         mode = 0o666 & ~_umask()  # mkstemp makes 0600 files; outputs get the usual mode
         for temp, final in self._pending:
-            os.chmod(temp, mode | (0o111 & ~_umask() if temp.is_dir() else 0))
-            if temp.is_dir() and final.is_dir():
-                # os.replace cannot replace a non-empty folder: move the old one aside.
-                old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old-"))
-                os.replace(final, old / final.name)
-                os.replace(temp, final)
-                shutil.rmtree(old)
+            if temp.is_dir():
+                _chmod_tree(temp, mode)
+                self._move_aside(final)  # a folder cannot be renamed onto a non-empty one
             else:
-                os.replace(temp, final)
+                os.chmod(temp, mode)
+            os.replace(temp, final)
             self._committed.append(final)
         self._pending.clear()
+        for old, _ in self._aside:
+            shutil.rmtree(old, ignore_errors=True)
+        self._aside.clear()
+
+    def _move_aside(self, final: Path) -> None:
+        if final.is_dir():
+            old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old"))
+            os.replace(final, old)
+            self._aside.append((old, final))
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if kind is None:
             return
-        for path in [temp for temp, _ in self._pending] + self._committed:
-            _remove(path)
+        for temp, _ in self._pending:
+            _remove(temp)
+        for final in self._committed:
+            _remove(final)
+        for old, final in self._aside:  # a replaced SavedModel folder comes back
+            os.replace(old, final)
 
 
 def sha256(path: Path) -> str:
-    """Of a file's bytes; of a folder, its files' relative paths and bytes in sorted order."""
+    """A file's SHA-256; for a folder, that of its ``<relative path> <file sha256>`` lines."""
+    if path.is_dir():
+        lines = "".join(f"{name} {sha256(path / name)}\n" for name in _files(path))
+        return hashlib.sha256(lines.encode()).hexdigest()
     digest = hashlib.sha256()
-    for file in _files(path):
-        if path.is_dir():
-            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
     return digest.hexdigest()
 
 
 def sizes(path: Path) -> tuple[int, int]:
-    """(bytes on disk, bytes gzipped at level 9): the second shows what zeros buy. A
-    folder counts all its files (gzipped one by one, as an archive of them would be)."""
-    total = gzipped = 0
-    for file in _files(path):
-        data = file.read_bytes()
-        total += len(data)
-        gzipped += len(gzip.compress(data, compresslevel=9, mtime=0))
-    return total, gzipped
+    """(bytes on disk, bytes gzipped at level 9): the second shows what zeros buy.
+
+    A folder counts the sum over its files, each gzipped on its own."""
+    if path.is_dir():
+        pairs = [sizes(path / name) for name in _files(path)]
+        return sum(size for size, _ in pairs), sum(gzipped for _, gzipped in pairs)
+    data = path.read_bytes()
+    return len(data), len(gzip.compress(data, compresslevel=9, mtime=0))
 
 
-def _files(path: Path) -> list[Path]:
-    """``[path]`` for a file; every file under a folder, sorted."""
-    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+def _files(folder: Path) -> list[str]:
+    """Every file under ``folder``, as sorted POSIX relative paths."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
 def _remove(path: Path) -> None:
@@ -130,6 +151,13 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def _chmod_tree(folder: Path, mode: int) -> None:
+    """mkdtemp makes a 0700 folder: the SavedModel gets the usual modes, like files do."""
+    os.chmod(folder, mode | 0o111 & ~_umask())
+    for path in folder.rglob("*"):
+        os.chmod(path, (mode | 0o111 & ~_umask()) if path.is_dir() else mode)
 
 
 def _umask() -> int:

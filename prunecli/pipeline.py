@@ -24,6 +24,7 @@ from prunecli import (
     compiling,
     data,
     evaluate,
+    exporting,
     finetune,
     interrupts,
     masking,
@@ -36,7 +37,7 @@ from prunecli import (
     selection,
 )
 from prunecli.config import Config
-from prunecli.errors import ConfigError, OutputError
+from prunecli.errors import ConfigError
 from prunecli.pruner import Pruner
 
 
@@ -56,6 +57,7 @@ class Targets:
     model: Path
     report: Path
     markdown: Path
+    artifacts: tuple[exporting.Artifact, ...] = ()  # the model (first) and output.export extras
 
 
 def targets(request: Request) -> Targets:
@@ -63,16 +65,17 @@ def targets(request: Request) -> Targets:
     the input) and ``output.report`` (default ``<output stem>.report.json`` beside it)."""
     out = request.config.output
     model = out.path or request.model.with_name(f"{request.model.stem}.pruned.keras")
-    if model_io.detect_format(request.model) == savedmodel.FORMAT:
-        model = out.path or savedmodel.default_output(request.model)
-        savedmodel.check_request(request.model, request.config.prune.layers, model, out.export)
-    elif model.suffix.lower() not in model_io.FORMATS:
-        raise OutputError(
-            f"{model}: unsupported output format {model.suffix or '(no suffix)'}; "
-            f"use one of {', '.join(sorted(model_io.FORMATS))}"
+    signature_only = model_io.detect_format(request.model) == savedmodel.FORMAT
+    if signature_only and out.path is None:
+        model = savedmodel.default_output(request.model)
+    artifacts = exporting.plan(model, out.folder, out.export)
+    if signature_only:
+        savedmodel.check_request(
+            request.model, request.config.prune.layers, [a.format for a in artifacts]
         )
-    json_path = out.report or model.with_name(f"{model.stem}.report.json")
-    return Targets(model, json_path, json_path.with_suffix(".md"))
+    stem = model.name if artifacts[0].folder else model.stem
+    json_path = out.report or model.with_name(f"{stem}.report.json")
+    return Targets(model, json_path, json_path.with_suffix(".md"), tuple(artifacts))
 
 
 def preflight(request: Request) -> Targets:
@@ -80,9 +83,18 @@ def preflight(request: Request) -> Targets:
     writable and not clobbering, data given."""
     model_io.detect_format(request.model)
     paths = targets(request)
-    for path in (paths.model, paths.report, paths.markdown):
+    for artifact in paths.artifacts:
+        outputs.check_target(
+            artifact.path, force=request.force, inputs=(request.model,), folder=artifact.folder
+        )
+    for path in (paths.report, paths.markdown):
         outputs.check_target(path, force=request.force, inputs=(request.model,))
     settings = request.config
+    tflite = any(artifact.format == "tflite" for artifact in paths.artifacts)
+    if tflite and settings.output.tflite.quantize == "int8" and settings.data.train is None:
+        raise ConfigError(
+            "output.tflite.quantize int8 calibrates on training data: set data.train or --data"
+        )
     if settings.finetune.epochs > 0 and settings.data.train is None:
         raise ConfigError(
             "fine-tuning needs training data: set data.train or pass --data "
@@ -130,7 +142,15 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
     with timing("evaluate_s"):
         before = report.model_stats(model, layers) | _metrics(model, splits, task, compile_args)
     with timing("save_s"):
-        before |= _size_as(model, paths.model.suffix)
+        deployed_before = exporting.measure_input(
+            model, paths.artifacts, cfg.output.tflite, splits, task
+        )
+        main = deployed_before.get(paths.artifacts[0].format)
+        before |= (
+            {key: main[key] for key in ("size_bytes", "size_gzip_bytes")}
+            if main
+            else _size_as(model, paths.model.suffix)
+        )
 
     spe = (
         finetune.steps_per_epoch(len(splits.train.y), cfg.finetune.batch_size)
@@ -169,8 +189,9 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
 
     with outputs.Staging() as stage:
         with timing("save_s"):
-            staged = stage.temp_for(paths.model)
-            model_io.save(model, staged)
+            staged, exports = exporting.stage_all(
+                model, paths.artifacts, stage, cfg.output.tflite, splits, task, deployed_before
+            )
         size, gzipped = outputs.sizes(staged)
         after |= {"size_bytes": size, "size_gzip_bytes": gzipped}
         timing.seconds["total_s"] = time.perf_counter() - started
@@ -186,9 +207,10 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
             },
             "output": {
                 "path": str(paths.model),
-                "format": model_io.FORMATS.get(paths.model.suffix.lower(), savedmodel.FORMAT),
+                "format": paths.artifacts[0].format,
                 "sha256": outputs.sha256(staged),
             },
+            "exports": exports,
             "before": before,
             "after": after,
             "layers": report.layer_rows(layers, masking.parse(cfg.prune.granularity)),
@@ -205,7 +227,8 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
         stage.write_text(paths.report, report.to_json(result))
         stage.write_text(paths.markdown, report.to_markdown(result))
         stage.commit()
-    _say(console, f"wrote {paths.model}, {paths.report} and {paths.markdown}")
+    written = ", ".join(str(artifact.path) for artifact in paths.artifacts)
+    _say(console, f"wrote {written}, {paths.report} and {paths.markdown}")
     return result
 
 

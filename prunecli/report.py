@@ -91,6 +91,15 @@ def render(report: dict[str, Any], console: Console) -> None:
         layers.add_row(*row)
     console.print(summary)
     console.print(layers)
+    if report.get("exports"):
+        deployed = Table(title="deployed (before → after)", title_justify="left")
+        for name in _EXPORT_COLUMNS:
+            deployed.add_column(name, justify="left" if name == "artifact" else "right")
+        for entry in report["exports"]:
+            deployed.add_row(*_export_cells(entry))
+        console.print(deployed)
+        for note in _export_notes(report["exports"]):
+            console.print(note, highlight=False, soft_wrap=True)
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -107,6 +116,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         "|---|---|---:|---:|---:|---|",
         *("| " + " | ".join(row) + " |" for row in _layer_cells(report)),
         "",
+        *_export_lines(report.get("exports") or []),
     ]
     gate = report.get("gate")
     if gate:
@@ -117,6 +127,39 @@ def to_markdown(report: dict[str, Any]) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+_EXPORT_COLUMNS = ("artifact", "size", "gzipped", "accuracy", "latency ms (batch 1)")
+
+
+def _export_cells(entry: dict[str, Any]) -> list[str]:
+    """One deployed artifact (SavedModel, TFLite), measured by running it: before → after."""
+    before = entry["before"] or {}
+    return [f"{entry['path']} ({entry['format']})"] + [
+        f"{_fmt(before.get(key), kind)} → {_fmt(entry[key], kind)}"
+        for key, kind in (
+            ("size_bytes", "bytes"),
+            ("size_gzip_bytes", "bytes"),
+            ("accuracy", "pct"),
+            ("latency_ms", "float"),
+        )
+    ]
+
+
+def _export_notes(exports: list[dict[str, Any]]) -> list[str]:
+    return [f"note ({entry['format']}): {entry['note']}" for entry in exports if entry["note"]]
+
+
+def _export_lines(exports: list[dict[str, Any]]) -> list[str]:
+    if not exports:
+        return []
+    lines = [
+        "| " + " | ".join(_EXPORT_COLUMNS) + " |",
+        "|---|---:|---:|---:|---:|",
+        *("| " + " | ".join(_export_cells(entry)) + " |" for entry in exports),
+        "",
+    ]
+    return lines + [line for note in _export_notes(exports) for line in (note, "")]
 
 
 def _summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:

@@ -54,20 +54,15 @@ def is_savedmodel(path: Path) -> bool:
     )
 
 
-def is_folder_target(path: Path) -> bool:
-    """An output path with no suffix names a SavedModel folder."""
-    return not path.suffix
-
-
 def default_output(source: Path) -> Path:
     """``<input stem>_pruned`` beside the input: a folder, like the input."""
     return source.with_name(f"{source.stem}_pruned")
 
 
-def check_request(source: Path, layers: Any, output: Path, export: list[str]) -> None:
+def check_request(source: Path, layers: Any, formats: list[str]) -> None:
     """Refuse, before any work, what a signature-only SavedModel cannot do.
 
-    ``layers`` is the config's ``prune.layers``; ``export`` is ``output.export``.
+    ``layers`` is the config's ``prune.layers``; ``formats`` those of every planned output.
     """
     if layers.include != [".*"] or layers.exclude or layers.overrides:
         raise ConfigError(
@@ -75,16 +70,12 @@ def check_request(source: Path, layers: Any, output: Path, export: list[str]) ->
             "variables named by its exporter, so include/exclude/overrides cannot pick one; "
             "remove prune.layers to prune every kernel, or prune the original Keras model"
         )
-    if not is_folder_target(output):
+    keras_formats = sorted(set(formats) & {"keras", "h5"})
+    if keras_formats:
         raise OutputError(
-            f"{output}: {source} is a signature-only SavedModel with no Keras architecture "
-            f"to save as {output.suffix}; give output.path without a suffix (a SavedModel folder)"
-        )
-    keras_exports = sorted(set(export) & {"keras", "h5"})
-    if keras_exports:
-        raise ConfigError(
-            f"output.export: {source} is a signature-only SavedModel with no Keras "
-            f"architecture, so it cannot be exported as {', '.join(keras_exports)}"
+            f"{source} is a signature-only SavedModel with no Keras architecture to save as "
+            f"{' or '.join(keras_formats)}; write a SavedModel folder (output.path without a "
+            "suffix) or .tflite, and drop keras/h5 from output.export"
         )
 
 

@@ -1,0 +1,199 @@
+"""What pruning buys in each deployed form: .keras gzip size, TFLite size (dense vs sparse
+storage, float32 vs int8), TFLite accuracy and batch-1 latency, at 0/50/80/90% sparsity.
+
+Each model is pruned one-shot by magnitude with prunecli's own Pruner (no fine-tuning: the
+sizes and the storage format are the point, not the accuracy recovered). Every TFLite file
+is made by ``exporting.convert_tflite`` (so sparse + int8, which XNNPack cannot run with
+TF 2.21, comes back dense: the ``fallback`` column) and measured by running it in LiteRT.
+
+``floor`` is the physical minimum for the weights in the sparse TFLite file: non-zero
+kernel values x bytes per value, plus CSR index overhead over the innermost (input) axis of
+TFLite's ``(out, [kh, kw,] in)`` layout (one index per non-zero and one row pointer per
+row, each in the smallest unsigned type that fits), or the kernel dense
+where that is smaller, plus every other parameter dense. ``/floor`` shows how close
+TFLite's storage gets to it; the file also holds the graph, so just above 1 is ideal.
+
+    .venv/bin/python benchmarks/formats.py [--sparsities 0 0.5 0.8 0.9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prunecli import runtime
+
+runtime.start(seed=0)  # quiet TensorFlow start-up, before anything imports Keras
+
+import keras  # noqa: E402
+
+from prunecli import config, data, exporting, model_io, outputs, schedules, selection  # noqa: E402
+from prunecli.pruner import Pruner  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "formats.json"
+# (label, sparse storage, quantize)
+VARIANTS = (
+    ("dense f32", False, "none"),
+    ("sparse f32", True, "none"),
+    ("dense int8", False, "int8"),
+    ("sparse int8", True, "int8"),
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.0, 0.5, 0.8, 0.9])
+    args = parser.parse_args()
+    rows = [
+        _measure(case, sparsity)
+        for case in (_sample_case(), _cnn_1m_case())
+        for sparsity in args.sparsities
+    ]
+    _print_table(rows)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"machine": runtime.machine(), "cases": rows}, indent=2) + "\n")
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+def _sample_case() -> dict[str, Any]:
+    path = ROOT / "sample_models" / "digits_cnn.h5"
+    model, _ = model_io.load(path)
+    root = ROOT / "sample_models" / "digits"
+    settings = config.Data(train=root / "train", validation=root / "val")
+    splits = data.load(settings, tuple(model.input_shape[1:]), seed=0)
+    return {"name": "digits_cnn", "model": model, "train": splits.train, "val": splits.validation}
+
+
+def _cnn_1m_case() -> dict[str, Any]:
+    """The ~1M-parameter CNN of finetune_overhead.py, trained one epoch on learnable
+    synthetic 32x32x3 data (class k brightens its own 8-row band), so accuracy means
+    something."""
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(128, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Flatten(),
+            layers.Dense(192, activation="relu"),
+            layers.Dense(10, activation="softmax"),
+        ],
+        name="cnn_1m",
+    )
+    train, val = _bands(2048, 1), _bands(512, 2)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    model.fit(train.x, train.y, batch_size=64, epochs=1, verbose=0)
+    return {"name": "cnn_1m", "model": model, "train": train, "val": val}
+
+
+def _bands(count: int, seed: int) -> data.Arrays:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, count)
+    x = rng.random((count, 32, 32, 3), dtype=np.float32) * 0.5
+    for i, label in enumerate(y):
+        x[i, 3 * label : 3 * label + 3] += 0.5
+    return data.Arrays(x=x, y=y)
+
+
+def _prune(source: Any, sparsity: float) -> tuple[Any, list[Any]]:
+    model = keras.models.clone_model(source)
+    model.set_weights(source.get_weights())
+    prune = config.Prune(sparsity=sparsity)
+    layers = selection.select(model, prune)
+    plan = schedules.Plan(1, 0)
+    Pruner(layers, prune, lambda s: schedules.build("one_shot", s, plan)).finish()
+    return model, layers
+
+
+def _measure(case: dict[str, Any], sparsity: float) -> dict[str, Any]:
+    from prunecli import evaluate
+
+    model, layers = _prune(case["model"], sparsity)
+    task = evaluate.Task("sparse")
+    val = case["val"]
+    with tempfile.TemporaryDirectory(prefix="prunecli-bench-") as folder:
+        kept = Path(folder) / "m.keras"
+        model_io.save(model, kept)
+        keras_size, keras_gzip = outputs.sizes(kept)
+        keras_accuracy = evaluate.accuracy(model.predict(val.x, verbose=0), val.y, task)
+        variants = {}
+        for label, sparse, quantize in VARIANTS:
+            settings = config.TFLite(sparse=sparse, quantize=quantize)
+            flat, note = exporting.convert_tflite(model, settings, case["train"].x, kept)
+            path = Path(folder) / f"{label.replace(' ', '_')}.tflite"
+            path.write_bytes(flat)
+            measured = exporting.measure(
+                exporting.Artifact("tflite", path), path, val.x, val.y, task
+            )
+            variants[label] = measured | {"fallback": note is not None}
+    kernels = [np.asarray(v) for info in layers if info.selected for v in info.kernels.values()]
+    return {
+        "case": case["name"],
+        "params": int(model.count_params()),
+        "sparsity": sparsity,
+        "keras_size_bytes": keras_size,
+        "keras_gzip_bytes": keras_gzip,
+        "keras_accuracy": keras_accuracy,
+        "tflite": variants,
+        "floor_f32_bytes": _floor(model, kernels, 4),
+        "floor_int8_bytes": _floor(model, kernels, 1),
+    }
+
+
+def _floor(model: Any, kernels: list[np.ndarray], value_bytes: int) -> int:
+    """Non-zero kernel values + CSR indices, or the kernel dense if smaller; the rest dense."""
+    total = 0
+    for kernel in kernels:
+        # TFLite's layout (out, [kh, kw,] in), CSR over the innermost (input) axis
+        matrix = np.moveaxis(kernel, -1, 0).reshape(-1, kernel.shape[-2])
+        nonzero = int(np.count_nonzero(matrix))
+        column_bytes = _index_bytes(matrix.shape[1])
+        row_bytes = _index_bytes(nonzero + 1)
+        csr = nonzero * (value_bytes + column_bytes) + (matrix.shape[0] + 1) * row_bytes
+        total += min(csr, matrix.size * value_bytes)  # dense when indices cost more
+    others = int(model.count_params()) - sum(k.size for k in kernels)
+    return total + others * value_bytes
+
+
+def _index_bytes(limit: int) -> int:
+    return 1 if limit <= 1 << 8 else 2 if limit <= 1 << 16 else 4
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    header = (
+        f"{'case':<11} {'sparsity':>8} {'.keras gz':>10} {'tfl dense':>10} {'tfl sparse':>10} "
+        f"{'/floor':>6} {'int8 dense':>10} {'int8 sparse':>11} {'/floor':>6} "
+        f"{'acc keras':>9} {'acc sp32':>8} {'acc int8':>8} {'ms dense':>8} {'ms sparse':>9} "
+        f"{'ms int8':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        t = row["tflite"]
+        sparse_int8 = t["sparse int8"]
+        print(
+            f"{row['case']:<11} {row['sparsity']:>8.0%} {row['keras_gzip_bytes']:>10,} "
+            f"{t['dense f32']['size_bytes']:>10,} {t['sparse f32']['size_bytes']:>10,} "
+            f"{t['sparse f32']['size_bytes'] / row['floor_f32_bytes']:>6.2f} "
+            f"{t['dense int8']['size_bytes']:>10,} "
+            f"{sparse_int8['size_bytes']:>10,}{'*' if sparse_int8['fallback'] else ' '} "
+            f"{sparse_int8['size_bytes'] / row['floor_int8_bytes']:>6.2f} "
+            f"{row['keras_accuracy']:>9.3f} {t['sparse f32']['accuracy']:>8.3f} "
+            f"{t['dense int8']['accuracy']:>8.3f} {t['dense f32']['latency_ms']:>8.3f} "
+            f"{t['sparse f32']['latency_ms']:>9.3f} {t['dense int8']['latency_ms']:>7.3f}"
+        )
+    print("* sparse int8 does not run in XNNPack (TF 2.21): written dense instead")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,323 @@
+"""Deployable outputs: SavedModel folders and TFLite files, and what each one measures.
+
+``output.path``'s suffix picks the main artifact's format (``.keras``, ``.h5``, ``.tflite``;
+no suffix, or a trailing ``/``, is a SavedModel folder) and ``output.export`` adds more
+beside it, named from the main one's stem: ``pruned.keras`` with ``export: [savedmodel,
+tflite]`` also writes ``pruned.savedmodel/`` and ``pruned.tflite``.
+
+A deployable artifact (SavedModel, TFLite) is measured by running *it*, not the Keras
+model it came from: a TFLite file in the LiteRT interpreter, a SavedModel through its
+``serving_default`` signature. Every TFLite file is run once before it is kept: with TF
+2.21, sparse storage combined with dynamic-range or int8 quantisation makes XNNPack (LiteRT's
+default CPU delegate) fail to prepare ("failed to delegate FULLY_CONNECTED node"); such a
+model is converted again dense, keeping the quantisation, and the report says so.
+
+Nothing here imports TensorFlow at module level: ``plan`` runs in preflight.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prunecli import data, outputs
+from prunecli.config import TFLite
+from prunecli.errors import OutputError
+
+# Suffix -> format of the main output; "" (no suffix) is a SavedModel folder.
+SUFFIXES = {".keras": "keras", ".h5": "h5", ".hdf5": "h5", ".tflite": "tflite", "": "savedmodel"}
+# Format -> how an ``output.export`` extra is named from the main output's stem.
+EXTRA_SUFFIX = {"savedmodel": ".savedmodel", "tflite": ".tflite", "keras": ".keras", "h5": ".h5"}
+DEPLOYABLE = ("savedmodel", "tflite")  # measured by running the artifact itself
+
+CALIBRATION_SAMPLES = 100  # int8: representative batches of one, from data.train
+WARMUP_RUNS = 5
+TIMED_RUNS = 30
+_EVAL_BATCH = 64
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One file or folder to write: ``format`` is keras, h5, savedmodel or tflite."""
+
+    format: str
+    path: Path
+
+    @property
+    def folder(self) -> bool:
+        return self.format == "savedmodel"
+
+
+def plan(main: Path, folder: bool, extras: list[str]) -> list[Artifact]:
+    """The artifacts of a run, main first. An extra in the main one's format is the main
+    one (``pruned.keras`` + ``export: [keras]`` writes one file), and repeats are dropped.
+
+    >>> [a.path.name for a in plan(Path("m.keras"), False, ["tflite", "savedmodel"])]
+    ['m.keras', 'm.tflite', 'm.savedmodel']
+    """
+    fmt = "savedmodel" if folder else SUFFIXES.get(main.suffix.lower())
+    if fmt is None:
+        raise OutputError(
+            f"{main}: unsupported output format {main.suffix}; use .keras, .h5, .tflite, "
+            "or a folder path (no suffix, or ending in /) for a SavedModel"
+        )
+    stem = main.name if fmt == "savedmodel" else main.stem
+    found = [Artifact(fmt, main)]
+    for extra in dict.fromkeys(extras):
+        if extra != fmt:
+            found.append(Artifact(extra, main.with_name(stem + EXTRA_SUFFIX[extra])))
+    return found
+
+
+def write_savedmodel(model: Any, path: Path) -> None:
+    """A SavedModel of a Keras model: ``serving_default`` takes the model's inputs (names and
+    shapes), loads with ``tf.saved_model.load`` and ``saved_model_cli show``.
+
+    The one place a SavedModel is made (TFLite files are converted from it). A model read
+    from a signature-only SavedModel is re-saved with the input's own signatures instead."""
+    from prunecli import savedmodel
+
+    if savedmodel.signature_layer(model) is not None:
+        savedmodel.save(model, path)
+        return
+    try:
+        model.export(str(path), format="tf_saved_model", verbose=False)
+    except Exception as exc:
+        raise OSError(f"cannot export a SavedModel to {path}: {_first_line(exc)}") from exc
+
+
+def write(
+    model: Any, artifact: Artifact, path: Path, settings: TFLite, calibration: np.ndarray | None
+) -> str | None:
+    """Write ``model`` as ``artifact.format`` at ``path`` (a staged temporary name); returns
+    a note when the file had to differ from what was asked (see ``convert_tflite``)."""
+    from prunecli import model_io
+
+    if artifact.format == "savedmodel":
+        write_savedmodel(model, path)
+        return None
+    if artifact.format == "tflite":
+        flat, note = convert_tflite(model, settings, calibration, artifact.path)
+        path.write_bytes(flat)
+        return note
+    model_io.save(model, path)
+    return None
+
+
+def convert_tflite(
+    model: Any, settings: TFLite, calibration: np.ndarray | None, where: Path
+) -> tuple[bytes, str | None]:
+    """(flatbuffer, note): the model converted as ``settings`` asks, checked to run in LiteRT
+    with its default delegate; if sparse storage stops it running, converted dense instead
+    (same quantisation) and the note says why. Raises OutputError if neither runs."""
+    with tempfile.TemporaryDirectory(prefix="prunecli-") as folder:
+        source = Path(folder) / "savedmodel"
+        write_savedmodel(model, source)
+        flat = _convert(source, settings.sparse, settings.quantize, calibration)
+        problem = _run_problem(flat)
+        if problem is None:
+            return flat, None
+        if settings.sparse:
+            dense = _convert(source, False, settings.quantize, calibration)
+            if _run_problem(dense) is None:
+                return dense, (
+                    f"sparse storage with quantize {settings.quantize} does not run in LiteRT's "
+                    f"default delegate ({problem}); written with dense weights instead"
+                )
+    raise OutputError(f"{where}: the converted TFLite model does not run in LiteRT ({problem})")
+
+
+def _convert(source: Path, sparse: bool, quantize: str, calibration: np.ndarray | None) -> bytes:
+    """One TFLiteConverter run. int8 keeps float32 inputs and outputs (quantize/dequantize
+    ops at the edges), so the file is a drop-in for the float model."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(source))
+    optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparse else []
+    if quantize != "none":
+        optimizations.append(tf.lite.Optimize.DEFAULT)
+    converter.optimizations = optimizations
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        converter.representative_dataset = _representative(calibration)
+    try:
+        return converter.convert()
+    except Exception as exc:
+        raise OSError(f"TFLite conversion failed: {_first_line(exc)}") from exc
+
+
+def _representative(calibration: np.ndarray | None) -> Callable[[], Iterator[list[np.ndarray]]]:
+    if calibration is None or not len(calibration):
+        raise OutputError("output.tflite.quantize int8 needs training data (data.train)")
+    samples = np.asarray(calibration[:CALIBRATION_SAMPLES], dtype=np.float32)
+
+    def batches() -> Iterator[list[np.ndarray]]:
+        for sample in samples:
+            yield [sample[None]]
+
+    return batches
+
+
+def _run_problem(flat: bytes) -> str | None:
+    """None if the model allocates and runs one zero sample in LiteRT; else why not."""
+    try:
+        interpreter = _interpreter(flat)
+        detail = interpreter.get_input_details()[0]
+        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+        interpreter.invoke()
+    except Exception as exc:  # LiteRT raises RuntimeError/ValueError with the C++ message
+        return _first_line(exc)
+    return None
+
+
+def _interpreter(flat: bytes) -> Any:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flat)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def measure(
+    artifact: Artifact, path: Path, x: np.ndarray | None, y: np.ndarray | None, task: Any
+) -> dict[str, Any]:
+    """``{size_bytes, size_gzip_bytes, accuracy, latency_ms}`` of the artifact at ``path``,
+    measured by running it: accuracy on ``x``/``y`` (None without labels or for
+    regression), latency the median batch-1 CPU call after warm-up."""
+    from prunecli import evaluate
+
+    size, gzipped = outputs.sizes(path)
+    runner = _tflite_runner(path) if artifact.format == "tflite" else _savedmodel_runner(path)
+    accuracy = None
+    if x is not None and y is not None and task is not None:
+        predictions = np.concatenate(
+            [runner(x[i : i + _EVAL_BATCH]) for i in range(0, len(x), _EVAL_BATCH)]
+        )
+        accuracy = evaluate.accuracy(predictions, y, task)
+    sample = x[:1] if x is not None and len(x) else None
+    return {
+        "size_bytes": size,
+        "size_gzip_bytes": gzipped,
+        "accuracy": accuracy,
+        "latency_ms": _latency_ms(runner, sample),
+    }
+
+
+def measure_input(
+    model: Any,
+    artifacts: tuple[Artifact, ...],
+    settings: TFLite,
+    splits: data.Splits,
+    task: Any,
+) -> dict[str, dict[str, Any]]:
+    """The unpruned model exported the same way as each deployable artifact and measured:
+    the ``before`` of each ``exports`` entry (keyed by format)."""
+    x, y = _eval_arrays(splits)
+    found: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="prunecli-") as folder:
+        for artifact in artifacts:
+            if artifact.format in DEPLOYABLE:
+                path = Path(folder) / f"before{EXTRA_SUFFIX[artifact.format]}"
+                write(model, artifact, path, settings, _calibration(splits))
+                found[artifact.format] = measure(artifact, path, x, y, task)
+    return found
+
+
+def stage_all(
+    model: Any,
+    artifacts: tuple[Artifact, ...],
+    stage: outputs.Staging,
+    settings: TFLite,
+    splits: data.Splits,
+    task: Any,
+    before: dict[str, dict[str, Any]],
+) -> tuple[Path, list[dict[str, Any]]]:
+    """Write every artifact under a staged name (renamed with the reports at commit) and
+    measure the deployable ones: (the main artifact's staged path, the report's
+    ``exports``, one entry per SavedModel / TFLite artifact)."""
+    x, y = _eval_arrays(splits)
+    entries: list[dict[str, Any]] = []
+    staged_paths = []
+    for artifact in artifacts:
+        staged = (stage.temp_dir_for if artifact.folder else stage.temp_for)(artifact.path)
+        note = write(model, artifact, staged, settings, _calibration(splits))
+        staged_paths.append(staged)
+        if artifact.format in DEPLOYABLE:
+            entries.append(
+                {"format": artifact.format, "path": str(artifact.path)}
+                | measure(artifact, staged, x, y, task)
+                | {"before": before.get(artifact.format), "note": note}
+            )
+    return staged_paths[0], entries
+
+
+def _eval_arrays(splits: data.Splits) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Artifacts are measured on the validation data; without it, training inputs still
+    time them (accuracy is then null)."""
+    if splits.validation is not None:
+        return splits.validation.x, splits.validation.y
+    return (splits.train.x if splits.train else None), None
+
+
+def _calibration(splits: data.Splits) -> np.ndarray | None:
+    return splits.train.x if splits.train else None
+
+
+def _tflite_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """Runs a batch through the interpreter, resizing its batch dimension as needed."""
+    interpreter = _interpreter(path.read_bytes())
+    source = interpreter.get_input_details()[0]
+    target = interpreter.get_output_details()[0]["index"]
+    shape = [tuple(source["shape"])]
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=source["dtype"])
+        if batch.shape != shape[0]:
+            interpreter.resize_tensor_input(source["index"], batch.shape)
+            interpreter.allocate_tensors()
+            shape[0] = batch.shape
+        interpreter.set_tensor(source["index"], batch)
+        interpreter.invoke()
+        return interpreter.get_tensor(target).copy()
+
+    return run
+
+
+def _savedmodel_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """Calls ``serving_default`` with the batch as its one input; the first output back."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    (name, spec), *_ = signature.structured_input_signature[1].items()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        result = signature(**{name: tf.constant(batch, dtype=spec.dtype)})
+        return np.asarray(result[sorted(result)[0]])
+
+    return run
+
+
+def _latency_ms(run: Callable[[np.ndarray], np.ndarray], sample: np.ndarray | None) -> float | None:
+    if sample is None:
+        return None
+    for _ in range(WARMUP_RUNS):
+        run(sample)
+    times = []
+    for _ in range(TIMED_RUNS):
+        start = time.perf_counter()
+        run(sample)
+        times.append(time.perf_counter() - start)
+    return round(1000 * statistics.median(times), 4)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
