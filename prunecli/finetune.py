@@ -80,6 +80,7 @@ def run(
         model.fit(
             train.dataset(settings.batch_size, targets=targets, seed=seed),
             epochs=settings.epochs,
+            shuffle=False,  # the dataset shuffles itself, seeded
             callbacks=hooks,
             verbose=0,
         )

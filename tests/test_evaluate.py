@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pytest
 
+from prunecli import data as data_module
 from prunecli import evaluate
-from prunecli.data import Arrays
 from prunecli.errors import DataError
 from prunecli.evaluate import Task
 
@@ -19,9 +19,9 @@ def dense_model(units: int, activation: str | None):
     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(units, activation=activation)])
 
 
-def labels(y, classes=()) -> Arrays:
+def labels(y, classes=()) -> data_module.Source:
     y = np.asarray(y)
-    return Arrays(np.zeros((len(y), 4), dtype=np.float32), y, tuple(classes))
+    return data_module.from_arrays(np.zeros((len(y), 4), dtype=np.float32), y, tuple(classes))
 
 
 SOURCE = Path("data/train")
@@ -72,10 +72,13 @@ def test_softmax_layer_is_probabilities():
     assert evaluate.infer_task(model, labels([0, 1, 2]), SOURCE) == Task("sparse", False)
 
 
-@pytest.mark.parametrize("y", [
-    np.array([0.5, 1.25, 3.0], dtype=np.float32),
-    np.array([[0, 1], [1, 0], [1, 1]]),  # 2-d labels: not class ids
-])
+@pytest.mark.parametrize(
+    "y",
+    [
+        np.array([0.5, 1.25, 3.0], dtype=np.float32),
+        np.array([[0, 1], [1, 0], [1, 1]]),  # 2-d labels: not class ids
+    ],
+)
 def test_regression_when_labels_are_not_class_ids(y):
     assert evaluate.infer_task(dense_model(2, None), labels(y), SOURCE).kind == "regression"
 
@@ -89,9 +92,7 @@ def test_class_count_not_matching_output_units():
     y = labels([0, 1, 0, 1], classes=("cat", "dog"))
     with pytest.raises(DataError) as info:
         evaluate.infer_task(dense_model(3, "softmax"), y, SOURCE)
-    assert str(info.value) == (
-        f"{SOURCE}: 2 classes (cat, dog) but the model's output has 3 units"
-    )
+    assert str(info.value) == (f"{SOURCE}: 2 classes (cat, dog) but the model's output has 3 units")
 
 
 def test_three_class_folders_for_a_one_unit_model_is_a_mismatch():
@@ -105,8 +106,7 @@ def test_label_out_of_range(y, low, high):
     with pytest.raises(DataError) as info:
         evaluate.infer_task(dense_model(3, "softmax"), labels(y), SOURCE)
     assert str(info.value) == (
-        f"{SOURCE}: labels range {low}..{high} but the model's output has 3 units "
-        "(class ids 0..2)"
+        f"{SOURCE}: labels range {low}..{high} but the model's output has 3 units (class ids 0..2)"
     )
 
 
@@ -142,12 +142,14 @@ def test_compile_args_follow_the_task():
 
 
 def test_sparse_accuracy_by_hand():
-    predictions = np.array([
-        [0.1, 0.7, 0.2],  # -> 1, label 1: right
-        [0.5, 0.3, 0.2],  # -> 0, label 0: right
-        [0.2, 0.2, 0.6],  # -> 2, label 1: wrong
-        [0.3, 0.4, 0.3],  # -> 1, label 1: right
-    ])
+    predictions = np.array(
+        [
+            [0.1, 0.7, 0.2],  # -> 1, label 1: right
+            [0.5, 0.3, 0.2],  # -> 0, label 0: right
+            [0.2, 0.2, 0.6],  # -> 2, label 1: wrong
+            [0.3, 0.4, 0.3],  # -> 1, label 1: right
+        ]
+    )
     assert evaluate.accuracy(predictions, np.array([1, 0, 1, 1]), Task("sparse")) == 0.75
 
 
@@ -177,7 +179,7 @@ def test_evaluate_computes_accuracy_and_mean_loss_from_predictions():
     model = dense_model(3, "softmax")
     layer = model.layers[-1]
     layer.set_weights([np.zeros((4, 3), np.float32), np.array([0, math.log(2), 0], np.float32)])
-    data = Arrays(np.ones((4, 4), np.float32), np.array([1, 1, 0, 2]))
+    data = data_module.from_arrays(np.ones((4, 4), np.float32), np.array([1, 1, 0, 2]))
     accuracy, loss = evaluate.evaluate(
         model, data, Task("sparse"), keras.losses.SparseCategoricalCrossentropy()
     )
