@@ -38,7 +38,7 @@ SHUFFLE_BUFFER = 4096
 _LABEL_BATCH = 8192
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class Source:
     """One split of the data: labels in memory, samples decoded on demand by ``tf.data``.
 
