@@ -291,7 +291,13 @@ def decode_image(raw: Any, size: tuple[int, int], channels: int, scale: float) -
     """
     import tensorflow as tf
 
-    image = tf.io.decode_image(raw, channels=0, expand_animations=False)
+    image = tf.cond(
+        tf.io.is_jpeg(raw),
+        # libjpeg's accurate integer IDCT: the pixels Pillow gives (the default differs by
+        # up to 4 levels)
+        lambda: tf.io.decode_jpeg(raw, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(raw, channels=0, expand_animations=False),
+    )
     image = _convert(tf.cast(image, tf.float32), channels)
     image = tf.cond(
         tf.reduce_all(tf.shape(image)[:2] == size),

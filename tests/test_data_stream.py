@@ -120,6 +120,25 @@ def test_tfrecord_png_bytes_are_decoded_to_the_shape(tmp_path):
     np.testing.assert_array_equal(y, labels)
 
 
+def test_tfrecord_jpeg_bytes_decode_like_pillow(tmp_path):
+    images, labels = synthetic_images(6, 5)
+    encoded = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image, mode="L").save(buffer, format="JPEG", quality=90)
+        encoded.append(buffer.getvalue())
+    records = [
+        example({"image": ("bytes", raw), "label": ("int", [label])})
+        for raw, label in zip(encoded, labels, strict=True)
+    ]
+    pattern = write_shards(tmp_path / "jpegs", records, shards=1)
+    x, _ = data.materialize(
+        data.load(tfrecord(pattern, PNG_SPEC, validation_split=0), INPUT, seed=0).train
+    )
+    pillow = np.stack([np.asarray(Image.open(io.BytesIO(raw))) for raw in encoded])
+    np.testing.assert_allclose(x[..., 0] * 255, pillow, atol=1.01)  # lossy: same decoder
+
+
 def test_tfrecord_validation_split_is_seeded_and_disjoint(tmp_path):
     pattern = float_shards(tmp_path)
     settings = tfrecord(pattern, FLOAT_SPEC, validation_split=0.2)
@@ -252,6 +271,31 @@ def test_image_folder_is_decoded_only_when_iterated(tmp_path):
     write_gray(root / "a" / "0.png", 200)
     x, _ = data.materialize(source)
     assert x[0, 0, 0, 0] == pytest.approx(200 / 255)
+
+
+@pytest.mark.parametrize(
+    ("mode", "suffix"),
+    [
+        ("RGB", ".png"),
+        ("RGBA", ".png"),
+        ("LA", ".png"),
+        ("RGB", ".gif"),
+        ("RGB", ".jpg"),
+        ("RGB", ".bmp"),
+    ],
+)
+def test_color_images_for_a_grayscale_model_match_pillow(tmp_path, mode, suffix):
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, size=(8, 8, len(mode)), dtype=np.uint8)
+    for name in ("a", "b"):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        Image.fromarray(pixels, mode=mode).save(tmp_path / "imgs" / name / f"0{suffix}")
+    source = data.load(Data(train=tmp_path / "imgs", validation_split=0), INPUT, seed=0).train
+    x, _ = data.materialize(source)
+    with Image.open(tmp_path / "imgs" / "a" / f"0{suffix}") as image:
+        expected = np.asarray(image.convert("L"), dtype=np.float32)
+    # TF's luma weights (0.2989, 0.587, 0.114) vs Pillow's (0.299, 0.587, 0.114): within a level
+    np.testing.assert_allclose(x[0, ..., 0] * 255, expected, atol=1.01)
 
 
 def test_training_order_is_a_seeded_shuffle_new_each_epoch(tmp_path):
