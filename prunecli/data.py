@@ -15,9 +15,7 @@ whole. TensorFlow is imported lazily: importing this module loads none.
 from __future__ import annotations
 
 import csv
-import glob
 import hashlib
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,16 +24,15 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from prunecli.config import Data, Feature
+from prunecli.config import Data
 from prunecli.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 _COLOR_CHANNELS = {"grayscale": 1, "rgb": 3, "rgba": 4}
-_CHANNELS = {1: "grayscale", 3: "rgb", 4: "rgba"}
+CHANNEL_MODES = {1: "grayscale", 3: "rgb", 4: "rgba"}
 # Streamed sources (csv, tfrecord) cannot be read out of order: they shuffle through a
 # buffer of decoded samples this long (file lists and in-memory arrays shuffle whole).
 SHUFFLE_BUFFER = 4096
-_LABEL_BATCH = 8192
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
@@ -186,7 +183,9 @@ def load(settings: Data, input_shape: tuple[int | None, ...], seed: int) -> Spli
 
 def _read(path: Path, name: str, settings: Data, input_shape: tuple[int | None, ...]) -> Source:
     if settings.tfrecord is not None and not path.is_dir() and path.suffix.lower() != ".npz":
-        source = _read_tfrecord(path, settings, input_shape)
+        from prunecli import tfrecord  # it builds on this module
+
+        source = tfrecord.read(path, settings)
     elif path.is_dir():
         source = _read_images(path, settings, input_shape)
     elif not path.exists():
@@ -273,7 +272,7 @@ def _image_format(
             f"cannot infer the image size from the model's input shape {input_shape}; "
             "set data.image_size"
         )
-    color = settings.color_mode or _CHANNELS.get(channels or 0)
+    color = settings.color_mode or CHANNEL_MODES.get(channels or 0)
     if color is None:
         raise DataError(
             f"cannot infer the color mode from input shape {input_shape}; set data.color_mode"
@@ -348,7 +347,7 @@ def _read_npz(path: Path) -> Source:
                 f"{path}: x has {len(x) if x.ndim else 0} samples but y has "
                 f"{len(y) if y.ndim else 0}"
             )
-        return from_arrays(x.astype(np.float32), _labels(y))
+        return from_arrays(x.astype(np.float32), labels_of(y))
     except DataError:
         raise
     except (OSError, ValueError, TypeError) as exc:
@@ -378,7 +377,7 @@ def _read_csv(path: Path, label_column: str) -> Source:
         import tensorflow as tf
 
         lines = tf.data.TextLineDataset(filename).skip(1)
-        return _pick_rows(lines, rows, len(labels))
+        return pick_rows(lines, rows, len(labels))
 
     def decode(line: Any) -> Any:
         import tensorflow as tf
@@ -388,7 +387,7 @@ def _read_csv(path: Path, label_column: str) -> Source:
         return tf.stack(cells)
 
     return Source(
-        "", _labels(np.array(labels, dtype=np.float64)), (len(features),),
+        "", labels_of(np.array(labels, dtype=np.float64)), (len(features),),
         rows=np.arange(len(labels)), _keys=keys, _decode=decode, _random_access=False,
     )  # fmt: skip
 
@@ -420,7 +419,7 @@ def _scan_csv(path: Path, reader: Any, label_column: str) -> tuple[list[str], li
     return header, labels
 
 
-def _pick_rows(records: Any, rows: np.ndarray, total: int) -> Any:
+def pick_rows(records: Any, rows: np.ndarray, total: int) -> Any:
     """The records at ``rows`` (sorted), in order, by enumerate + filter: streamed files
     cannot seek, so a split reads the file and keeps its own rows."""
     import tensorflow as tf
@@ -437,136 +436,10 @@ def _pick_rows(records: Any, rows: np.ndarray, total: int) -> Any:
     )
 
 
-# --- tfrecord ----------------------------------------------------------------------------
-
-
-def _read_tfrecord(pattern: Path, settings: Data, input_shape: tuple[int | None, ...]) -> Source:
-    """``tf.train.Example`` shards matching a glob: the label feature is
-    ``data.label_column``, the one other feature is the model's input."""
-    files = sorted(glob.glob(str(pattern)))
-    if not files:
-        raise DataError(f"{pattern}: no TFRecord files match")
-    features = settings.tfrecord.features
-    label_name = settings.label_column
-    if label_name not in features:
-        raise DataError(
-            f"data.tfrecord.features: no label feature {label_name!r} "
-            f"(features: {', '.join(features)}); add it or set data.label_column"
-        )
-    inputs = [name for name in features if name != label_name]
-    if len(inputs) != 1:
-        raise DataError(
-            f"data.tfrecord.features: expected one input feature besides the label "
-            f"{label_name!r}, got {len(inputs)} ({', '.join(inputs) or 'none'})"
-        )
-    name, label = inputs[0], features[label_name]
-    if label.dtype == "string" or math.prod(label.shape) != 1:
-        raise DataError(
-            f"data.tfrecord.features.{label_name}: the label must be one int64 or float32 "
-            f"value, got dtype {label.dtype} shape {label.shape}"
-        )
-    parse_x = _feature_parser(name, features[name], settings)
-    _check_first_record(files[0], {name: parse_x, label_name: _label_parser(label_name, label)})
-    labels = _tfrecord_labels(files, label_name, label)
-    shape = tuple(features[name].shape)
-
-    def keys(rows: np.ndarray) -> Any:
-        import tensorflow as tf
-
-        return _pick_rows(tf.data.TFRecordDataset(files), rows, len(labels))
-
-    return Source(
-        "", labels, shape, rows=np.arange(len(labels)), _keys=keys, _decode=parse_x,
-        _random_access=False,
-    )  # fmt: skip
-
-
-def _feature_parser(name: str, feature: Feature, settings: Data) -> Callable[[Any], Any]:
-    """serialized Example -> the feature as a float32 tensor of ``feature.shape``."""
-    shape = tuple(feature.shape)
-    if feature.dtype == "string":
-        if len(shape) != 3 or shape[-1] not in _CHANNELS:
-            raise DataError(
-                f"data.tfrecord.features.{name}: a string (encoded image) feature needs shape "
-                f"[height, width, channels] with 1, 3 or 4 channels, got {list(shape)}"
-            )
-        scale = 1.0 / 255.0 if settings.rescale is None else settings.rescale
-
-        def parse_image(record: Any) -> Any:
-            import tensorflow as tf
-
-            raw = tf.io.parse_single_example(record, {name: tf.io.FixedLenFeature([], tf.string)})[
-                name
-            ]
-            return decode_image(raw, shape[:2], shape[2], scale)
-
-        return parse_image
-    if not shape:
-        raise DataError(
-            f"data.tfrecord.features.{name}: a {feature.dtype} feature needs its shape "
-            "(e.g. [28, 28, 1]); got none"
-        )
-
-    def parse_values(record: Any) -> Any:
-        import tensorflow as tf
-
-        spec = tf.io.FixedLenFeature([math.prod(shape)], getattr(tf, feature.dtype))
-        values = tf.io.parse_single_example(record, {name: spec})[name]
-        return tf.reshape(tf.cast(values, tf.float32), shape)
-
-    return parse_values
-
-
-def _label_parser(name: str, label: Feature) -> Callable[[Any], Any]:
-    def parse_label(record: Any) -> Any:
-        import tensorflow as tf
-
-        spec = {name: tf.io.FixedLenFeature([1], getattr(tf, label.dtype))}
-        return tf.io.parse_single_example(record, spec)[name]
-
-    return parse_label
-
-
-def _check_first_record(file: str, parsers: dict[str, Callable[[Any], Any]]) -> None:
-    """Parse each feature of the first Example alone, so a spec that does not fit the files
-    is one DataError naming the feature (not a TF error mid-epoch)."""
-    import tensorflow as tf
-
-    first = next(iter(tf.data.TFRecordDataset(file).take(1)), None)
-    if first is None:
-        raise DataError(f"{file}: no records")
-    for name, parse in parsers.items():
-        try:
-            parse(first)
-        except (tf.errors.InvalidArgumentError, ValueError) as exc:
-            reason = str(exc).strip().splitlines()[0][:200]
-            raise DataError(
-                f"{file}: feature {name!r} does not match data.tfrecord.features.{name}: {reason}"
-            ) from None
-
-
-def _tfrecord_labels(files: list[str], name: str, label: Feature) -> np.ndarray:
-    """Every record's label (parsing only that feature): the count and the task."""
-    import tensorflow as tf
-
-    spec = {name: tf.io.FixedLenFeature([1], getattr(tf, label.dtype))}
-    labels = (
-        tf.data.TFRecordDataset(files)
-        .batch(_LABEL_BATCH)
-        .map(lambda records: tf.io.parse_example(records, spec)[name][:, 0])
-    )
-    try:
-        values = [np.asarray(batch) for batch in labels]
-    except tf.errors.OpError as exc:
-        reason = str(exc).strip().splitlines()[0][:200]
-        raise DataError(f"{files[0]}: cannot read label feature {name!r}: {reason}") from None
-    return _labels(np.concatenate(values))
-
-
 # --- shared ------------------------------------------------------------------------------
 
 
-def _labels(y: np.ndarray) -> np.ndarray:
+def labels_of(y: np.ndarray) -> np.ndarray:
     """Whole-number labels become int64 class ids; anything else stays float (regression)."""
     y = np.asarray(y)
     if y.dtype.kind in "iub" or (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)):
