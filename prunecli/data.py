@@ -107,7 +107,7 @@ class Source:
         return samples.batch(batch_size).prefetch(autotune)
 
     def _cache_file(self, rows: np.ndarray) -> str:
-        """ "" (memory) or ``<data.cache>/<split>-<digest of the rows, in order>``: tf.data
+        """Memory ("") or ``<data.cache>/<split>-<digest of the rows, in order>``: tf.data
         reuses any complete cache of that name, so another split or order gets its own."""
         if self.cache is True:
             return ""
