@@ -58,8 +58,8 @@ def _sample_case() -> dict[str, Any]:
     path = ROOT / "sample_models" / "digits_cnn.h5"
     model, _ = model_io.load(path)
     settings = config.Data(train=ROOT / "sample_models" / "digits" / "train")
-    train = data.load(settings, tuple(model.input_shape[1:]), seed=0).train
-    return {"name": "sample digits_cnn", "model": model, "x": train.x, "y": train.y, "batch": 32}
+    x, y = data.materialize(data.load(settings, tuple(model.input_shape[1:]), seed=0).train)
+    return {"name": "sample digits_cnn", "model": model, "x": x, "y": y, "batch": 32}
 
 
 def _cnn_1m_case() -> dict[str, Any]:
@@ -143,8 +143,7 @@ def _masked_fit(model: Any, case: dict[str, Any], epochs: int, timer: Any, spars
     finetune.run(
         model,
         pruner,
-        case["x"],
-        case["y"],
+        data.from_arrays(case["x"], case["y"]),
         settings,
         {"loss": _LOSS},
         console=None,

@@ -92,17 +92,17 @@ def _cnn_1m_case() -> dict[str, Any]:
     )
     train, val = _bands(2048, 1), _bands(512, 2)
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    model.fit(train.x, train.y, batch_size=64, epochs=1, verbose=0)
+    model.fit(*data.materialize(train), batch_size=64, epochs=1, verbose=0)
     return {"name": "cnn_1m", "model": model, "train": train, "val": val}
 
 
-def _bands(count: int, seed: int) -> data.Arrays:
+def _bands(count: int, seed: int) -> data.Source:
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 10, count)
     x = rng.random((count, 32, 32, 3), dtype=np.float32) * 0.5
     for i, label in enumerate(y):
         x[i, 3 * label : 3 * label + 3] += 0.5
-    return data.Arrays(x=x, y=y)
+    return data.from_arrays(x, y)
 
 
 def _prune(source: Any, sparsity: float) -> tuple[Any, list[Any]]:
@@ -125,16 +125,17 @@ def _measure(case: dict[str, Any], sparsity: float) -> dict[str, Any]:
         kept = Path(folder) / "m.keras"
         model_io.save(model, kept)
         keras_size, keras_gzip = outputs.sizes(kept)
-        keras_accuracy = evaluate.accuracy(model.predict(val.x, verbose=0), val.y, task)
+        val_x, val_y = data.materialize(val)
+        keras_accuracy = evaluate.accuracy(model.predict(val_x, verbose=0), val_y, task)
         variants = {}
         for label, sparse, quantize in VARIANTS:
             settings = config.TFLite(sparse=sparse, quantize=quantize)
-            flat, note = exporting.convert_tflite(model, settings, case["train"].x, kept)
+            flat, note = exporting.convert_tflite(
+                model, settings, data.materialize(case["train"])[0][:100], kept
+            )
             path = Path(folder) / f"{label.replace(' ', '_')}.tflite"
             path.write_bytes(flat)
-            measured = exporting.measure(
-                exporting.Artifact("tflite", path), path, val.x, val.y, task
-            )
+            measured = exporting.measure(exporting.Artifact("tflite", path), path, val, task)
             variants[label] = measured | {"fallback": note is not None}
     kernels = [np.asarray(v) for info in layers if info.selected for v in info.kernels.values()]
     return {

@@ -309,9 +309,10 @@ def _train_residual_cnn(path: Path) -> Path:
         metrics=["accuracy"],
     )
     start = time.perf_counter()
+    x, y = data.materialize(splits.train)  # the digits set is small: train from arrays
     model.fit(
-        splits.train.x,
-        splits.train.y,
+        x,
+        y,
         batch_size=32,
         epochs=RESIDUAL_EPOCHS,
         shuffle=True,

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import keras
 import numpy as np
 
-from prunecli.data import Arrays
+from prunecli.data import Source
 from prunecli.errors import DataError
 
 PREDICT_BATCH = 256
@@ -43,7 +43,7 @@ class Task:
         return {"loss": keras.losses.MeanSquaredError(), "metrics": []}
 
 
-def infer_task(model: Any, labels: Arrays, source: Path | None) -> Task:
+def infer_task(model: Any, labels: Source, source: Path | None) -> Task:
     """The task, after checking the labels can be the model's: raises DataError if not."""
     units = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
     from_logits = _output_activation(model) not in ("softmax", "sigmoid")
@@ -82,11 +82,13 @@ def _output_activation(model: Any) -> str:
     return getattr(getattr(last, "activation", None), "__name__", "")
 
 
-def evaluate(model: Any, arrays: Arrays, task: Task, loss: Any) -> tuple[float | None, float]:
-    """(accuracy, mean loss) on ``arrays``; accuracy None for regression."""
-    predictions = model.predict(arrays.x, batch_size=PREDICT_BATCH, verbose=0)
-    mean_loss = float(np.mean(keras.ops.convert_to_numpy(loss(arrays.y, predictions))))
-    return accuracy(predictions, arrays.y, task), mean_loss
+def evaluate(model: Any, samples: Source, task: Task, loss: Any) -> tuple[float | None, float]:
+    """(accuracy, mean loss) on ``samples``; accuracy None for regression. The samples are
+    streamed in order and the predictions (small: one row per sample) compared with the
+    labels kept in memory."""
+    predictions = model.predict(samples.dataset(PREDICT_BATCH), verbose=0)
+    mean_loss = float(np.mean(keras.ops.convert_to_numpy(loss(samples.y, predictions))))
+    return accuracy(predictions, samples.y, task), mean_loss
 
 
 def accuracy(predictions: np.ndarray, y: np.ndarray, task: Task) -> float | None:

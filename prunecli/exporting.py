@@ -187,22 +187,26 @@ def _interpreter(flat: bytes) -> Any:
 
 
 def measure(
-    artifact: Artifact, path: Path, x: np.ndarray | None, y: np.ndarray | None, task: Any
+    artifact: Artifact, path: Path, samples: data.Source | None, task: Any
 ) -> dict[str, Any]:
     """``{size_bytes, size_gzip_bytes, accuracy, latency_ms}`` of the artifact at ``path``,
-    measured by running it: accuracy on ``x``/``y`` (None without labels or for
-    regression), latency the median batch-1 CPU call after warm-up."""
+    measured by running it: accuracy over ``samples`` streamed in batches (None without
+    samples or a classification task), latency the median batch-1 CPU call after warm-up."""
     from prunecli import evaluate
 
     size, gzipped = outputs.sizes(path)
     runner = _tflite_runner(path) if artifact.format == "tflite" else _savedmodel_runner(path)
-    accuracy = None
-    if x is not None and y is not None and task is not None:
-        predictions = np.concatenate(
-            [runner(x[i : i + _EVAL_BATCH]) for i in range(0, len(x), _EVAL_BATCH)]
-        )
-        accuracy = evaluate.accuracy(predictions, y, task)
-    sample = x[:1] if x is not None and len(x) else None
+    accuracy = sample = None
+    if samples is not None and len(samples):
+        batches = (np.asarray(x) for x, _ in samples.dataset(_EVAL_BATCH, cache=False))
+        if task is None:  # nothing to score: one sample times the artifact
+            sample = next(batches)[:1]
+        else:
+            predictions = []
+            for batch in batches:
+                sample = batch[:1] if sample is None else sample
+                predictions.append(runner(batch))
+            accuracy = evaluate.accuracy(np.concatenate(predictions), samples.y, task)
     return {
         "size_bytes": size,
         "size_gzip_bytes": gzipped,
@@ -220,14 +224,14 @@ def measure_input(
 ) -> dict[str, dict[str, Any]]:
     """The unpruned model exported the same way as each deployable artifact and measured:
     the ``before`` of each ``exports`` entry (keyed by format)."""
-    x, y = _eval_arrays(splits)
+    samples, scored = _eval_source(splits, task)
     found: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="prunecli-") as folder:
         for artifact in artifacts:
             if artifact.format in DEPLOYABLE:
                 path = Path(folder) / f"before{EXTRA_SUFFIX[artifact.format]}"
                 write(model, artifact, path, settings, _calibration(splits))
-                found[artifact.format] = measure(artifact, path, x, y, task)
+                found[artifact.format] = measure(artifact, path, samples, scored)
     return found
 
 
@@ -243,7 +247,7 @@ def stage_all(
     """Write every artifact under a staged name (renamed with the reports at commit) and
     measure the deployable ones: (the main artifact's staged path, the report's
     ``exports``, one entry per SavedModel / TFLite artifact)."""
-    x, y = _eval_arrays(splits)
+    samples, scored = _eval_source(splits, task)
     entries: list[dict[str, Any]] = []
     staged_paths = []
     for artifact in artifacts:
@@ -253,22 +257,26 @@ def stage_all(
         if artifact.format in DEPLOYABLE:
             entries.append(
                 {"format": artifact.format, "path": str(artifact.path)}
-                | measure(artifact, staged, x, y, task)
+                | measure(artifact, staged, samples, scored)
                 | {"before": before.get(artifact.format), "note": note}
             )
     return staged_paths[0], entries
 
 
-def _eval_arrays(splits: data.Splits) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Artifacts are measured on the validation data; without it, training inputs still
-    time them (accuracy is then null)."""
+def _eval_source(splits: data.Splits, task: Any) -> tuple[data.Source | None, Any]:
+    """Artifacts are scored on the validation data (the task then passes through); without
+    it, training inputs still time them (accuracy is then null)."""
     if splits.validation is not None:
-        return splits.validation.x, splits.validation.y
-    return (splits.train.x if splits.train else None), None
+        return splits.validation, task
+    return splits.train, None
 
 
 def _calibration(splits: data.Splits) -> np.ndarray | None:
-    return splits.train.x if splits.train else None
+    """int8: the first CALIBRATION_SAMPLES training inputs, in file order."""
+    if splits.train is None or not len(splits.train):
+        return None
+    first = splits.train.dataset(CALIBRATION_SAMPLES, cache=False).take(1)
+    return next(np.asarray(x) for x, _ in first)
 
 
 def _tflite_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from prunecli.config import Distill, Finetune
+from prunecli.data import Source
 from prunecli.pruner import Pruner
 
 OPTIMIZERS: dict[str, Callable[[Finetune], keras.optimizers.Optimizer]] = {
@@ -43,13 +44,13 @@ def steps_per_epoch(samples: int, batch_size: int) -> int:
 def run(
     model: Any,
     pruner: Pruner,
-    x: np.ndarray,
-    y: np.ndarray,
+    train: Source,
     settings: Finetune,
     compile_args: dict[str, Any],
     console: Console | None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     teacher: Teacher | None = None,
+    seed: int = 0,
 ) -> Result:
     """Train ``model`` in place with masks enforced; end with every mask at its target.
 
@@ -58,14 +59,15 @@ def run(
     ``console`` None means quiet; a terminal console gets a rich progress bar, any other
     one plain one-line-per-epoch logs. ``callbacks`` are passed on to ``model.fit``
     (benchmarks time epochs with one). ``teacher`` turns on distillation
-    (``settings.distill``).
+    (``settings.distill``). ``train`` is streamed: shuffled by ``seed`` (anew each epoch),
+    batched and prefetched by ``tf.data``.
     """
-    spe = steps_per_epoch(len(x), settings.batch_size)
+    spe = steps_per_epoch(len(train), settings.batch_size)
     result = Result(epochs=settings.epochs, steps=settings.epochs * spe)
-    loss = compile_args["loss"]
+    loss, targets = compile_args["loss"], None
     if teacher is not None and settings.distill is not None:
-        loss = _distillation_loss(keras.losses.get(loss), settings.distill, y, teacher)
-        y = np.concatenate([_as_rows(y), teacher.outputs.astype(np.float32)], axis=1)
+        loss = _distillation_loss(keras.losses.get(loss), settings.distill, train.y, teacher)
+        targets = np.concatenate([_as_rows(train.y), teacher.outputs.astype(np.float32)], axis=1)
     model.compile(optimizer=OPTIMIZERS[settings.optimizer](settings), loss=loss)
     hook = _ScheduleHook(pruner, spe, result)
     hooks: list[keras.callbacks.Callback] = [hook, *callbacks]
@@ -76,11 +78,9 @@ def run(
     pruner.attach()
     try:
         model.fit(
-            x,
-            y,
-            batch_size=settings.batch_size,
+            train.dataset(settings.batch_size, targets=targets, seed=seed),
             epochs=settings.epochs,
-            shuffle=True,
+            shuffle=False,  # the dataset shuffles itself, seeded
             callbacks=hooks,
             verbose=0,
         )
@@ -92,11 +92,12 @@ def run(
 
 @dataclass(frozen=True)
 class Teacher:
-    """The unpruned model's outputs on the training samples, in the order of ``x``.
+    """The unpruned model's outputs on the training samples, in the source's order.
 
     The teacher is frozen and sees each sample exactly as the student does (no
     augmentation), so its outputs are computed once before pruning rather than at every
-    step: the same loss at a fraction of the cost.
+    step: the same loss at a fraction of the cost. They are small (one row of class scores
+    per sample, like the labels) and travel beside the labels through the shuffle.
     """
 
     outputs: np.ndarray
@@ -135,23 +136,25 @@ def _distillation_loss(task_loss: Any, distill: Distill, y: np.ndarray, teacher:
 
 
 def gradient_source(
-    model: Any, x: np.ndarray, y: np.ndarray, loss: Any, batches: int, batch_size: int, seed: int
+    model: Any, samples: Source, loss: Any, batches: int, batch_size: int, seed: int
 ) -> Callable[[dict[str, Any]], dict[str, np.ndarray]]:
     """For taylor scores: a function giving each kernel's sum over ``batches`` batches of
-    |dL/dw|, on a seeded sample of the training data (class folders are sorted: the first
-    batches alone would hold one class), with the model's current (masked) weights."""
+    |dL/dw|, on a seeded shuffle of the training data (class folders are sorted: the first
+    batches alone would hold one class), with the model's current (masked) weights. The
+    batches are drawn once, on first use, so every mask update scores the same samples."""
     import tensorflow as tf
 
     loss_fn = keras.losses.get(loss)
-    picked = np.random.default_rng(seed).permutation(len(x))[: batches * batch_size]
+    picked: list[tuple[Any, Any]] = []
 
     def gradients(kernels: dict[str, Any]) -> dict[str, np.ndarray]:
+        if not picked:
+            picked.extend(samples.dataset(batch_size, seed=seed, cache=False).take(batches))
         keys = list(kernels)
         sums = [np.zeros(kernels[key].shape, dtype=np.float32) for key in keys]
-        for start in range(0, len(picked), batch_size):
-            rows = np.sort(picked[start : start + batch_size])
+        for x, y in picked:
             with tf.GradientTape() as tape:
-                value = keras.ops.mean(loss_fn(y[rows], model(x[rows], training=False)))
+                value = keras.ops.mean(loss_fn(y, model(x, training=False)))
             for total, grad in zip(
                 sums, tape.gradient(value, [kernels[k] for k in keys]), strict=True
             ):

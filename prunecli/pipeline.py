@@ -161,7 +161,7 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
     gradients = None
     if cfg.prune.method == "taylor":
         gradients = finetune.gradient_source(
-            model, splits.train.x, splits.train.y, compile_args["loss"],
+            model, splits.train, compile_args["loss"],
             cfg.prune.score_batches, cfg.finetune.batch_size, cfg.seed,
         )  # fmt: skip
     pruner = Pruner(
@@ -180,8 +180,8 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
         if cfg.finetune.epochs > 0:
             with interrupts.deferred():  # a signal stops training before the next step
                 tuned = finetune.run(
-                    model, pruner, splits.train.x, splits.train.y, cfg.finetune, compile_args,
-                    console, callbacks=[_StopOnSignal()], teacher=teacher,
+                    model, pruner, splits.train, cfg.finetune, compile_args,
+                    console, callbacks=[_StopOnSignal()], teacher=teacher, seed=cfg.seed,
                 )  # fmt: skip
     model_io.reset_training_state(model, user_compile or model_io.compile_config(model))
     with timing("evaluate_s"):
@@ -259,7 +259,8 @@ def _teacher(
             "finetune.distill needs a classifier with one output unit per class "
             f"(this model and data look like {task.kind if task else 'no task'})"
         )
-    outputs = model.predict(splits.train.x, batch_size=evaluate.PREDICT_BATCH, verbose=0)
+    # in the source's order (no shuffle): finetune zips them beside the labels
+    outputs = model.predict(splits.train.dataset(evaluate.PREDICT_BATCH, cache=False), verbose=0)
     return finetune.Teacher(outputs, task.from_logits)
 
 

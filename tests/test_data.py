@@ -1,4 +1,4 @@
-"""data.py: image folders, .npz and .csv -> arrays, and every DataError's message."""
+"""data.py: image folders, .npz and .csv -> streamed sources, and every DataError's message."""
 
 from __future__ import annotations
 
@@ -29,6 +29,11 @@ def image_folder(root: Path, classes: dict[str, int], size: int = 8) -> Path:
     return root
 
 
+def xs(source: data.Source) -> np.ndarray:
+    """The samples a source streams, gathered (the data in these tests is tiny)."""
+    return data.materialize(source)[0]
+
+
 def load(train=None, input_shape=INPUT, seed=0, **settings):
     return data.load(Data(train=train, **settings), input_shape, seed)
 
@@ -49,9 +54,9 @@ def test_image_folder_to_arrays(image_data):
         Data(train=image_data / "train", validation=image_data / "val"), INPUT, seed=0
     )
     train, val = splits.train, splits.validation
-    assert train.x.shape == (60, 8, 8, 1)
-    assert val.x.shape == (30, 8, 8, 1)
-    assert train.x.dtype == np.float32
+    assert xs(train).shape == (60, 8, 8, 1)
+    assert xs(val).shape == (30, 8, 8, 1)
+    assert xs(train).dtype == np.float32
     assert train.classes == val.classes == ("class_0", "class_1", "class_2")
     assert train.y.dtype == np.int64
     # files are read class by class, each folder in sorted file-name order
@@ -60,8 +65,8 @@ def test_image_folder_to_arrays(image_data):
     images, labels = synthetic_images(60, 1)
     order = np.concatenate([np.flatnonzero(labels == k) for k in range(3)])
     expected = images[order].astype(np.float32)[..., None] * np.float32(1 / 255)
-    np.testing.assert_allclose(train.x, expected, rtol=0, atol=1e-7)
-    assert train.x.min() >= 0.0 and train.x.max() <= 1.0
+    np.testing.assert_allclose(xs(train), expected, rtol=0, atol=1e-7)
+    assert xs(train).min() >= 0.0 and xs(train).max() <= 1.0
 
 
 def test_class_ids_follow_sorted_folder_names(tmp_path):
@@ -70,7 +75,7 @@ def test_class_ids_follow_sorted_folder_names(tmp_path):
     assert arrays.classes == ("apple", "mango", "zebra")
     np.testing.assert_array_equal(arrays.y, [0, 0, 1, 2])
     # pixel value 10 * i + (index of the class in the order written: zebra 0, apple 1, mango 2)
-    np.testing.assert_allclose(arrays.x[:, 0, 0, 0] * 255, [1, 11, 2, 0], atol=1e-4)
+    np.testing.assert_allclose(xs(arrays)[:, 0, 0, 0] * 255, [1, 11, 2, 0], atol=1e-4)
 
 
 def test_non_image_files_and_hidden_folders_are_ignored(tmp_path):
@@ -89,7 +94,7 @@ def test_rescale_multiplies_pixels(tmp_path, rescale, scale):
     write_png(root / "a" / "0.png", np.full((8, 8), 200))
     write_png(root / "b" / "0.png", np.full((8, 8), 51))
     arrays = load(root, validation_split=0, rescale=rescale).train
-    np.testing.assert_allclose(arrays.x[:, 0, 0, 0], [200 * scale, 51 * scale], rtol=1e-6)
+    np.testing.assert_allclose(xs(arrays)[:, 0, 0, 0], [200 * scale, 51 * scale], rtol=1e-6)
 
 
 def test_rgb_images_for_a_three_channel_model(tmp_path):
@@ -99,22 +104,22 @@ def test_rgb_images_for_a_three_channel_model(tmp_path):
     write_png(root / "a" / "0.png", pixels, mode="RGB")
     write_png(root / "b" / "0.png", np.full((8, 8), 255))  # grayscale file, converted to RGB
     arrays = load(root, input_shape=(8, 8, 3), validation_split=0).train
-    assert arrays.x.shape == (2, 8, 8, 3)
-    np.testing.assert_allclose(arrays.x[0, 3, 3], [1.0, 0.4, 0.0], atol=1e-6)
-    np.testing.assert_allclose(arrays.x[1, 3, 3], [1.0, 1.0, 1.0], atol=1e-6)
+    assert xs(arrays).shape == (2, 8, 8, 3)
+    np.testing.assert_allclose(xs(arrays)[0, 3, 3], [1.0, 0.4, 0.0], atol=1e-6)
+    np.testing.assert_allclose(xs(arrays)[1, 3, 3], [1.0, 1.0, 1.0], atol=1e-6)
 
 
 def test_images_are_resized_to_image_size(tmp_path):
     root = image_folder(tmp_path / "imgs", {"a": 1, "b": 1}, size=12)
     arrays = load(root, input_shape=(4, 6, 1), validation_split=0, image_size=(4, 6)).train
-    assert arrays.x.shape == (2, 4, 6, 1)
+    assert xs(arrays).shape == (2, 4, 6, 1)
     # uniform images stay uniform through a bilinear resize
-    np.testing.assert_allclose(arrays.x[1] * 255, np.ones((4, 6, 1)), atol=1e-4)
+    np.testing.assert_allclose(xs(arrays)[1] * 255, np.ones((4, 6, 1)), atol=1e-4)
 
 
 def test_image_size_from_the_model_input(tmp_path):
     root = image_folder(tmp_path / "imgs", {"a": 1, "b": 1}, size=12)
-    assert load(root, input_shape=(5, 7, 1), validation_split=0).train.x.shape == (2, 5, 7, 1)
+    assert xs(load(root, input_shape=(5, 7, 1), validation_split=0).train).shape == (2, 5, 7, 1)
 
 
 def test_image_size_unknown_asks_for_data_image_size(tmp_path):
@@ -182,10 +187,10 @@ def test_validation_split_is_deterministic_by_seed(tmp_path):
     path = indexed_npz(tmp_path / "d.npz")
     first = load(path, input_shape=(1,), seed=3, validation_split=0.25)
     again = load(path, input_shape=(1,), seed=3, validation_split=0.25)
-    train, val = first.train.x[:, 0], first.validation.x[:, 0]
+    train, val = xs(first.train)[:, 0], xs(first.validation)[:, 0]
     assert len(val) == 5 and len(train) == 15  # round(0.25 * 20)
-    np.testing.assert_array_equal(train, again.train.x[:, 0])
-    np.testing.assert_array_equal(val, again.validation.x[:, 0])
+    np.testing.assert_array_equal(train, xs(again.train)[:, 0])
+    np.testing.assert_array_equal(val, xs(again.validation)[:, 0])
     # disjoint, complete, each part in the original order, labels still aligned
     assert sorted([*train, *val]) == list(range(20))
     assert list(train) == sorted(train) and list(val) == sorted(val)
@@ -199,7 +204,7 @@ def test_validation_split_is_deterministic_by_seed(tmp_path):
 def test_validation_split_changes_with_the_seed(tmp_path):
     path = indexed_npz(tmp_path / "d.npz", 50)
     held = {
-        tuple(load(path, input_shape=(1,), seed=s, validation_split=0.2).validation.x[:, 0])
+        tuple(xs(load(path, input_shape=(1,), seed=s, validation_split=0.2).validation)[:, 0])
         for s in range(4)
     }
     assert len(held) > 1
@@ -247,8 +252,8 @@ def test_validation_classes_must_match_train(tmp_path):
 
 def test_npz_reader(npz_data):
     arrays = load(npz_data, validation_split=0).train
-    assert arrays.x.shape == (90, 8, 8, 1)
-    assert arrays.x.dtype == np.float32
+    assert xs(arrays).shape == (90, 8, 8, 1)
+    assert xs(arrays).dtype == np.float32
     assert arrays.y.dtype == np.int64
     _, labels = synthetic_images(90, 3)
     np.testing.assert_array_equal(arrays.y, labels)
@@ -327,8 +332,8 @@ def test_npz_with_string_arrays_is_a_data_error(tmp_path, arrays):
 
 def test_csv_reader(csv_data):
     arrays = load(csv_data, input_shape=(6,), validation_split=0).train
-    assert arrays.x.shape == (90, 6)
-    assert arrays.x.dtype == np.float32
+    assert xs(arrays).shape == (90, 6)
+    assert xs(arrays).dtype == np.float32
     np.testing.assert_array_equal(arrays.y, np.arange(90) % 3)
     assert arrays.y.dtype == np.int64
 
@@ -337,7 +342,7 @@ def test_csv_label_column_anywhere_and_named_by_config(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("a, target ,b\n1.5,1,-2\n3,0,4e-1\n", encoding="utf-8")
     arrays = load(path, input_shape=(2,), validation_split=0, label_column="target").train
-    np.testing.assert_array_equal(arrays.x, np.array([[1.5, -2.0], [3.0, 0.4]], np.float32))
+    np.testing.assert_array_equal(xs(arrays), np.array([[1.5, -2.0], [3.0, 0.4]], np.float32))
     np.testing.assert_array_equal(arrays.y, [1, 0])
 
 
@@ -466,4 +471,4 @@ def test_none_dimension_accepts_any_size(tmp_path):
     path = tmp_path / "d.npz"
     np.savez(path, x=np.zeros((3, 7, 6)), y=np.arange(3))
     arrays = load(path, input_shape=(None, 6), validation_split=0).train
-    assert arrays.x.shape == (3, 7, 6)
+    assert xs(arrays).shape == (3, 7, 6)

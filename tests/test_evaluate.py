@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pytest
 
+from prunecli import data as data_module
 from prunecli import evaluate
-from prunecli.data import Arrays
 from prunecli.errors import DataError
 from prunecli.evaluate import Task
 
@@ -19,9 +19,9 @@ def dense_model(units: int, activation: str | None):
     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(units, activation=activation)])
 
 
-def labels(y, classes=()) -> Arrays:
+def labels(y, classes=()) -> data_module.Source:
     y = np.asarray(y)
-    return Arrays(np.zeros((len(y), 4), dtype=np.float32), y, tuple(classes))
+    return data_module.from_arrays(np.zeros((len(y), 4), dtype=np.float32), y, tuple(classes))
 
 
 SOURCE = Path("data/train")
@@ -179,7 +179,7 @@ def test_evaluate_computes_accuracy_and_mean_loss_from_predictions():
     model = dense_model(3, "softmax")
     layer = model.layers[-1]
     layer.set_weights([np.zeros((4, 3), np.float32), np.array([0, math.log(2), 0], np.float32)])
-    data = Arrays(np.ones((4, 4), np.float32), np.array([1, 1, 0, 2]))
+    data = data_module.from_arrays(np.ones((4, 4), np.float32), np.array([1, 1, 0, 2]))
     accuracy, loss = evaluate.evaluate(
         model, data, Task("sparse"), keras.losses.SparseCategoricalCrossentropy()
     )

@@ -401,7 +401,8 @@ def test_savedmodel_input_to_tflite_keeps_the_pruned_zeros(
     """A signature-only input converts to .tflite: through its re-saved signatures."""
     output = tmp_path / "pruned.tflite"
     result = cli(
-        "prune", module_dir, "--epochs", "0", "--sparsity", "0.6", "--set", f"data.train={npz_data}",
+        "prune", module_dir, "--epochs", "0", "--sparsity", "0.6",
+        "--set", f"data.train={npz_data}",
         "--set", "output.tflite.sparse=false", "-o", output, "--json", "-q",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import CLASSES, build_cnn, build_nested, synthetic_images
 
-from prunecli import finetune, masking, schedules, selection
+from prunecli import data, finetune, masking, schedules, selection
 from prunecli.config import Finetune, Prune
 from prunecli.errors import ConfigError
 from prunecli.pruner import Pruner
@@ -450,8 +450,7 @@ def test_finetune_run_holds_masks_while_a_polynomial_schedule_raises_them():
     result = finetune.run(
         model,
         pruner,
-        x,
-        y,
+        data.from_arrays(x, y),
         settings,
         {"loss": keras.losses.SparseCategoricalCrossentropy()},
         console=None,

@@ -1,0 +1,149 @@
+"""TFRecord shards of ``tf.train.Example`` -> a streamed ``data.Source``.
+
+``data.tfrecord.features`` names the features: the label is ``data.label_column`` (one
+int64 or float32 value), the one other feature is the model's input. A ``float32`` or
+``int64`` feature is a flat list of its shape's values (``[28, 28, 1]``: 784 floats); a
+``string`` feature holds an encoded PNG/JPEG image decoded to its shape like an image
+folder's files. The spec is checked on the first record, feature by feature, so a mismatch
+is one ``DataError`` naming the feature; the labels are read in one pass (parsing only the
+label), the inputs when iterated.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prunecli import data
+from prunecli.config import Data, Feature
+from prunecli.errors import DataError
+
+_LABEL_BATCH = 8192
+
+
+def read(pattern: Path, settings: Data) -> data.Source:
+    """``tf.train.Example`` shards matching a glob: the label feature is
+    ``data.label_column``, the one other feature is the model's input."""
+    files = sorted(glob.glob(str(pattern)))
+    if not files:
+        raise DataError(f"{pattern}: no TFRecord files match")
+    features = settings.tfrecord.features
+    label_name = settings.label_column
+    if label_name not in features:
+        raise DataError(
+            f"data.tfrecord.features: no label feature {label_name!r} "
+            f"(features: {', '.join(features)}); add it or set data.label_column"
+        )
+    inputs = [name for name in features if name != label_name]
+    if len(inputs) != 1:
+        raise DataError(
+            f"data.tfrecord.features: expected one input feature besides the label "
+            f"{label_name!r}, got {len(inputs)} ({', '.join(inputs) or 'none'})"
+        )
+    name, label = inputs[0], features[label_name]
+    if label.dtype == "string" or math.prod(label.shape) != 1:
+        raise DataError(
+            f"data.tfrecord.features.{label_name}: the label must be one int64 or float32 "
+            f"value, got dtype {label.dtype} shape {label.shape}"
+        )
+    parse_x = _feature_parser(name, features[name], settings)
+    _check_first_record(files[0], {name: parse_x, label_name: _label_parser(label_name, label)})
+    labels = _tfrecord_labels(files, label_name, label)
+    shape = tuple(features[name].shape)
+
+    def keys(rows: np.ndarray) -> Any:
+        import tensorflow as tf
+
+        return data.pick_rows(tf.data.TFRecordDataset(files), rows, len(labels))
+
+    return data.Source(
+        "", labels, shape, rows=np.arange(len(labels)), _keys=keys, _decode=parse_x,
+        _random_access=False,
+    )  # fmt: skip
+
+
+def _feature_parser(name: str, feature: Feature, settings: Data) -> Callable[[Any], Any]:
+    """serialized Example -> the feature as a float32 tensor of ``feature.shape``."""
+    shape = tuple(feature.shape)
+    if feature.dtype == "string":
+        if len(shape) != 3 or shape[-1] not in data.CHANNEL_MODES:
+            raise DataError(
+                f"data.tfrecord.features.{name}: a string (encoded image) feature needs shape "
+                f"[height, width, channels] with 1, 3 or 4 channels, got {list(shape)}"
+            )
+        scale = 1.0 / 255.0 if settings.rescale is None else settings.rescale
+
+        def parse_image(record: Any) -> Any:
+            import tensorflow as tf
+
+            raw = tf.io.parse_single_example(record, {name: tf.io.FixedLenFeature([], tf.string)})[
+                name
+            ]
+            return data.decode_image(raw, shape[:2], shape[2], scale)
+
+        return parse_image
+    if not shape:
+        raise DataError(
+            f"data.tfrecord.features.{name}: a {feature.dtype} feature needs its shape "
+            "(e.g. [28, 28, 1]); got none"
+        )
+
+    def parse_values(record: Any) -> Any:
+        import tensorflow as tf
+
+        spec = tf.io.FixedLenFeature([math.prod(shape)], getattr(tf, feature.dtype))
+        values = tf.io.parse_single_example(record, {name: spec})[name]
+        return tf.reshape(tf.cast(values, tf.float32), shape)
+
+    return parse_values
+
+
+def _label_parser(name: str, label: Feature) -> Callable[[Any], Any]:
+    def parse_label(record: Any) -> Any:
+        import tensorflow as tf
+
+        spec = {name: tf.io.FixedLenFeature([1], getattr(tf, label.dtype))}
+        return tf.io.parse_single_example(record, spec)[name]
+
+    return parse_label
+
+
+def _check_first_record(file: str, parsers: dict[str, Callable[[Any], Any]]) -> None:
+    """Parse each feature of the first Example alone, so a spec that does not fit the files
+    is one DataError naming the feature (not a TF error mid-epoch)."""
+    import tensorflow as tf
+
+    first = next(iter(tf.data.TFRecordDataset(file).take(1)), None)
+    if first is None:
+        raise DataError(f"{file}: no records")
+    for name, parse in parsers.items():
+        try:
+            parse(first)
+        except (tf.errors.InvalidArgumentError, ValueError) as exc:
+            reason = str(exc).strip().splitlines()[0][:200]
+            raise DataError(
+                f"{file}: feature {name!r} does not match data.tfrecord.features.{name}: {reason}"
+            ) from None
+
+
+def _tfrecord_labels(files: list[str], name: str, label: Feature) -> np.ndarray:
+    """Every record's label (parsing only that feature): the count and the task."""
+    import tensorflow as tf
+
+    spec = {name: tf.io.FixedLenFeature([1], getattr(tf, label.dtype))}
+    labels = (
+        tf.data.TFRecordDataset(files)
+        .batch(_LABEL_BATCH)
+        .map(lambda records: tf.io.parse_example(records, spec)[name][:, 0])
+    )
+    try:
+        values = [np.asarray(batch) for batch in labels]
+    except tf.errors.OpError as exc:
+        reason = str(exc).strip().splitlines()[0][:200]
+        raise DataError(f"{files[0]}: cannot read label feature {name!r}: {reason}") from None
+    return data.labels_of(np.concatenate(values))
