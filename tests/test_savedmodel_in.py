@@ -368,33 +368,6 @@ def test_distillation_from_the_unpruned_savedmodel(
     assert (output / "saved_model.pb").is_file()
 
 
-def test_staging_a_folder_is_all_or_nothing(tmp_path: Path) -> None:
-    """A staged folder appears only on commit (replacing an old one whole); on failure
-    neither it nor its temporary copy is left."""
-    from prunecli import outputs
-
-    final = tmp_path / "model"
-    with pytest.raises(RuntimeError), outputs.Staging() as stage:
-        temp = stage.temp_for(final)
-        (temp / "saved_model.pb").write_bytes(b"new")
-        raise RuntimeError("interrupted")
-    assert list(tmp_path.iterdir()) == []
-    (final / "variables").mkdir(parents=True)
-    (final / "variables" / "old").write_bytes(b"old")
-    with outputs.Staging() as stage:
-        temp = stage.temp_for(final)
-        assert temp.is_dir() and temp.parent == tmp_path and temp.name.startswith(".model.")
-        (temp / "saved_model.pb").write_bytes(b"new")
-        stage.commit()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
-    assert sorted(p.name for p in final.iterdir()) == ["saved_model.pb"]
-    size, gzipped = outputs.sizes(final)
-    assert size == 3 and gzipped > 3
-    before = outputs.sha256(final)
-    (final / "saved_model.pb").write_bytes(b"neW")
-    assert outputs.sha256(final) != before
-
-
 def test_savedmodel_input_to_tflite_keeps_the_pruned_zeros(
     cli: Callable, module_dir: Path, npz_data: Path, tmp_path: Path
 ) -> None:
