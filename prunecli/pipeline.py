@@ -22,6 +22,7 @@ from rich.console import Console
 from prunecli import (
     __version__,
     data,
+    distribute,
     evaluate,
     finetune,
     interrupts,
@@ -99,7 +100,19 @@ def preflight(request: Request) -> Targets:
 
 
 def run(request: Request, console: Console | None) -> dict[str, Any]:
-    """Prune ``request.model``; write the model and reports atomically; return the report."""
+    """Prune ``request.model``; write the model and reports atomically; return the report.
+
+    Everything from loading the model on runs in ``finetune.strategy``'s scope, so the
+    model's, the masks' and the optimizer's variables are all mirrored (see ``distribute``).
+    """
+    job = distribute.start(
+        request.config.finetune.strategy, request.config.finetune.mixed_precision
+    )
+    with distribute.outputs_for(job, request) as own, job.strategy.scope():
+        return _run(own, console, job)
+
+
+def _run(request: Request, console: Console | None, job: distribute.Job) -> dict[str, Any]:
     started = time.perf_counter()
     paths = preflight(request)
     cfg = request.config
@@ -153,7 +166,8 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
     tuned = finetune.Result()
     with timing("finetune_s"):
         if cfg.finetune.epochs > 0:
-            with interrupts.deferred():  # a signal stops training before the next step
+            # A signal stops training before the next step.
+            with interrupts.deferred(), distribute.precision(model, job.precision):
                 tuned = finetune.run(
                     model, pruner, splits.train.x, splits.train.y, cfg.finetune, compile_args,
                     console, callbacks=[_StopOnSignal()], teacher=teacher,
@@ -172,7 +186,7 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
         result = {
             "schema_version": report.SCHEMA_VERSION,
             "prunecli_version": __version__,
-            "environment": runtime.environment(),
+            "environment": runtime.environment() | job.environment(),
             "config": cfg.model_dump(mode="json"),
             "input": {
                 "path": str(request.model),

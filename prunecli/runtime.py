@@ -30,6 +30,9 @@ def start(seed: int | None = None, native_logs: bool = False) -> None:
         import keras
         import tensorflow as tf
 
+        from prunecli import distribute
+
+        distribute.prepare_devices()  # before devices initialise: GPU memory growth
         tf.config.list_logical_devices()  # device discovery prints its own lines: do it now
 
     logging.getLogger("absl").setLevel(logging.ERROR)
