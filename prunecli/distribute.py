@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prunecli.errors import ConfigError
+
 FLOAT32 = "float32"
 
 
@@ -69,22 +71,32 @@ def _devices(strategy: Any) -> list[str]:
         return [found[0].name]
 
 
-def prepare_devices() -> None:
-    """Turn on GPU memory growth, so several jobs can share one card.
+def prepare(strategy: str) -> None:
+    """Turn on GPU memory growth (several jobs can share one card) and, for
+    ``multi_worker``, create the strategy now.
 
-    Must run before TensorFlow initialises its devices (``runtime.start`` calls it first);
-    ``CUDA_VISIBLE_DEVICES`` is applied by TensorFlow itself and limits what is listed here.
+    Both must happen before TensorFlow initialises its devices (``runtime.start`` calls
+    this first): memory growth cannot be changed afterwards, and
+    ``MultiWorkerMirroredStrategy`` sets up collective ops, which TensorFlow only accepts
+    at start-up. ``CUDA_VISIBLE_DEVICES`` is applied by TensorFlow itself and limits what
+    is listed here.
     """
     import tensorflow as tf
 
     for gpu in tf.config.list_physical_devices("GPU"):
         with contextlib.suppress(RuntimeError):  # already initialised: keep its setting
             tf.config.experimental.set_memory_growth(gpu, True)
+    if strategy == "multi_worker" and "multi_worker" not in _MADE:
+        _MADE["multi_worker"] = _multi_worker()
+
+
+# Strategies made at start-up, by ``prepare``: one per process, like TensorFlow's own context.
+_MADE: dict[str, tuple[str, Any]] = {}
 
 
 def start(strategy: str, mixed_precision: bool) -> Job:
     """The ``Job`` for ``finetune.strategy`` and ``finetune.mixed_precision``."""
-    name, made = STRATEGIES[strategy]()
+    name, made = _MADE.get(strategy) or STRATEGIES[strategy]()
     return Job(made, name, _is_chief(made), precision_policy(mixed_precision))
 
 
@@ -110,7 +122,33 @@ def _multi_worker() -> tuple[str, Any]:
     """``MultiWorkerMirroredStrategy`` from ``TF_CONFIG`` (no TF_CONFIG: a one-worker job)."""
     import tensorflow as tf
 
-    return "multi_worker", tf.distribute.MultiWorkerMirroredStrategy()
+    _check_tf_config()
+    try:
+        return "multi_worker", tf.distribute.MultiWorkerMirroredStrategy()
+    except RuntimeError as exc:  # collectives after start-up: pipeline.run without runtime.start
+        raise ConfigError(
+            f"finetune.strategy multi_worker: {exc}; start TensorFlow with "
+            "runtime.start(strategy='multi_worker') first"
+        ) from None
+
+
+def _check_tf_config() -> None:
+    """A malformed ``TF_CONFIG`` named in one line, not TensorFlow's traceback."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return
+    try:
+        parsed = json.loads(raw)
+        task = parsed["task"]
+        cluster = parsed["cluster"]
+        ok = task["type"] in cluster and 0 <= int(task["index"]) < len(cluster[task["type"]])
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise ConfigError(
+            'TF_CONFIG: expected JSON {"cluster": {"worker": ["host:port", ...]}, '
+            f'"task": {{"type": "worker", "index": N}}}} naming a task in the cluster, got {raw}'
+        )
 
 
 def _auto() -> tuple[str, Any]:
@@ -214,12 +252,56 @@ def _layers(model: Any) -> list[Any]:
     ]
 
 
-def task() -> dict[str, Any] | None:
-    """This process's ``TF_CONFIG`` task (None outside a multi-worker job), for messages."""
-    raw = os.environ.get("TF_CONFIG")
-    if not raw:
-        return None
-    try:
-        return json.loads(raw).get("task")
-    except (ValueError, AttributeError):
-        return None
+def adopt(model: Any) -> None:
+    """Let Keras build a model's loss and metric state from a distributed batch.
+
+    Keras 3.15's TensorFlow trainer builds that state before ``fit``/``predict`` from the
+    first distributed batch averaged over the replicas (``strategy.reduce("MEAN", batch)``):
+    that fails when replicas get batches of different sizes (9 samples over 2 replicas)
+    and under ``MultiWorkerMirroredStrategy`` always ("cannot convert PerReplica to a
+    Tensor"). Only the batch's shapes and dtypes matter for that build, so this model's
+    build takes the first replica's own shard instead. An instance attribute: nothing else
+    in Keras changes. Nothing to do under the default strategy, where Keras builds when it
+    traces the step.
+    """
+    import tensorflow as tf
+
+    strategy = getattr(model, "_distribute_strategy", None)
+    if strategy is None:
+        return
+
+    def symbolic_build(iterator: Any = None, data_batch: Any = None) -> None:
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = _first_shard(strategy, next(batches))
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = symbolic_build
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        model.train_step = _logs_as_vectors(model.train_step)
+
+
+def _logs_as_vectors(train_step: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Keras 3.15 averages a step's logs across workers with ``reduce("MEAN", v, axis=0)``,
+    which has no axis 0 for a scalar loss: each log goes out as a 1-element vector, which
+    that reduce turns back into the scalar mean."""
+    import tensorflow as tf
+
+    def step(data: Any) -> Any:
+        return tf.nest.map_structure(lambda v: tf.reshape(v, [1]), train_step(data))
+
+    return step
+
+
+def _first_shard(strategy: Any, batch: Any) -> Any:
+    """The first local replica's part of a distributed batch (a plain batch as it is)."""
+    import tensorflow as tf
+
+    def shard(value: Any) -> Any:
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    return tf.nest.map_structure(shard, batch)

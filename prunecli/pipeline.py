@@ -119,6 +119,7 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
     timing = _Timer()
     with timing("load_s"):
         model, fmt = model_io.load(request.model, safe_mode=request.safe_mode)
+    distribute.adopt(model)
     user_compile = model_io.compile_config(model)
     model_io.reset_training_state(model, user_compile)
     splits = data.load(cfg.data, tuple(model.input_shape[1:]), cfg.seed)
