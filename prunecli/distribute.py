@@ -180,9 +180,10 @@ def _is_chief(strategy: Any) -> bool:
 def outputs_for(job: Job, request: Any) -> Iterator[Any]:
     """``request`` itself on the chief; elsewhere a copy writing into a temporary folder.
 
-    A non-chief worker still runs every step (the collective ops need all workers), and
-    saving is part of them only in that it must not block; its files go to a folder that
-    is removed afterwards, so exactly one model and one report come out of the job.
+    A non-chief worker still runs every step, evaluation included (the collective ops need
+    every worker), and saves like the chief; its files go to a folder that is removed
+    afterwards, so exactly one model and one report come out of the job. Only the chief
+    checks for existing outputs (the copy has ``force`` on).
     """
     if job.is_chief:
         yield request
