@@ -84,7 +84,8 @@ def prepare(strategy: str) -> None:
     import tensorflow as tf
 
     for gpu in tf.config.list_physical_devices("GPU"):
-        with contextlib.suppress(RuntimeError):  # already initialised: keep its setting
+        # Already initialised, or split into virtual devices: keep its own setting.
+        with contextlib.suppress(RuntimeError, ValueError):
             tf.config.experimental.set_memory_growth(gpu, True)
     if strategy == "multi_worker" and "multi_worker" not in _MADE:
         _MADE["multi_worker"] = _multi_worker()
