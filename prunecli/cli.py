@@ -164,7 +164,7 @@ def prune(
         raise ConfigError(f"--max-accuracy-drop: must be between 0 and 1, got {max_accuracy_drop}")
     from prunecli import runtime
 
-    runtime.start(settings.seed, native_logs=debug)
+    runtime.start(settings.seed, native_logs=debug, strategy=settings.finetune.strategy)
     from prunecli import pipeline
     from prunecli import report as render
 

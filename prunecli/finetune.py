@@ -68,7 +68,11 @@ def run(
     if teacher is not None and settings.distill is not None:
         loss = _distillation_loss(keras.losses.get(loss), settings.distill, train.y, teacher)
         targets = np.concatenate([_as_rows(train.y), teacher.outputs.astype(np.float32)], axis=1)
-    model.compile(optimizer=OPTIMIZERS[settings.optimizer](settings), loss=loss)
+    model.compile(
+        optimizer=OPTIMIZERS[settings.optimizer](settings),
+        loss=loss,
+        jit_compile=settings.jit_compile,
+    )
     hook = _ScheduleHook(pruner, spe, result)
     hooks: list[keras.callbacks.Callback] = [hook, *callbacks]
     if console is not None:

@@ -23,6 +23,7 @@ from prunecli import (
     __version__,
     compiling,
     data,
+    distribute,
     evaluate,
     exporting,
     finetune,
@@ -116,13 +117,26 @@ def preflight(request: Request) -> Targets:
 
 
 def run(request: Request, console: Console | None) -> dict[str, Any]:
-    """Prune ``request.model``; write the model and reports atomically; return the report."""
+    """Prune ``request.model``; write the model and reports atomically; return the report.
+
+    Everything from loading the model on runs in ``finetune.strategy``'s scope, so the
+    model's, the masks' and the optimizer's variables are all mirrored (see ``distribute``).
+    """
+    job = distribute.start(
+        request.config.finetune.strategy, request.config.finetune.mixed_precision
+    )
+    with distribute.outputs_for(job, request) as own, job.strategy.scope():
+        return _run(own, console, job)
+
+
+def _run(request: Request, console: Console | None, job: distribute.Job) -> dict[str, Any]:
     started = time.perf_counter()
     paths = preflight(request)
     cfg = request.config
     timing = _Timer()
     with timing("load_s"):
         model, fmt = model_io.load(request.model, safe_mode=request.safe_mode)
+    distribute.adopt(model)
     user_compile = model_io.compile_config(model)
     model_io.reset_training_state(model, user_compile)
     splits = data.load(cfg.data, tuple(model.input_shape[1:]), cfg.seed)
@@ -178,7 +192,8 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
     tuned = finetune.Result()
     with timing("finetune_s"):
         if cfg.finetune.epochs > 0:
-            with interrupts.deferred():  # a signal stops training before the next step
+            # A signal stops training before the next step.
+            with interrupts.deferred(), distribute.precision(model, job.precision):
                 tuned = finetune.run(
                     model, pruner, splits.train, cfg.finetune, compile_args,
                     console, callbacks=[_StopOnSignal()], teacher=teacher, seed=cfg.seed,
@@ -198,7 +213,7 @@ def run(request: Request, console: Console | None) -> dict[str, Any]:
         result = {
             "schema_version": report.SCHEMA_VERSION,
             "prunecli_version": __version__,
-            "environment": runtime.environment(),
+            "environment": runtime.environment() | job.environment(),
             "config": cfg.model_dump(mode="json"),
             "input": {
                 "path": str(request.model),

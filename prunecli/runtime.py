@@ -16,8 +16,11 @@ from collections.abc import Iterator
 from typing import Any
 
 
-def start(seed: int | None = None, native_logs: bool = False) -> None:
+def start(seed: int | None = None, native_logs: bool = False, strategy: str = "none") -> None:
     """Import TensorFlow quietly and seed every random generator Keras uses.
+
+    ``strategy`` (``finetune.strategy``) matters here only for ``multi_worker``, whose
+    collective ops must be set up before TensorFlow initialises its devices.
 
     TF's C++ start-up lines (oneDNN notices, "could not find cuda drivers", cuInit errors
     on a machine without a GPU) are written to file descriptor 2 before any log level
@@ -30,6 +33,9 @@ def start(seed: int | None = None, native_logs: bool = False) -> None:
         import keras
         import tensorflow as tf
 
+        from prunecli import distribute
+
+        distribute.prepare(strategy)  # before devices initialise: memory growth, collectives
         tf.config.list_logical_devices()  # device discovery prints its own lines: do it now
 
     logging.getLogger("absl").setLevel(logging.ERROR)
