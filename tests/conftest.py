@@ -92,8 +92,12 @@ def build_nested():
     import keras
 
     base = keras.Sequential(
-        [keras.Input((SIZE, SIZE, 1)), keras.layers.Conv2D(4, 3, name="conv"),
-         keras.layers.BatchNormalization(name="bn"), keras.layers.Flatten(name="flat")],
+        [
+            keras.Input((SIZE, SIZE, 1)),
+            keras.layers.Conv2D(4, 3, name="conv"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.Flatten(name="flat"),
+        ],
         name="base",
     )
     inputs = keras.Input((SIZE, SIZE, 1))
@@ -106,8 +110,11 @@ def build_dense(features: int = 6):
     import keras
 
     return keras.Sequential(
-        [keras.Input((features,)), keras.layers.Dense(32, activation="relu", name="hidden"),
-         keras.layers.Dense(CLASSES, activation="softmax", name="out")],
+        [
+            keras.Input((features,)),
+            keras.layers.Dense(32, activation="relu", name="hidden"),
+            keras.layers.Dense(CLASSES, activation="softmax", name="out"),
+        ],
         name="tabular",
     )
 

@@ -94,7 +94,8 @@ def _text_file(path: Path, make_model: Callable[..., Path]) -> Path:
 
 
 @pytest.mark.parametrize(
-    "make_bad", [_random_bytes, _truncated_keras, _zip_without_config, _text_file],
+    "make_bad",
+    [_random_bytes, _truncated_keras, _zip_without_config, _text_file],
     ids=["random-bytes", "truncated-keras", "zip-without-config", "text"],
 )
 def test_file_that_is_not_a_model(cli, tmp_path, make_model, image_data, out, make_bad):
@@ -119,8 +120,12 @@ def _lambda_model(path: Path) -> Path:
     import keras
 
     model = keras.Sequential(
-        [keras.Input((8, 8, 1)), keras.layers.Lambda(lambda x: x * 2.0, name="double"),
-         keras.layers.Flatten(name="flat"), keras.layers.Dense(3, activation="softmax", name="out")]
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Lambda(lambda x: x * 2.0, name="double"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ]
     )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     target = path / "lambda.keras"
@@ -130,13 +135,24 @@ def _lambda_model(path: Path) -> Path:
 
 def test_lambda_layer_refused_in_safe_mode(cli, tmp_path, image_data, out):
     model_path = _lambda_model(tmp_path)
-    line = one_error_line(cli("prune", model_path, "--data", image_data, "-o", out / "p.keras",
-                              "--epochs", "0"))
+    line = one_error_line(
+        cli("prune", model_path, "--data", image_data, "-o", out / "p.keras", "--epochs", "0")
+    )
     assert str(model_path) in line and "Lambda" in line and "--no-safe-mode" in line
     assert leftovers(out) == []
 
-    accepted = cli("prune", model_path, "--data", image_data, "-o", out / "p.keras",
-                   "--epochs", "0", "--no-safe-mode", "--json")
+    accepted = cli(
+        "prune",
+        model_path,
+        "--data",
+        image_data,
+        "-o",
+        out / "p.keras",
+        "--epochs",
+        "0",
+        "--no-safe-mode",
+        "--json",
+    )
     assert accepted.exit_code == 0, accepted.stderr
     assert leftovers(out) == ["p.keras", "p.report.json", "p.report.md"]
 
@@ -199,8 +215,9 @@ def test_yaml_syntax_error_gives_line_and_column(cli, tmp_path):
 )
 def test_bad_flags(cli, make_model, image_data, out, args, expected):
     model_path = make_model("cnn", ".h5", train=False)
-    line = one_error_line(cli("prune", model_path, "--data", image_data, "-o", out / "p.keras",
-                              *args))
+    line = one_error_line(
+        cli("prune", model_path, "--data", image_data, "-o", out / "p.keras", *args)
+    )
     for part in expected:
         assert part in line, line
     assert leftovers(out) == []
@@ -210,8 +227,9 @@ def test_no_layer_selected(cli, make_model, tmp_path, image_data, out):
     model_path = make_model("cnn", ".h5", train=False)
     for rules in ("include: ['nothing.*']", "exclude: ['.*']"):
         cfg = write_config(tmp_path / "cfg.yaml", f"prune:\n  layers:\n    {rules}\n")
-        line = one_error_line(cli("prune", model_path, "--config", cfg, "--data", image_data,
-                                  "-o", out / "p.keras"))
+        line = one_error_line(
+            cli("prune", model_path, "--config", cfg, "--data", image_data, "-o", out / "p.keras")
+        )
         assert "no layer selected" in line
         assert "conv, hidden, out" in line  # what could have been selected
         assert leftovers(out) == []
@@ -325,8 +343,9 @@ def test_csv_features_not_matching_dense_input(cli, make_model, tmp_path, out):
     model_path = make_model("dense", ".h5", train=False)
     path = tmp_path / "narrow.csv"
     path.write_text("f0,f1,label\n1,2,0\n3,4,1\n5,6,2\n")
-    line = one_error_line(cli("prune", model_path, "--set", f"data.train={path}",
-                              "-o", out / "p.keras"))
+    line = one_error_line(
+        cli("prune", model_path, "--set", f"data.train={path}", "-o", out / "p.keras")
+    )
     assert str(path) in line and "(2,)" in line and "(6)" in line
     assert leftovers(out) == []
 
@@ -398,8 +417,9 @@ def test_output_same_as_input_refused(cli, make_model, image_data, force):
     before = leftovers(folder)
     relative = Path("..") / folder.name / model_path.name  # another spelling of the same file
     for target in (model_path, folder / relative):
-        line = one_error_line(cli("prune", model_path, "--data", image_data, "-o", target,
-                                  "--epochs", "0", *force))
+        line = one_error_line(
+            cli("prune", model_path, "--data", image_data, "-o", target, "--epochs", "0", *force)
+        )
         assert "replace the input" in line
     assert model_path.read_bytes() == original
     assert leftovers(folder) == before
@@ -412,8 +432,9 @@ def test_output_hard_link_to_input_refused(cli, make_model, image_data, out):
         link.hardlink_to(model_path)
     except OSError:
         pytest.skip("hard links not supported here")
-    line = one_error_line(cli("prune", model_path, "--data", image_data, "-o", link, "--epochs",
-                              "0", "--force"))
+    line = one_error_line(
+        cli("prune", model_path, "--data", image_data, "-o", link, "--epochs", "0", "--force")
+    )
     assert "replace the input" in line
     assert leftovers(out) == ["p.keras"]
 
@@ -543,8 +564,18 @@ def test_signal_during_finetune_stops_before_the_next_step(
         return real_run(*args, callbacks=[SendSignal(), *callbacks], **kwargs)
 
     monkeypatch.setattr(finetune, "run", run)
-    result = cli("prune", model_path, "--data", image_data, "-o", out / "p.keras",
-                 "--epochs", "3", "--set", "finetune.batch_size=4")
+    result = cli(
+        "prune",
+        model_path,
+        "--data",
+        image_data,
+        "-o",
+        out / "p.keras",
+        "--epochs",
+        "3",
+        "--set",
+        "finetune.batch_size=4",
+    )
     one_error_line(result, code=130)
     assert raised_in_step == [False]  # deferred: only recorded inside the train loop
     assert steps == [0, 1]  # and no step ran after it

@@ -102,11 +102,14 @@ def test_h5_to_keras_report_numbers_recomputed_from_files(
     target = out / "pruned.keras"
     cfg = config(tmp_path, "prune:\n  sparsity: 0.75\nfinetune:\n  batch_size: 16\n")
 
-    report = prune_ok(cli, model_path, "--config", cfg, "--data", image_data, "-o", target,
-                      "--epochs", "1")
+    report = prune_ok(
+        cli, model_path, "--config", cfg, "--data", image_data, "-o", target, "--epochs", "1"
+    )
 
     assert sorted(p.name for p in out.iterdir()) == [
-        "pruned.keras", "pruned.report.json", "pruned.report.md"
+        "pruned.keras",
+        "pruned.report.json",
+        "pruned.report.md",
     ]
     # The input is neither modified nor replaced.
     assert sha256(model_path) == input_sha
@@ -156,8 +159,14 @@ def test_h5_to_keras_report_numbers_recomputed_from_files(
         assert found[path].size == size
     assert report["finetune"]["epochs"] == 1
     assert report["finetune"]["steps"] == math.ceil(60 / 16)
-    assert set(report["timing"]) == {"load_s", "prune_s", "finetune_s", "evaluate_s", "save_s",
-                                     "total_s"}
+    assert set(report["timing"]) == {
+        "load_s",
+        "prune_s",
+        "finetune_s",
+        "evaluate_s",
+        "save_s",
+        "total_s",
+    }
     assert report["gate"] is None
 
     markdown = (out / "pruned.report.md").read_text()
@@ -171,8 +180,9 @@ def test_h5_to_h5(cli, make_model, image_data, out):
     model_path = make_model("cnn", ".h5")
     target = out / "pruned.h5"
 
-    report = prune_ok(cli, model_path, "--data", image_data, "-o", target, "--epochs", "1",
-                      "--sparsity", "0.75")
+    report = prune_ok(
+        cli, model_path, "--data", image_data, "-o", target, "--epochs", "1", "--sparsity", "0.75"
+    )
 
     assert h5py.is_hdf5(target)
     assert report["output"]["format"] == "h5"
@@ -180,8 +190,9 @@ def test_h5_to_h5(cli, make_model, image_data, out):
     assert report["after"]["size_bytes"] == os.path.getsize(target)
     assert report["after"]["size_gzip_bytes"] == len(gzip.compress(target.read_bytes(), 9))
     # "before" is the input saved as .h5 too: same layout, so nearly the same raw size.
-    assert abs(report["before"]["size_bytes"] - report["after"]["size_bytes"]) < 0.02 * (
-        report["after"]["size_bytes"]
+    assert (
+        abs(report["before"]["size_bytes"] - report["after"]["size_bytes"])
+        < 0.02 * (report["after"]["size_bytes"])
     )
     for path, kernel in kernels(load(target)).items():
         assert sparsity(kernel) == pytest.approx(0.75, abs=0.005), path
@@ -192,8 +203,18 @@ def test_keras_input_to_keras_output(cli, make_model, npz_data, out):
     model_path = make_model("cnn", ".keras")
     target = out / "pruned.keras"
 
-    report = prune_ok(cli, model_path, "--set", f"data.train={npz_data}", "-o", target,
-                      "--epochs", "1", "--sparsity", "0.75")
+    report = prune_ok(
+        cli,
+        model_path,
+        "--set",
+        f"data.train={npz_data}",
+        "-o",
+        target,
+        "--epochs",
+        "1",
+        "--sparsity",
+        "0.75",
+    )
 
     assert report["input"]["format"] == "keras"
     # 90 samples, validation_split 0.1 by default: 9 held out.
@@ -208,8 +229,9 @@ def test_nested_transfer_learning_model(cli, make_model, image_data, out, tmp_pa
     target = out / "pruned.keras"
     cfg = config(tmp_path, "prune:\n  sparsity: 0.75\n  layers:\n    overrides: {'base/.*': 0.5}\n")
 
-    report = prune_ok(cli, model_path, "--config", cfg, "--data", image_data, "-o", target,
-                      "--epochs", "1")
+    report = prune_ok(
+        cli, model_path, "--config", cfg, "--data", image_data, "-o", target, "--epochs", "1"
+    )
 
     rows = {row["path"]: row for row in report["layers"]}
     assert rows["base/conv"]["pruned"] and rows["base/conv"]["target_sparsity"] == 0.5
@@ -230,8 +252,9 @@ def test_csv_data_with_dense_model(cli, make_model, csv_data, out, tmp_path):
     target = out / "pruned.keras"
     cfg = config(tmp_path, f"data:\n  train: {csv_data.name}\n  label_column: label\n")
 
-    report = prune_ok(cli, model_path, "--config", cfg, "-o", target, "--epochs", "1",
-                      "--sparsity", "0.75")
+    report = prune_ok(
+        cli, model_path, "--config", cfg, "-o", target, "--epochs", "1", "--sparsity", "0.75"
+    )
 
     assert report["config"]["data"]["train"] == str(csv_data)  # relative to the config file
     assert report["data"] == {"train_samples": 81, "validation_samples": 9, "task": "sparse"}
@@ -250,8 +273,9 @@ def test_data_folder_layouts(cli, make_model, image_data, out):
     assert report["data"]["train_samples"] == 60 and report["data"]["validation_samples"] == 30
     assert report["config"]["data"]["validation"] == str(image_data / "validation")
 
-    report = prune_ok(cli, model_path, "--data", image_data / "train", "-o", out / "b.keras",
-                      "--epochs", "0")
+    report = prune_ok(
+        cli, model_path, "--data", image_data / "train", "-o", out / "b.keras", "--epochs", "0"
+    )
     # No validation folder: validation_split (0.1) of the 60 training images is held out.
     assert report["data"]["train_samples"] == 54 and report["data"]["validation_samples"] == 6
     assert report["config"]["data"]["validation"] is None
@@ -264,8 +288,9 @@ def test_layer_scope_each_saved_layer_within_half_a_point(cli, make_model, image
     model_path = make_model("cnn", ".h5")
     target = out / "pruned.keras"
 
-    prune_ok(cli, model_path, "--data", image_data, "-o", target, "--epochs", "1",
-             "--sparsity", "0.8")
+    prune_ok(
+        cli, model_path, "--data", image_data, "-o", target, "--epochs", "1", "--sparsity", "0.8"
+    )
 
     for path, kernel in kernels(load(target)).items():
         zeros = kernel.size - np.count_nonzero(kernel)
@@ -281,8 +306,9 @@ def test_global_scope_099_keeps_min_layer_density(cli, make_model, image_data, o
     target = out / "pruned.keras"
     cfg = config(tmp_path, "prune:\n  scope: global\n  sparsity: 0.99\n  min_layer_density: 0.05\n")
 
-    report = prune_ok(cli, model_path, "--config", cfg, "--data", image_data, "-o", target,
-                      "--epochs", "1")
+    report = prune_ok(
+        cli, model_path, "--config", cfg, "--data", image_data, "-o", target, "--epochs", "1"
+    )
 
     found = kernels(load(target))
     for path, kernel in found.items():
@@ -300,8 +326,9 @@ def test_global_scope_one_threshold(cli, make_model, image_data, out, tmp_path):
     target = out / "pruned.keras"
     cfg = config(tmp_path, "prune:\n  scope: global\n  sparsity: 0.7\n")
 
-    report = prune_ok(cli, model_path, "--config", cfg, "--data", image_data, "-o", target,
-                      "--epochs", "0")
+    report = prune_ok(
+        cli, model_path, "--config", cfg, "--data", image_data, "-o", target, "--epochs", "0"
+    )
 
     found = kernels(load(target))
     zeros = sum(k.size - np.count_nonzero(k) for k in found.values())
@@ -322,8 +349,9 @@ def test_exclude_and_override_with_epochs_0(cli, make_model, image_data, out, tm
         "prune:\n  sparsity: 0.5\n  layers:\n    exclude: [out]\n    overrides: {hidden: 0.75}\n",
     )
 
-    report = prune_ok(cli, model_path, "--config", cfg, "--data", image_data, "-o", target,
-                      "--epochs", "0")
+    report = prune_ok(
+        cli, model_path, "--config", cfg, "--data", image_data, "-o", target, "--epochs", "0"
+    )
 
     original, found = kernels(load(model_path)), kernels(load(target))
     assert sparsity(found["conv"]) == pytest.approx(0.5, abs=1e-12)
@@ -357,8 +385,9 @@ def test_include_selects_only_matching_layers(cli, make_model, image_data, out, 
     target = out / "pruned.keras"
     cfg = config(tmp_path, "prune:\n  sparsity: 0.5\n  layers:\n    include: ['hid.*']\n")
 
-    report = prune_ok(cli, model_path, "--config", cfg, "--data", image_data, "-o", target,
-                      "--epochs", "0")
+    report = prune_ok(
+        cli, model_path, "--config", cfg, "--data", image_data, "-o", target, "--epochs", "0"
+    )
 
     original, found = kernels(load(model_path)), kernels(load(target))
     assert sparsity(found["hidden"]) == pytest.approx(0.5, abs=1e-12)
@@ -373,8 +402,9 @@ def test_sparsity_zero_epochs_zero_is_bit_identical(cli, make_model, image_data,
     model_path = make_model("cnn", ".h5")
     target = out / "pruned.h5"
 
-    report = prune_ok(cli, model_path, "--data", image_data, "-o", target, "--epochs", "0",
-                      "--sparsity", "0")
+    report = prune_ok(
+        cli, model_path, "--data", image_data, "-o", target, "--epochs", "0", "--sparsity", "0"
+    )
 
     original, saved = load(model_path), load(target)
     for before, after in zip(original.weights, saved.weights, strict=True):
@@ -388,8 +418,20 @@ def test_set_overrides_config(cli, make_model, image_data, out, tmp_path):
     target = out / "pruned.keras"
     cfg = config(tmp_path, "prune:\n  sparsity: 0.9\n")
 
-    report = prune_ok(cli, model_path, "--config", cfg, "--set", "prune.sparsity=0.6",
-                      "--data", image_data, "-o", target, "--epochs", "0")
+    report = prune_ok(
+        cli,
+        model_path,
+        "--config",
+        cfg,
+        "--set",
+        "prune.sparsity=0.6",
+        "--data",
+        image_data,
+        "-o",
+        target,
+        "--epochs",
+        "0",
+    )
 
     assert report["config"]["prune"]["sparsity"] == 0.6
     for path, kernel in kernels(load(target)).items():
@@ -404,7 +446,10 @@ def test_config_omitted_uses_defaults(cli, make_model, image_data):
     folder = model_path.parent
     default = folder / "cnn.pruned.keras"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "cnn.h5", "cnn.pruned.keras", "cnn.pruned.report.json", "cnn.pruned.report.md"
+        "cnn.h5",
+        "cnn.pruned.keras",
+        "cnn.pruned.report.json",
+        "cnn.pruned.report.md",
     ]
     settings = report["config"]
     assert settings["seed"] == 0
@@ -479,8 +524,9 @@ def test_polynomial_schedule_follows_the_curve(cli, make_model, image_data, out,
 def test_json_flag_puts_only_json_on_stdout(cli, make_model, image_data, out):
     model_path = make_model("cnn", ".h5")
 
-    result = cli("prune", model_path, "--data", image_data, "-o", out / "a.keras", "--epochs", "1",
-                 "--json")
+    result = cli(
+        "prune", model_path, "--data", image_data, "-o", out / "a.keras", "--epochs", "1", "--json"
+    )
 
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)  # the whole of stdout, nothing around it
@@ -492,8 +538,9 @@ def test_json_flag_puts_only_json_on_stdout(cli, make_model, image_data, out):
 def test_table_without_json_and_quiet(cli, make_model, image_data, out):
     model_path = make_model("cnn", ".h5")
 
-    result = cli("prune", model_path, "--data", image_data, "-o", out / "a.keras", "--epochs", "1",
-                 "--quiet")
+    result = cli(
+        "prune", model_path, "--data", image_data, "-o", out / "a.keras", "--epochs", "1", "--quiet"
+    )
 
     assert result.exit_code == 0, result.stderr
     assert "before / after" in result.stdout
@@ -507,8 +554,21 @@ def test_gate_fails_with_exit_3_and_still_writes(cli, make_model, image_data, ou
     model_path = make_model("cnn", ".h5")
     target = out / "pruned.keras"
 
-    result = cli("prune", model_path, "--data", image_data, "-o", target, "--epochs", "0",
-                 "--sparsity", "0.95", "--max-accuracy-drop", "0", "--json")
+    result = cli(
+        "prune",
+        model_path,
+        "--data",
+        image_data,
+        "-o",
+        target,
+        "--epochs",
+        "0",
+        "--sparsity",
+        "0.95",
+        "--max-accuracy-drop",
+        "0",
+        "--json",
+    )
 
     assert result.exit_code == 3, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("prunecli: error")]
@@ -526,8 +586,21 @@ def test_gate_fails_with_exit_3_and_still_writes(cli, make_model, image_data, ou
 def test_loose_gate_passes(cli, make_model, image_data, out):
     model_path = make_model("cnn", ".h5")
 
-    result = cli("prune", model_path, "--data", image_data, "-o", out / "p.keras", "--epochs", "0",
-                 "--sparsity", "0.3", "--max-accuracy-drop", "0.5", "--json")
+    result = cli(
+        "prune",
+        model_path,
+        "--data",
+        image_data,
+        "-o",
+        out / "p.keras",
+        "--epochs",
+        "0",
+        "--sparsity",
+        "0.3",
+        "--max-accuracy-drop",
+        "0.5",
+        "--json",
+    )
 
     assert result.exit_code == 0, result.stderr
     gate = json.loads(result.stdout)["gate"]
@@ -539,8 +612,18 @@ def test_same_seed_is_deterministic(cli, make_model, image_data, out, tmp_path):
     model_path = make_model("cnn", ".h5")
     cfg = config(tmp_path, "seed: 7\nprune:\n  sparsity: 0.6\nfinetune:\n  batch_size: 16\n")
     reports = [
-        prune_ok(cli, model_path, "--config", cfg, "--data", image_data, "-o", out / name,
-                 "--epochs", "1")
+        prune_ok(
+            cli,
+            model_path,
+            "--config",
+            cfg,
+            "--data",
+            image_data,
+            "-o",
+            out / name,
+            "--epochs",
+            "1",
+        )
         for name in ("one.keras", "two.keras")
     ]
 
@@ -575,7 +658,11 @@ def test_inspect_table_and_json(cli, make_model):
     rows = {row["path"]: row for row in summary["layers"]}
     assert set(rows) == {"base/conv", "base/bn", "hidden", "out"}
     assert rows["hidden"] == {
-        "path": "hidden", "type": "Dense", "params": 2320, "sparsity": 0.0, "prunable": True,
+        "path": "hidden",
+        "type": "Dense",
+        "params": 2320,
+        "sparsity": 0.0,
+        "prunable": True,
         "reason": None,
     }
     assert rows["base/bn"]["prunable"] is False and rows["base/bn"]["reason"]
@@ -585,8 +672,9 @@ def test_inspect_table_and_json(cli, make_model):
 def test_inspect_shows_sparsity_of_pruned_output(cli, make_model, image_data, out):
     model_path = make_model("cnn", ".h5")
     target = out / "pruned.keras"
-    prune_ok(cli, model_path, "--data", image_data, "-o", target, "--epochs", "0",
-             "--sparsity", "0.75")
+    prune_ok(
+        cli, model_path, "--data", image_data, "-o", target, "--epochs", "0", "--sparsity", "0.75"
+    )
 
     result = cli("inspect", target, "--json")
 

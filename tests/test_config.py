@@ -116,8 +116,11 @@ def test_unknown_key_without_a_close_match_lists_the_valid_keys(tmp_path):
 
 
 def test_unknown_key_from_an_override_is_reported_too():
-    with pytest.raises(ConfigError, match=r"unknown key prune\.sparsty \(did you mean "
-                       r"prune\.sparsity\?\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown key prune\.sparsty \(did you mean "
+        r"prune\.sparsity\?\)",
+    ):
         config.load(None, {"prune.sparsty": 0.9})
 
 
@@ -166,7 +169,9 @@ def test_a_section_that_is_not_a_mapping(tmp_path):
         ("data:\n  validation_split: 1.0\n", "data.validation_split", "1.0", "less than 1"),
         (
             "prune:\n  schedule:\n    frequency: 0\n",
-            "prune.schedule.frequency", "0", "greater than or equal to 1",
+            "prune.schedule.frequency",
+            "0",
+            "greater than or equal to 1",
         ),
     ],
 )
@@ -211,8 +216,9 @@ def test_yaml_syntax_error_in_a_flow_list(tmp_path):
     assert "YAML syntax error" in message
 
 
-@pytest.mark.parametrize(("text", "kind"), [("- a\n- b\n", "list"), ("just text\n", "str"),
-                                            ("3\n", "int")])
+@pytest.mark.parametrize(
+    ("text", "kind"), [("- a\n- b\n", "list"), ("just text\n", "str"), ("3\n", "int")]
+)
 def test_top_level_must_be_a_mapping(tmp_path, text, kind):
     message = error_of(tmp_path, text)
     expected = f"the top level must be a mapping of keys, got {kind}"
@@ -240,8 +246,9 @@ def test_polynomial_end_epoch_must_follow_start_epoch(tmp_path, start, end):
 
 
 def test_end_epoch_equal_start_epoch_is_fine_for_other_schedules(tmp_path):
-    cfg = load_text(tmp_path, "prune:\n  schedule:\n    type: constant\n"
-                              "    start_epoch: 1\n    end_epoch: 1\n")
+    cfg = load_text(
+        tmp_path, "prune:\n  schedule:\n    type: constant\n    start_epoch: 1\n    end_epoch: 1\n"
+    )
     assert cfg.prune.schedule.type == "constant"
 
 
@@ -405,8 +412,11 @@ def test_parse_set_without_key_or_equals_is_an_error(assignment):
 
 
 def test_parse_set_with_invalid_yaml_names_the_assignment():
-    with pytest.raises(ConfigError, match=r"--set 'prune.layers.include=\[conv,': value is not "
-                       r"valid YAML"):
+    with pytest.raises(
+        ConfigError,
+        match=r"--set 'prune.layers.include=\[conv,': value is not "
+        r"valid YAML",
+    ):
         config.parse_set("prune.layers.include=[conv,")
 
 
@@ -423,7 +433,13 @@ def test_dump_prints_every_key():
     dumped = yaml.safe_load(config.dump(Config()))
     assert set(dumped) == {"version", "seed", "prune", "finetune", "data", "output"}
     assert set(dumped["prune"]["schedule"]) == {
-        "type", "start_epoch", "end_epoch", "initial_sparsity", "power", "frequency", "steps",
+        "type",
+        "start_epoch",
+        "end_epoch",
+        "initial_sparsity",
+        "power",
+        "frequency",
+        "steps",
     }
     assert dumped["data"]["train"] is None
 

@@ -215,7 +215,8 @@ def test_validation_split_zero_means_no_validation(tmp_path):
 def test_explicit_validation_wins_over_the_split(image_data):
     splits = data.load(
         Data(train=image_data / "train", validation=image_data / "val", validation_split=0.5),
-        INPUT, seed=0,
+        INPUT,
+        seed=0,
     )
     assert (len(splits.train.y), len(splits.validation.y)) == (60, 30)
 
@@ -265,11 +266,14 @@ def test_npz_whole_float_labels_become_class_ids_others_stay_float(tmp_path):
     np.testing.assert_array_equal(arrays.y, [0.5, 2.0, 1.25])
 
 
-@pytest.mark.parametrize(("arrays", "missing", "found"), [
-    ({"x": np.zeros((2, 2))}, "y", "x"),
-    ({"features": np.zeros((2, 2)), "y": np.zeros(2)}, "x", "features, y"),
-    ({"a": np.zeros(2), "b": np.zeros(2)}, "x, y", "a, b"),
-])
+@pytest.mark.parametrize(
+    ("arrays", "missing", "found"),
+    [
+        ({"x": np.zeros((2, 2))}, "y", "x"),
+        ({"features": np.zeros((2, 2)), "y": np.zeros(2)}, "x", "features, y"),
+        ({"a": np.zeros(2), "b": np.zeros(2)}, "x, y", "a, b"),
+    ],
+)
 def test_npz_without_x_or_y(tmp_path, arrays, missing, found):
     path = tmp_path / "d.npz"
     np.savez(path, **arrays)
@@ -305,10 +309,13 @@ def test_npy_file_named_npz_is_a_data_error(tmp_path):
     assert str(path) in error_of(path, input_shape=(2,))
 
 
-@pytest.mark.parametrize("arrays", [
-    {"x": np.zeros((3, 2)), "y": np.array(["cat", "dog", "cat"])},
-    {"x": np.array([["a", "b"]] * 3), "y": np.arange(3)},
-])
+@pytest.mark.parametrize(
+    "arrays",
+    [
+        {"x": np.zeros((3, 2)), "y": np.array(["cat", "dog", "cat"])},
+        {"x": np.array([["a", "b"]] * 3), "y": np.arange(3)},
+    ],
+)
 def test_npz_with_string_arrays_is_a_data_error(tmp_path, arrays):
     path = tmp_path / "d.npz"
     np.savez(path, **arrays)
@@ -435,10 +442,13 @@ def test_truncated_image_names_the_file(tmp_path):
     assert error_of(root).startswith(f"{bad}: cannot decode image")
 
 
-@pytest.mark.parametrize(("shape", "expected"), [
-    ((8, 8, 1), "(any, 6)"),
-    ((4,), "(8, 8, 1)"),
-])
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        ((8, 8, 1), "(any, 6)"),
+        ((4,), "(8, 8, 1)"),
+    ],
+)
 def test_shape_not_matching_the_input(tmp_path, shape, expected):
     path = tmp_path / "d.npz"
     np.savez(path, x=np.zeros((3, *shape)), y=np.arange(3))

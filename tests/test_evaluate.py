@@ -72,10 +72,13 @@ def test_softmax_layer_is_probabilities():
     assert evaluate.infer_task(model, labels([0, 1, 2]), SOURCE) == Task("sparse", False)
 
 
-@pytest.mark.parametrize("y", [
-    np.array([0.5, 1.25, 3.0], dtype=np.float32),
-    np.array([[0, 1], [1, 0], [1, 1]]),  # 2-d labels: not class ids
-])
+@pytest.mark.parametrize(
+    "y",
+    [
+        np.array([0.5, 1.25, 3.0], dtype=np.float32),
+        np.array([[0, 1], [1, 0], [1, 1]]),  # 2-d labels: not class ids
+    ],
+)
 def test_regression_when_labels_are_not_class_ids(y):
     assert evaluate.infer_task(dense_model(2, None), labels(y), SOURCE).kind == "regression"
 
@@ -89,9 +92,7 @@ def test_class_count_not_matching_output_units():
     y = labels([0, 1, 0, 1], classes=("cat", "dog"))
     with pytest.raises(DataError) as info:
         evaluate.infer_task(dense_model(3, "softmax"), y, SOURCE)
-    assert str(info.value) == (
-        f"{SOURCE}: 2 classes (cat, dog) but the model's output has 3 units"
-    )
+    assert str(info.value) == (f"{SOURCE}: 2 classes (cat, dog) but the model's output has 3 units")
 
 
 def test_three_class_folders_for_a_one_unit_model_is_a_mismatch():
@@ -105,8 +106,7 @@ def test_label_out_of_range(y, low, high):
     with pytest.raises(DataError) as info:
         evaluate.infer_task(dense_model(3, "softmax"), labels(y), SOURCE)
     assert str(info.value) == (
-        f"{SOURCE}: labels range {low}..{high} but the model's output has 3 units "
-        "(class ids 0..2)"
+        f"{SOURCE}: labels range {low}..{high} but the model's output has 3 units (class ids 0..2)"
     )
 
 
@@ -142,12 +142,14 @@ def test_compile_args_follow_the_task():
 
 
 def test_sparse_accuracy_by_hand():
-    predictions = np.array([
-        [0.1, 0.7, 0.2],  # -> 1, label 1: right
-        [0.5, 0.3, 0.2],  # -> 0, label 0: right
-        [0.2, 0.2, 0.6],  # -> 2, label 1: wrong
-        [0.3, 0.4, 0.3],  # -> 1, label 1: right
-    ])
+    predictions = np.array(
+        [
+            [0.1, 0.7, 0.2],  # -> 1, label 1: right
+            [0.5, 0.3, 0.2],  # -> 0, label 0: right
+            [0.2, 0.2, 0.6],  # -> 2, label 1: wrong
+            [0.3, 0.4, 0.3],  # -> 1, label 1: right
+        ]
+    )
     assert evaluate.accuracy(predictions, np.array([1, 0, 1, 1]), Task("sparse")) == 0.75
 
 

@@ -176,9 +176,9 @@ def test_global_masks_099_leaves_every_kernel_at_least_the_floor():
         assert kept / mask.size >= floor, key
     total = sum(m.size for m in masks.values())
     kept_total = sum(int(m.sum()) for m in masks.values())
-    assert kept_total == max(total - round(0.99 * total), sum(
-        math.ceil(floor * m.size) for m in masks.values()
-    ))
+    assert kept_total == max(
+        total - round(0.99 * total), sum(math.ceil(floor * m.size) for m in masks.values())
+    )
 
 
 def test_global_masks_exact_count_when_the_floor_is_not_binding():

@@ -27,7 +27,10 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 def python(code: str, *args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", code, *map(str, args)],
-        capture_output=True, text=True, env=ENV, timeout=timeout,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=timeout,
     )
 
 
@@ -112,8 +115,19 @@ assert "prunecli" not in sys.modules, "prunecli was imported"
 def test_output_loads_without_prunecli(cli, make_model, image_data, tmp_path, kind, suffix):
     model_path = make_model(kind, ".h5")
     target = tmp_path / f"pruned{suffix}"
-    result = cli("prune", model_path, "--data", image_data, "-o", target, "--epochs", "1",
-                 "--sparsity", "0.75", "--quiet")
+    result = cli(
+        "prune",
+        model_path,
+        "--data",
+        image_data,
+        "-o",
+        target,
+        "--epochs",
+        "1",
+        "--sparsity",
+        "0.75",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.stderr
 
     done = python(RELOAD, model_path, target)
@@ -160,20 +174,33 @@ def _lines(stream, sink: queue.Queue) -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_mid_finetune_exits_130_and_leaves_nothing(make_model, image_data, tmp_path,
-                                                          signum):
+def test_signal_mid_finetune_exits_130_and_leaves_nothing(make_model, image_data, tmp_path, signum):
     model_path = make_model("cnn", ".h5")
     input_bytes = model_path.read_bytes()
     out = tmp_path / "out"
     out.mkdir()
     command = [
-        sys.executable, "-c", DEFAULT_SIGNALS_THEN_PRUNECLI, "prune", model_path,
-        "--data", image_data, "-o", out / "p.keras", "--epochs", "300",
-        "--set", "finetune.batch_size=1",
+        sys.executable,
+        "-c",
+        DEFAULT_SIGNALS_THEN_PRUNECLI,
+        "prune",
+        model_path,
+        "--data",
+        image_data,
+        "-o",
+        out / "p.keras",
+        "--epochs",
+        "300",
+        "--set",
+        "finetune.batch_size=1",
     ]
     child = subprocess.Popen(
-        [str(part) for part in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=ENV, start_new_session=True,
+        [str(part) for part in command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        start_new_session=True,
     )
     lines: queue.Queue = queue.Queue()
     reader = threading.Thread(target=_lines, args=(child.stderr, lines), daemon=True)

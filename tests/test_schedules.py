@@ -152,7 +152,8 @@ def test_build_constant_converts_fractional_start_epoch():
 
 def test_build_polynomial_converts_fractional_epochs_to_steps():
     s = schedules.build(
-        "polynomial", 0.8,
+        "polynomial",
+        0.8,
         Plan(12, 36, start_epoch=0.5, end_epoch=2.25, initial=0.1, power=2, frequency=5),
     )
     assert s == Polynomial(initial=0.1, final=0.8, begin=6, end=27, power=2, frequency=5)
@@ -175,8 +176,11 @@ def test_build_polynomial_too_short_window_still_has_one_step():
 
 
 def test_build_unknown_kind_lists_the_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown schedule 'cubic'; valid: one_shot, constant, "
-                       r"polynomial, iterative"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown schedule 'cubic'; valid: one_shot, constant, "
+        r"polynomial, iterative",
+    ):
         schedules.build("cubic", 0.5, Plan(10, 10))
 
 

@@ -69,8 +69,13 @@ def test_describe_walks_into_nested_models():
     rows = [(i.path, i.type, i.params, sorted(i.kernels), i.reason) for i in infos]
     assert rows == [
         ("base/conv", "Conv2D", 40, ["kernel"], None),
-        ("base/bn", "BatchNormalization", 16, [],
-         "BatchNormalization has nothing to prune (normalisation and scaling are kept)"),
+        (
+            "base/bn",
+            "BatchNormalization",
+            16,
+            [],
+            "BatchNormalization has nothing to prune (normalisation and scaling are kept)",
+        ),
         ("hidden", "Dense", 2320, ["kernel"], None),
         ("out", "Dense", 51, ["kernel"], None),
     ]
@@ -79,14 +84,16 @@ def test_describe_walks_into_nested_models():
 
 def test_describe_lists_unsupported_layers_with_a_reason():
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((4,), dtype="int32"),
-        keras.layers.Embedding(10, 3, name="embed"),
-        keras.layers.Flatten(name="flat"),
-        keras.layers.Dense(2, name="out"),
-        keras.layers.Reshape((2, 1, 1), name="shape"),
-        keras.layers.ConvLSTM1D(2, 1, name="convlstm"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((4,), dtype="int32"),
+            keras.layers.Embedding(10, 3, name="embed"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(2, name="out"),
+            keras.layers.Reshape((2, 1, 1), name="shape"),
+            keras.layers.ConvLSTM1D(2, 1, name="convlstm"),
+        ]
+    )
     infos = {i.path: i for i in selection.describe(model)}
     assert list(infos) == ["embed", "out", "convlstm"]  # weightless layers are not listed
     assert infos["convlstm"].reason == "ConvLSTM1D is not supported for pruning yet"
@@ -96,11 +103,13 @@ def test_describe_lists_unsupported_layers_with_a_reason():
 
 
 def test_describe_separable_conv_has_two_kernels():
-    model = keras.Sequential([
-        keras.Input((8, 8, 2)),
-        keras.layers.SeparableConv2D(4, 3, name="sep"),
-        keras.layers.DepthwiseConv2D(3, name="dw"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 2)),
+            keras.layers.SeparableConv2D(4, 3, name="sep"),
+            keras.layers.DepthwiseConv2D(3, name="dw"),
+        ]
+    )
     infos = {i.path: i for i in selection.describe(model)}
     assert sorted(infos["sep"].kernels) == ["depthwise_kernel", "pointwise_kernel"]
     assert tuple(infos["sep"].kernels["depthwise_kernel"].shape) == (3, 3, 2, 1)
@@ -111,7 +120,10 @@ def test_describe_separable_conv_has_two_kernels():
 def test_select_default_takes_every_prunable_kernel():
     infos = {i.path: i for i in selection.select(seeded(build_nested), Prune(sparsity=0.7))}
     assert {p: i.target for p, i in infos.items()} == {
-        "base/conv": 0.7, "base/bn": None, "hidden": 0.7, "out": 0.7,
+        "base/conv": 0.7,
+        "base/bn": None,
+        "hidden": 0.7,
+        "out": 0.7,
     }
     assert infos["base/bn"].reason.startswith("BatchNormalization has nothing to prune")
 
@@ -157,11 +169,14 @@ def test_override_does_not_select_an_excluded_layer():
     assert infos["out"].target is None
 
 
-@pytest.mark.parametrize("layers", [
-    {"include": ["conv"]},  # fullmatch: "conv" is not "base/conv"
-    {"exclude": [".*"]},
-    {"include": ["base/bn"]},  # selected, but nothing in it to prune
-])
+@pytest.mark.parametrize(
+    "layers",
+    [
+        {"include": ["conv"]},  # fullmatch: "conv" is not "base/conv"
+        {"exclude": [".*"]},
+        {"include": ["base/bn"]},  # selected, but nothing in it to prune
+    ],
+)
 def test_nothing_selected_is_a_config_error_listing_prunable_layers(layers):
     with pytest.raises(ConfigError) as info:
         selection.select(seeded(build_nested), Prune(layers=layers))
@@ -266,7 +281,8 @@ def test_update_twice_is_stable():
 def test_polynomial_masks_grow_with_the_schedule():
     model = seeded(build_cnn)
     pruner = make_pruner(
-        model, Prune(sparsity=0.8),
+        model,
+        Prune(sparsity=0.8),
         lambda final: schedules.Polynomial(0.0, final, begin=0, end=10, power=3, frequency=5),
     )
     assert pruner.update(0) == 0.0
@@ -313,10 +329,14 @@ def fit_with_masks(optimizer, attach: bool, prune: Prune | None = None, epochs: 
     return model, pruner, checker, pruned
 
 
-@pytest.mark.parametrize("optimizer", [
-    lambda: keras.optimizers.Adam(0.05),
-    lambda: keras.optimizers.SGD(0.5, momentum=0.9),
-], ids=["adam", "sgd-momentum"])
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        lambda: keras.optimizers.Adam(0.05),
+        lambda: keras.optimizers.SGD(0.5, momentum=0.9),
+    ],
+    ids=["adam", "sgd-momentum"],
+)
 def test_masked_weights_stay_exactly_zero_after_every_step(optimizer):
     _, pruner, checker, pruned = fit_with_masks(optimizer(), attach=True)
     assert checker.batches == 2 * math.ceil(48 / 8)
@@ -338,8 +358,10 @@ def test_without_the_constraint_momentum_revives_masked_weights():
 
 def test_excluded_layer_has_no_mask_and_trains():
     model, pruner, checker, _ = fit_with_masks(
-        keras.optimizers.SGD(0.5, momentum=0.9), attach=True,
-        prune=Prune(sparsity=0.8, layers={"exclude": ["out"]}), epochs=1,
+        keras.optimizers.SGD(0.5, momentum=0.9),
+        attach=True,
+        prune=Prune(sparsity=0.8, layers={"exclude": ["out"]}),
+        epochs=1,
     )
     assert checker.violations == []
     assert "out/kernel" not in pruner.kernels
@@ -367,11 +389,13 @@ def test_detach_leaves_no_constraint_and_the_model_saves_plain(tmp_path):
 def test_user_constraint_is_kept_applied_and_restored():
     keras.utils.set_random_seed(0)
     max_norm = keras.constraints.MaxNorm(0.5, axis=0)
-    model = keras.Sequential([
-        keras.Input((6,)),
-        keras.layers.Dense(8, kernel_constraint=max_norm, name="hidden"),
-        keras.layers.Dense(CLASSES, activation="softmax", name="out"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, kernel_constraint=max_norm, name="hidden"),
+            keras.layers.Dense(CLASSES, activation="softmax", name="out"),
+        ]
+    )
     kernel = model.get_layer("hidden").kernel
     assert kernel.constraint is max_norm
     rng = np.random.default_rng(0)
@@ -416,15 +440,22 @@ def test_finetune_run_holds_masks_while_a_polynomial_schedule_raises_them():
     spe = finetune.steps_per_epoch(len(x), 8)  # 6
     assert spe == 6
     schedule_for = lambda final: schedules.build(  # noqa: E731
-        "polynomial", final,
+        "polynomial",
+        final,
         schedules.Plan(spe, 2 * spe, start_epoch=0.5, end_epoch=1.5, power=3, frequency=2),
     )
     pruner = Pruner(selection.select(model, prune), prune, schedule_for)
     checker = MaskChecker(pruner)  # runs after finetune's own schedule hook
     settings = Finetune(epochs=2, batch_size=8, learning_rate=0.05, optimizer="sgd", momentum=0.9)
     result = finetune.run(
-        model, pruner, x, y, settings,
-        {"loss": keras.losses.SparseCategoricalCrossentropy()}, console=None, callbacks=[checker],
+        model,
+        pruner,
+        x,
+        y,
+        settings,
+        {"loss": keras.losses.SparseCategoricalCrossentropy()},
+        console=None,
+        callbacks=[checker],
     )
     assert checker.batches == 12
     assert checker.violations == []
