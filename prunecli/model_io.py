@@ -105,17 +105,20 @@ def load(path: Path, safe_mode: bool = True) -> tuple[Any, str]:
 
 
 def _load(path: Path, fmt: str, safe_mode: bool) -> Any:
-    """Keras 3 reads ``.keras`` itself, and Keras 3 ``.h5`` with the compile config left to
-    ``compiling`` (Keras 3.15 cannot read its own ``loss="mse"``); Keras 2 kinds go through
-    ``legacy``, whose configs are checked for Lambda layers before (see ``load``)."""
+    """Keras 3 reads ``.keras`` and Keras 3 ``.h5`` itself; when it cannot read an ``.h5``'s
+    compile config (Keras 3.15 fails on its own ``loss="mse"``), ``compiling`` does. Keras 2
+    kinds go through ``legacy``, their configs checked for Lambda layers first (``load``)."""
     import keras
 
     if fmt == "keras":
         return keras.saving.load_model(path, compile=True, safe_mode=safe_mode)
     if fmt == "h5":
-        model = keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
-        legacy.compile_h5(model, path)
-        return model
+        try:
+            return keras.saving.load_model(path, compile=True, safe_mode=safe_mode)
+        except (ValueError, TypeError):  # its compile config; a broken file fails again below
+            model = keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
+            legacy.compile_h5(model, path)
+            return model
     from keras.src.saving.serialization_lib import SafeModeScope
 
     with SafeModeScope(safe_mode):  # legacy configs are built by Keras's own deserializer
