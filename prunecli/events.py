@@ -59,7 +59,7 @@ def _plain(value: Any) -> Any:
         return {str(key): _plain(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(item) for item in value]
-    if isinstance(value, str | int | bool) or value is None:
+    if isinstance(value, str | int | float | bool) or value is None:
         return value
     try:
         return _plain(float(value))  # numpy and TF scalars
