@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,7 +199,7 @@ class Tracker:
             with np.load(path, allow_pickle=False) as stored:
                 arrays = {key: stored[key] for key in stored.files}
             meta = json.loads(str(arrays.pop("meta")))
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise ConfigError(f"{path}: not a readable prunecli checkpoint ({exc})") from None
         if meta.get("format") != FORMAT or meta.get("fingerprint") != self.fingerprint:
             raise ConfigError(
@@ -221,6 +222,7 @@ class Tracker:
                 f"resumed from {self.where} after {step} steps "
                 f"(epoch {position.epoch + 1 if position.batch else position.epoch})",
                 highlight=False,
+                soft_wrap=True,
             )
         return position
 
