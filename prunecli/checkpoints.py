@@ -199,8 +199,11 @@ class Tracker:
             with np.load(path, allow_pickle=False) as stored:
                 arrays = {key: stored[key] for key in stored.files}
             meta = json.loads(str(arrays.pop("meta")))
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-            raise ConfigError(f"{path}: not a readable prunecli checkpoint ({exc})") from None
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            raise ConfigError(
+                f"{path}: not a readable prunecli checkpoint (damaged, or not written by "
+                f"prunecli); remove {self.where} to start over"
+            ) from None
         if meta.get("format") != FORMAT or meta.get("fingerprint") != self.fingerprint:
             raise ConfigError(
                 f"{path}: checkpoint of a different run (config or input model changed); "
