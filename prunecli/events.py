@@ -38,13 +38,13 @@ FORMATS = ("auto", "rich", "plain", "json")
 # A progress line's first word names its event ("loaded ...", "wrote ..."); others: message.
 _NAMED = ("loaded", "wrote", "resumed")
 _lock = threading.Lock()
+_STARTED = time.perf_counter()  # elapsed_s counts from here: when the CLI was imported
 
 
-def emit(event: str, started: float | None = None, **fields: Any) -> None:
+def emit(event: str, **fields: Any) -> None:
     """One JSON event line on ``sys.stderr``, written whole (the native-log thread writes too)."""
     record = {"event": event, **{key: _plain(value) for key, value in fields.items()}}
-    if started is not None:
-        record["elapsed_s"] = round(time.perf_counter() - started, 3)
+    record["elapsed_s"] = round(time.perf_counter() - _STARTED, 3)
     line = json.dumps(record, allow_nan=False) + "\n"
     with _lock:
         sys.stderr.write(line)
@@ -76,7 +76,6 @@ class JsonConsole(Console):
 
     def __init__(self) -> None:
         super().__init__(stderr=True, force_terminal=False, no_color=True, highlight=False)
-        self.started = time.perf_counter()
 
     @property
     def is_terminal(self) -> bool:
@@ -88,7 +87,7 @@ class JsonConsole(Console):
         self.event(first if first in _NAMED else "message", message=message)
 
     def event(self, name: str, **fields: Any) -> None:
-        emit(name, started=self.started, **fields)
+        emit(name, **fields)
 
 
 def console(log_format: str, quiet: bool) -> Console | None:
