@@ -25,7 +25,7 @@ from conftest import write_config
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 
-# Six epochs of 27 steps (81 training samples, batch 3), masks growing over four epochs:
+# Six epochs of 41 steps (81 training samples, batch 2), masks growing over four epochs:
 # a resume at the wrong step, with the wrong batches or the wrong optimizer state shows.
 CONFIG = """\
 seed: 7
@@ -34,7 +34,7 @@ prune:
   schedule: {type: polynomial, end_epoch: 4, frequency: 5}
 finetune:
   epochs: 6
-  batch_size: 3
+  batch_size: 2
   learning_rate: 0.01
   checkpoint_steps: 10
 """
@@ -183,12 +183,13 @@ def test_signal_at_a_known_step_mid_epoch_then_wrong_and_right_resumes(
     out = tmp_path / "out"
     out.mkdir()
     args = prune_args(model, npz_data, config, out / "p.keras")
-    # Step 40 is batch 13 of epoch 1 (27 steps an epoch); the last periodic save was step 30.
-    child = start([*args, "--log-format", "json"], env={"SIGNAL_AT_STEP": "40"})
+    # The signal comes during step 53 (batch 12 of the second epoch, 41 steps an epoch): the
+    # last periodic save was at step 50, the last checkpoint is before step 54.
+    child = start([*args, "--log-format", "json"], env={"SIGNAL_AT_STEP": "53"})
     seen = Events(child).until(lambda e: e["event"] == "error")
     assert child.wait(timeout=60) == 130
     assert [(e["reason"], e["step"]) for e in seen if e["event"] == "checkpoint"][-2:] == [
-        ("steps", 40), ("signal", 41),
+        ("steps", 50), ("signal", 54),
     ]  # fmt: skip
 
     ignored = cli(*args, "--quiet")
@@ -205,7 +206,7 @@ def test_signal_at_a_known_step_mid_epoch_then_wrong_and_right_resumes(
 
     resumed = cli(*args, "--resume")  # plain log mode: says where it resumed
     assert resumed.exit_code == 0, resumed.stderr
-    assert f"resumed from {out / 'p.ckpt'} after 41 steps (epoch 2)" in resumed.stderr
+    assert f"resumed from {out / 'p.ckpt'} after 54 steps (epoch 2)" in resumed.stderr
     assert sorted(p.name for p in out.iterdir()) == ["p.keras", "p.report.json", "p.report.md"]
     assert_same_model(out / "p.keras", expected)
     assert mask_updates(out / "p.report.json") == mask_updates(expected.with_suffix(".report.json"))
