@@ -18,7 +18,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from prunecli import __version__, config, interrupts
+from prunecli import __version__, config, events, interrupts
 from prunecli.errors import ConfigError, DataError, ModelLoadError, OutputError, PruneError
 
 EXIT_OK = 0
@@ -35,8 +35,11 @@ EXIT_CODES: dict[type[PruneError], int] = {
 }
 
 
-def _fail(message: str, code: int) -> None:
-    click.echo(f"prunecli: error: {message}", err=True)
+def _fail(message: str, code: int, as_event: bool = False) -> None:
+    if as_event:  # --log-format json: the error is one more event
+        events.emit("error", message=message, exit_code=code)
+    else:
+        click.echo(f"prunecli: error: {message}", err=True)
     sys.exit(code)
 
 
@@ -45,21 +48,25 @@ def _guarded(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
+        as_json = kwargs.get("log_format") == "json"
         try:
-            with interrupts.installed():  # SIGTERM behaves like Ctrl-C, and is never lost
+            # SIGTERM behaves like Ctrl-C, and is never lost; with --log-format json every
+            # stderr line is an event, TensorFlow's native lines included.
+            with interrupts.installed(), events.json_stderr(as_json, capture_native=not debug):
                 return command(*args, debug=debug, **kwargs)
         except PruneError as exc:
             if debug:
                 traceback.print_exc()
-            _fail(str(exc), EXIT_CODES.get(type(exc), EXIT_USAGE))
-        except KeyboardInterrupt:
-            _fail("interrupted; no output was written", EXIT_INTERRUPTED)
+            _fail(str(exc), EXIT_CODES.get(type(exc), EXIT_USAGE), as_json)
+        except KeyboardInterrupt as exc:
+            _fail(str(exc) or "interrupted; no output was written", EXIT_INTERRUPTED, as_json)
         except Exception as exc:
             if debug:
                 traceback.print_exc()
             _fail(
                 f"unexpected {type(exc).__name__}: {exc} (a bug: rerun with --debug and report it)",
                 EXIT_BUG,
+                as_json,
             )
 
     return click.option("--debug", is_flag=True, help="Show tracebacks.")(wrapper)
@@ -116,6 +123,18 @@ def main() -> None:
 @click.option(
     "--no-safe-mode", is_flag=True, help="Allow Lambda layers (runs code stored in the model)."
 )
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted run from its checkpoint (finetune.checkpoint_dir).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(events.FORMATS),
+    default="auto",
+    show_default=True,
+    help="Progress on stderr: rich bar, plain lines, or one JSON event per line.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or logs.")
 @_guarded
 def prune(
@@ -132,6 +151,8 @@ def prune(
     max_accuracy_drop: float | None,
     force: bool,
     no_safe_mode: bool,
+    resume: bool,
+    log_format: str,
     quiet: bool,
     debug: bool,
 ) -> None:
@@ -141,6 +162,7 @@ def prune(
       prunecli prune model.h5 --config cfg.yaml
       prunecli prune model.keras --data data/ -o pruned.keras --json > report.json
       prunecli prune model.h5 --sparsity 0.9 --set prune.scope=global --max-accuracy-drop 0.01
+      prunecli prune model.h5 -c cfg.yaml --log-format json --resume   # batch job, preemptible
 
     Exit codes: 0 ok, 1 bug, 2 bad input, 3 gate failed, 130 interrupted.
     """
@@ -165,7 +187,7 @@ def prune(
     from prunecli import runtime
 
     runtime.start(settings.seed, native_logs=debug, strategy=settings.finetune.strategy)
-    from prunecli import pipeline
+    from prunecli import checkpoints, pipeline
     from prunecli import report as render
 
     request = pipeline.Request(
@@ -174,9 +196,12 @@ def prune(
         force=force,
         safe_mode=not no_safe_mode,
         max_accuracy_drop=max_accuracy_drop,
+        resume=resume,
     )
-    stderr = Console(stderr=True)
-    result = pipeline.run(request, None if quiet else stderr)
+    try:
+        result = pipeline.run(request, events.console(log_format, quiet))
+    except KeyboardInterrupt as exc:  # say so when a checkpoint is left to resume from
+        raise checkpoints.interrupted(pipeline.checkpoint_folder(request), exc) from None
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

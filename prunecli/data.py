@@ -106,6 +106,65 @@ class Source:
         samples = samples.apply(tf.data.experimental.assert_cardinality(len(self)))
         return samples.batch(batch_size).prefetch(autotune)
 
+    def epochs(
+        self,
+        batch_size: int,
+        *,
+        seed: int,
+        first: int,
+        stop: int,
+        skip: int = 0,
+        targets: np.ndarray | None = None,
+    ) -> Any:
+        """Training batches of epochs ``first`` .. ``stop - 1``, back to back; ``skip`` drops
+        that many batches of the first (a resume mid-epoch).
+
+        Each epoch's order is fixed by ``(seed, epoch)`` alone, never by a shuffle's hidden
+        iteration state: a resumed run, or one under a distribution strategy (which rebuilds
+        the input pipeline), sees exactly the batches an uninterrupted one-device run sees.
+        """
+        import tensorflow as tf
+
+        targets = self.y if targets is None else targets
+        cached = self.cache is not False
+        if self._random_access and not cached:  # a fresh permutation of the keys each epoch
+
+            def epoch(number: int) -> Any:
+                order = _rng(seed, number).permutation(len(self))
+                return self._samples(self.rows[order], targets[order], cached=False)
+
+        else:  # decoded (and cached) once; each epoch shuffles through a seeded buffer
+            order = np.random.default_rng(seed).permutation(len(self))
+            if not self._random_access:
+                order = np.arange(len(self))
+            base = self._samples(self.rows[order], targets[order], cached=cached)
+            buffer = len(self) if self.cache is True else min(len(self), SHUFFLE_BUFFER)
+
+            def epoch(number: int) -> Any:
+                mixed = int(_rng(seed, number).integers(2**31 - 1))
+                return base.shuffle(buffer, seed=mixed, reshuffle_each_iteration=False)
+
+        parts = [
+            epoch(number)
+            .apply(tf.data.experimental.assert_cardinality(len(self)))
+            .batch(batch_size)
+            .skip(skip if number == first else 0)
+            for number in range(first, stop)
+        ]
+        joined = parts[0]
+        for part in parts[1:]:
+            joined = joined.concatenate(part)
+        return joined.prefetch(tf.data.AUTOTUNE)
+
+    def _samples(self, rows: np.ndarray, targets: np.ndarray, cached: bool) -> Any:
+        """Unbatched ``(x, target)`` of ``rows`` in that order, decoded in parallel."""
+        import tensorflow as tf
+
+        features = self._keys(rows).map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
+        if cached:
+            features = features.cache(self._cache_file(rows))
+        return tf.data.Dataset.zip(features, tf.data.Dataset.from_tensor_slices(targets))
+
     def _cache_file(self, rows: np.ndarray) -> str:
         """Memory ("") or ``<data.cache>/<split>-<digest of the rows, in order>``: tf.data
         reuses any complete cache of that name, so another split or order gets its own."""
@@ -115,6 +174,11 @@ class Source:
         folder.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha1(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()
         return str(folder / f"{self.name}-{digest[:12]}")
+
+
+def _rng(seed: int, epoch: int) -> np.random.Generator:
+    """The generator of one epoch's order: a function of (seed, epoch) alone."""
+    return np.random.default_rng([seed % 2**32, epoch])
 
 
 @dataclass(frozen=True)

@@ -10,16 +10,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from prunecli import events
 from prunecli.config import Distill, Finetune
 from prunecli.data import Source
 from prunecli.pruner import Pruner
+
+if TYPE_CHECKING:
+    from prunecli.checkpoints import Tracker
 
 OPTIMIZERS: dict[str, Callable[[Finetune], keras.optimizers.Optimizer]] = {
     "adam": lambda ft: keras.optimizers.Adam(ft.learning_rate),
@@ -51,6 +55,7 @@ def run(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     teacher: Teacher | None = None,
     seed: int = 0,
+    checkpoint: Tracker | None = None,
 ) -> Result:
     """Train ``model`` in place with masks enforced; end with every mask at its target.
 
@@ -59,8 +64,9 @@ def run(
     ``console`` None means quiet; a terminal console gets a rich progress bar, any other
     one plain one-line-per-epoch logs. ``callbacks`` are passed on to ``model.fit``
     (benchmarks time epochs with one). ``teacher`` turns on distillation
-    (``settings.distill``). ``train`` is streamed: shuffled by ``seed`` (anew each epoch),
-    batched and prefetched by ``tf.data``.
+    (``settings.distill``). ``train`` is streamed: each epoch's order fixed by ``seed`` and
+    the epoch, batched and prefetched by ``tf.data``. ``checkpoint`` saves preemption-safe
+    checkpoints and resumes from one (``checkpoints.Tracker.fit`` then runs ``model.fit``).
     """
     spe = steps_per_epoch(len(train), settings.batch_size)
     result = Result(epochs=settings.epochs, steps=settings.epochs * spe)
@@ -75,19 +81,26 @@ def run(
     )
     hook = _ScheduleHook(pruner, spe, result)
     hooks: list[keras.callbacks.Callback] = [hook, *callbacks]
-    if console is not None:
+    if events.is_json(console):
+        hooks.append(_EpochEvents(console, hook))
+    elif console is not None:
         hooks.append(
             _ProgressBar(console, hook) if console.is_terminal else _EpochLog(console, hook)
         )
     pruner.attach()
     try:
-        model.fit(
-            train.dataset(settings.batch_size, targets=targets, seed=seed),
-            epochs=settings.epochs,
-            shuffle=False,  # the dataset shuffles itself, seeded
-            callbacks=hooks,
-            verbose=0,
-        )
+        if checkpoint is not None:
+            checkpoint.fit(model, train, targets, settings, hooks, hook)
+        else:
+            model.fit(
+                train.epochs(
+                    settings.batch_size, seed=seed, first=0, stop=settings.epochs, targets=targets
+                ),
+                epochs=settings.epochs,
+                steps_per_epoch=spe,
+                callbacks=hooks,
+                verbose=0,
+            )
     finally:
         pruner.detach()
     result.updates.append({"step": result.steps, "sparsity": pruner.finish()})
@@ -202,6 +215,24 @@ class _EpochLog(keras.callbacks.Callback):
             f"sparsity {self.hook.current:.3f}",
             highlight=False,
         )
+
+
+class _EpochEvents(keras.callbacks.Callback):
+    """``--log-format json``: one ``epoch`` event per epoch, with the global step count."""
+
+    def __init__(self, console: Any, hook: _ScheduleHook) -> None:
+        super().__init__()
+        self.console, self.hook = console, hook
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = dict(logs or {})
+        loss = logs.pop("loss", float("nan"))
+        self.console.event(
+            "epoch", epoch=epoch + 1, epochs=self.params["epochs"],
+            step=(epoch + 1) * self.hook.spe, loss=float(loss),
+            metrics={key: float(value) for key, value in logs.items()},
+            sparsity=self.hook.current,
+        )  # fmt: skip
 
 
 class _ProgressBar(keras.callbacks.Callback):

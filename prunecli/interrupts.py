@@ -54,6 +54,11 @@ def check() -> None:
         raise KeyboardInterrupt
 
 
+def requested() -> bool:
+    """Whether a signal arrived during this command (for a last checkpoint before stopping)."""
+    return _state.requested
+
+
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
     """Only record signals in the block; ``check`` raises them (and once more on leaving)."""

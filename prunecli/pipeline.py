@@ -21,6 +21,7 @@ from rich.console import Console
 
 from prunecli import (
     __version__,
+    checkpoints,
     compiling,
     data,
     distribute,
@@ -51,6 +52,7 @@ class Request:
     force: bool = False
     safe_mode: bool = True
     max_accuracy_drop: float | None = None
+    resume: bool = False  # continue from the checkpoint of an interrupted run
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,12 @@ def preflight(request: Request) -> Targets:
     if tflite and settings.output.tflite.quantize == "int8" and settings.data.train is None:
         raise ConfigError(
             "output.tflite.quantize int8 calibrates on training data: set data.train or --data"
+        )
+    if request.resume and settings.finetune.epochs == 0:
+        raise ConfigError("--resume: nothing to resume, finetune.epochs is 0")
+    if settings.finetune.epochs > 0:
+        checkpoints.preflight(
+            checkpoint_folder(request, paths), resume=request.resume, force=request.force
         )
     if settings.finetune.epochs > 0 and settings.data.train is None:
         raise ConfigError(
@@ -197,6 +205,7 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
                 tuned = finetune.run(
                     model, pruner, splits.train, cfg.finetune, compile_args,
                     console, callbacks=[_StopOnSignal()], teacher=teacher, seed=cfg.seed,
+                    checkpoint=_tracker(request, paths, console),
                 )  # fmt: skip
     model_io.reset_training_state(model, user_compile or model_io.compile_config(model))
     with timing("evaluate_s"):
@@ -242,9 +251,29 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
         stage.write_text(paths.report, report.to_json(result))
         stage.write_text(paths.markdown, report.to_markdown(result))
         stage.commit()
+    checkpoints.remove(checkpoint_folder(request, paths))
     written = ", ".join(str(artifact.path) for artifact in paths.artifacts)
     _say(console, f"wrote {written}, {paths.report} and {paths.markdown}")
     return result
+
+
+def checkpoint_folder(request: Request, paths: Targets | None = None) -> Path:
+    """Where fine-tuning keeps its checkpoint (``finetune.checkpoint_dir``, or
+    ``<output stem>.ckpt/`` beside the output model)."""
+    output = (paths or targets(request)).model
+    return checkpoints.folder(request.config.finetune.checkpoint_dir, output)
+
+
+def _tracker(request: Request, paths: Targets, console: Console | None) -> checkpoints.Tracker:
+    cfg = request.config
+    return checkpoints.Tracker(
+        checkpoint_folder(request, paths),
+        checkpoints.fingerprint(cfg, outputs.sha256(request.model)),
+        seed=cfg.seed,
+        every=cfg.finetune.checkpoint_steps,
+        resume=request.resume,
+        console=console,
+    )
 
 
 def _say(console: Console | None, message: str) -> None:

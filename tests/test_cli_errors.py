@@ -579,4 +579,5 @@ def test_signal_during_finetune_stops_before_the_next_step(
     one_error_line(result, code=130)
     assert raised_in_step == [False]  # deferred: only recorded inside the train loop
     assert steps == [0, 1]  # and no step ran after it
-    assert leftovers(out) == []
+    assert leftovers(out) == ["p.ckpt"]  # only the checkpoint written on the signal
+    assert leftovers(out / "p.ckpt") == ["checkpoint.npz"]

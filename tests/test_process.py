@@ -2,7 +2,7 @@
 
 * ``--help`` and ``validate`` never import TensorFlow (``sys.modules`` checked in a child).
 * The written model loads in a Python that never imports prunecli, with no custom objects.
-* SIGTERM (or Ctrl-C) in the middle of fine-tuning exits 130 and leaves nothing behind.
+* SIGTERM (or Ctrl-C) in the middle of fine-tuning exits 130 and leaves only its checkpoint.
 """
 
 from __future__ import annotations
@@ -174,7 +174,9 @@ def _lines(stream, sink: queue.Queue) -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_mid_finetune_exits_130_and_leaves_nothing(make_model, image_data, tmp_path, signum):
+def test_signal_mid_finetune_exits_130_and_leaves_only_its_checkpoint(
+    make_model, image_data, tmp_path, signum
+):
     model_path = make_model("cnn", ".h5")
     input_bytes = model_path.read_bytes()
     out = tmp_path / "out"
@@ -229,9 +231,12 @@ def test_signal_mid_finetune_exits_130_and_leaves_nothing(make_model, image_data
     while (line := lines.get_nowait() if not lines.empty() else None) is not None:
         seen.append(line)
     assert code == 130, "".join(seen)
+    # Fine-tuning checkpoints before it stops: the checkpoint is all that is left.
     assert [line for line in seen if not line.startswith(("epoch ", "loaded "))] == [
-        "prunecli: error: interrupted; no output was written\n"
+        f"prunecli: error: interrupted; checkpoint saved in {out / 'p.ckpt'}, no other output "
+        "was written (rerun the same command with --resume to continue)\n"
     ]
-    assert sorted(p.name for p in out.iterdir()) == []
+    assert sorted(p.name for p in out.iterdir()) == ["p.ckpt"]
+    assert [p.name for p in (out / "p.ckpt").iterdir()] == ["checkpoint.npz"]
     assert model_path.read_bytes() == input_bytes
     assert child.stdout.read() == ""

@@ -1,0 +1,249 @@
+"""Preemption-safe fine-tuning: a signal leaves a checkpoint, ``--resume`` finishes the run.
+
+Real processes and real signals: the interrupted run exits 130 with only its checkpoint
+folder beside the output; the resumed run's model equals an uninterrupted run's (same seed,
+CPU) to 1e-6, and its checkpoint is gone. Resuming a checkpoint of another run, resuming
+without one, or ignoring one are each one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_config
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+
+# Six epochs of 41 steps (81 training samples, batch 2), masks growing over four epochs:
+# a resume at the wrong step, with the wrong batches or the wrong optimizer state shows.
+CONFIG = """\
+seed: 7
+prune:
+  sparsity: 0.7
+  schedule: {type: polynomial, end_epoch: 4, frequency: 5}
+finetune:
+  epochs: 6
+  batch_size: 2
+  learning_rate: 0.01
+  checkpoint_steps: 10
+"""
+
+# The child gets the default signal handlers (a test runner may start workers with SIGINT
+# ignored, and prunecli rightly keeps an ignored signal ignored). With SIGNAL_AT_STEP set,
+# the child sends itself SIGINT before that training step: a signal at an exact step.
+CHILD = """
+import os, signal, sys
+for signum in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(signum, signal.SIG_DFL)
+at = int(os.environ.get("SIGNAL_AT_STEP", "-1"))
+if at >= 0:
+    from prunecli import runtime
+    runtime.start()
+    from prunecli import pipeline
+    steps = iter(range(10**9))
+    check = pipeline._StopOnSignal.on_train_batch_begin
+    def begin(self, batch, logs=None):
+        if next(steps) == at:
+            os.kill(os.getpid(), signal.SIGINT)  # seen before the next step, as a real one
+        else:
+            check(self, batch, logs)
+    pipeline._StopOnSignal.on_train_batch_begin = begin
+from prunecli.cli import main
+main(sys.argv[1:], prog_name="prunecli")
+"""
+
+
+def prune_args(model: Path, data: Path, config: Path, output: Path) -> list[str]:
+    return ["prune", str(model), "--set", f"data.train={data}", "-c", str(config), "-o",
+            str(output)]  # fmt: skip
+
+
+def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**ENV, **(env or {})}, start_new_session=True,
+    )  # fmt: skip
+
+
+class Events:
+    """The child's stderr as JSON events (every line must parse), read by one thread."""
+
+    def __init__(self, child: subprocess.Popen) -> None:
+        self.lines: queue.Queue = queue.Queue()
+        self.seen: list[dict] = []
+        threading.Thread(target=self._pump, args=(child.stderr,), daemon=True).start()
+
+    def _pump(self, stream) -> None:
+        for line in stream:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def until(self, done: Callable[[dict], bool], timeout: float = 120) -> list[dict]:
+        """Events up to and including the first for which ``done`` holds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=1)
+            except queue.Empty:
+                continue
+            if line is None:
+                pytest.fail(f"stderr ended before the awaited event: {self.seen}")
+            self.seen.append(json.loads(line))
+            if done(self.seen[-1]):
+                return self.seen
+        pytest.fail(f"no awaited event within {timeout} s: {self.seen}")
+
+
+def weights(path: Path) -> list[np.ndarray]:
+    import keras
+
+    return [np.asarray(w) for w in keras.models.load_model(path).weights]
+
+
+def assert_same_model(resumed: Path, reference: Path) -> None:
+    got, want = weights(resumed), weights(reference)
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+        assert np.array_equal(a == 0, b == 0)  # the same masks
+
+
+def mask_updates(report: Path) -> list[dict]:
+    return json.loads(report.read_text())["finetune"]["mask_updates"]
+
+
+@pytest.fixture
+def reference(cli, make_model, npz_data, tmp_path) -> tuple[Path, Path, Path]:
+    """(model, config, output of an uninterrupted run)."""
+    model = make_model("cnn", ".h5")
+    config = write_config(tmp_path / "cfg.yaml", CONFIG)
+    (tmp_path / "ref").mkdir()
+    output = tmp_path / "ref" / "p.keras"
+    result = cli(*prune_args(model, npz_data, config, output), "--quiet")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in output.parent.iterdir()) == [
+        "p.keras", "p.report.json", "p.report.md",
+    ]  # fmt: skip
+    return model, config, output
+
+
+def test_sigterm_leaves_a_checkpoint_and_resume_matches_uninterrupted(
+    reference, npz_data, tmp_path
+):
+    model, config, expected = reference
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [*prune_args(model, npz_data, config, out / "p.keras"), "--log-format", "json"]
+    child = start(args)
+    stream = Events(child)
+    try:
+        seen = stream.until(lambda e: e["event"] == "checkpoint" and e["reason"] == "steps")
+        assert seen[-1]["step"] == 10
+        child.send_signal(signal.SIGTERM)
+        seen = stream.until(lambda e: e["event"] == "error")
+        code = child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert code == 130, seen
+    assert seen[-1]["exit_code"] == 130 and "--resume" in seen[-1]["message"]
+    assert seen[-2]["event"] == "checkpoint"  # the last one, written on the signal
+    assert sorted(p.name for p in out.iterdir()) == ["p.ckpt"]  # no model, no report
+    assert [p.name for p in (out / "p.ckpt").iterdir()] == ["checkpoint.npz"]
+    assert child.stdout.read() == ""
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "prunecli", *args, "--resume"], capture_output=True, text=True,
+        env=ENV, timeout=180,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    stream = [json.loads(line) for line in resumed.stderr.splitlines()]
+    assert [e["step"] for e in stream if e["event"] == "resumed"] == [seen[-2]["step"]]
+    assert sorted(p.name for p in out.iterdir()) == ["p.keras", "p.report.json", "p.report.md"]
+    assert_same_model(out / "p.keras", expected)
+    assert mask_updates(out / "p.report.json") == mask_updates(expected.with_suffix(".report.json"))
+
+
+def test_signal_at_a_known_step_mid_epoch_then_wrong_and_right_resumes(
+    reference, npz_data, tmp_path, cli
+):
+    model, config, expected = reference
+    out = tmp_path / "out"
+    out.mkdir()
+    args = prune_args(model, npz_data, config, out / "p.keras")
+    # The signal comes during step 53 (batch 12 of the second epoch, 41 steps an epoch): the
+    # last periodic save was at step 50, the last checkpoint is before step 54.
+    child = start([*args, "--log-format", "json"], env={"SIGNAL_AT_STEP": "53"})
+    seen = Events(child).until(lambda e: e["event"] == "error")
+    assert child.wait(timeout=60) == 130
+    assert [(e["reason"], e["step"]) for e in seen if e["event"] == "checkpoint"][-2:] == [
+        ("steps", 50), ("signal", 54),
+    ]  # fmt: skip
+
+    ignored = cli(*args, "--quiet")
+    assert ignored.exit_code == 2
+    assert ignored.stderr == (
+        f"prunecli: error: {out / 'p.ckpt'}: holds the checkpoint of an interrupted run; "
+        "pass --resume to continue it or --force to start over\n"
+    )
+    other = cli(*args, "--resume", "--sparsity", "0.5", "--quiet")
+    assert other.exit_code == 2
+    assert "checkpoint of a different run (config or input model changed)" in other.stderr
+    assert other.stderr.count("\n") == 1
+    assert sorted(p.name for p in out.iterdir()) == ["p.ckpt"]
+
+    resumed = cli(*args, "--resume")  # plain log mode: says where it resumed
+    assert resumed.exit_code == 0, resumed.stderr
+    assert f"resumed from {out / 'p.ckpt'} after 54 steps (epoch 2)" in resumed.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["p.keras", "p.report.json", "p.report.md"]
+    assert_same_model(out / "p.keras", expected)
+    assert mask_updates(out / "p.report.json") == mask_updates(expected.with_suffix(".report.json"))
+
+
+def test_resume_without_a_checkpoint(cli, make_model, npz_data, tmp_path):
+    model = make_model("cnn", ".h5")
+    config = write_config(tmp_path / "cfg.yaml", CONFIG)
+    result = cli(*prune_args(model, npz_data, config, tmp_path / "p.keras"), "--resume")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"prunecli: error: --resume: no checkpoint in {tmp_path / 'p.ckpt'} "
+        "(run without --resume to start from the beginning)\n"
+    )
+    no_training = cli(*prune_args(model, npz_data, config, tmp_path / "p.keras"), "--resume",
+                      "--epochs", "0")  # fmt: skip
+    assert no_training.exit_code == 2
+    assert (
+        no_training.stderr == "prunecli: error: --resume: nothing to resume, finetune.epochs is 0\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml", "data.npz", "models"]
+
+
+def test_unreadable_checkpoint_and_custom_folder(cli, make_model, npz_data, tmp_path):
+    model = make_model("cnn", ".h5")
+    folder = tmp_path / "ckpts"
+    config = write_config(tmp_path / "cfg.yaml", CONFIG + f"  checkpoint_dir: {folder.name}\n")
+    folder.mkdir()
+    (folder / "checkpoint.npz").write_bytes(b"not a checkpoint")
+    args = prune_args(model, npz_data, config, tmp_path / "p.keras")
+    result = cli(*args, "--resume", "--quiet")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"prunecli: error: {folder / 'checkpoint.npz'}: not a readable prunecli checkpoint "
+        f"(damaged, or not written by prunecli); remove {folder} to start over\n"
+    )
+    # --force starts over: the run succeeds and its own checkpoint is removed at the end.
+    fresh = cli(*args, "--force", "--quiet")
+    assert fresh.exit_code == 0, fresh.stderr
+    assert not folder.exists()
