@@ -69,6 +69,9 @@ DIGITS = ROOT / "sample_models" / "digits"
 
 SPARSITIES = (0.5, 0.8, 0.9)
 TOOLS = ("prunecli", "tfmot")
+# Plain ``fit`` without pruning in each Keras: how much of the throughput ratio is the
+# framework itself (Keras 3 vs tf_keras) rather than the pruning.
+PLAIN = ("keras3", "tf_keras")
 LEARNING_RATE = 1e-3
 FREQUENCY = 10
 POWER = 3.0
@@ -112,7 +115,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2, help="alternating repetitions per case")
     parser.add_argument("--epochs", type=int, default=4, help="fine-tune epochs (1st not timed)")
     parser.add_argument("--models", default=",".join(ARCHITECTURES), help="comma-separated")
-    parser.add_argument("--worker", choices=TOOLS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=TOOLS + PLAIN, help=argparse.SUPPRESS)
     parser.add_argument("--job", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--prepare", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -127,11 +130,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="prunecli-vs-tfmot-") as folder:
         tmp = Path(folder)
         _prepare(models, tmp)
-        rows = [
-            _measure(model, sparsity, args.reps, args.epochs, tmp)
-            for model in models
-            for sparsity in SPARSITIES
-        ]
+        rows = []
+        for model in models:
+            plain = _measure_plain(model, args.reps, args.epochs, tmp)
+            rows += [
+                _measure(model, sparsity, args.reps, args.epochs, tmp) | plain
+                for sparsity in SPARSITIES
+            ]
     _print_table(rows)
     checks = _targets(rows)
     for name, passed in checks.items():
@@ -210,6 +215,29 @@ def _prepare_here(models: list[str], tmp: Path) -> None:
         )
 
 
+def _measure_plain(model: str, reps: int, epochs: int, tmp: Path) -> dict[str, Any]:
+    """Plain ``fit`` steps/s in Keras 3 and in tf_keras (no pruning), alternating."""
+    rates: dict[str, list[float]] = {tool: [] for tool in PLAIN}
+    order = list(PLAIN)
+    for rep in range(reps):
+        for tool in order:
+            result = _run_worker(tool, model, 0.0, epochs, rep, tmp)
+            rates[tool] += result["steps_per_s"]
+            print(
+                f"  {model} plain rep {rep} {tool:<8} "
+                f"{statistics.median(result['steps_per_s']):7.1f} steps/s",
+                flush=True,
+            )
+        order.reverse()
+    medians = {tool: statistics.median(values) for tool, values in rates.items()}
+    return {
+        "keras3_plain_steps_per_s": round(medians["keras3"], 2),
+        "tf_keras_plain_steps_per_s": round(medians["tf_keras"], 2),
+        "framework_ratio": round(medians["keras3"] / medians["tf_keras"], 3),
+        "plain_samples": {k: [round(v, 2) for v in vals] for k, vals in rates.items()},
+    }
+
+
 def _measure(model: str, sparsity: float, reps: int, epochs: int, tmp: Path) -> dict[str, Any]:
     rates: dict[str, list[float]] = {tool: [] for tool in TOOLS}
     accuracies: dict[str, list[float]] = {tool: [] for tool in TOOLS}
@@ -264,7 +292,7 @@ def _run_worker(
         )
     )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": _pythonpath()}
-    if tool == "tfmot":
+    if tool in ("tfmot", "tf_keras"):
         env["TF_USE_LEGACY_KERAS"] = "1"
     else:
         env.pop("TF_USE_LEGACY_KERAS", None)
@@ -309,7 +337,7 @@ def _work(tool: str, job: dict[str, Any]) -> None:
     arrays = np.load(job["data"])
     stored = np.load(job["weights"])
     weights = [stored[f"arr_{i}"] for i in range(len(stored.files))]
-    runner = _prunecli if tool == "prunecli" else _tfmot
+    runner = {"prunecli": _prunecli, "tfmot": _tfmot, "keras3": _plain, "tf_keras": _plain}[tool]
     seconds, model = runner(job, arrays, weights)
     spe = -(-len(arrays["y"]) // ARCHITECTURES[job["model"]]["batch"])
     result = {
@@ -397,6 +425,33 @@ def _prunecli(
     return timer.seconds, model
 
 
+def _plain(job: dict[str, Any], arrays: Any, weights: list[np.ndarray]) -> tuple[list[float], Any]:
+    """Plain ``fit``, no pruning, in the Keras this process was started with."""
+    if os.environ.get("TF_USE_LEGACY_KERAS") == "1":
+        import tf_keras as keras_module
+    else:
+        from prunecli import runtime
+
+        runtime.start(seed=job["seed"])
+        import keras as keras_module
+    keras_module.utils.set_random_seed(job["seed"])
+    spec = ARCHITECTURES[job["model"]]
+    model = build(keras_module, job["model"])
+    model.set_weights(weights)
+    model.compile(keras_module.optimizers.Adam(LEARNING_RATE), "sparse_categorical_crossentropy")
+    timer = _timer(keras_module.callbacks.Callback)
+    model.fit(
+        arrays["x"],
+        arrays["y"],
+        batch_size=spec["batch"],
+        epochs=job["epochs"],
+        shuffle=True,
+        verbose=0,
+        callbacks=[timer],
+    )
+    return timer.seconds, model
+
+
 def _tfmot(job: dict[str, Any], arrays: Any, weights: list[np.ndarray]) -> tuple[list[float], Any]:
     import tensorflow as tf
     import tensorflow_model_optimization as tfmot
@@ -446,7 +501,7 @@ def _targets(rows: list[dict[str, Any]]) -> dict[str, bool]:
 def _print_table(rows: list[dict[str, Any]]) -> None:
     header = (
         f"{'model':<11} {'params':>8} {'sparsity':>8} {'prunecli st/s':>13} {'tfmot st/s':>10} "
-        f"{'ratio':>6} {'prunecli acc':>12} {'tfmot acc':>9} {'dense acc':>9}"
+        f"{'ratio':>6} {'K3/tf_keras':>11} {'prunecli acc':>12} {'tfmot acc':>9} {'dense acc':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -454,7 +509,8 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         print(
             f"{row['model']:<11} {row['params']:>8,} {row['sparsity']:>8.2f} "
             f"{row['prunecli_steps_per_s']:>13.1f} {row['tfmot_steps_per_s']:>10.1f} "
-            f"{row['throughput_ratio']:>6.3f} {row['prunecli_accuracy']:>12.4f} "
+            f"{row['throughput_ratio']:>6.3f} {row['framework_ratio']:>11.3f} "
+            f"{row['prunecli_accuracy']:>12.4f} "
             f"{row['tfmot_accuracy']:>9.4f} {row['dense_accuracy']:>9.4f}"
         )
 
