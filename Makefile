@@ -25,10 +25,12 @@ test: $(STAMP)  ## the whole suite, then ruff
 lint: $(STAMP)
 	$(BIN)/ruff check prunecli tests benchmarks sample_models
 
-bench: $(STAMP)  ## benchmarks: print tables, write benchmarks/results/*.json (~15 min on 2 cores)
+bench: $(STAMP)  ## benchmarks: print tables, write benchmarks/results/*.json (~35 min on 2 cores)
 	$(BIN)/python benchmarks/finetune_overhead.py
 	$(BIN)/python benchmarks/methods.py
 	$(BIN)/python benchmarks/formats.py
+	$(BIN)/python benchmarks/vs_tfmot.py
+	$(BIN)/python benchmarks/big_model.py
 
 sample: $(STAMP)  ## rebuild sample_models/ from scikit-learn's bundled digits
 	$(BIN)/python sample_models/make_sample.py
