@@ -207,7 +207,7 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
                     console, callbacks=[_StopOnSignal()], teacher=teacher, seed=cfg.seed,
                     checkpoint=_tracker(request, paths, console),
                 )  # fmt: skip
-    model_io.reset_training_state(model, user_compile or model_io.compile_config(model))
+    model_io.reset_training_state(model, user_compile or _plain_compile(model, compile_args))
     with timing("evaluate_s"):
         after = report.model_stats(model, layers) | _metrics(model, splits, task, compile_args)
 
@@ -306,6 +306,23 @@ def _teacher(
     # in the source's order (no shuffle): finetune zips them beside the labels
     outputs = model.predict(splits.train.dataset(evaluate.PREDICT_BATCH, cache=False), verbose=0)
     return finetune.Teacher(outputs, task.from_logits)
+
+
+def _plain_compile(model: Any, compile_args: dict[str, Any]) -> dict[str, Any]:
+    """The compile config an input saved without one leaves with: fine-tuning's optimizer
+    settings and the task's loss and metrics, never the distillation loss (a closure no
+    other program could load). Empty when nothing was fine-tuned."""
+    if not getattr(model, "compiled", False) or not compile_args.get("loss"):
+        return {}
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # no loss scale
+    return {
+        key: keras.saving.serialize_keras_object(value)
+        for key, value in (
+            ("optimizer", optimizer),
+            ("loss", compile_args["loss"]),
+            ("metrics", compile_args.get("metrics")),
+        )
+    }
 
 
 def _training_compile_args(

@@ -713,3 +713,14 @@ def test_example_config_validates_and_runs(cli, tmp_path, digits, name):
     assert report["finetune"]["distill"] == distill
     if schedule == "iterative":
         assert len(report["finetune"]["mask_updates"]) == cfg.prune.schedule.steps + 1
+
+
+def test_distilling_a_model_saved_without_compile_config(cli, make_model, npz_data, tmp_path):
+    """The output carries the task's loss, not the distillation closure nobody could load."""
+    target = tmp_path / "d.keras"
+    prune_ok(
+        cli, make_model("cnn", ".keras", compiled=False, train=False), "-o", target,
+        "--set", f"data.train={npz_data}", "--set", "finetune.distill={}", "--epochs", "1",
+    )  # fmt: skip
+    config = load(target).get_compile_config()
+    assert config["loss"]["class_name"] == "SparseCategoricalCrossentropy"
