@@ -156,7 +156,7 @@ def prune(
     quiet: bool,
     debug: bool,
 ) -> None:
-    """Prune MODEL (.keras or .h5), fine-tune it, write it and a before/after report.
+    """Prune MODEL (.keras, .h5 or a SavedModel folder), fine-tune it, write it and a report.
 
     \b
       prunecli prune model.h5 --config cfg.yaml

@@ -179,10 +179,15 @@ def _run_problem(flat: bytes) -> str | None:
 
 
 def _interpreter(flat: bytes) -> Any:
+    """A LiteRT interpreter with its default delegate (XNNPack), allocated; its "Created
+    TensorFlow Lite XNNPACK delegate" line is kept off the user's stderr."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=flat)
-    interpreter.allocate_tensors()
+    from prunecli import runtime
+
+    with runtime.native_stderr_muted():
+        interpreter = Interpreter(model_content=flat)
+        interpreter.allocate_tensors()
     return interpreter
 
 

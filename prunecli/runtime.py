@@ -29,7 +29,7 @@ def start(seed: int | None = None, native_logs: bool = False, strategy: str = "n
     """
     # TF reads its C++ log level once, at import: set it first (the user's own value wins).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with contextlib.nullcontext() if native_logs else _native_stderr_muted():
+    with contextlib.nullcontext() if native_logs else native_stderr_muted():
         import keras
         import tensorflow as tf
 
@@ -69,7 +69,7 @@ def machine() -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _native_stderr_muted() -> Iterator[None]:
+def native_stderr_muted() -> Iterator[None]:
     """Point fd 2 at /dev/null for the block; Python's own sys.stderr is left alone."""
     sys.stderr.flush()
     saved = os.dup(2)
