@@ -7,8 +7,10 @@ the model is loaded, so a bad command line fails in a fraction of a second.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -168,8 +170,8 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
             model, paths.artifacts, cfg.output.tflite, splits, task
         )
         main = deployed_before.get(paths.artifacts[0].format)
-        before |= (
-            {key: main[key] for key in ("size_bytes", "size_gzip_bytes")}
+        before_size = (
+            _done({key: main[key] for key in ("size_bytes", "size_gzip_bytes")})
             if main
             else _size_as(model, paths.model.suffix)
         )
@@ -216,8 +218,12 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
             staged, exports = exporting.stage_all(
                 model, paths.artifacts, stage, cfg.output.tflite, splits, task, deployed_before
             )
-        size, gzipped = outputs.sizes(staged)
+        after_size = _BACKGROUND.submit(outputs.sizes, staged)
+        input_sha256 = _BACKGROUND.submit(outputs.sha256, request.model)
+        output_sha256 = outputs.sha256(staged)
+        size, gzipped = after_size.result()
         after |= {"size_bytes": size, "size_gzip_bytes": gzipped}
+        before |= before_size.result()
         timing.seconds["total_s"] = time.perf_counter() - started
         result = {
             "schema_version": report.SCHEMA_VERSION,
@@ -227,12 +233,12 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
             "input": {
                 "path": str(request.model),
                 "format": fmt,
-                "sha256": outputs.sha256(request.model),
+                "sha256": input_sha256.result(),
             },
             "output": {
                 "path": str(paths.model),
                 "format": paths.artifacts[0].format,
-                "sha256": outputs.sha256(staged),
+                "sha256": output_sha256,
             },
             "exports": exports,
             "before": before,
@@ -358,13 +364,36 @@ def _metrics(
     return {"accuracy": accuracy, "loss": mean_loss}
 
 
-def _size_as(model: Any, suffix: str) -> dict[str, int]:
-    """The input model saved in the output's format: the fair 'before' size."""
-    with tempfile.TemporaryDirectory(prefix="prunecli-") as folder:
-        path = Path(folder) / f"before{suffix}"
+# Sizes and digests of big files run beside the main thread: zlib and hashlib release the
+# GIL, and gzip at level 9 (what the report specifies) takes tens of seconds per 100 MB.
+_BACKGROUND = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="prunecli")
+
+
+def _done(value: dict[str, int]) -> concurrent.futures.Future[dict[str, int]]:
+    future: concurrent.futures.Future[dict[str, int]] = concurrent.futures.Future()
+    future.set_result(value)
+    return future
+
+
+def _size_as(model: Any, suffix: str) -> concurrent.futures.Future[dict[str, int]]:
+    """The input model saved in the output's format, the fair 'before' size: saved now
+    (pruning changes the weights next), measured in the background."""
+    folder = Path(tempfile.mkdtemp(prefix="prunecli-"))
+    path = folder / f"before{suffix}"
+    try:
         model_io.save(model, path)
-        size, gzipped = outputs.sizes(path)
-    return {"size_bytes": size, "size_gzip_bytes": gzipped}
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+    def measure() -> dict[str, int]:
+        try:
+            size, gzipped = outputs.sizes(path)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return {"size_bytes": size, "size_gzip_bytes": gzipped}
+
+    return _BACKGROUND.submit(measure)
 
 
 def _schedule_factory(cfg: Config, spe: int) -> Callable[[float], schedules.Schedule]:
