@@ -23,7 +23,10 @@ def swallowed(signum: signal.Signals) -> bool:
 def test_a_lost_interrupt_is_raised_again_by_check(signum):
     with interrupts.installed():
         interrupts.check()  # nothing yet
-        assert swallowed(signum) is True
+        # In a pytest worker that already ran TensorFlow tests, a raised signal has (twice
+        # in about ten full runs) not reached Python's handler at all; that is delivery,
+        # not what this test is about, so it is delivered again (never more than 3 times).
+        assert any(swallowed(signum) for _ in range(3))
         with pytest.raises(KeyboardInterrupt):
             interrupts.check()
         with pytest.raises(KeyboardInterrupt):
