@@ -195,7 +195,7 @@ def _prepare_here(models: list[str], tmp: Path) -> None:
     settings = config.Data(train=DIGITS / "train", validation=DIGITS / "val")
     splits = data.load(settings, (28, 28, 1), seed=0)
     for name in models:
-        x, v = splits.train.x, splits.validation.x
+        (x, _), (v, _) = data.materialize(splits.train), data.materialize(splits.validation)
         if name == "cnn_1m":  # 28x28x1 -> 32x32x3: pad by 2 and repeat the channel
             x, v = (np.repeat(np.pad(a, ((0, 0), (2, 2), (2, 2), (0, 0))), 3, -1) for a in (x, v))
         np.savez(tmp / f"{name}.npz", x=x, y=splits.train.y, x_val=v, y_val=splits.validation.y)
@@ -375,7 +375,7 @@ def _prunecli(
     runtime.start(seed=job["seed"])
     import keras
 
-    from prunecli import config, finetune, pipeline, selection
+    from prunecli import config, data, finetune, pipeline, selection
     from prunecli.pruner import Pruner
 
     spec = ARCHITECTURES[job["model"]]
@@ -415,8 +415,7 @@ def _prunecli(
     finetune.run(
         model,
         pruner,
-        arrays["x"],
-        arrays["y"],
+        data.from_arrays(arrays["x"], arrays["y"]),
         cfg.finetune,
         {"loss": "sparse_categorical_crossentropy"},
         console=None,
