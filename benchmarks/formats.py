@@ -1,10 +1,11 @@
 """What pruning buys in each deployed form: .keras gzip size, TFLite size (dense vs sparse
 storage, float32 vs int8), TFLite accuracy and batch-1 latency, at 0/50/80/90% sparsity.
 
-Each model is pruned one-shot by magnitude with prunecli's own Pruner (no fine-tuning: the
-sizes and the storage format are the point, not the accuracy recovered). Every TFLite file
-is made by ``exporting.convert_tflite`` (so sparse + int8, which XNNPack cannot run with
-TF 2.21, comes back dense: the ``fallback`` column) and measured by running it in LiteRT.
+Each model is pruned one-shot by magnitude with prunecli's own Pruner, then fine-tuned
+with the masks held (``--epochs``, default 2; 0 shows one-shot accuracy without recovery).
+Every TFLite file is made by ``exporting.convert_tflite`` (so sparse + int8, which XNNPack
+cannot run with TF 2.21, comes back dense: the ``fallback`` column) and measured by running
+it in LiteRT.
 
 ``floor`` is the physical minimum for the weights in the sparse TFLite file: non-zero
 kernel values x bytes per value, plus CSR index overhead over the innermost (input) axis of
@@ -13,7 +14,7 @@ row, each in the smallest unsigned type that fits), or the kernel dense
 where that is smaller, plus every other parameter dense. ``/floor`` shows how close
 TFLite's storage gets to it; the file also holds the graph, so just above 1 is ideal.
 
-    .venv/bin/python benchmarks/formats.py [--sparsities 0 0.5 0.8 0.9]
+    .venv/bin/python benchmarks/formats.py [--sparsities 0 0.5 0.8 0.9] [--epochs 2]
 """
 
 from __future__ import annotations
@@ -32,7 +33,16 @@ runtime.start(seed=0)  # quiet TensorFlow start-up, before anything imports Kera
 
 import keras  # noqa: E402
 
-from prunecli import config, data, exporting, model_io, outputs, schedules, selection  # noqa: E402
+from prunecli import (  # noqa: E402
+    config,
+    data,
+    exporting,
+    finetune,
+    model_io,
+    outputs,
+    schedules,
+    selection,
+)
 from prunecli.pruner import Pruner  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,9 +59,10 @@ VARIANTS = (
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.0, 0.5, 0.8, 0.9])
+    parser.add_argument("--epochs", type=int, default=2, help="fine-tuning after the prune")
     args = parser.parse_args()
     rows = [
-        _measure(case, sparsity)
+        _measure(case, sparsity, args.epochs)
         for case in (_sample_case(), _cnn_1m_case())
         for sparsity in args.sparsities
     ]
@@ -105,20 +116,33 @@ def _bands(count: int, seed: int) -> data.Source:
     return data.from_arrays(x, y)
 
 
-def _prune(source: Any, sparsity: float) -> tuple[Any, list[Any]]:
+def _prune(source: Any, sparsity: float, train: Any, epochs: int) -> tuple[Any, list[Any]]:
+    """One-shot magnitude masks, then ``epochs`` of fine-tuning with them held; the model
+    comes back uncompiled (no optimizer state in the sizes)."""
     model = keras.models.clone_model(source)
     model.set_weights(source.get_weights())
     prune = config.Prune(sparsity=sparsity)
-    layers = selection.select(model, prune)
-    plan = schedules.Plan(1, 0)
-    Pruner(layers, prune, lambda s: schedules.build("one_shot", s, plan)).finish()
-    return model, layers
+    settings = config.Finetune(epochs=epochs, batch_size=32, learning_rate=1e-3)
+    spe = finetune.steps_per_epoch(len(train), settings.batch_size)
+    plan = schedules.Plan(spe, spe * epochs)
+    pruner = Pruner(
+        selection.select(model, prune), prune, lambda s: schedules.build("one_shot", s, plan)
+    )
+    if epochs == 0:
+        pruner.finish()
+    else:
+        pruner.update(0)
+        loss = {"loss": "sparse_categorical_crossentropy"}
+        finetune.run(model, pruner, train, settings, loss, console=None)
+    clean = keras.models.clone_model(model)
+    clean.set_weights(model.get_weights())
+    return clean, selection.select(clean, prune)
 
 
-def _measure(case: dict[str, Any], sparsity: float) -> dict[str, Any]:
+def _measure(case: dict[str, Any], sparsity: float, epochs: int) -> dict[str, Any]:
     from prunecli import evaluate
 
-    model, layers = _prune(case["model"], sparsity)
+    model, layers = _prune(case["model"], sparsity, case["train"], epochs)
     task = evaluate.Task("sparse")
     val = case["val"]
     with tempfile.TemporaryDirectory(prefix="prunecli-bench-") as folder:
@@ -142,6 +166,7 @@ def _measure(case: dict[str, Any], sparsity: float) -> dict[str, Any]:
         "case": case["name"],
         "params": int(model.count_params()),
         "sparsity": sparsity,
+        "finetune_epochs": epochs,
         "keras_size_bytes": keras_size,
         "keras_gzip_bytes": keras_gzip,
         "keras_accuracy": keras_accuracy,
