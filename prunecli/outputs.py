@@ -11,11 +11,11 @@ any output already renamed by this run is taken back: a failed run leaves nothin
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import os
 import shutil
 import tempfile
+import zlib
 from pathlib import Path
 from types import TracebackType
 
@@ -137,8 +137,22 @@ def sizes(path: Path) -> tuple[int, int]:
     if path.is_dir():
         pairs = [sizes(path / name) for name in _files(path)]
         return sum(size for size, _ in pairs), sum(gzipped for _, gzipped in pairs)
-    data = path.read_bytes()
-    return len(data), len(gzip.compress(data, compresslevel=9, mtime=0))
+    return path.stat().st_size, _gzip_size(path)
+
+
+_GZIP_WRAPPER = 10 + 8  # gzip's header (no file name) and trailer around the deflate stream
+_CHUNK = 1 << 20
+
+
+def _gzip_size(path: Path) -> int:
+    """``len(gzip.compress(file_bytes, 9))``, streamed: deflate's output does not depend on
+    how its input is split, so a 100 MB model costs a megabyte of memory, not two copies."""
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    total = _GZIP_WRAPPER
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            total += len(deflate.compress(block))
+    return total + len(deflate.flush())
 
 
 def _files(folder: Path) -> list[str]:
