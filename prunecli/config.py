@@ -209,8 +209,16 @@ class Finetune(_Section):
     strategy: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
     mixed_precision: bool = False
     jit_compile: Literal["auto"] | bool = "auto"
+    steps_per_execution: Literal["auto"] | int = "auto"
     checkpoint_dir: Path | None = None
     checkpoint_steps: int | None = Field(None, ge=1)
+
+    @field_validator("steps_per_execution")
+    @classmethod
+    def _positive_steps(cls, steps: Literal["auto"] | int) -> Literal["auto"] | int:
+        if steps != "auto" and steps < 1:
+            raise ValueError(f"must be auto or an integer >= 1, got {steps}")
+        return steps
 
 
 class Feature(_Section):

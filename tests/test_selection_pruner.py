@@ -475,3 +475,28 @@ def test_finetune_run_holds_masks_while_a_polynomial_schedule_raises_them():
         mask = np.array(pruner.masks[key])
         assert masking.sparsity(mask) == pytest.approx(round(0.75 * n[key]) / n[key])
         np.testing.assert_array_equal(np.array(variable)[mask == 0], 0.0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "spe", "epochs", "every", "setting", "expected"),
+    [
+        ("one_shot", 48, 2, None, "auto", 24),  # largest divisor of 48 up to 32
+        ("one_shot", 45, 2, 10, "auto", 5),  # checkpoints every 10 steps: gcd(45, 10)
+        ("polynomial", 45, 3, None, "auto", 5),  # updates every 10 steps from step 0
+        ("polynomial", 45, 3, None, 3, 1),  # a cap of 3 that does not divide 5
+        ("one_shot", 41, 2, None, "auto", 1),  # a prime epoch: one step a call
+    ],
+)
+def test_steps_per_execution_starts_a_call_at_every_update_checkpoint_and_epoch(
+    kind, spe, epochs, every, setting, expected
+):
+    prune = Prune(sparsity=0.5)
+    plan = schedules.Plan(spe, epochs * spe, end_epoch=2, frequency=10)
+    pruner = Pruner(
+        selection.select(seeded(build_cnn), prune), prune,
+        lambda final: schedules.build(kind, final, plan),
+    )  # fmt: skip
+    steps = finetune.steps_per_execution(setting, spe, epochs * spe, pruner, every)
+    assert steps == expected
+    updates = [s for s in range(epochs * spe) if pruner.updates_at(s)]
+    assert all(s % steps == 0 for s in [*updates, spe, every or 0])
