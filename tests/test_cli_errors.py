@@ -575,6 +575,8 @@ def test_signal_during_finetune_stops_before_the_next_step(
         "3",
         "--set",
         "finetune.batch_size=4",
+        "--set",
+        "finetune.steps_per_execution=1",  # callbacks between every two steps
     )
     one_error_line(result, code=130)
     assert raised_in_step == [False]  # deferred: only recorded inside the train loop
