@@ -26,6 +26,7 @@ from prunecli import runtime
 runtime.start(seed=0)  # quiet TensorFlow start-up, before anything imports Keras
 
 import keras  # noqa: E402
+import models  # noqa: E402  (benchmarks/models.py: this folder is on sys.path when run)
 
 from prunecli import config, data, finetune, model_io, schedules, selection  # noqa: E402
 from prunecli.pruner import Pruner  # noqa: E402
@@ -64,22 +65,7 @@ def _sample_case() -> dict[str, Any]:
 
 def _cnn_1m_case() -> dict[str, Any]:
     """A ~1M-parameter CNN on 32x32x3 synthetic data (10 classes)."""
-    keras.utils.set_random_seed(0)
-    layers = keras.layers
-    model = keras.Sequential(
-        [
-            keras.Input((32, 32, 3)),
-            layers.Conv2D(32, 3, activation="relu"),
-            layers.Conv2D(64, 3, activation="relu"),
-            layers.MaxPooling2D(),
-            layers.Conv2D(128, 3, activation="relu"),
-            layers.MaxPooling2D(),
-            layers.Flatten(),
-            layers.Dense(192, activation="relu"),
-            layers.Dense(10, activation="softmax"),
-        ],
-        name="cnn_1m",
-    )
+    model = models.cnn_1m()
     rng = np.random.default_rng(0)
     x = rng.random((2048, 32, 32, 3), dtype=np.float32)
     y = rng.integers(0, 10, 2048)

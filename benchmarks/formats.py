@@ -32,6 +32,7 @@ from prunecli import runtime
 runtime.start(seed=0)  # quiet TensorFlow start-up, before anything imports Keras
 
 import keras  # noqa: E402
+import models  # noqa: E402  (benchmarks/models.py: this folder is on sys.path when run)
 
 from prunecli import (  # noqa: E402
     config,
@@ -85,22 +86,7 @@ def _cnn_1m_case() -> dict[str, Any]:
     """The ~1M-parameter CNN of finetune_overhead.py, trained one epoch on learnable
     synthetic 32x32x3 data (class k brightens its own 8-row band), so accuracy means
     something."""
-    keras.utils.set_random_seed(0)
-    layers = keras.layers
-    model = keras.Sequential(
-        [
-            keras.Input((32, 32, 3)),
-            layers.Conv2D(32, 3, activation="relu"),
-            layers.Conv2D(64, 3, activation="relu"),
-            layers.MaxPooling2D(),
-            layers.Conv2D(128, 3, activation="relu"),
-            layers.MaxPooling2D(),
-            layers.Flatten(),
-            layers.Dense(192, activation="relu"),
-            layers.Dense(10, activation="softmax"),
-        ],
-        name="cnn_1m",
-    )
+    model = models.cnn_1m()
     train, val = _bands(2048, 1), _bands(512, 2)
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     model.fit(*data.materialize(train), batch_size=64, epochs=1, verbose=0)
