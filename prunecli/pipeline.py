@@ -69,10 +69,12 @@ def targets(request: Request) -> Targets:
     """Where the outputs go: ``output.path`` (default ``<input stem>.pruned.keras`` beside
     the input) and ``output.report`` (default ``<output stem>.report.json`` beside it)."""
     out = request.config.output
-    model = out.path or request.model.with_name(f"{request.model.stem}.pruned.keras")
     signature_only = model_io.detect_format(request.model) == savedmodel.FORMAT
-    if signature_only and out.path is None:
-        model = savedmodel.default_output(request.model)
+    model = out.path or (
+        savedmodel.default_output(request.model)
+        if signature_only
+        else request.model.with_name(f"{request.model.stem}.pruned.keras")
+    )
     artifacts = exporting.plan(model, out.folder, out.export)
     if signature_only:
         savedmodel.check_request(
@@ -86,8 +88,7 @@ def targets(request: Request) -> Targets:
 def preflight(request: Request) -> Targets:
     """All checks that need no TensorFlow: the model file exists and is a model, outputs
     writable and not clobbering, data given."""
-    model_io.detect_format(request.model)
-    paths = targets(request)
+    paths = targets(request)  # reads the input's format first: a missing model is named first
     for artifact in paths.artifacts:
         outputs.check_target(
             artifact.path, force=request.force, inputs=(request.model,), folder=artifact.folder
