@@ -14,8 +14,9 @@ holds every variable whose value the rest of the run depends on:
   of another run is refused.
 
 Why not ``model.fit(x, y, shuffle=True)``: Keras draws each epoch's order from a random
-state that a restarted process cannot rewind. Here epoch ``e``'s order is a permutation
-seeded by ``(seed, e)``, so a resumed run feeds the same batches as an uninterrupted one.
+state that a restarted process cannot rewind. Here epoch ``e``'s order is fixed by
+``(seed, e)`` alone (``data.Source.epochs``), so a resumed run feeds the same batches as an
+uninterrupted one.
 A run resumed mid-epoch (after ``checkpoint_steps`` or a signal) first trains the rest of
 that epoch, then the following epochs: two ``fit`` calls whose callbacks see one run (the
 batch numbers of the first are shifted to where the epoch stopped).
@@ -249,6 +250,7 @@ def _fit(
         steps_per_epoch=steps,
         initial_epoch=initial_epoch,
         epochs=epochs,
+        shuffle=False,  # the dataset orders each epoch itself, by (seed, epoch)
         callbacks=callbacks,
         verbose=0,
     )

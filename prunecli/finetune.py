@@ -102,6 +102,7 @@ def run(
                 ),
                 epochs=settings.epochs,
                 steps_per_epoch=spe,
+                shuffle=False,  # the dataset orders each epoch itself, by (seed, epoch)
                 callbacks=hooks,
                 verbose=0,
             )
