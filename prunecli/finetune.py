@@ -68,6 +68,8 @@ def run(
     the epoch, batched and prefetched by ``tf.data``. ``checkpoint`` saves preemption-safe
     checkpoints and resumes from one (``checkpoints.Tracker.fit`` then runs ``model.fit``).
     """
+    import tensorflow as tf
+
     spe = steps_per_epoch(len(train), settings.batch_size)
     result = Result(epochs=settings.epochs, steps=settings.epochs * spe)
     loss, targets = compile_args["loss"], None
@@ -81,6 +83,7 @@ def run(
         steps_per_execution=steps_per_execution(
             settings.steps_per_execution, spe, result.steps, pruner,
             checkpoint.every if checkpoint is not None else None,
+            distributed=tf.distribute.has_strategy(),
         ),
     )  # fmt: skip
     hook = _ScheduleHook(pruner, spe, result)
@@ -116,7 +119,12 @@ AUTO_STEPS_PER_EXECUTION = 32
 
 
 def steps_per_execution(
-    setting: int | str, spe: int, total: int, pruner: Pruner, every: int | None
+    setting: int | str,
+    spe: int,
+    total: int,
+    pruner: Pruner,
+    every: int | None,
+    distributed: bool = False,
 ) -> int:
     """Optimizer steps per call into Keras's compiled train function.
 
@@ -124,8 +132,11 @@ def steps_per_execution(
     steps a call ran 1.5x the steps/s of 1, 15 ran 1.8x); but callbacks run only between
     calls, so every step where the masks change, a checkpoint is due or an epoch ends must
     start one: the result divides all of them. ``auto`` takes the largest such count up to
-    32, an integer caps it.
+    32, an integer caps it. Under a distribution strategy it is 1: Keras 3.15's multi-step
+    train function fails there (seen with MirroredStrategy over two devices).
     """
+    if distributed:
+        return 1
     cap = AUTO_STEPS_PER_EXECUTION if setting == "auto" else int(setting)
     aligned = math.gcd(spe, every or 0, *(s for s in range(1, total) if pruner.updates_at(s)))
     return max(d for d in range(1, min(cap, aligned) + 1) if aligned % d == 0)

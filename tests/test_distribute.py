@@ -35,8 +35,8 @@ main()
 # A gradual schedule, so masks are updated between steps (cross-replica context) as well.
 CONFIG = """
 seed: 3
-prune: {sparsity: 0.6, schedule: {type: polynomial, end_epoch: 1, frequency: 2}}
-finetune: {epochs: 1, batch_size: 18, learning_rate: 0.01}
+prune: {sparsity: 0.6, schedule: {type: polynomial, end_epoch: 1, frequency: 3}}
+finetune: {epochs: 1, batch_size: 10, learning_rate: 0.01}
 data: {validation_split: 0}
 """
 

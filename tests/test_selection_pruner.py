@@ -498,5 +498,6 @@ def test_steps_per_execution_starts_a_call_at_every_update_checkpoint_and_epoch(
     )  # fmt: skip
     steps = finetune.steps_per_execution(setting, spe, epochs * spe, pruner, every)
     assert steps == expected
+    assert finetune.steps_per_execution(setting, spe, epochs * spe, pruner, every, True) == 1
     updates = [s for s in range(epochs * spe) if pruner.updates_at(s)]
     assert all(s % steps == 0 for s in [*updates, spe, every or 0])
