@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from prunecli.config import Data
-from prunecli.errors import DataError
+from prunecli.errors import DataError, first_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 _COLOR_CHANNELS = {"grayscale": 1, "rgb": 3, "rgba": 4}
@@ -415,9 +415,8 @@ def _read_npz(path: Path) -> Source:
     except DataError:
         raise
     except (OSError, ValueError, TypeError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(
-            f"{path}: not a readable .npz of numeric arrays x and y ({reason})"
+            f"{path}: not a readable .npz of numeric arrays x and y ({first_line(exc)})"
         ) from None
 
 

@@ -27,3 +27,10 @@ class DataError(PruneError):
 
 class OutputError(PruneError):
     """An output path is unusable: missing folder, not writable, exists, or is the input."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type when empty): TensorFlow's and
+    Keras's messages run to pages, and prunecli's errors are one line."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

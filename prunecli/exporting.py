@@ -29,7 +29,7 @@ import numpy as np
 
 from prunecli import data, outputs
 from prunecli.config import TFLite
-from prunecli.errors import OutputError
+from prunecli.errors import OutputError, first_line
 
 # Suffix -> format of the main output; "" (no suffix) is a SavedModel folder.
 SUFFIXES = {".keras": "keras", ".h5": "h5", ".hdf5": "h5", ".tflite": "tflite", "": "savedmodel"}
@@ -90,7 +90,7 @@ def write_savedmodel(model: Any, path: Path) -> None:
     try:
         model.export(str(path), format="tf_saved_model", verbose=False)
     except Exception as exc:
-        raise OSError(f"cannot export a SavedModel to {path}: {_first_line(exc)}") from exc
+        raise OSError(f"cannot export a SavedModel to {path}: {first_line(exc)}") from exc
 
 
 def write(
@@ -151,7 +151,7 @@ def _convert(source: Path, sparse: bool, quantize: str, calibration: np.ndarray 
     try:
         return converter.convert()
     except Exception as exc:
-        raise OSError(f"TFLite conversion failed: {_first_line(exc)}") from exc
+        raise OSError(f"TFLite conversion failed: {first_line(exc)}") from exc
 
 
 def _representative(calibration: np.ndarray | None) -> Callable[[], Iterator[list[np.ndarray]]]:
@@ -174,7 +174,7 @@ def _run_problem(flat: bytes) -> str | None:
         interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
         interpreter.invoke()
     except Exception as exc:  # LiteRT raises RuntimeError/ValueError with the C++ message
-        return _first_line(exc)
+        return first_line(exc)
     return None
 
 
@@ -329,8 +329,3 @@ def _latency_ms(run: Callable[[np.ndarray], np.ndarray], sample: np.ndarray | No
         run(sample)
         times.append(time.perf_counter() - start)
     return round(1000 * statistics.median(times), 4)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

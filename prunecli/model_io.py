@@ -17,7 +17,7 @@ from typing import Any
 import h5py
 
 from prunecli import legacy, savedmodel
-from prunecli.errors import ModelLoadError
+from prunecli.errors import ModelLoadError, first_line
 
 FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5"}
 
@@ -98,7 +98,7 @@ def load(path: Path, safe_mode: bool = True) -> tuple[Any, str]:
     except ModelLoadError:
         raise
     except Exception as exc:  # Keras raises many types for a bad file; all mean "cannot load"
-        raise ModelLoadError(f"{path}: cannot load model: {_first_line(exc)}") from None
+        raise ModelLoadError(f"{path}: cannot load model: {first_line(exc)}") from None
     if not hasattr(model, "layers"):
         raise ModelLoadError(f"{path}: loaded object is not a Keras model")
     return model, fmt
@@ -150,7 +150,7 @@ def save(model: Any, path: Path) -> None:
     try:
         model.save(path)
     except Exception as exc:
-        raise OSError(f"cannot save model to {path}: {_first_line(exc)}") from exc
+        raise OSError(f"cannot save model to {path}: {first_line(exc)}") from exc
 
 
 def _has_lambda(node: Any) -> bool:
@@ -159,8 +159,3 @@ def _has_lambda(node: Any) -> bool:
     if isinstance(node, list):
         return any(_has_lambda(v) for v in node)
     return False
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from prunecli.errors import ConfigError, ModelLoadError, OutputError
+from prunecli.errors import ConfigError, ModelLoadError, OutputError, first_line
 
 FORMAT = "savedmodel"
 ENDPOINT = "serving_default"
@@ -91,7 +91,7 @@ def load(path: Path) -> Any:
     try:
         layer = _SignatureLayer(str(path), call_endpoint=ENDPOINT, trainable=True)
     except Exception as exc:  # TF raises many types for a graph it cannot restore
-        raise ModelLoadError(f"{path}: cannot load SavedModel: {_first_line(exc)}") from None
+        raise ModelLoadError(f"{path}: cannot load SavedModel: {first_line(exc)}") from None
     inputs = layer.call_endpoint_fn.structured_input_signature[1]
     if len(inputs) != 1 or len(layer.call_endpoint_fn.structured_outputs) != 1:
         raise ModelLoadError(
@@ -119,7 +119,7 @@ def _signature_names(path: Path) -> list[str]:
         proto.ParseFromString((path / "saved_model.pb").read_bytes())
     except Exception as exc:  # protobuf's DecodeError, or an unreadable file
         raise ModelLoadError(
-            f"{path}: saved_model.pb is damaged or not a SavedModel ({_first_line(exc)})"
+            f"{path}: saved_model.pb is damaged or not a SavedModel ({first_line(exc)})"
         ) from None
     # ``__saved_model_init_op`` is TensorFlow's own bookkeeping, not a signature to serve.
     signatures = {name for graph in proto.meta_graphs for name in graph.signature_def}
@@ -213,11 +213,6 @@ def _output_activation(layer: Any, spec: Any) -> Any:
     if np.allclose(values.sum(axis=-1), 1.0, atol=1e-4):
         return keras.activations.softmax
     return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
 
 
 class _Marker:

@@ -21,7 +21,7 @@ import numpy as np
 
 from prunecli import data
 from prunecli.config import Data, Feature
-from prunecli.errors import DataError
+from prunecli.errors import DataError, first_line
 
 _LABEL_BATCH = 8192
 
@@ -125,7 +125,7 @@ def _check_first_record(file: str, parsers: dict[str, Callable[[Any], Any]]) -> 
         try:
             parse(first)
         except (tf.errors.InvalidArgumentError, ValueError) as exc:
-            reason = str(exc).strip().splitlines()[0][:200]
+            reason = first_line(exc)[:200]
             raise DataError(
                 f"{file}: feature {name!r} does not match data.tfrecord.features.{name}: {reason}"
             ) from None
@@ -144,6 +144,6 @@ def _tfrecord_labels(files: list[str], name: str, label: Feature) -> np.ndarray:
     try:
         values = [np.asarray(batch) for batch in labels]
     except tf.errors.OpError as exc:
-        reason = str(exc).strip().splitlines()[0][:200]
+        reason = first_line(exc)[:200]
         raise DataError(f"{files[0]}: cannot read label feature {name!r}: {reason}") from None
     return data.labels_of(np.concatenate(values))
