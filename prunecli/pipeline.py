@@ -147,6 +147,7 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
     timing = _Timer()
     with timing("load_s"):
         model, fmt = model_io.load(request.model, safe_mode=request.safe_mode)
+    input_sha256 = _BACKGROUND.submit(outputs.sha256, request.model)  # report and checkpoints
     distribute.adopt(model)
     user_compile = model_io.compile_config(model)
     model_io.reset_training_state(model, user_compile)
@@ -208,7 +209,7 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
                 tuned = finetune.run(
                     model, pruner, splits.train, cfg.finetune, compile_args,
                     console, callbacks=[_StopOnSignal()], teacher=teacher, seed=cfg.seed,
-                    checkpoint=_tracker(request, paths, console),
+                    checkpoint=_tracker(request, paths, console, input_sha256.result()),
                 )  # fmt: skip
     model_io.reset_training_state(model, user_compile or _plain_compile(model, compile_args))
     with timing("evaluate_s"):
@@ -220,7 +221,6 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
                 model, paths.artifacts, stage, cfg.output.tflite, splits, task, deployed_before
             )
         after_size = _BACKGROUND.submit(outputs.sizes, staged)
-        input_sha256 = _BACKGROUND.submit(outputs.sha256, request.model)
         output_sha256 = outputs.sha256(staged)
         size, gzipped = after_size.result()
         after |= {"size_bytes": size, "size_gzip_bytes": gzipped}
@@ -271,11 +271,13 @@ def checkpoint_folder(request: Request, paths: Targets | None = None) -> Path:
     return checkpoints.folder(request.config.finetune.checkpoint_dir, output)
 
 
-def _tracker(request: Request, paths: Targets, console: Console | None) -> checkpoints.Tracker:
+def _tracker(
+    request: Request, paths: Targets, console: Console | None, input_sha256: str
+) -> checkpoints.Tracker:
     cfg = request.config
     return checkpoints.Tracker(
         checkpoint_folder(request, paths),
-        checkpoints.fingerprint(cfg, outputs.sha256(request.model)),
+        checkpoints.fingerprint(cfg, input_sha256),
         seed=cfg.seed,
         every=cfg.finetune.checkpoint_steps,
         resume=request.resume,
