@@ -28,8 +28,12 @@ runtime.start(seed=0)  # quiet TensorFlow start-up, before anything imports Kera
 import keras  # noqa: E402
 import models  # noqa: E402  (benchmarks/models.py: this folder is on sys.path when run)
 
-from prunecli import config, data, finetune, model_io, schedules, selection  # noqa: E402
-from prunecli.pruner import Pruner  # noqa: E402
+from prunecli import config, data  # noqa: E402
+from prunecli.core import schedules  # noqa: E402
+from prunecli.formats import model_io  # noqa: E402
+from prunecli.pruning import selection  # noqa: E402
+from prunecli.pruning.pruner import Pruner  # noqa: E402
+from prunecli.training import finetune  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "finetune_overhead.json"

@@ -34,17 +34,13 @@ runtime.start(seed=0)  # quiet TensorFlow start-up, before anything imports Kera
 import keras  # noqa: E402
 import models  # noqa: E402  (benchmarks/models.py: this folder is on sys.path when run)
 
-from prunecli import (  # noqa: E402
-    config,
-    data,
-    exporting,
-    finetune,
-    model_io,
-    outputs,
-    schedules,
-    selection,
-)
-from prunecli.pruner import Pruner  # noqa: E402
+from prunecli import config, data  # noqa: E402
+from prunecli.core import schedules  # noqa: E402
+from prunecli.formats import exporting, model_io  # noqa: E402
+from prunecli.formats import staging as outputs  # noqa: E402
+from prunecli.pruning import selection  # noqa: E402
+from prunecli.pruning.pruner import Pruner  # noqa: E402
+from prunecli.training import finetune  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "formats.json"
@@ -126,7 +122,7 @@ def _prune(source: Any, sparsity: float, train: Any, epochs: int) -> tuple[Any, 
 
 
 def _measure(case: dict[str, Any], sparsity: float, epochs: int) -> dict[str, Any]:
-    from prunecli import evaluate
+    from prunecli.reporting import evaluate
 
     model, layers = _prune(case["model"], sparsity, case["train"], epochs)
     task = evaluate.Task("sparse")

@@ -190,7 +190,8 @@ def _prepare_here(models: list[str], tmp: Path) -> None:
     runtime.start(seed=0)
     import keras
 
-    from prunecli import config, data, model_io
+    from prunecli import config, data
+    from prunecli.formats import model_io
 
     settings = config.Data(train=DIGITS / "train", validation=DIGITS / "val")
     splits = data.load(settings, (28, 28, 1), seed=0)
@@ -375,8 +376,10 @@ def _prunecli(
     runtime.start(seed=job["seed"])
     import keras
 
-    from prunecli import config, data, finetune, pipeline, selection
-    from prunecli.pruner import Pruner
+    from prunecli import config, data, pipeline
+    from prunecli.pruning import selection
+    from prunecli.pruning.pruner import Pruner
+    from prunecli.training import finetune
 
     spec = ARCHITECTURES[job["model"]]
     cfg = config.load(

@@ -21,28 +21,16 @@ from typing import Any
 import keras
 from rich.console import Console
 
-from prunecli import (
-    __version__,
-    checkpoints,
-    compiling,
-    data,
-    distribute,
-    evaluate,
-    exporting,
-    finetune,
-    interrupts,
-    masking,
-    model_io,
-    outputs,
-    report,
-    runtime,
-    savedmodel,
-    schedules,
-    selection,
-)
+from prunecli import __version__, data, interrupts, runtime
 from prunecli.config import Config
+from prunecli.core import masking, schedules
 from prunecli.errors import ConfigError
-from prunecli.pruner import Pruner
+from prunecli.formats import compiling, exporting, model_io, savedmodel
+from prunecli.formats import staging as outputs
+from prunecli.pruning import selection
+from prunecli.pruning.pruner import Pruner
+from prunecli.reporting import evaluate, report
+from prunecli.training import checkpoints, distribute, finetune
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ def start(seed: int | None = None, native_logs: bool = False, strategy: str = "n
         import keras
         import tensorflow as tf
 
-        from prunecli import distribute
+        from prunecli.training import distribute
 
         distribute.prepare(strategy)  # before devices initialise: memory growth, collectives
         tf.config.list_logical_devices()  # device discovery prints its own lines: do it now

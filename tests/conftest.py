@@ -168,7 +168,7 @@ def make_model(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def cli() -> Callable[..., Result]:
     """Run ``prunecli ARGS`` in-process; the result has exit_code, stdout and stderr apart."""
-    from prunecli.cli import main
+    from prunecli.cli.commands import main
 
     def invoke(*args: str | Path) -> Result:
         return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)

@@ -59,7 +59,7 @@ if at >= 0:
         else:
             check(self, batch, logs)
     pipeline._StopOnSignal.on_train_batch_begin = begin
-from prunecli.cli import main
+from prunecli.cli.commands import main
 main(sys.argv[1:], prog_name="prunecli")
 """
 

@@ -448,7 +448,7 @@ def test_unsupported_output_suffix(cli, make_model, image_data, out):
 
 def test_failed_save_leaves_nothing(cli, make_model, image_data, out, monkeypatch):
     """A failure while writing (here: the model save) removes every staged file."""
-    from prunecli import model_io
+    from prunecli.formats import model_io
 
     model_path = make_model("cnn", ".h5", train=False)
     real_save = model_io.save
@@ -473,7 +473,7 @@ def test_failed_save_leaves_nothing(cli, make_model, image_data, out, monkeypatc
 
 
 def test_interrupt_while_saving_leaves_nothing(cli, make_model, image_data, out, monkeypatch):
-    from prunecli import model_io
+    from prunecli.formats import model_io
 
     model_path = make_model("cnn", ".h5", train=False)
     real_save = model_io.save
@@ -515,7 +515,7 @@ def test_signal_whose_interrupt_was_swallowed_still_stops_the_run(
 ):
     """A SIGTERM handled inside code that discards its KeyboardInterrupt (as TF's C++ does
     with a ``__len__``) must still end the run with 130 before anything is renamed."""
-    from prunecli import model_io
+    from prunecli.formats import model_io
 
     model_path = make_model("cnn", ".h5", train=False)
     real_save = model_io.save
@@ -542,7 +542,7 @@ def test_signal_during_finetune_stops_before_the_next_step(
 ):
     import keras
 
-    from prunecli import finetune
+    from prunecli.training import finetune
 
     model_path = make_model("cnn", ".h5", train=False)
     steps: list[int] = []

@@ -27,7 +27,7 @@ import sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from prunecli.cli import main
+from prunecli.cli.commands import main
 sys.argv[0] = "prunecli"
 main()
 """
@@ -173,7 +173,7 @@ def test_precision_context_sets_and_restores_every_layer():
     import keras
     from conftest import build_nested
 
-    from prunecli import distribute
+    from prunecli.training import distribute
 
     model = build_nested()
     with distribute.precision(model, "mixed_bfloat16"):
@@ -212,7 +212,7 @@ def test_report_environment_names_strategy_replicas_devices_precision(
 def test_chief_is_the_chief_task_or_worker_zero(cluster, task, chief):
     import tensorflow as tf
 
-    from prunecli import distribute
+    from prunecli.training import distribute
 
     resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
         tf.train.ClusterSpec(cluster), task_type=task[0], task_id=task[1]
@@ -225,8 +225,8 @@ def test_chief_is_the_chief_task_or_worker_zero(cluster, task, chief):
 
 
 def test_malformed_tf_config_is_a_config_error(monkeypatch):
-    from prunecli import distribute
     from prunecli.errors import ConfigError
+    from prunecli.training import distribute
 
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1"]}, "task": {"index": 3}}')
     with pytest.raises(ConfigError, match="TF_CONFIG: expected JSON"):

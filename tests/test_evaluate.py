@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from prunecli import data as data_module
-from prunecli import evaluate
 from prunecli.errors import DataError
-from prunecli.evaluate import Task
+from prunecli.reporting import evaluate
+from prunecli.reporting.evaluate import Task
 
 
 def dense_model(units: int, activation: str | None):

@@ -64,7 +64,7 @@ def _prune(cli, model: Path, out: Path, *args: str) -> dict:
 
 @pytest.mark.parametrize(("name", "fmt"), [("k2.h5", "h5-keras2"), ("k2_sm", "savedmodel-keras2")])
 def test_keras2_nested_model_rebuilt_with_weights_and_compile_config(legacy, reference, name, fmt):
-    from prunecli import model_io
+    from prunecli.formats import model_io
 
     model, found = model_io.load(legacy / name)
     assert found == fmt
@@ -80,7 +80,7 @@ def test_keras2_nested_model_rebuilt_with_weights_and_compile_config(legacy, ref
 
 
 def test_keras2_rnn_h5_rebuilt(legacy, reference):
-    from prunecli import model_io
+    from prunecli.formats import model_io
 
     model, fmt = model_io.load(legacy / "k2_rnn.h5")
     assert fmt == "h5-keras2"
@@ -94,7 +94,7 @@ def test_keras2_rnn_h5_rebuilt(legacy, reference):
 
 
 def test_tfmot_h5_unwrapped_like_strip_pruning(legacy, reference):
-    from prunecli import model_io
+    from prunecli.formats import model_io
 
     model, fmt = model_io.load(legacy / "tfmot.h5")
     assert fmt == "h5-tfmot"

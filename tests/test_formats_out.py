@@ -21,9 +21,10 @@ from click.testing import CliRunner
 from conftest import build_cnn, synthetic_images, write_config
 from PIL import Image
 
-from prunecli import exporting, outputs
-from prunecli.cli import main
+from prunecli.cli.commands import main
 from prunecli.errors import OutputError
+from prunecli.formats import exporting
+from prunecli.formats import staging as outputs
 
 SPARSITY = 0.8
 

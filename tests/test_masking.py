@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from prunecli import masking
+from prunecli.core import masking
 
 # --- unstructured (one kernel) -----------------------------------------------------------
 

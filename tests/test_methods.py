@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from conftest import write_config
 
-from prunecli import config, masking, scoring
+from prunecli import config
+from prunecli.core import masking, scoring
+from prunecli.core.masking import Pattern
+from prunecli.core.scoring import ScoreContext
 from prunecli.errors import ConfigError
-from prunecli.masking import Pattern
-from prunecli.scoring import ScoreContext
 
 NM_2_4 = Pattern("nm", n=2, m=4)
 

@@ -38,7 +38,7 @@ def python(code: str, *args: str | Path, timeout: float = 120) -> subprocess.Com
 
 NO_TF_PROBE = """
 import json, sys
-from prunecli.cli import main
+from prunecli.cli.commands import main
 code = main(sys.argv[1:], standalone_mode=False)
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
 print("PROBE " + json.dumps({"code": code, "heavy": heavy}))

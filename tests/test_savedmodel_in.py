@@ -127,7 +127,7 @@ def _x(npz: Path) -> np.ndarray:
 def _prune_and_check(
     cli: Callable, source: Path, npz: Path, tmp_path: Path, *extra: str
 ) -> tuple[dict, dict, Path]:
-    from prunecli import outputs
+    from prunecli.formats import staging as outputs
 
     output = tmp_path / "out" / "pruned"
     output.parent.mkdir()
@@ -151,7 +151,7 @@ def _prune_and_check(
     assert clean["modules"] == []
     assert clean["after"] == clean["before"]  # every signature, names and specs, unchanged
     # prunecli's in-process view of the written folder predicts what plain TF does.
-    from prunecli import model_io
+    from prunecli.formats import model_io
 
     model, fmt = model_io.load(output)
     assert fmt == "savedmodel"
@@ -290,10 +290,11 @@ def test_masks_hold_inside_the_train_step_on_savedmodel_variables(
     every pruned weight is still exactly 0 while the kept ones have moved."""
     import keras
 
-    from prunecli import model_io, selection
     from prunecli.config import Prune
-    from prunecli.pruner import Pruner
-    from prunecli.schedules import Plan, build
+    from prunecli.core.schedules import Plan, build
+    from prunecli.formats import model_io
+    from prunecli.pruning import selection
+    from prunecli.pruning.pruner import Pruner
 
     model, _ = model_io.load(module_dir)
     layers = selection.select(model, Prune(sparsity=0.5))

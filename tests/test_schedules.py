@@ -7,8 +7,8 @@ import itertools
 
 import pytest
 
-from prunecli import schedules
-from prunecli.schedules import Constant, Iterative, OneShot, Plan, Polynomial
+from prunecli.core import schedules
+from prunecli.core.schedules import Constant, Iterative, OneShot, Plan, Polynomial
 
 # --- one_shot ----------------------------------------------------------------------------
 

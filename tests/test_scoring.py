@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from prunecli import scoring
-from prunecli.scoring import ScoreContext
+from prunecli.core import scoring
+from prunecli.core.scoring import ScoreContext
 
 
 def test_magnitude_is_absolute_value_with_the_same_shape():

@@ -14,11 +14,14 @@ import numpy as np
 import pytest
 from conftest import CLASSES, build_cnn, build_nested, synthetic_images
 
-from prunecli import data, finetune, masking, schedules, selection
+from prunecli import data
 from prunecli.config import Finetune, Prune
+from prunecli.core import masking, schedules
+from prunecli.core.schedules import OneShot
 from prunecli.errors import ConfigError
-from prunecli.pruner import Pruner
-from prunecli.schedules import OneShot
+from prunecli.pruning import selection
+from prunecli.pruning.pruner import Pruner
+from prunecli.training import finetune
 
 # nested model: base/conv 3*3*1*4 = 36, hidden (6*6*4)*16 = 2304, out 16*3 = 48 kernel weights
 NESTED_KERNELS = {"base/conv/kernel": 36, "hidden/kernel": 2304, "out/kernel": 48}

@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from prunecli import data, outputs
+from prunecli import data
 from prunecli.config import TFLite
 from prunecli.errors import OutputError, first_line
+from prunecli.formats import staging as outputs
 
 # Suffix -> format of the main output; "" (no suffix) is a SavedModel folder.
 SUFFIXES = {".keras": "keras", ".h5": "h5", ".hdf5": "h5", ".tflite": "tflite", "": "savedmodel"}
@@ -82,7 +83,7 @@ def write_savedmodel(model: Any, path: Path) -> None:
 
     The one place a SavedModel is made (TFLite files are converted from it). A model read
     from a signature-only SavedModel is re-saved with the input's own signatures instead."""
-    from prunecli import savedmodel
+    from prunecli.formats import savedmodel
 
     if savedmodel.signature_layer(model) is not None:
         savedmodel.save(model, path)
@@ -98,7 +99,7 @@ def write(
 ) -> str | None:
     """Write ``model`` as ``artifact.format`` at ``path`` (a staged temporary name); returns
     a note when the file had to differ from what was asked (see ``convert_tflite``)."""
-    from prunecli import model_io
+    from prunecli.formats import model_io
 
     if artifact.format == "savedmodel":
         write_savedmodel(model, path)
@@ -197,7 +198,7 @@ def measure(
     """``{size_bytes, size_gzip_bytes, accuracy, latency_ms}`` of the artifact at ``path``,
     measured by running it: accuracy over ``samples`` streamed in batches (None without
     samples or a classification task), latency the median batch-1 CPU call after warm-up."""
-    from prunecli import evaluate
+    from prunecli.reporting import evaluate
 
     size, gzipped = outputs.sizes(path)
     runner = _tflite_runner(path) if artifact.format == "tflite" else _savedmodel_runner(path)

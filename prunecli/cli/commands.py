@@ -187,8 +187,9 @@ def prune(
     from prunecli import runtime
 
     runtime.start(settings.seed, native_logs=debug, strategy=settings.finetune.strategy)
-    from prunecli import checkpoints, pipeline
-    from prunecli import report as render
+    from prunecli import pipeline
+    from prunecli.reporting import report as render
+    from prunecli.training import checkpoints
 
     request = pipeline.Request(
         model,
@@ -232,7 +233,7 @@ def inspect(model: Path, as_json: bool, no_safe_mode: bool, debug: bool) -> None
     from prunecli import runtime
 
     runtime.start(native_logs=debug)
-    from prunecli import inspection
+    from prunecli.reporting import inspection
 
     summary = inspection.summarize(model, safe_mode=not no_safe_mode)
     if as_json:

@@ -247,7 +247,7 @@ def load(settings: Data, input_shape: tuple[int | None, ...], seed: int) -> Spli
 
 def _read(path: Path, name: str, settings: Data, input_shape: tuple[int | None, ...]) -> Source:
     if settings.tfrecord is not None and not path.is_dir() and path.suffix.lower() != ".npz":
-        from prunecli import tfrecord  # it builds on this module
+        from prunecli.data import tfrecord  # it builds on this module
 
         source = tfrecord.read(path, settings)
     elif path.is_dir():

@@ -16,8 +16,8 @@ from typing import Any
 
 import h5py
 
-from prunecli import legacy, savedmodel
 from prunecli.errors import ModelLoadError, first_line
+from prunecli.formats import legacy, savedmodel
 
 FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5"}
 

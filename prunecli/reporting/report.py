@@ -13,8 +13,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from prunecli import masking
-from prunecli.selection import LayerInfo
+from prunecli.core import masking
+from prunecli.pruning.selection import LayerInfo
 
 SCHEMA_VERSION = 1
 

@@ -18,10 +18,10 @@ from typing import Any
 import keras
 import numpy as np
 
-from prunecli import masking, scoring
 from prunecli.config import Prune
-from prunecli.schedules import Schedule
-from prunecli.selection import LayerInfo
+from prunecli.core import masking, scoring
+from prunecli.core.schedules import Schedule
+from prunecli.pruning.selection import LayerInfo
 
 
 @dataclass(frozen=True)

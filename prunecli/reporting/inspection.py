@@ -9,7 +9,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from prunecli import model_io, selection
+from prunecli.formats import model_io
+from prunecli.pruning import selection
 
 
 def summarize(path: Path, safe_mode: bool = True) -> dict[str, Any]:

@@ -20,10 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from prunecli import events
 from prunecli.config import Distill, Finetune
 from prunecli.data import Source
-from prunecli.pruner import Pruner
+from prunecli.pruning.pruner import Pruner
 
 if TYPE_CHECKING:
-    from prunecli.checkpoints import Tracker
+    from prunecli.training.checkpoints import Tracker
 
 OPTIMIZERS: dict[str, Callable[[Finetune], keras.optimizers.Optimizer]] = {
     "adam": lambda ft: keras.optimizers.Adam(ft.learning_rate),

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from prunecli import masking, savedmodel
 from prunecli.config import Prune
+from prunecli.core import masking
 from prunecli.errors import ConfigError
+from prunecli.formats import savedmodel
 
 # Each entry: (attribute path, reduction axis) per prunable kernel. The reduction axis is
 # the one a layer's output sums over (a Dense kernel is (in, out): axis -2; a transposed

@@ -24,8 +24,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from prunecli import compiling
 from prunecli.errors import ModelLoadError
+from prunecli.formats import compiling
 
 TFMOT_WRAPPER = "PruneLowMagnitude"
 # Keras 2 layer arguments Keras 3 refuses; dropping them changes nothing Keras 3 supports.

@@ -133,7 +133,7 @@ def signature_layer(model: Any) -> Any | None:
 
 def describe(layer: Any) -> list[Any]:
     """One LayerInfo per variable group (``a/b/kernel:0`` and ``a/b/bias:0`` -> ``a/b``)."""
-    from prunecli.selection import LayerInfo
+    from prunecli.pruning.selection import LayerInfo
 
     infos: dict[str, LayerInfo] = {}
     reasons: dict[str, list[str]] = {}
