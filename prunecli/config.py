@@ -112,10 +112,16 @@ class Block(_Section):
 
 _NM = re.compile(r"(\d+):(\d+)")
 GRADUAL = ("polynomial", "iterative")
+CHANNEL = "channel"  # structured pruning: whole channels, units and heads removed
+# Scores of whole channels; ``magnitude`` means l1 there. lamp and movement score weights.
+CHANNEL_METHODS = ("l1", "l2", "bn_scale", "taylor", "fpgm", "random", "magnitude")
+CHANNEL_ONLY_METHODS = ("l1", "l2", "bn_scale", "fpgm")
 
 
 class Prune(_Section):
-    method: Literal["magnitude", "random", "taylor", "lamp", "movement"] = "magnitude"
+    method: Literal[
+        "magnitude", "random", "taylor", "lamp", "movement", "l1", "l2", "bn_scale", "fpgm"
+    ] = "magnitude"
     granularity: str | Block = "unstructured"
     scope: Literal["layer", "global"] = "layer"
     sparsity: float = Field(0.5, ge=0, lt=1)
@@ -123,6 +129,8 @@ class Prune(_Section):
     score_batches: int = Field(16, ge=1)  # taylor: batches of training data for gradients
     layers: LayerSelection = LayerSelection()
     schedule: Schedule = Schedule()
+    round_to: int = Field(8, ge=1)  # channel: kept counts stay multiples of this (1 = off)
+    heads: bool = True  # channel: MultiHeadAttention loses whole heads
 
     @field_validator("granularity", mode="before")
     @classmethod
@@ -138,12 +146,12 @@ class Prune(_Section):
                 return Block.model_validate(value)
             except ValidationError as exc:
                 raise ValueError(f"{{block: [rows, cols]}}: {_describe(exc)}") from None
-        if value == "unstructured":
+        if value in ("unstructured", CHANNEL):
             return value
         found = _NM.fullmatch(str(value))
         if not found or not 0 < int(found[1]) < int(found[2]):
             raise ValueError(
-                f'must be unstructured, "N:M" with 0 < N < M such as "2:4", or '
+                f'must be unstructured, channel, "N:M" with 0 < N < M such as "2:4", or '
                 f"{{block: [rows, cols]}}, got {value!r}"
             )
         return value
@@ -173,6 +181,7 @@ class Prune(_Section):
                     f"prune.granularity {self.granularity!r} fixes every layer's sparsity; "
                     "prune.scope global has nothing to share: use scope layer"
                 )
+        self._channel_methods_valid()
         if self.method == "movement" and self.schedule.type not in GRADUAL:
             raise ValueError(
                 "prune.method movement scores weights by how fine-tuning moves them, so it "
@@ -185,6 +194,19 @@ class Prune(_Section):
                 "remove them or use prune.scope layer"
             )
         return self
+
+    def _channel_methods_valid(self) -> None:
+        """Channel scores and weight scores do not mix: say which granularity a method needs."""
+        if self.granularity == CHANNEL and self.method not in CHANNEL_METHODS:
+            raise ValueError(
+                f"prune.method {self.method} scores single weights; prune.granularity channel "
+                f"takes {', '.join(m for m in CHANNEL_METHODS if m != 'magnitude')}"
+            )
+        if self.granularity != CHANNEL and self.method in CHANNEL_ONLY_METHODS:
+            raise ValueError(
+                f"prune.method {self.method} scores whole channels: set prune.granularity "
+                f"channel (or use magnitude for {self.granularity!r})"
+            )
 
 
 class Distill(_Section):

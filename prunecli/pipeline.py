@@ -22,14 +22,15 @@ import keras
 from rich.console import Console
 
 from prunecli import __version__, data, interrupts, runtime
-from prunecli.config import Config
+from prunecli.config import CHANNEL, Config
 from prunecli.core import masking, schedules
 from prunecli.errors import ConfigError
 from prunecli.formats import compiling, exporting, model_io, savedmodel
 from prunecli.formats import staging as outputs
 from prunecli.pruning import selection
 from prunecli.pruning.pruner import Pruner
-from prunecli.reporting import evaluate, report
+from prunecli.reporting import evaluate, latency, report
+from prunecli.structured import stage as structured
 from prunecli.training import checkpoints, distribute, finetune
 
 
@@ -155,6 +156,7 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
     )
     with timing("evaluate_s"):
         before = report.model_stats(model, layers) | _metrics(model, splits, task, compile_args)
+        before |= latency.performance(model)
     with timing("save_s"):
         deployed_before = exporting.measure_input(
             model, paths.artifacts, cfg.output.tflite, splits, task
@@ -178,8 +180,12 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
             model, splits.train, compile_args["loss"],
             cfg.prune.score_batches, cfg.finetune.batch_size, cfg.seed,
         )  # fmt: skip
-    pruner = Pruner(
-        layers, cfg.prune, _schedule_factory(cfg, spe), seed=cfg.seed, gradients=gradients
+    pruner = (
+        structured.pruner(model, cfg, _schedule_factory(cfg, spe), gradients)
+        if cfg.prune.granularity == CHANNEL
+        else Pruner(
+            layers, cfg.prune, _schedule_factory(cfg, spe), seed=cfg.seed, gradients=gradients
+        )
     )
     # The prune phase's own update (before step 0) belongs in the report's mask_updates too:
     # without it a schedule's curve, e.g. polynomial from initial_sparsity, starts mid-way.
@@ -189,6 +195,7 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
             pruned.append({"step": 0, "sparsity": pruner.finish()})
         elif pruner.updates_at(0):
             pruned.append({"step": 0, "sparsity": pruner.update(0)})
+        model, layers = structured.rebuilt(pruner, model, layers)  # channel, one_shot
     tuned = finetune.Result()
     with timing("finetune_s"):
         if cfg.finetune.epochs > 0:
@@ -199,9 +206,11 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
                     console, callbacks=[_StopOnSignal()], teacher=teacher, seed=cfg.seed,
                     checkpoint=_tracker(request, paths, console, input_sha256.result()),
                 )  # fmt: skip
+    model, layers = structured.rebuilt(pruner, model, layers)  # channel, gradual schedules
     model_io.reset_training_state(model, user_compile or _plain_compile(model, compile_args))
     with timing("evaluate_s"):
         after = report.model_stats(model, layers) | _metrics(model, splits, task, compile_args)
+        after |= latency.performance(model)
 
     with outputs.Staging() as stage:
         with timing("save_s"):
@@ -232,7 +241,12 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
             "exports": exports,
             "before": before,
             "after": after,
-            "layers": report.layer_rows(layers, masking.parse(cfg.prune.granularity)),
+            "layers": structured.layer_rows(
+                pruner, report.layer_rows(layers, masking.parse(cfg.prune.granularity))
+            ),
+            "groups": structured.group_rows(pruner),
+            "speedup": latency.speedup(before["latency_ms"], after["latency_ms"]),
+            "latency_backend": latency.BACKEND,
             "finetune": {
                 "epochs": tuned.epochs,
                 "steps": tuned.steps,
