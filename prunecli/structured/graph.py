@@ -284,7 +284,6 @@ def _call(
     for channel in ins:
         graph.touch(channel, path)
     if problem is not None:
-        use.rule = "frozen"
         return _frozen(graph, use, outs, problem)
     return getattr(_Rules, rule)(graph, use, outs)
 
@@ -327,6 +326,7 @@ def _unshare(graph: Graph, first: Use, reason: str) -> None:
 def _frozen(graph: Graph, use: Use, outs: list[Any], reason: str) -> list[Channels]:
     """A call the graph cannot follow: its inputs keep their width, its outputs are new
     frozen sources."""
+    use.rule = "frozen"
     for channel in use.inputs:
         graph.freeze(channel, f"read by {use.path}: {reason}")
     return [

@@ -114,8 +114,15 @@ def rebuild(model: Any, plan: Plan) -> Any:
     edits = {
         path: found for path, use in plan.graph.uses.items() if (found := config_edits(plan, use))
     }
-    config = _edited(model.get_config(), edits, prefix="")
-    rebuilt = type(model).from_config(config)
+    import keras
+
+    serialized = keras.saving.serialize_keras_object(model)
+    serialized.pop("build_config", None)  # the old input shapes; compiled below instead
+    serialized.pop("compile_config", None)
+    serialized["config"] = _edited(serialized["config"], edits, prefix="")
+    # The model's code (a Lambda's function) is already loaded in this process: rebuilding
+    # it from its own in-memory config runs nothing new, so safe mode has nothing to guard.
+    rebuilt = keras.saving.deserialize_keras_object(serialized, safe_mode=False)
     old = dict(walk(model))
     for path, layer in walk(rebuilt):
         if not layer.weights:

@@ -1,0 +1,214 @@
+"""Shared helpers for the structured-pruning tests: small coupled models and references.
+
+Every builder returns a fresh, tiny, randomly initialised Keras model whose channel
+coupling is the point: residual adds, concatenations, Flatten into Dense, attention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+def seq_cnn() -> Any:
+    """Sequential: conv-BN-relu twice, pool, Flatten -> Dense (channels-last slicing)."""
+    import keras
+
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            layers.Conv2D(16, 3, padding="same", name="conv1"),
+            layers.BatchNormalization(name="bn1"),
+            layers.ReLU(name="relu1"),
+            layers.Conv2D(24, 3, padding="same", name="conv2"),
+            layers.BatchNormalization(name="bn2"),
+            layers.ReLU(name="relu2"),
+            layers.MaxPooling2D(2, name="pool"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(16, activation="relu", name="hidden"),
+            layers.Dense(3, name="out"),
+        ],
+        name="seq_cnn",
+    )
+
+
+def residual() -> Any:
+    """A ResNet-style block: the residual Add couples stem and branch into one group."""
+    import keras
+
+    layers = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    stem = layers.ReLU(name="stem_relu")(
+        layers.BatchNormalization(name="stem_bn")(
+            layers.Conv2D(16, 3, padding="same", name="stem")(inputs)
+        )
+    )
+    branch = layers.Conv2D(16, 3, padding="same", activation="relu", name="branch_a")(stem)
+    branch = layers.BatchNormalization(name="branch_bn")(
+        layers.Conv2D(16, 3, padding="same", name="branch_b")(branch)
+    )
+    merged = layers.ReLU(name="merged_relu")(layers.Add(name="add")([stem, branch]))
+    pooled = layers.GlobalAveragePooling2D(name="gap")(merged)
+    return keras.Model(inputs, layers.Dense(3, name="out")(pooled), name="residual")
+
+
+def concat() -> Any:
+    """Two branches concatenated (offsets), a depthwise conv after, then a 1x1 conv."""
+    import keras
+
+    layers = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    left = layers.Conv2D(8, 3, padding="same", name="left")(inputs)
+    right = layers.BatchNormalization(name="right_bn")(layers.Conv2D(16, 1, name="right")(inputs))
+    joined = layers.Concatenate(name="cat")([left, right])
+    joined = layers.DepthwiseConv2D(3, padding="same", name="dw")(joined)
+    mixed = layers.Conv2D(16, 1, activation="relu", name="mix")(joined)
+    pooled = layers.GlobalMaxPooling2D(name="gmp")(mixed)
+    return keras.Model(inputs, layers.Dense(3, name="out")(pooled), name="concat")
+
+
+def transformer() -> Any:
+    """One encoder block: self-attention (4 heads) with residual and LayerNorm, a
+    feed-forward pair, pooled into a classifier. The residual stream is the input's."""
+    import keras
+
+    layers = keras.layers
+    inputs = keras.Input((6, 16))
+    attended = layers.MultiHeadAttention(4, 8, name="mha")(inputs, inputs)
+    stream = layers.LayerNormalization(name="ln1")(layers.Add(name="res1")([inputs, attended]))
+    hidden = layers.Dense(32, activation="relu", name="ff1")(stream)
+    stream = layers.Add(name="res2")([stream, layers.Dense(16, name="ff2")(hidden)])
+    pooled = layers.GlobalAveragePooling1D(name="gap")(stream)
+    return keras.Model(inputs, layers.Dense(3, name="out")(pooled), name="transformer")
+
+
+def mobilenet() -> Any:
+    import keras
+
+    return keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=3, classifier_activation=None
+    )
+
+
+def resnet50() -> Any:
+    import keras
+
+    return keras.applications.ResNet50(
+        input_shape=(32, 32, 3), weights=None, classes=3, classifier_activation=None
+    )
+
+
+BUILDERS: dict[str, Callable[[], Any]] = {
+    "seq_cnn": seq_cnn,
+    "residual": residual,
+    "concat": concat,
+    "transformer": transformer,
+    "mobilenet": mobilenet,
+    "resnet50": resnet50,
+}
+
+
+def randomized(model: Any, seed: int = 0) -> Any:
+    """``model`` with every weight random and BatchNorm statistics away from 0/1, so a
+    mistake in slicing a mean, a variance or a shift shows in the outputs."""
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        shape, name = variable.shape, variable.path.rsplit("/", 1)[-1]
+        if name in ("moving_variance", "gamma"):
+            value = rng.uniform(0.5, 1.5, shape)
+        elif name in ("moving_mean", "beta", "bias"):
+            value = rng.normal(0, 0.2, shape)
+        else:
+            fan_in = int(np.prod(shape[:-1])) or 1
+            value = rng.normal(0, 1 / np.sqrt(fan_in), shape)
+        variable.assign(value.astype(np.float32))
+    return model
+
+
+def sample(model: Any, count: int = 2, seed: int = 1) -> np.ndarray:
+    shape = tuple(model.inputs[0].shape[1:])
+    return np.random.default_rng(seed).normal(size=(count, *shape)).astype(np.float32)
+
+
+def copy_of(model: Any) -> Any:
+    import keras
+
+    # safe_mode off: a test model's Lambda is already in memory, nothing new runs
+    clone = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(model), safe_mode=False
+    )
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def zeroed_at_source(model: Any, plan: Any) -> Any:
+    """A copy of ``model`` whose removed channels are exactly 0 where they are made and
+    stay 0 downstream: producer columns and biases zeroed, BatchNorm's shift for them
+    cancelled (beta and moving mean 0), depthwise biases zeroed; a removed head's rows of
+    the output projection zeroed. This is the reference a rebuild must equal, computed
+    from weights alone, not from the library's masks."""
+    from prunecli.pruning.selection import walk
+
+    removed = {source: _removed(plan, source) for source in range(len(plan.graph.sources))}
+    clone = copy_of(model)
+    for path, layer in walk(clone):
+        use = plan.graph.uses.get(path)
+        if use is None or not layer.weights:
+            continue
+        values = {v.path.split("/", 1)[-1] if "/" in v.path else v.path: v for v in layer.weights}
+        for key, variable in values.items():
+            array = np.asarray(variable).copy()
+            _zero(array, key, use, removed, plan)
+            variable.assign(array)
+    return clone
+
+
+def _removed(plan: Any, source: int) -> np.ndarray:
+    width = plan.graph.sources[source].width
+    return np.setdiff1d(np.arange(width), plan.kept_of(source))
+
+
+def _input_removed(channels: Any, removed: dict[int, np.ndarray]) -> np.ndarray:
+    """Positions of a tensor's last axis that hold removed channels (spatial == 1)."""
+    found, offset = [], 0
+    for segment in channels.segments:
+        gone = removed[segment.source]
+        inside = gone[(gone >= segment.start) & (gone < segment.stop)]
+        found.append(inside - segment.start + offset)
+        offset += segment.width
+    return np.concatenate(found).astype(int) if found else np.zeros(0, int)
+
+
+def _zero(array: np.ndarray, key: str, use: Any, removed: dict, plan: Any) -> None:
+    kind = type(use.layer).__name__
+    name = key.rsplit("/", 1)[-1]
+    if use.output is not None and kind != "MultiHeadAttention":
+        gone = removed[use.output]
+        axis = -2 if kind.endswith("Transpose") and name == "kernel" else -1
+        if name in ("kernel", "pointwise_kernel", "bias"):
+            np.moveaxis(array, axis if name != "bias" else 0, 0)[gone] = 0
+    elif (use.rule, name) in (("norm", "beta"), ("norm", "moving_mean"), ("depthwise", "bias")):
+        array[_input_removed(use.inputs[0], removed)] = 0
+    elif kind == "MultiHeadAttention":
+        if key.endswith("attention_output/kernel"):
+            array[removed[use.heads]] = 0
+            array[..., removed[use.output]] = 0
+        if key.endswith("attention_output/bias"):
+            array[removed[use.output]] = 0
+
+
+def hand_plan(graph: Any, pick: Callable[[int], list[int]]) -> Any:
+    """A plan removing ``pick(width)`` from every open group (heads included)."""
+    from prunecli.structured.groups import Plan
+
+    groups = graph.groups()
+    kept = {
+        g.id: np.arange(g.width)
+        if g.frozen
+        else np.setdiff1d(np.arange(g.width), [c for c in pick(g.width) if c < g.width])
+        for g in groups
+    }
+    return Plan(graph, groups, kept)
