@@ -220,14 +220,21 @@ def prune(
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 @click.option(
+    "--groups",
+    "show_groups",
+    is_flag=True,
+    help="Also list the coupled channel groups (structured pruning): members, frozen or why.",
+)
+@click.option(
     "--no-safe-mode", is_flag=True, help="Allow Lambda layers (runs code stored in the model)."
 )
 @_guarded
-def inspect(model: Path, as_json: bool, no_safe_mode: bool, debug: bool) -> None:
+def inspect(model: Path, as_json: bool, show_groups: bool, no_safe_mode: bool, debug: bool) -> None:
     """List MODEL's layers: parameters, current sparsity, prunable or not and why.
 
     \b
       prunecli inspect model.h5
+      prunecli inspect model.keras --groups
       prunecli inspect model.keras --json | jq '.layers[] | select(.prunable)'
     """
     from prunecli import runtime
@@ -235,11 +242,13 @@ def inspect(model: Path, as_json: bool, no_safe_mode: bool, debug: bool) -> None
     runtime.start(native_logs=debug)
     from prunecli.reporting import inspection
 
-    summary = inspection.summarize(model, safe_mode=not no_safe_mode)
+    summary = inspection.summarize(model, safe_mode=not no_safe_mode, groups=show_groups)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
         inspection.render(summary, Console())
+        if show_groups:
+            inspection.render_groups(summary, Console())
 
 
 @main.command()

@@ -9,14 +9,19 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from prunecli.errors import ConfigError
 from prunecli.formats import model_io
 from prunecli.pruning import selection
 
 
-def summarize(path: Path, safe_mode: bool = True) -> dict[str, Any]:
-    """Every layer with weights: params, current kernel sparsity, prunable or why not."""
+def summarize(path: Path, safe_mode: bool = True, groups: bool = False) -> dict[str, Any]:
+    """Every layer with weights: params, current kernel sparsity, prunable or why not; and
+    the channel groups structured pruning would see (``groups`` None with
+    ``groups_reason`` when the model has no layer graph; with ``groups=True`` that is an
+    error, since the user asked for them)."""
     model, fmt = model_io.load(path, safe_mode=safe_mode)
     weights = [np.asarray(w) for w in model.weights]
+    found, reason = _groups(model, required=groups)
     return {
         "path": str(path),
         "format": fmt,
@@ -34,7 +39,20 @@ def summarize(path: Path, safe_mode: bool = True) -> dict[str, Any]:
             }
             for info in selection.describe(model)
         ],
+        "groups": found,
+        "groups_reason": reason,
     }
+
+
+def _groups(model: Any, required: bool) -> tuple[list[dict[str, Any]] | None, str | None]:
+    from prunecli.structured import graph, stage
+
+    try:
+        return [stage.describe(group) for group in graph.build(model).groups()], None
+    except ConfigError as exc:
+        if required:
+            raise
+        return None, str(exc)
 
 
 def render(summary: dict[str, Any], console: Console) -> None:
@@ -49,4 +67,16 @@ def render(summary: dict[str, Any], console: Console) -> None:
         sparsity = "" if row["sparsity"] is None else f"{100 * row['sparsity']:.2f}%"
         prunable = "yes" if row["prunable"] else f"no: {row['reason']}"
         table.add_row(row["path"], row["type"], f"{row['params']:,}", sparsity, prunable)
+    console.print(table)
+
+
+def render_groups(summary: dict[str, Any], console: Console) -> None:
+    """``inspect --groups``: one row per coupled group (members, channels, frozen or why)."""
+    table = Table(title="channel groups (removed together)", title_justify="left")
+    for name in ("group", "kind", "channels", "members", "prunable"):
+        table.add_column(name, justify="right" if name in ("group", "channels") else "left")
+    for row in summary["groups"] or []:
+        prunable = f"no: {row['reason']}" if row["frozen"] else "yes"
+        members = ", ".join(row["members"])
+        table.add_row(str(row["id"]), row["kind"], f"{row['channels']:,}", members, prunable)
     console.print(table)
