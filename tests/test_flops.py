@@ -19,7 +19,7 @@ def independent_macs(model) -> int:
     total = 0
     for layer in model.layers:
         kind, config = type(layer).__name__, layer.get_config()
-        if kind == "Functional":
+        if kind in ("Functional", "Sequential"):
             total += independent_macs(layer)
             continue
         if kind not in ("Conv2D", "DepthwiseConv2D", "Dense", "MultiHeadAttention"):
