@@ -12,6 +12,8 @@ from typing import Any
 
 from prunecli.config import Config
 from prunecli.core.schedules import Schedule
+from prunecli.errors import ConfigError
+from prunecli.formats import savedmodel
 from prunecli.pruning.selection import LayerInfo
 from prunecli.structured.pruner import ChannelPruner
 
@@ -22,7 +24,25 @@ def pruner(
     schedule_for: Callable[[float], Schedule],
     gradients: Callable[[dict[str, Any]], dict[str, Any]] | None,
 ) -> ChannelPruner:
-    return ChannelPruner(model, cfg.prune, schedule_for, seed=cfg.seed, gradients=gradients)
+    """The channel pruner; ConfigError when there is nothing it could remove (a SavedModel
+    signature has no layers to narrow; every group frozen), like pruning nothing at all
+    under the other granularities, which is surely a mistake."""
+    if savedmodel.signature_layer(model) is not None:
+        raise ConfigError(
+            "prune.granularity channel rebuilds the model's layers; a SavedModel read through "
+            "its signature has none (use a .keras or .h5 model)"
+        )
+    found = ChannelPruner(model, cfg.prune, schedule_for, seed=cfg.seed, gradients=gradients)
+    groups = found.first.groups
+    if all(group.frozen for group in groups):
+        reasons = sorted({reason for group in groups for reason in group.frozen})
+        raise ConfigError(
+            "prune.granularity channel: every channel group is frozen ("
+            + "; ".join(reasons[:4])
+            + ("; ..." if len(reasons) > 4 else "")
+            + "); see prunecli inspect MODEL --groups"
+        )
+    return found
 
 
 def rebuilt(pruning: Any, model: Any, layers: list[LayerInfo]) -> tuple[Any, list[LayerInfo]]:
