@@ -10,6 +10,7 @@ value received and say what is allowed, e.g.::
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
@@ -27,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from prunecli.core.granularity import Pattern, parse_granularity
 from prunecli.errors import ConfigError
 
 # Keys whose values are filesystem paths. In a file they are relative to the file's folder;
@@ -110,7 +112,6 @@ class Block(_Section):
         return block
 
 
-_NM = re.compile(r"(\d+):(\d+)")
 GRADUAL = ("polynomial", "iterative")
 
 
@@ -138,31 +139,29 @@ class Prune(_Section):
                 return Block.model_validate(value)
             except ValidationError as exc:
                 raise ValueError(f"{{block: [rows, cols]}}: {_describe(exc)}") from None
-        if value == "unstructured":
-            return value
-        found = _NM.fullmatch(str(value))
-        if not found or not 0 < int(found[1]) < int(found[2]):
-            raise ValueError(
-                f'must be unstructured, "N:M" with 0 < N < M such as "2:4", or '
-                f"{{block: [rows, cols]}}, got {value!r}"
-            )
+        parse_granularity(value)  # raises with what is allowed
         return value
+
+    @property
+    def pattern(self) -> Pattern:
+        """The granularity parsed once, for every stage that masks or checks kernels."""
+        return parse_granularity(self.granularity)
 
     @model_validator(mode="before")
     @classmethod
     def _nm_sets_sparsity(cls, data: Any) -> Any:
         """N:M fixes the sparsity at 1 - N/M: fill it in when the user left it out."""
         if isinstance(data, dict) and "sparsity" not in data:
-            found = _NM.fullmatch(str(data.get("granularity", "")))
-            if found and int(found[2]) > 0:
-                data = {**data, "sparsity": 1 - int(found[1]) / int(found[2])}
+            with contextlib.suppress(ValueError, TypeError):  # bad values fail on the field
+                fixed = parse_granularity(data.get("granularity", "unstructured")).fixed_sparsity
+                if fixed is not None:
+                    data = {**data, "sparsity": fixed}
         return data
 
     @model_validator(mode="after")
     def _combination_valid(self) -> Prune:
-        found = _NM.fullmatch(self.granularity) if isinstance(self.granularity, str) else None
-        if found:
-            fixed = 1 - int(found[1]) / int(found[2])
+        fixed = self.pattern.fixed_sparsity
+        if fixed is not None:
             if abs(self.sparsity - fixed) > 1e-9:
                 raise ValueError(
                     f"prune.sparsity ({self.sparsity}) disagrees with prune.granularity "

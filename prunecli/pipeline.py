@@ -23,7 +23,7 @@ from rich.console import Console
 
 from prunecli import __version__, data, interrupts, runtime
 from prunecli.config import Config
-from prunecli.core import masking, schedules
+from prunecli.core import schedules
 from prunecli.errors import ConfigError
 from prunecli.formats import compiling, exporting, model_io, savedmodel
 from prunecli.formats import staging as outputs
@@ -232,7 +232,7 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
             "exports": exports,
             "before": before,
             "after": after,
-            "layers": report.layer_rows(layers, masking.parse(cfg.prune.granularity)),
+            "layers": report.layer_rows(layers, cfg.prune.pattern),
             "finetune": {
                 "epochs": tuned.epochs,
                 "steps": tuned.steps,

@@ -84,7 +84,7 @@ class Pruner:
         """``gradients`` maps the kernels to sum_b |dL/dw| over a few batches (taylor)."""
         self.prune, self.seed, self.gradients = prune, seed, gradients
         self.score = scoring.get(prune.method)
-        self.pattern = masking.parse(prune.granularity)
+        self.pattern = prune.pattern
         self.kernels: dict[str, Any] = {}
         self.axes: dict[str, int | None] = {}
         self.schedules: dict[str, Schedule] = {}
