@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from prunecli.core import catalog
 from prunecli.core.granularity import Pattern, parse_granularity
 from prunecli.errors import ConfigError
 
@@ -81,7 +82,7 @@ def _check_regex(pattern: str) -> None:
 class Schedule(_Section):
     """When the masks reach which sparsity; epochs may be fractional."""
 
-    type: Literal["one_shot", "constant", "polynomial", "iterative"] = "one_shot"
+    type: Literal[catalog.SCHEDULES] = "one_shot"  # type: ignore[valid-type]
     start_epoch: float = Field(0.0, ge=0)
     end_epoch: float = Field(1.0, ge=0)
     initial_sparsity: float = Field(0.0, ge=0, lt=1)
@@ -112,11 +113,8 @@ class Block(_Section):
         return block
 
 
-GRADUAL = ("polynomial", "iterative")
-
-
 class Prune(_Section):
-    method: Literal["magnitude", "random", "taylor", "lamp", "movement"] = "magnitude"
+    method: Literal[tuple(catalog.METHODS)] = "magnitude"  # type: ignore[valid-type]
     granularity: str | Block = "unstructured"
     scope: Literal["layer", "global"] = "layer"
     sparsity: float = Field(0.5, ge=0, lt=1)
@@ -141,6 +139,11 @@ class Prune(_Section):
                 raise ValueError(f"{{block: [rows, cols]}}: {_describe(exc)}") from None
         parse_granularity(value)  # raises with what is allowed
         return value
+
+    @property
+    def needs(self) -> catalog.Needs:
+        """What the chosen method needs (gradients, training statistics)."""
+        return catalog.METHODS[self.method]
 
     @property
     def pattern(self) -> Pattern:
@@ -172,10 +175,11 @@ class Prune(_Section):
                     f"prune.granularity {self.granularity!r} fixes every layer's sparsity; "
                     "prune.scope global has nothing to share: use scope layer"
                 )
-        if self.method == "movement" and self.schedule.type not in GRADUAL:
+        gradual = catalog.GRADUAL_SCHEDULES
+        if self.needs.training and self.schedule.type not in gradual:
             raise ValueError(
-                "prune.method movement scores weights by how fine-tuning moves them, so it "
-                f"needs a gradual prune.schedule.type ({' or '.join(GRADUAL)}), "
+                f"prune.method {self.method} scores weights by how fine-tuning moves them, so "
+                f"it needs a gradual prune.schedule.type ({' or '.join(gradual)}), "
                 f"got {self.schedule.type!r}"
             )
         if self.scope == "global" and self.layers.overrides:
@@ -198,14 +202,14 @@ class Finetune(_Section):
     epochs: int = Field(2, ge=0)
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-4, gt=0)
-    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    optimizer: Literal[catalog.OPTIMIZERS] = "adam"  # type: ignore[valid-type]
     momentum: float = Field(0.0, ge=0, lt=1)
     distill: Distill | None = None
     # Needed when the input model carries no compile config; any Keras loss / metric name.
     loss: str | None = None
     metrics: list[str] = []
     # Batch jobs: distribution, precision, XLA, preemption-safe checkpoints.
-    strategy: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
+    strategy: Literal[catalog.STRATEGIES] = "auto"  # type: ignore[valid-type]
     mixed_precision: bool = False
     jit_compile: Literal["auto"] | bool = "auto"
     steps_per_execution: Literal["auto"] | int = "auto"
@@ -306,9 +310,9 @@ class Config(_Section):
                 f"prune.schedule.start_epoch ({schedule.start_epoch}) must be less than "
                 f"finetune.epochs ({epochs}), or the schedule never starts"
             )
-        if self.prune.method == "movement" and epochs == 0:
+        if self.prune.needs.training and epochs == 0:
             raise ValueError(
-                "prune.method movement needs fine-tuning to measure movement: "
+                f"prune.method {self.prune.method} needs fine-tuning to measure movement: "
                 "finetune.epochs must be > 0"
             )
         if epochs > 0 and schedule.type == "polynomial" and schedule.end_epoch > epochs:

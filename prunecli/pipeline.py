@@ -100,9 +100,10 @@ def preflight(request: Request) -> Targets:
             "fine-tuning needs training data: set data.train or pass --data "
             "(or --epochs 0 to prune without fine-tuning)"
         )
-    if settings.prune.method == "taylor" and settings.data.train is None:
+    if settings.prune.needs.gradients and settings.data.train is None:
         raise ConfigError(
-            "prune.method taylor scores weights by their gradients: set data.train or --data"
+            f"prune.method {settings.prune.method} scores weights by their gradients: "
+            "set data.train or --data"
         )
     if (
         request.max_accuracy_drop is not None
@@ -173,7 +174,7 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
     )
     teacher = _teacher(model, splits, task, cfg)
     gradients = None
-    if cfg.prune.method == "taylor":
+    if cfg.prune.needs.gradients:
         gradients = finetune.gradient_source(
             model, splits.train, compile_args["loss"],
             cfg.prune.score_batches, cfg.finetune.batch_size, cfg.seed,
