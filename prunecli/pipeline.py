@@ -25,11 +25,10 @@ from prunecli import __version__, data, interrupts, runtime
 from prunecli.config import Config
 from prunecli.core import schedules
 from prunecli.errors import ConfigError
-from prunecli.formats import compiling, exporting, model_io, savedmodel
-from prunecli.formats import staging as outputs
+from prunecli.formats import compiling, exporting, model_io, savedmodel, staging
 from prunecli.pruning import selection
 from prunecli.pruning.pruner import Pruner
-from prunecli.reporting import evaluate, report
+from prunecli.reporting import evaluate, measure, report
 from prunecli.training import checkpoints, distribute, finetune
 
 
@@ -78,11 +77,11 @@ def preflight(request: Request) -> Targets:
     writable and not clobbering, data given."""
     paths = targets(request)  # reads the input's format first: a missing model is named first
     for artifact in paths.artifacts:
-        outputs.check_target(
+        staging.check_target(
             artifact.path, force=request.force, inputs=(request.model,), folder=artifact.folder
         )
     for path in (paths.report, paths.markdown):
-        outputs.check_target(path, force=request.force, inputs=(request.model,))
+        staging.check_target(path, force=request.force, inputs=(request.model,))
     settings = request.config
     tflite = any(artifact.format == "tflite" for artifact in paths.artifacts)
     if tflite and settings.output.tflite.quantize == "int8" and settings.data.train is None:
@@ -136,7 +135,7 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
     timing = _Timer()
     with timing("load_s"):
         model, fmt = model_io.load(request.model, safe_mode=request.safe_mode)
-    input_sha256 = _BACKGROUND.submit(outputs.sha256, request.model)  # report and checkpoints
+    input_sha256 = _BACKGROUND.submit(measure.sha256, request.model)  # report and checkpoints
     distribute.adopt(model)
     user_compile = model_io.compile_config(model)
     model_io.reset_training_state(model, user_compile)
@@ -204,13 +203,13 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
     with timing("evaluate_s"):
         after = report.model_stats(model, layers) | _metrics(model, splits, task, compile_args)
 
-    with outputs.Staging() as stage:
+    with staging.Staging() as stage:
         with timing("save_s"):
             staged, exports = exporting.stage_all(
                 model, paths.artifacts, stage, cfg.output.tflite, splits, task, deployed_before
             )
-        after_size = _BACKGROUND.submit(outputs.sizes, staged)
-        output_sha256 = outputs.sha256(staged)
+        after_size = _BACKGROUND.submit(measure.sizes, staged)
+        output_sha256 = measure.sha256(staged)
         size, gzipped = after_size.result()
         after |= {"size_bytes": size, "size_gzip_bytes": gzipped}
         before |= before_size.result()
@@ -378,14 +377,14 @@ def _size_as(model: Any, suffix: str) -> concurrent.futures.Future[dict[str, int
         shutil.rmtree(folder, ignore_errors=True)
         raise
 
-    def measure() -> dict[str, int]:
+    def measured() -> dict[str, int]:
         try:
-            size, gzipped = outputs.sizes(path)
+            size, gzipped = measure.sizes(path)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return {"size_bytes": size, "size_gzip_bytes": gzipped}
 
-    return _BACKGROUND.submit(measure)
+    return _BACKGROUND.submit(measured)
 
 
 def _schedule_factory(cfg: Config, spe: int) -> Callable[[float], schedules.Schedule]:
