@@ -22,14 +22,13 @@ import keras
 from rich.console import Console
 
 from prunecli import __version__, data, interrupts, runtime
-from prunecli.config import CHANNEL, Config
-from prunecli.core import masking, schedules
+from prunecli.config import Config
+from prunecli.core import catalog, schedules
 from prunecli.errors import ConfigError
-from prunecli.formats import compiling, exporting, model_io, savedmodel
-from prunecli.formats import staging as outputs
+from prunecli.formats import compiling, exporting, model_io, savedmodel, staging
 from prunecli.pruning import selection
 from prunecli.pruning.pruner import Pruner
-from prunecli.reporting import evaluate, latency, report
+from prunecli.reporting import evaluate, latency, measure, report
 from prunecli.structured import stage as structured
 from prunecli.training import checkpoints, distribute, finetune
 
@@ -79,11 +78,11 @@ def preflight(request: Request) -> Targets:
     writable and not clobbering, data given."""
     paths = targets(request)  # reads the input's format first: a missing model is named first
     for artifact in paths.artifacts:
-        outputs.check_target(
+        staging.check_target(
             artifact.path, force=request.force, inputs=(request.model,), folder=artifact.folder
         )
     for path in (paths.report, paths.markdown):
-        outputs.check_target(path, force=request.force, inputs=(request.model,))
+        staging.check_target(path, force=request.force, inputs=(request.model,))
     settings = request.config
     tflite = any(artifact.format == "tflite" for artifact in paths.artifacts)
     if tflite and settings.output.tflite.quantize == "int8" and settings.data.train is None:
@@ -101,9 +100,10 @@ def preflight(request: Request) -> Targets:
             "fine-tuning needs training data: set data.train or pass --data "
             "(or --epochs 0 to prune without fine-tuning)"
         )
-    if settings.prune.method == "taylor" and settings.data.train is None:
+    if settings.prune.needs.gradients and settings.data.train is None:
         raise ConfigError(
-            "prune.method taylor scores weights by their gradients: set data.train or --data"
+            f"prune.method {settings.prune.method} scores weights by their gradients: "
+            "set data.train or --data"
         )
     if (
         request.max_accuracy_drop is not None
@@ -136,7 +136,7 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
     timing = _Timer()
     with timing("load_s"):
         model, fmt = model_io.load(request.model, safe_mode=request.safe_mode)
-    input_sha256 = _BACKGROUND.submit(outputs.sha256, request.model)  # report and checkpoints
+    input_sha256 = _BACKGROUND.submit(measure.sha256, request.model)  # report and checkpoints
     distribute.adopt(model)
     user_compile = model_io.compile_config(model)
     model_io.reset_training_state(model, user_compile)
@@ -175,14 +175,14 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
     )
     teacher = _teacher(model, splits, task, cfg)
     gradients = None
-    if cfg.prune.method == "taylor":
+    if cfg.prune.needs.gradients:
         gradients = finetune.gradient_source(
             model, splits.train, compile_args["loss"],
             cfg.prune.score_batches, cfg.finetune.batch_size, cfg.seed,
         )  # fmt: skip
     pruner = (
         structured.pruner(model, cfg, _schedule_factory(cfg, spe), gradients)
-        if cfg.prune.granularity == CHANNEL
+        if cfg.prune.granularity == catalog.CHANNEL
         else Pruner(
             layers, cfg.prune, _schedule_factory(cfg, spe), seed=cfg.seed, gradients=gradients
         )
@@ -212,13 +212,13 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
         after = report.model_stats(model, layers) | _metrics(model, splits, task, compile_args)
         after |= latency.performance(model)
 
-    with outputs.Staging() as stage:
+    with staging.Staging() as stage:
         with timing("save_s"):
             staged, exports = exporting.stage_all(
                 model, paths.artifacts, stage, cfg.output.tflite, splits, task, deployed_before
             )
-        after_size = _BACKGROUND.submit(outputs.sizes, staged)
-        output_sha256 = outputs.sha256(staged)
+        after_size = _BACKGROUND.submit(measure.sizes, staged)
+        output_sha256 = measure.sha256(staged)
         size, gzipped = after_size.result()
         after |= {"size_bytes": size, "size_gzip_bytes": gzipped}
         before |= before_size.result()
@@ -241,9 +241,7 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
             "exports": exports,
             "before": before,
             "after": after,
-            "layers": structured.layer_rows(
-                pruner, report.layer_rows(layers, masking.parse(cfg.prune.granularity))
-            ),
+            "layers": structured.layer_rows(pruner, report.layer_rows(layers, cfg.prune.pattern)),
             "groups": structured.group_rows(pruner),
             "speedup": latency.speedup(before["latency_ms"], after["latency_ms"]),
             "latency_backend": latency.BACKEND,
@@ -391,14 +389,14 @@ def _size_as(model: Any, suffix: str) -> concurrent.futures.Future[dict[str, int
         shutil.rmtree(folder, ignore_errors=True)
         raise
 
-    def measure() -> dict[str, int]:
+    def measured() -> dict[str, int]:
         try:
-            size, gzipped = outputs.sizes(path)
+            size, gzipped = measure.sizes(path)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return {"size_bytes": size, "size_gzip_bytes": gzipped}
 
-    return _BACKGROUND.submit(measure)
+    return _BACKGROUND.submit(measured)
 
 
 def _schedule_factory(cfg: Config, spe: int) -> Callable[[float], schedules.Schedule]:

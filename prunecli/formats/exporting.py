@@ -30,7 +30,8 @@ import numpy as np
 from prunecli import data
 from prunecli.config import TFLite
 from prunecli.errors import OutputError, first_line
-from prunecli.formats import staging as outputs
+from prunecli.formats import staging
+from prunecli.reporting.measure import sizes
 
 # Suffix -> format of the main output; "" (no suffix) is a SavedModel folder.
 SUFFIXES = {".keras": "keras", ".h5": "h5", ".hdf5": "h5", ".tflite": "tflite", "": "savedmodel"}
@@ -200,7 +201,7 @@ def measure(
     samples or a classification task), latency the median batch-1 CPU call after warm-up."""
     from prunecli.reporting import evaluate
 
-    size, gzipped = outputs.sizes(path)
+    size, gzipped = sizes(path)
     runner = _tflite_runner(path) if artifact.format == "tflite" else _savedmodel_runner(path)
     accuracy = sample = None
     if samples is not None and len(samples):
@@ -244,7 +245,7 @@ def measure_input(
 def stage_all(
     model: Any,
     artifacts: tuple[Artifact, ...],
-    stage: outputs.Staging,
+    stage: staging.Staging,
     settings: TFLite,
     splits: data.Splits,
     task: Any,

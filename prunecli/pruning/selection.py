@@ -21,6 +21,7 @@ import numpy as np
 
 from prunecli.config import Prune
 from prunecli.core import masking
+from prunecli.core.granularity import Pattern
 from prunecli.errors import ConfigError
 from prunecli.formats import savedmodel
 
@@ -137,7 +138,7 @@ def select(model: Any, prune: Prune) -> list[LayerInfo]:
     nothing is surely a mistake.
     """
     rules = prune.layers
-    pattern = masking.parse(prune.granularity)
+    pattern = prune.pattern
     infos = describe(model)
     skipped: list[tuple[str, str]] = []
     for info in infos:
@@ -166,9 +167,9 @@ def select(model: Any, prune: Prune) -> list[LayerInfo]:
     return infos
 
 
-def _pattern_problem(info: LayerInfo, pattern: masking.Pattern) -> str | None:
+def _pattern_problem(info: LayerInfo, pattern: Pattern) -> str | None:
     for attr, variable in info.kernels.items():
-        reason = masking.unsupported(tuple(variable.shape), pattern, info.axes[attr])
+        reason = pattern.unsupported(tuple(variable.shape), info.axes[attr])
         if reason:
             return f"{attr}: {reason}"
     return None

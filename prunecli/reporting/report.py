@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from prunecli.core import masking
+from prunecli.core.granularity import Pattern
 from prunecli.pruning.selection import LayerInfo
 
 SCHEMA_VERSION = 1
@@ -44,7 +45,7 @@ def model_stats(model: Any, layers: list[LayerInfo]) -> dict[str, Any]:
     }
 
 
-def layer_rows(layers: list[LayerInfo], pattern: masking.Pattern) -> list[dict[str, Any]]:
+def layer_rows(layers: list[LayerInfo], pattern: Pattern) -> list[dict[str, Any]]:
     """One row per layer with weights; ``pattern_ok`` checks N:M / block on the kernels
     (null for unstructured and for layers left alone)."""
     return [
@@ -62,8 +63,8 @@ def layer_rows(layers: list[LayerInfo], pattern: masking.Pattern) -> list[dict[s
     ]
 
 
-def _pattern_ok(info: LayerInfo, pattern: masking.Pattern) -> bool | None:
-    if not info.selected or pattern.kind == "unstructured":
+def _pattern_ok(info: LayerInfo, pattern: Pattern) -> bool | None:
+    if not info.selected or not pattern.checks_layout:
         return None
     return all(
         masking.pattern_ok(np.asarray(variable), pattern, info.axes[attr])

@@ -120,8 +120,7 @@ def score(
         if s in makers
     ]
     if method == "bn_scale" and group.kind == "channels":
-        rows = _bn_gammas(graph, group) or rows
-        method = "l1" if rows and rows[0].ndim == 1 else "l2"
+        rows = _bn_gammas(graph, group) or rows  # |gamma| rows are 1-D: taken as they are
     vectors = [_reduce(filters, method) for filters in rows]
     if not vectors:
         return None
@@ -160,22 +159,45 @@ def _bn_gammas(graph: Graph, group: Group) -> list[np.ndarray]:
     return found
 
 
+def _l1(filters: np.ndarray) -> np.ndarray:
+    return np.abs(filters).sum(axis=1)
+
+
+def _l2(filters: np.ndarray) -> np.ndarray:
+    return np.sqrt((filters**2).sum(axis=1))
+
+
+def _fpgm(filters: np.ndarray) -> np.ndarray:
+    """The summed distance to the other filters (He et al. 2019): a filter near the
+    geometric median is replaceable by the others, so it scores low."""
+    squared = (filters**2).sum(axis=1)
+    gram = filters @ filters.T
+    return np.sqrt(np.maximum(squared[:, None] + squared[None, :] - 2 * gram, 0)).sum(axis=1)
+
+
+# prune.method -> how a member's (channels, n) rows become one score per channel; keys are
+# exactly ``catalog.CHANNEL_METHODS``. taylor's rows are already |w * dL/dw| (summed);
+# bn_scale uses |gamma| where the group has a BatchNorm, else the producers' L2 norms;
+# random draws seeded noise instead (``score``).
+REDUCERS: dict[str, Callable[[np.ndarray], np.ndarray] | None] = {
+    "l1": _l1,
+    "l2": _l2,
+    "bn_scale": _l2,
+    "taylor": _l1,
+    "fpgm": _fpgm,
+    "random": None,
+    "magnitude": _l1,
+}
+
+
 def _reduce(filters: np.ndarray, method: str) -> np.ndarray:
-    """Rows -> one number each. fpgm (He et al. 2019): the summed distance to the other
-    filters; a filter near the geometric median is replaceable by the others, so it
-    scores low."""
+    """Rows -> one number each (a 1-D row, BatchNorm's gamma, is one number per channel)."""
     if filters.ndim == 1:
         return np.abs(filters)
-    if method == "l1":
-        return np.abs(filters).sum(axis=1)
-    if method == "fpgm":
-        squared = (filters**2).sum(axis=1)
-        gram = filters @ filters.T
-        distances = np.sqrt(np.maximum(squared[:, None] + squared[None, :] - 2 * gram, 0))
-        return distances.sum(axis=1)
-    if method == "taylor":
-        return filters.sum(axis=1)
-    return np.sqrt((filters**2).sum(axis=1))
+    reducer = REDUCERS[method]
+    if reducer is None:
+        raise ValueError(f"{method} scores are drawn, not reduced from weights")
+    return reducer(filters)
 
 
 def rounded(count: float, round_to: int, width: int) -> int:
@@ -230,7 +252,7 @@ def plan(
     """Score every open group and choose its survivors under ``prune``."""
     groups = graph.groups()
     freeze_unselected(groups, graph, prune)
-    method = {"magnitude": "l1"}.get(prune.method, prune.method)
+    method = prune.method
     grads: dict[str, np.ndarray] = {}
     if method == "taylor":
         if gradients is None:
