@@ -85,6 +85,31 @@ def transformer() -> Any:
     return keras.Model(inputs, layers.Dense(3, name="out")(pooled), name="transformer")
 
 
+def mixed() -> Any:
+    """The other rules: separable and transposed convs, padding/cropping/upsampling, a
+    squeeze-excite Multiply through Reshape((1, 1, C)), Subtract/Average/Maximum merges."""
+    import keras
+
+    layers = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    x = layers.SeparableConv2D(16, 3, padding="same", name="sep")(inputs)
+    x = layers.BatchNormalization(name="sep_bn")(x)
+    up = layers.Conv2DTranspose(16, 3, strides=2, padding="same", name="tconv")(x)
+    up = layers.Cropping2D(4, name="crop")(layers.ZeroPadding2D(2, name="pad")(up))
+    down = layers.UpSampling2D(1, name="up")(layers.AveragePooling2D(2, 2, name="avg")(up))
+    squeeze = layers.GlobalAveragePooling2D(name="sq")(down)
+    excite = layers.Dense(16, activation="sigmoid", name="excite")(
+        layers.Dense(8, activation="relu", name="reduce")(squeeze)
+    )
+    scaled = layers.Multiply(name="scale")([down, layers.Reshape((1, 1, 16), name="rs")(excite)])
+    other = layers.Conv2D(16, 1, name="other")(down)
+    merged = layers.Maximum(name="max")(
+        [layers.Subtract(name="sub")([scaled, other]), layers.Average(name="mean")([scaled, other])]
+    )
+    pooled = layers.GlobalMaxPooling2D(name="gmp")(merged)
+    return keras.Model(inputs, layers.Dense(3, name="out")(pooled), name="mixed")
+
+
 def mobilenet() -> Any:
     import keras
 
@@ -106,6 +131,7 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "residual": residual,
     "concat": concat,
     "transformer": transformer,
+    "mixed": mixed,
     "mobilenet": mobilenet,
     "resnet50": resnet50,
 }

@@ -15,7 +15,7 @@ from helpers import BUILDERS, copy_of, hand_plan, randomized, sample, zeroed_at_
 from prunecli.config import LayerSelection, Prune
 from prunecli.structured import graph, groups, rebuild
 
-FAST = ["seq_cnn", "residual", "concat", "transformer"]
+FAST = ["seq_cnn", "residual", "concat", "transformer", "mixed"]
 ALL = [*FAST, "mobilenet", "resnet50"]
 
 
