@@ -138,6 +138,7 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
         model, fmt = model_io.load(request.model, safe_mode=request.safe_mode)
     input_sha256 = _BACKGROUND.submit(measure.sha256, request.model)  # report and checkpoints
     distribute.adopt(model)
+    structured.check(model, cfg.prune)  # channel: a subclassed model is refused here
     user_compile = model_io.compile_config(model)
     model_io.reset_training_state(model, user_compile)
     splits = data.load(cfg.data, tuple(model.input_shape[1:]), cfg.seed)

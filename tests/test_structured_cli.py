@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import keras
+import numpy as np
 import pytest
 from conftest import write_config
 from test_flops import independent_macs
@@ -123,3 +124,26 @@ def test_validate_knows_the_new_keys(cli, tmp_path):
     result = cli("validate", cfg, "--print")
     assert result.exit_code == 0, result.stderr
     assert "round_to: 4" in result.stdout and "heads: false" in result.stdout
+
+
+@keras.saving.register_keras_serializable(package="prunecli_tests")
+class _Subclassed(keras.Model):
+    """A model Keras keeps no layer graph for (its call is Python code)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(8, activation="relu")
+        self.head = keras.layers.Dense(3)
+
+    def call(self, x):
+        return self.head(self.hidden(x))
+
+
+def test_a_subclassed_model_is_refused_with_exit_2(cli, tmp_path):
+    model = _Subclassed()
+    model(np.zeros((1, 6), np.float32))
+    path = tmp_path / "sub.keras"
+    model.save(path)
+    result = cli("prune", path, "--epochs", "0", "--set", "prune.granularity=channel")
+    assert result.exit_code == 2, result.stderr
+    assert "subclassed model" in result.stderr and "Traceback" not in result.stderr

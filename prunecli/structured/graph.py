@@ -149,7 +149,10 @@ class Graph:
         self.calls: list[tuple[str, Any, tuple[Any, Any]]] = []
 
     # -- union-find over sources -------------------------------------------------------
-    def new_source(self, width: int, path: str, kind: str = "channels", frozen: str | None = None):
+    def new_source(
+        self, width: int, path: str, kind: str = "channels", frozen: str | None = None
+    ) -> int:
+        """A new source of ``width`` channels made by the layer at ``path``; its id."""
         source = Source(len(self.sources), width, path, kind, frozen)
         self.sources.append(source)
         self.parent.append(source.id)
@@ -205,7 +208,7 @@ def build(model: Any, heads: bool = True) -> Graph:
     """The coupling graph of ``model``. Raises ConfigError for a subclassed model, whose
     layer graph Keras does not record (there is nothing to follow)."""
     graph = Graph(heads)
-    inputs = _graph_inputs(model)
+    inputs = inputs_of(model)
     channels = {
         id(t): graph.full(graph.new_source(_width(t), "", frozen="model input")) for t in inputs
     }
@@ -215,7 +218,9 @@ def build(model: Any, heads: bool = True) -> Graph:
     return graph
 
 
-def _graph_inputs(model: Any) -> list[Any]:
+def inputs_of(model: Any) -> list[Any]:
+    """The model's symbolic inputs; ConfigError naming the reason when it has no layer
+    graph (a subclassed model)."""
     kind = type(model).__name__
     try:
         inputs, outputs = list(model.inputs), list(model.outputs)
@@ -266,7 +271,7 @@ def _call(
     """Apply ``layer``'s rule (nested models are traced inline)."""
     path = f"{prefix}{layer.name}"
     if hasattr(layer, "layers") and hasattr(layer, "inputs"):  # a nested model
-        inner = dict(zip((id(t) for t in _graph_inputs(layer)), ins, strict=True))
+        inner = dict(zip((id(t) for t in inputs_of(layer)), ins, strict=True))
         return _trace(graph, layer, inner, prefix=f"{path}/")
     shapes = (
         tuple(tuple(t.shape) for t in compat.node_inputs(layer, node)),

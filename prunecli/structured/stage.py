@@ -11,11 +11,20 @@ from collections.abc import Callable
 from typing import Any
 
 from prunecli.config import Config
+from prunecli.core import catalog
 from prunecli.core.schedules import Schedule
 from prunecli.errors import ConfigError
 from prunecli.formats import savedmodel
 from prunecli.pruning.selection import LayerInfo
+from prunecli.structured import graph as coupling
 from prunecli.structured.pruner import ChannelPruner
+
+
+def check(model: Any, prune: Any) -> None:
+    """Under channel granularity, refuse a model without a layer graph (ConfigError)
+    before anything reads its shapes; nothing for other granularities."""
+    if prune.granularity == catalog.CHANNEL:
+        coupling.inputs_of(model)
 
 
 def pruner(
