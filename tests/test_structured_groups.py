@@ -121,3 +121,19 @@ def test_masks_during_training_equal_the_rebuilt_model():
     rebuild.zero_removed(model, plan)
     x = sample(model)
     np.testing.assert_allclose(model(x), narrow(x), atol=1e-5)
+
+
+def test_lamp_normalises_each_group():
+    np.testing.assert_allclose(groups.lamp(np.array([3.0, 1.0, 2.0])), [1, 1 / 14, 4 / 13])
+    np.testing.assert_allclose(groups.lamp(np.array([1.0, 2.0, 2.0])), [1 / 9, 0.5, 0.5])
+
+
+def test_lamp_under_global_scope_keeps_every_groups_best_channel():
+    model = _two_convs()
+    coupling = graph.build(model)
+    prune = Prune(granularity="channel", sparsity=0.8, scope="global", method="lamp")
+    plan = groups.plan(coupling, prune, round_to=1, seed=0)
+    for name in ("conv_a", "conv_b"):
+        norms = np.linalg.norm(np.asarray(model.get_layer(name).kernel).reshape(-1, 8), axis=0)
+        assert int(np.argmax(norms)) in plan.kept[_group_of(plan, name).id]
+    assert sum(len(k) for k in plan.kept.values()) < sum(g.width for g in plan.groups)

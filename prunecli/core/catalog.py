@@ -46,6 +46,7 @@ CHANNEL_METHODS: dict[str, Needs] = {
     "fpgm": Needs(),
     "random": Needs(),
     "magnitude": Needs(),
+    "lamp": Needs(),  # l2 scores, LAMP-normalised within each group (for scope: global)
 }
 # Every name prune.method accepts (weight scores first, then the channel-only ones).
 ALL_METHODS = tuple(dict.fromkeys([*METHODS, *CHANNEL_METHODS]))

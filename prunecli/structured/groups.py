@@ -124,7 +124,24 @@ def score(
     vectors = [_reduce(filters, method) for filters in rows]
     if not vectors:
         return None
-    return np.mean([v / (v.mean() or 1.0) for v in vectors], axis=0)
+    found = np.mean([v / (v.mean() or 1.0) for v in vectors], axis=0)
+    return lamp(found) if method == "lamp" else found
+
+
+def lamp(scores: np.ndarray) -> np.ndarray:
+    """LAMP (Lee et al. 2021) as a normaliser of one group's channel scores: s_i^2 over the
+    sum of s_j^2 of the channels at least as large. A group's largest channel scores 1
+    (unless tied), so one global threshold never empties a group. Example: [3, 1, 2] ->
+    [9/9, 1/14, 4/13]; ties count each other: [1, 2, 2] -> [1/9, 4/8, 4/8]."""
+    squared = scores.astype(np.float64) ** 2
+    order = np.argsort(-squared, kind="stable")
+    ranked = squared[order]
+    tails = np.cumsum(ranked)
+    # a tie shares the tail sum of its whole run of equal values
+    runs = np.searchsorted(-ranked, -ranked, side="right") - 1
+    normalised = np.empty_like(squared)
+    normalised[order] = ranked / np.where(tails[runs] > 0, tails[runs], 1.0)
+    return normalised
 
 
 def _filters(use: Use, kind: str, gradients: dict[str, np.ndarray], taylor: bool) -> np.ndarray:
@@ -187,6 +204,7 @@ REDUCERS: dict[str, Callable[[np.ndarray], np.ndarray] | None] = {
     "fpgm": _fpgm,
     "random": None,
     "magnitude": _l1,
+    "lamp": _l2,  # then normalised by ``lamp`` (for scope: global)
 }
 
 
