@@ -63,7 +63,7 @@ TRAIN = ROOT / "sample_models" / "digits" / "train"
 VALIDATION = ROOT / "sample_models" / "digits" / "val"
 
 SPARSITIES = (0.3, 0.5, 0.7)
-ROUNDS = 3  # alternating before/after timing rounds
+ROUNDS = 5  # alternating before/after timing rounds
 RUNS = 20  # timed calls per round
 EPOCHS = 3
 LEARNING_RATE = 1e-3
