@@ -11,8 +11,10 @@ and ResNet50 (``weights=None``, 224x224). For each at 30 / 50 / 70% channel spar
   converted dense, float32, run by the default XNNPack delegate), before and after. Before
   and after are timed alternately, ``ROUNDS`` rounds of each, in this one process with the
   same thread settings, and the medians compared: a machine shared with other work slows
-  both sides alike. ``speedup`` = Keras latency before / after; ``tflite_speedup`` the same
-  in LiteRT;
+  both sides alike. One thread (``--threads``, TensorFlow's intra- and inter-op pools and
+  LiteRT's): on a loaded 2-core machine a multi-threaded op waits for its slowest,
+  descheduled thread, which made two-thread timings of the same model vary 2x run to
+  run. ``speedup`` = Keras latency before / after; ``tflite_speedup`` the same in LiteRT;
 - accuracy on the digits validation set after a short fine-tune (``EPOCHS`` epochs, Adam
   1e-3, one_shot) of the channel-pruned model, next to unstructured magnitude pruning at
   the same parameter count (the fraction of the prunable weights that leaves as many
@@ -45,7 +47,25 @@ import numpy as np
 
 from prunecli import runtime
 
+THREADS = 1  # TensorFlow and LiteRT alike (see the module docstring)
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--models", default="residual_cnn,mobilenet_v2,resnet50")
+    parser.add_argument("--sparsities", default="0.3,0.5,0.7")
+    parser.add_argument("--no-tflite", action="store_true", help="skip LiteRT latency")
+    parser.add_argument("--input-size", type=int, default=224, help="MobileNetV2/ResNet50 side")
+    parser.add_argument("--threads", type=int, default=THREADS, help="CPU threads for timing")
+    return parser.parse_args()
+
+
+ARGS = _arguments()  # before TensorFlow starts: its thread pools are fixed at start-up
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import tensorflow as tf  # noqa: E402
+
+tf.config.threading.set_intra_op_parallelism_threads(ARGS.threads)
+tf.config.threading.set_inter_op_parallelism_threads(ARGS.threads)
 runtime.start(seed=0)  # quiet TensorFlow start-up, before anything imports Keras
 
 import keras  # noqa: E402
@@ -62,7 +82,6 @@ RESULTS = ROOT / "benchmarks" / "results" / "structured.json"
 TRAIN = ROOT / "sample_models" / "digits" / "train"
 VALIDATION = ROOT / "sample_models" / "digits" / "val"
 
-SPARSITIES = (0.3, 0.5, 0.7)
 ROUNDS = 5  # alternating before/after timing rounds
 RUNS = 20  # timed calls per round
 EPOCHS = 3
@@ -82,12 +101,7 @@ def _applications(name: str, size: int) -> Callable[[], Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="residual_cnn,mobilenet_v2,resnet50")
-    parser.add_argument("--sparsities", default=",".join(str(s) for s in SPARSITIES))
-    parser.add_argument("--no-tflite", action="store_true", help="skip LiteRT latency")
-    parser.add_argument("--input-size", type=int, default=224, help="MobileNetV2/ResNet50 side")
-    args = parser.parse_args()
+    args = ARGS
     sparsities = [float(s) for s in args.sparsities.split(",")]
     started = time.perf_counter()
     cases: list[dict[str, Any]] = []
@@ -114,7 +128,8 @@ def main() -> None:
             "scope": "layer",
             "round_to": 8,
             "input_size": args.input_size,
-            "timing": f"batch 1, CPU, median of {ROUNDS} alternating rounds of {RUNS} calls",
+            "timing": f"batch 1, CPU, {args.threads} thread(s), median of {ROUNDS} "
+            f"alternating rounds of {RUNS} calls",
             "latency_backend": latency.BACKEND,
             "finetune_epochs": EPOCHS,
         },
@@ -176,12 +191,19 @@ def _keras_ms(model: Any) -> float:
 
 def _tflite(model: Any, path: Path) -> Callable[[], Any]:
     """The model converted dense to LiteRT: a call running one batch-1 sample."""
+    from ai_edge_litert.interpreter import Interpreter
+
     flat, _ = exporting.convert_tflite(model, TFLite(sparse=False), None, path)
-    path.write_bytes(flat)
-    run = exporting._tflite_runner(path)  # prunecli's own LiteRT runner (XNNPack delegate)
-    shape = tuple(model.inputs[0].shape[1:])
-    sample = np.random.default_rng(0).random((1, *shape)).astype(np.float32)
-    return lambda: run(sample)
+    interpreter = Interpreter(model_content=flat, num_threads=ARGS.threads)
+    interpreter.allocate_tensors()
+    source = interpreter.get_input_details()[0]
+    sample = np.random.default_rng(0).random(source["shape"]).astype(np.float32)
+
+    def run() -> None:
+        interpreter.set_tensor(source["index"], sample)
+        interpreter.invoke()
+
+    return run
 
 
 def _lite_ms(call: Callable[[], Any]) -> float:

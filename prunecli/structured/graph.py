@@ -132,6 +132,9 @@ RULES: dict[str, str] = {
     "MultiHeadAttention": "mha",
 }
 
+# Model classes whose layer graph Keras records (a nested subclassed model is a layer here:
+# without a rule, it freezes what it touches).
+_GRAPH_MODELS = ("Functional", "Sequential")
 # Activations that normalise over the channel axis: removing a channel changes the others.
 _MIXING_ACTIVATIONS = ("softmax", "log_softmax")
 
@@ -222,11 +225,11 @@ def inputs_of(model: Any) -> list[Any]:
     """The model's symbolic inputs; ConfigError naming the reason when it has no layer
     graph (a subclassed model)."""
     kind = type(model).__name__
-    try:
+    try:  # a subclassed model has no inputs, or raises when asked for them
         inputs, outputs = list(model.inputs), list(model.outputs)
     except (AttributeError, ValueError, TypeError):
         inputs = outputs = []
-    if kind not in ("Functional", "Sequential") or not inputs or not outputs:
+    if kind not in _GRAPH_MODELS or not inputs or not outputs:
         raise ConfigError(
             f"prune.granularity channel needs a Sequential or Functional model: "
             f"{model.name!r} is a subclassed model ({kind}), whose layer graph Keras does not "
@@ -270,7 +273,7 @@ def _call(
 ) -> list[Channels]:
     """Apply ``layer``'s rule (nested models are traced inline)."""
     path = f"{prefix}{layer.name}"
-    if hasattr(layer, "layers") and hasattr(layer, "inputs"):  # a nested model
+    if type(layer).__name__ in _GRAPH_MODELS:  # a nested model: traced inline
         inner = dict(zip((id(t) for t in inputs_of(layer)), ins, strict=True))
         return _trace(graph, layer, inner, prefix=f"{path}/")
     shapes = (
@@ -302,6 +305,10 @@ def _unsupported(layer: Any, kind: str, rule: str | None, rank: int) -> str | No
         return f"{kind} with data_format {config['data_format']}"
     if kind == "Activation" and config.get("activation") in _MIXING_ACTIVATIONS:
         return f"{kind}({config['activation']}) mixes the channels it normalises over"
+    if kind == "Rescaling" and any(
+        isinstance(config.get(key), list | tuple) for key in ("scale", "offset")
+    ):
+        return f"{kind} with per-channel scale or offset (not a width key to slice)"
     if rule == "norm" and not _last_axis(config.get("axis"), rank):
         return f"{kind} normalises over axis {config.get('axis')}, not the channel axis"
     if rule == "producer" and config.get("groups", 1) != 1:
