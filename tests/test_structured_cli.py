@@ -103,7 +103,7 @@ def test_inspect_lists_the_groups(cli, make_model):
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
-        (["prune.granularity=channel", "prune.method=lamp"], "prune.method lamp scores single"),
+        (["prune.granularity=channel", "prune.method=movement"], "prune.method movement scores"),
         (["prune.method=l2"], "prune.method l2 scores whole channels"),
         (["prune.granularity=channel", "prune.round_to=0"], "prune.round_to"),
         (["prune.granularity=chanel"], "must be unstructured, channel"),
