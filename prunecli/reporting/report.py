@@ -28,6 +28,8 @@ _ROWS: tuple[tuple[str, str, str], ...] = (
     ("size_gzip_bytes", "size gzipped", "bytes"),
     ("accuracy", "accuracy", "pct"),
     ("loss", "loss", "float"),
+    ("flops", "FLOPs (MACs, batch 1)", "int"),
+    ("latency_ms", "latency ms (batch 1, CPU)", "ms"),
 )
 
 
@@ -168,9 +170,9 @@ def _summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return [
         (
             label,
-            _fmt(before[key], kind),
-            _fmt(after[key], kind),
-            _change(before[key], after[key], kind),
+            _fmt(before.get(key), kind),
+            _fmt(after.get(key), kind),
+            _change(before.get(key), after.get(key), kind),
         )
         for key, label, kind in _ROWS
     ]
@@ -187,10 +189,19 @@ def _layer_cells(report: dict[str, Any]) -> list[tuple[str, ...]]:
             f"{row['params']:,}",
             _fmt(row["target_sparsity"], "pct"),
             _fmt(row["sparsity"], "pct"),
-            row["reason"] or ("global threshold" if shared and row["pruned"] else ""),
+            row["reason"]
+            or _channels(row)
+            or ("global threshold" if shared and row["pruned"] else ""),
         )
         for row in report["layers"]
     ]
+
+
+def _channels(row: dict[str, Any]) -> str:
+    """``channels 16 -> 8 (group 1)`` under granularity channel (else empty)."""
+    if row.get("channels_before") is None:
+        return ""
+    return f"channels {row['channels_before']} → {row['channels_after']} (group {row['group']})"
 
 
 def _fmt(value: Any, kind: str) -> str:
@@ -210,7 +221,7 @@ def _change(before: Any, after: Any, kind: str) -> str:
         return ""
     if kind == "pct":
         return f"{100 * (after - before):+.2f} pt"
-    if kind in ("int", "bytes") and before:
+    if kind in ("int", "bytes", "ms") and before:
         return f"{after / before:.2f}x"
     if kind == "float":
         return f"{after - before:+.4f}"
