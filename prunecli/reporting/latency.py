@@ -36,30 +36,39 @@ def performance(model: Any) -> dict[str, Any]:
 
 
 def measure(model: Any, runs: int = RUNS, budget_s: float = BUDGET_S) -> dict[str, Any]:
-    """``{"latency_ms": median ms or None, "backend": BACKEND}``; None when an input has a
-    variable size other than batch (no single batch-1 input to time)."""
+    """``{"latency_ms", "cpu_ms", "backend"}``: the median wall-clock and process CPU
+    milliseconds of one batch-1 call (None when an input has a variable size other than
+    batch: no single batch-1 input to time). On a machine shared with other work, CPU time
+    of single-threaded runs is the steadier figure: being descheduled costs wall-clock
+    time, not CPU time."""
     import tensorflow as tf
 
-    backend = BACKEND
     shapes = [tuple(t.shape[1:]) for t in model.inputs] if _has_inputs(model) else []
     if not shapes or any(d is None for s in shapes for d in s):
-        return {"latency_ms": None, "backend": backend}
+        return {"latency_ms": None, "cpu_ms": None, "backend": BACKEND}
     rng = np.random.default_rng(0)
     batch = [rng.random((1, *s)).astype(np.float32) for s in shapes]
     feed = batch[0] if len(batch) == 1 else batch
     with tf.device("/CPU:0"):
         call = tf.function(lambda x: model(x, training=False))
-        for _ in range(WARMUP):
-            _block(call(feed))
-        timings: list[float] = []
-        started = time.perf_counter()
-        while len(timings) < runs and (
-            len(timings) < 5 or time.perf_counter() - started < budget_s
-        ):
-            begin = time.perf_counter()
-            _block(call(feed))
-            timings.append(1000 * (time.perf_counter() - begin))
-    return {"latency_ms": round(statistics.median(timings), 4), "backend": backend}
+        wall, cpu = timed(lambda: _block(call(feed)), runs, budget_s)
+    return {"latency_ms": wall, "cpu_ms": cpu, "backend": BACKEND}
+
+
+def timed(call: Any, runs: int = RUNS, budget_s: float = BUDGET_S) -> tuple[float, float]:
+    """(median wall ms, median process CPU ms) of ``call()`` after ``WARMUP`` calls; at
+    most ``runs`` calls, fewer past ``budget_s`` seconds (never fewer than 5)."""
+    for _ in range(WARMUP):
+        call()
+    wall: list[float] = []
+    cpu: list[float] = []
+    started = time.perf_counter()
+    while len(wall) < runs and (len(wall) < 5 or time.perf_counter() - started < budget_s):
+        begin, begin_cpu = time.perf_counter(), time.process_time()
+        call()
+        wall.append(1000 * (time.perf_counter() - begin))
+        cpu.append(1000 * (time.process_time() - begin_cpu))
+    return round(statistics.median(wall), 4), round(statistics.median(cpu), 4)
 
 
 def _has_inputs(model: Any) -> bool:
