@@ -137,3 +137,13 @@ def test_lamp_under_global_scope_keeps_every_groups_best_channel():
         norms = np.linalg.norm(np.asarray(model.get_layer(name).kernel).reshape(-1, 8), axis=0)
         assert int(np.argmax(norms)) in plan.kept[_group_of(plan, name).id]
     assert sum(len(k) for k in plan.kept.values()) < sum(g.width for g in plan.groups)
+
+
+def test_overrides_set_a_groups_sparsity():
+    from prunecli.config import LayerSelection
+
+    layers = LayerSelection(overrides={"conv_b": 0.25})
+    prune = Prune(granularity="channel", sparsity=0.5, layers=layers)
+    plan = groups.plan(graph.build(_two_convs()), prune, round_to=1)
+    assert len(plan.kept[_group_of(plan, "conv_a").id]) == 4
+    assert len(plan.kept[_group_of(plan, "conv_b").id]) == 6

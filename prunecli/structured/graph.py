@@ -107,6 +107,7 @@ class Group:
     sources: list[int]
     members: list[str] = field(default_factory=list)
     frozen: list[str] = field(default_factory=list)
+    producers: list[str] = field(default_factory=list)  # the layers that make the channels
 
 
 # Layer class name -> rule. Rules are implemented by Graph._rule_<name>.
@@ -197,6 +198,8 @@ class Graph:
                 root, Group(len(by_root), source.kind, source.width, [], [], [])
             )
             group.sources.append(source.id)
+            if source.path and source.path not in group.producers:
+                group.producers.append(source.path)
             group.members += [m for m in self.touched[source.id] if m not in group.members]
             if source.frozen and source.frozen not in group.frozen:
                 group.frozen.append(source.frozen)

@@ -253,9 +253,10 @@ def choose(
 
 
 def _target(group: Group, prune: Prune) -> float:
-    """The group's sparsity: the first prune.layers.overrides match among its members."""
+    """The group's sparsity: the first prune.layers.overrides pattern matching one of the
+    layers that make its channels (not those that only read them)."""
     for pattern, sparsity in prune.layers.overrides.items():
-        if any(re.fullmatch(pattern, member) for member in group.members):
+        if any(re.fullmatch(pattern, producer) for producer in group.producers):
             return sparsity
     return prune.sparsity
 
