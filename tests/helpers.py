@@ -6,6 +6,7 @@ coupling is the point: residual adds, concatenations, Flatten into Dense, attent
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -238,3 +239,33 @@ def hand_plan(graph: Any, pick: Callable[[int], list[int]]) -> Any:
         for g in groups
     }
     return Plan(graph, groups, kept)
+
+
+def independent_macs(model) -> int:
+    """MACs by hand from each layer's config and its input/output shapes (public API):
+    conv = output positions x kernel height x width x input channels x filters, and so on."""
+    total = 0
+    for layer in model.layers:
+        kind, config = type(layer).__name__, layer.get_config()
+        if kind in ("Functional", "Sequential"):
+            total += independent_macs(layer)
+            continue
+        if kind not in ("Conv2D", "DepthwiseConv2D", "Dense", "MultiHeadAttention"):
+            continue
+        ins = layer.input if isinstance(layer.input, list) else [layer.input]
+        c_in, out = ins[0].shape[-1], layer.output.shape
+        positions = math.prod(out[1:-1])
+        if kind == "Conv2D":
+            total += positions * math.prod(config["kernel_size"]) * c_in * config["filters"]
+        elif kind == "DepthwiseConv2D":
+            total += (
+                positions * math.prod(config["kernel_size"]) * c_in * config["depth_multiplier"]
+            )
+        elif kind == "Dense":
+            total += positions * c_in * config["units"]
+        else:  # attention: 4 projections + QK^T + AV, per head
+            heads, dim = config["num_heads"], config["key_dim"]
+            t = math.prod(ins[0].shape[1:-1])
+            total += 3 * t * c_in * heads * dim + t * heads * dim * out[-1]
+            total += heads * t * t * 2 * dim
+    return total

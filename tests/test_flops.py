@@ -3,44 +3,12 @@ model's layer shapes, and against the papers' published figures."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
-from helpers import BUILDERS, hand_plan
+from helpers import BUILDERS, hand_plan, independent_macs
 
 from prunecli.reporting import flops
 from prunecli.structured import graph, rebuild
-
-
-def independent_macs(model) -> int:
-    """MACs by hand from each layer's config and its input/output shapes (public API):
-    conv = output positions x kernel height x width x input channels x filters, and so on."""
-    total = 0
-    for layer in model.layers:
-        kind, config = type(layer).__name__, layer.get_config()
-        if kind in ("Functional", "Sequential"):
-            total += independent_macs(layer)
-            continue
-        if kind not in ("Conv2D", "DepthwiseConv2D", "Dense", "MultiHeadAttention"):
-            continue
-        ins = layer.input if isinstance(layer.input, list) else [layer.input]
-        c_in, out = ins[0].shape[-1], layer.output.shape
-        positions = math.prod(out[1:-1])
-        if kind == "Conv2D":
-            total += positions * math.prod(config["kernel_size"]) * c_in * config["filters"]
-        elif kind == "DepthwiseConv2D":
-            total += (
-                positions * math.prod(config["kernel_size"]) * c_in * config["depth_multiplier"]
-            )
-        elif kind == "Dense":
-            total += positions * c_in * config["units"]
-        else:  # attention: 4 projections + QK^T + AV, per head
-            heads, dim = config["num_heads"], config["key_dim"]
-            t = math.prod(ins[0].shape[1:-1])
-            total += 3 * t * c_in * heads * dim + t * heads * dim * out[-1]
-            total += heads * t * t * 2 * dim
-    return total
 
 
 @pytest.mark.parametrize("name", ["seq_cnn", "residual", "concat", "transformer", "mobilenet"])

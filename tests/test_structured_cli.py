@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import write_config
-from test_flops import independent_macs
+from helpers import independent_macs
 
 CHANNEL = ["--set", "prune.granularity=channel", "--set", "prune.round_to=1"]
 
