@@ -64,7 +64,8 @@ class ChannelPruner:
             for key, v in self.variables.items()
         }
         self._inner: dict[str, Any] = {}
-        self._applied: Any = None
+        self._applied: Any = None  # the target the masks hold (checkpoints restore it)
+        self._planned: Any = None  # the target ``plan`` was made for
         self.done = False  # rebuilt: nothing left to mask
 
     def updates_at(self, step: int) -> bool:
@@ -73,7 +74,9 @@ class ChannelPruner:
     def update(self, step: int) -> float:
         """Re-plan at the schedule's sparsity for ``step``; zero what it removes."""
         target = self.schedule.sparsity_at(step)
-        if self.done or target == self._applied:
+        # A resumed run has its masks and _applied back but no plan: it plans again (the
+        # masked channels score 0, so the same ones go) before the rebuild needs it.
+        if self.done or target == self._applied == self._planned:
             return self.sparsity()
         settings = self.prune.model_copy(update={"sparsity": target})
         self.plan = groups.plan(
@@ -87,7 +90,7 @@ class ChannelPruner:
                     full = np.ones(variable.shape, np.float32) if mask is None else mask
                     self.masks[variable.path].assign(full)
                     variable.assign(np.asarray(variable) * full)
-        self._applied = target
+        self._applied = self._planned = target
         return self.sparsity()
 
     def finish(self) -> float:
