@@ -78,7 +78,8 @@ import models  # noqa: E402  (benchmarks/models.py: this folder is on sys.path w
 
 from prunecli import config, pipeline  # noqa: E402
 from prunecli.config import TFLite  # noqa: E402
-from prunecli.formats import exporting  # noqa: E402
+from prunecli.formats import exporting, model_io  # noqa: E402
+from prunecli.progress import Reporter  # noqa: E402
 from prunecli.reporting import flops, latency  # noqa: E402
 from prunecli.structured import graph, groups, rebuild  # noqa: E402
 
@@ -233,7 +234,8 @@ def _tflite(model: Any, path: Path) -> Callable[[], Any]:
     """The model converted dense to LiteRT: a call running one batch-1 sample."""
     from ai_edge_litert.interpreter import Interpreter
 
-    flat, _ = exporting.convert_tflite(model, TFLite(sparse=False), None, path)
+    keras_input = model_io.INPUT_FORMATS["keras"]  # a model in memory: exported as .keras
+    flat, _ = exporting.convert_tflite(model, keras_input, TFLite(sparse=False), None, path)
     interpreter = Interpreter(model_content=flat, num_threads=ARGS.threads)
     interpreter.allocate_tensors()
     source = interpreter.get_input_details()[0]
@@ -281,7 +283,7 @@ def _prune(path: Path, output: Path, overrides: dict[str, Any]) -> dict[str, Any
         },
     )
     keras.utils.set_random_seed(settings.seed)
-    return pipeline.run(pipeline.Request(path, settings, force=True), console=None)
+    return pipeline.run(pipeline.Request(path, settings, force=True), Reporter())
 
 
 _COLUMNS = (

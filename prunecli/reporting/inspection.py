@@ -19,13 +19,13 @@ def summarize(path: Path, safe_mode: bool = True, groups: bool = False) -> dict[
     the channel groups structured pruning would see (``groups`` None with
     ``groups_reason`` when the model has no layer graph; with ``groups=True`` that is an
     error, since the user asked for them)."""
-    model, fmt = model_io.load(path, safe_mode=safe_mode)
+    model, source = model_io.load(path, safe_mode=safe_mode)
     weights = [np.asarray(w) for w in model.weights]
     found, reason = _groups(model, required=groups)
     return {
         "path": str(path),
-        "format": fmt,
-        "supports": model_io.supports(fmt),
+        "format": source.name,
+        "supports": list(source.supports),
         "params_total": int(sum(w.size for w in weights)),
         "params_nonzero": int(sum(np.count_nonzero(w) for w in weights)),
         "layers": [
