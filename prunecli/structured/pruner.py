@@ -96,6 +96,15 @@ class ChannelPruner:
     def finish(self) -> float:
         return self.update(_FOREVER)
 
+    def state(self) -> Any:
+        """The target the masks hold (a checkpoint stores it)."""
+        return self._applied
+
+    def restore(self, applied: Any) -> None:
+        """Take back ``state()`` from a checkpoint; the masks come with the variables, and
+        the plan is made again at the next update (see ``update``)."""
+        self._applied = applied
+
     def attach(self) -> None:
         for key, variable in self.variables.items():
             self._inner[key] = variable.constraint
