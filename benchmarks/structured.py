@@ -62,6 +62,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--no-tflite", action="store_true", help="skip LiteRT latency")
     parser.add_argument("--input-size", type=int, default=224, help="MobileNetV2/ResNet50 side")
     parser.add_argument("--threads", type=int, default=THREADS, help="CPU threads for timing")
+    parser.add_argument("--results", type=Path, help="where the JSON goes (default: results/)")
     return parser.parse_args()
 
 
@@ -146,7 +147,8 @@ def main() -> None:
                 cases.append(case)
                 _print_row(case)
     _print_table(cases)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    results = args.results or RESULTS
+    results.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "machine": runtime.machine(),
         "settings": {
@@ -163,8 +165,8 @@ def main() -> None:
         "seconds": round(time.perf_counter() - started, 1),
         "cases": cases,
     }
-    RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    results.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {results}")
 
 
 def _case(name: str, model: Any, sparsity: float, tflite: bool, tmp: Path) -> dict[str, Any]:
