@@ -24,12 +24,13 @@ from rich.console import Console
 from prunecli import __version__, data, interrupts, runtime
 from prunecli.config import Config
 from prunecli.core import schedules
+from prunecli.data import inputs, preprocessing
 from prunecli.errors import ConfigError
 from prunecli.formats import compiling, exporting, model_io, savedmodel, staging
-from prunecli.pruning import selection
+from prunecli.pruning import coverage, selection
 from prunecli.pruning.pruner import Pruner
 from prunecli.reporting import evaluate, measure, report
-from prunecli.training import checkpoints, distribute, finetune
+from prunecli.training import checkpoints, distribute, finetune, frozen, labels
 
 
 @dataclass(frozen=True)
@@ -134,12 +135,15 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
     cfg = request.config
     timing = _Timer()
     with timing("load_s"):
-        model, fmt = model_io.load(request.model, safe_mode=request.safe_mode)
+        model, fmt = model_io.load(
+            request.model, safe_mode=request.safe_mode, imports=cfg.input.imports
+        )
     input_sha256 = _BACKGROUND.submit(measure.sha256, request.model)  # report and checkpoints
     distribute.adopt(model)
     user_compile = model_io.compile_config(model)
     model_io.reset_training_state(model, user_compile)
-    splits = data.load(cfg.data, tuple(model.input_shape[1:]), cfg.seed)
+    data_settings = preprocessing.resolve(cfg.data, model)  # data.rescale: auto
+    splits = data.load(data_settings, inputs.signature(model), cfg.seed)
     labelled = splits.train or splits.validation
     task = evaluate.infer_task(model, labelled, cfg.data.train) if labelled else None
     if request.max_accuracy_drop is not None and splits.validation is None:
@@ -147,12 +151,17 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
     if request.max_accuracy_drop is not None and (task is None or task.kind == "regression"):
         raise ConfigError("--max-accuracy-drop needs a classifier: this model has no accuracy")
     compile_args = _training_compile_args(user_compile, task, cfg)
+    splits, task = labels.reconcile(splits, task, compile_args)  # one-hot for a sparse loss
     layers = selection.select(model, cfg.prune)
     _say(
         console,
         f"loaded {request.model} ({fmt}, {model.count_params():,} parameters); "
-        f"{_data_line(splits, task)}; {sum(info.selected for info in layers)} layers selected",
+        f"{_data_line(splits, task)}; {coverage.line(layers, model.count_params())}",
     )
+    frozen_stay = cfg.finetune.epochs > 0 and not cfg.finetune.train_frozen
+    warnings = coverage.warnings(layers, model.count_params(), frozen_stay)
+    for warning in warnings:
+        _say(console, f"warning: {warning}")
     with timing("evaluate_s"):
         before = report.model_stats(model, layers) | _metrics(model, splits, task, compile_args)
     with timing("save_s"):
@@ -193,7 +202,11 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
     with timing("finetune_s"):
         if cfg.finetune.epochs > 0:
             # A signal stops training before the next step.
-            with interrupts.deferred(), distribute.precision(model, job.precision):
+            with (
+                interrupts.deferred(),
+                distribute.precision(model, job.precision),
+                frozen.unfrozen(model, cfg.finetune.train_frozen),
+            ):
                 tuned = finetune.run(
                     model, pruner, splits.train, cfg.finetune, compile_args,
                     console, callbacks=[_StopOnSignal()], teacher=teacher, seed=cfg.seed,
@@ -237,9 +250,12 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
                 "epochs": tuned.epochs,
                 "steps": tuned.steps,
                 "distill": teacher and cfg.finetune.distill.model_dump(),
+                "loss": labels.loss_name(compile_args.get("loss")),
+                "train_frozen": cfg.finetune.train_frozen,
                 "mask_updates": pruned + tuned.updates,
             },
-            "data": _data_summary(splits, task),
+            "data": _data_summary(splits, task) | {"rescale": data_settings.rescale},
+            "warnings": warnings,
             "timing": {key: round(value, 4) for key, value in timing.seconds.items()},
             "gate": _gate(request.max_accuracy_drop, before, after),
         }

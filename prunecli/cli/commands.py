@@ -135,6 +135,13 @@ def main() -> None:
     show_default=True,
     help="Progress on stderr: rich bar, plain lines, or one JSON event per line.",
 )
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    metavar="MODULE",
+    help="Import this Python module first (repeatable): user code registering custom layers.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or logs.")
 @_guarded
 def prune(
@@ -153,6 +160,7 @@ def prune(
     no_safe_mode: bool,
     resume: bool,
     log_format: str,
+    imports: tuple[str, ...],
     quiet: bool,
     debug: bool,
 ) -> None:
@@ -182,6 +190,9 @@ def prune(
         train, validation = split_dir(data)
         overrides |= {"data.train": str(train), "data.validation": validation and str(validation)}
     settings = config.load(config_path, overrides)
+    if imports:  # --import adds to input.imports
+        added = [*settings.input.imports, *imports]
+        settings = config.load(config_path, overrides | {"input.imports": added})
     if max_accuracy_drop is not None and not 0 <= max_accuracy_drop <= 1:
         raise ConfigError(f"--max-accuracy-drop: must be between 0 and 1, got {max_accuracy_drop}")
     from prunecli import runtime
@@ -222,8 +233,17 @@ def prune(
 @click.option(
     "--no-safe-mode", is_flag=True, help="Allow Lambda layers (runs code stored in the model)."
 )
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    metavar="MODULE",
+    help="Import this Python module first (repeatable): user code registering custom layers.",
+)
 @_guarded
-def inspect(model: Path, as_json: bool, no_safe_mode: bool, debug: bool) -> None:
+def inspect(
+    model: Path, as_json: bool, no_safe_mode: bool, imports: tuple[str, ...], debug: bool
+) -> None:
     """List MODEL's layers: parameters, current sparsity, prunable or not and why.
 
     \b
@@ -235,7 +255,7 @@ def inspect(model: Path, as_json: bool, no_safe_mode: bool, debug: bool) -> None
     runtime.start(native_logs=debug)
     from prunecli.reporting import inspection
 
-    summary = inspection.summarize(model, safe_mode=not no_safe_mode)
+    summary = inspection.summarize(model, safe_mode=not no_safe_mode, imports=imports)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:

@@ -17,7 +17,7 @@ from typing import Any
 import h5py
 
 from prunecli.errors import ModelLoadError, first_line
-from prunecli.formats import legacy, savedmodel
+from prunecli.formats import legacy, libraries, savedmodel
 
 FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5"}
 
@@ -79,8 +79,11 @@ def stored_config(path: Path, fmt: str) -> dict[str, Any]:
         raise ModelLoadError(f"{path}: damaged or not a Keras model file ({exc})") from None
 
 
-def load(path: Path, safe_mode: bool = True) -> tuple[Any, str]:
-    """(model, format). The file is only read, never written.
+def load(
+    path: Path, safe_mode: bool = True, imports: list[str] | tuple[str, ...] = ()
+) -> tuple[Any, str]:
+    """(model, format). The file is only read, never written. ``imports``: the user's
+    modules to import first (``--import``); see ``libraries`` for what else is imported.
 
     A SavedModel holds graphs, not Python: loading it runs no user code, so safe mode has
     nothing to refuse there.
@@ -88,7 +91,9 @@ def load(path: Path, safe_mode: bool = True) -> tuple[Any, str]:
     fmt = detect_format(path)
     if fmt == savedmodel.FORMAT:
         return savedmodel.load(path), fmt
-    if safe_mode and _has_lambda(stored_config(path, fmt)):
+    stored = stored_config(path, fmt)
+    libraries.prepare(path, stored, imports)
+    if safe_mode and _has_lambda(stored):
         raise ModelLoadError(
             f"{path}: contains a Lambda layer, whose code would run on load; refusing in safe "
             "mode. If you trust this file, pass --no-safe-mode"
@@ -98,7 +103,8 @@ def load(path: Path, safe_mode: bool = True) -> tuple[Any, str]:
     except ModelLoadError:
         raise
     except Exception as exc:  # Keras raises many types for a bad file; all mean "cannot load"
-        raise ModelLoadError(f"{path}: cannot load model: {first_line(exc)}") from None
+        reason = libraries.explain(path, exc) or f"{path}: cannot load model: {first_line(exc)}"
+        raise ModelLoadError(reason) from None
     if not hasattr(model, "layers"):
         raise ModelLoadError(f"{path}: loaded object is not a Keras model")
     return model, fmt

@@ -37,10 +37,12 @@ def model_stats(model: Any, layers: list[LayerInfo]) -> dict[str, Any]:
     kernels = [np.asarray(v) for info in layers if info.selected for v in info.kernels.values()]
     prunable = sum(k.size for k in kernels)
     zeros = sum(k.size - np.count_nonzero(k) for k in kernels)
+    total = int(sum(w.size for w in weights))
     return {
-        "params_total": int(sum(w.size for w in weights)),
+        "params_total": total,
         "params_nonzero": int(sum(np.count_nonzero(w) for w in weights)),
         "prunable_params": int(prunable),
+        "prunable_share": float(prunable / total) if total else 0.0,
         "sparsity": float(zeros / prunable) if prunable else 0.0,
     }
 
@@ -58,6 +60,8 @@ def layer_rows(layers: list[LayerInfo], pattern: Pattern) -> list[dict[str, Any]
             "pruned": info.selected,
             "reason": info.reason,
             "pattern_ok": _pattern_ok(info, pattern),
+            "kernels": info.kernel_paths(),
+            "trainable": info.trainable,
         }
         for info in layers
     ]
