@@ -159,7 +159,9 @@ def _convert(source: Path, sparse: bool, quantize: str, calibration: np.ndarray 
 def _representative(calibration: np.ndarray | None) -> Callable[[], Iterator[list[np.ndarray]]]:
     if calibration is None or not len(calibration):
         raise OutputError("output.tflite.quantize int8 needs training data (data.train)")
-    samples = np.asarray(calibration[:CALIBRATION_SAMPLES], dtype=np.float32)
+    samples = np.asarray(calibration[:CALIBRATION_SAMPLES])
+    if samples.dtype.kind not in "iu":  # each input in its own dtype: int32 token ids stay ints
+        samples = samples.astype(np.float32)
 
     def batches() -> Iterator[list[np.ndarray]]:
         for sample in samples:

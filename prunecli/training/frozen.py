@@ -40,7 +40,8 @@ def unfrozen(model: Any, enabled: bool) -> Iterator[None]:
     layers = [model, *_tree(model)]
     flags = [(layer, layer.trainable) for layer in layers]
     weights = [(w, w.trainable) for layer in layers for w in layer.weights]
-    model.trainable = True
+    for layer in layers:  # each one: a Model's own setter does not reach every child
+        layer.trainable = True
     try:
         yield
     finally:

@@ -1,0 +1,112 @@
+"""Labels, frozen layers and exports as real users bring them: one-hot labels, a frozen
+transfer-learning base, and an int8 export of a model whose input is int32 token ids."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import build_nested, synthetic_images
+from real_models import load_elsewhere, token_data
+
+
+def prune_json(cli, *args) -> dict:
+    result = cli("prune", *args, "--json", "--quiet", "--force")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def one_hot(tmp_path: Path) -> Path:
+    x, y = synthetic_images(90, 3)
+    path = tmp_path / "one_hot.npz"
+    np.savez(path, x=(x / 255.0).astype(np.float32)[..., None], y=np.eye(3)[y])
+    return path
+
+
+@pytest.mark.parametrize(
+    ("compiled", "loss"),
+    [(True, "sparse_categorical_crossentropy"), (False, "categorical_crossentropy")],
+)
+def test_one_hot_labels(cli, make_model, tmp_path, one_hot, compiled, loss):
+    """A sparse-compiled model trains on the ids the one-hot rows name; an uncompiled one
+    gets categorical cross-entropy (not regression); accuracy is the argmax match."""
+    model = make_model("cnn", ".keras", compiled=compiled)
+    report = prune_json(
+        cli, model, "-o", tmp_path / "out.keras", "--epochs", "1", "--set", f"data.train={one_hot}"
+    )
+    assert report["finetune"]["loss"] == loss
+    assert report["data"]["task"] == ("sparse" if compiled else "categorical")
+    assert report["before"]["accuracy"] is not None and report["after"]["accuracy"] is not None
+
+
+def test_soft_labels_with_a_sparse_loss_are_refused_in_one_line(cli, make_model, tmp_path):
+    x, y = synthetic_images(30, 3)
+    soft = np.full((30, 3), 0.1) + 0.7 * np.eye(3)[y]
+    data = tmp_path / "soft.npz"
+    np.savez(data, x=(x / 255.0).astype(np.float32)[..., None], y=soft)
+    result = cli("prune", make_model("cnn", ".keras"), "--epochs", "1", "--set",
+                 f"data.train={data}", "-o", tmp_path / "o.keras")  # fmt: skip
+    assert result.exit_code == 2
+    assert "finetune.loss: categorical_crossentropy" in result.stderr
+
+
+def _frozen_base(tmp_path: Path) -> Path:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = build_nested()
+    model.get_layer("base").trainable = False
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    path = tmp_path / "frozen.keras"
+    model.save(path)
+    return path
+
+
+def test_frozen_layers_are_reported_warned_and_trained_on_request(cli, tmp_path, npz_data):
+    import keras
+
+    model = _frozen_base(tmp_path)
+    common = ["--epochs", "1", "--set", f"data.train={npz_data}"]
+    left = prune_json(cli, model, "-o", tmp_path / "left.keras", *common)
+    rows = {row["path"]: row for row in left["layers"]}
+    assert rows["base/conv"]["trainable"] is False and rows["hidden"]["trainable"] is True
+    assert any("frozen" in w and "base/conv" in w for w in left["warnings"])
+    trained = prune_json(cli, model, "-o", tmp_path / "trained.keras", *common,
+                         "--set", "finetune.train_frozen=true")  # fmt: skip
+    assert trained["warnings"] == [] and trained["finetune"]["train_frozen"] is True
+
+    def conv(name: str) -> np.ndarray:
+        return np.asarray(keras.saving.load_model(tmp_path / name).get_layer("base").weights[0])
+
+    # same masks (magnitude on the same input), but only train_frozen moved the survivors
+    assert np.array_equal(conv("left.keras") == 0, conv("trained.keras") == 0)
+    assert not np.allclose(conv("left.keras"), conv("trained.keras"))
+    found = load_elsewhere([model, tmp_path / "trained.keras"])
+    assert found[str(tmp_path / "trained.keras")]["frozen"] == found[str(model)]["frozen"]
+    assert {"conv", "bn"} <= set(found[str(model)]["frozen"])  # saved back frozen as it came
+
+
+def test_int32_token_model_exports_int8_calibrated_on_int_inputs(cli, tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8,), dtype="int32", name="tokens")
+    x = keras.layers.Embedding(100, 16, name="embed")(inputs)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="out")(x))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.save(tmp_path / "tokens.keras")
+    data = token_data(tmp_path / "tokens.npz", names=False)
+    report = prune_json(
+        cli, tmp_path / "tokens.keras", "-o", tmp_path / "tokens.tflite", "--epochs", "0",
+        "--set", f"data.train={data}", "--set", "output.tflite.quantize=int8",
+    )  # fmt: skip
+    (entry,) = report["exports"]
+    assert entry["format"] == "tflite" and entry["accuracy"] is not None
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tmp_path / "tokens.tflite"))
+    assert interpreter.get_input_details()[0]["dtype"] == np.int32
