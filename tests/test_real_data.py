@@ -110,3 +110,31 @@ def test_int32_token_model_exports_int8_calibrated_on_int_inputs(cli, tmp_path):
 
     interpreter = Interpreter(model_path=str(tmp_path / "tokens.tflite"))
     assert interpreter.get_input_details()[0]["dtype"] == np.int32
+
+
+@pytest.mark.parametrize("quantize", ["none", "dynamic"])
+def test_export_notes_say_when_a_file_is_larger_than_it_should_be(
+    cli, make_model, tmp_path, npz_data, quantize
+):
+    """Low sparsity, sparse storage: whenever the artifact is larger than the input exported
+    the same way its note says so."""
+    report = prune_json(
+        cli, make_model("cnn", ".keras"), "-o", tmp_path / "out.tflite", "--epochs", "0",
+        "--sparsity", "0.1", "--set", f"data.train={npz_data}",
+        "--set", f"output.tflite.quantize={quantize}",
+    )  # fmt: skip
+    (entry,) = report["exports"]
+    note = entry["note"] or ""
+    larger = entry["size_bytes"] > entry["before"]["size_bytes"]
+    assert ("larger than the input exported the same way" in note) == larger
+
+
+def test_larger_note_names_both_sizes_and_the_reason():
+    from prunecli.config import TFLite
+    from prunecli.formats.exporting import larger_note
+
+    entry = {"format": "tflite", "size_bytes": 1200}
+    assert larger_note(entry, {"size_bytes": 1300}, TFLite()) is None
+    note = larger_note(entry, {"size_bytes": 1000}, TFLite())
+    assert note.startswith("1,200 bytes, larger than the input exported the same way (1,000")
+    assert "index arrays" in note

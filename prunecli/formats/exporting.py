@@ -124,6 +124,8 @@ def convert_tflite(
         write_savedmodel(model, source)
         flat = _convert(source, settings.sparse, settings.quantize, calibration)
         problem = _run_problem(flat)
+        if problem is None and settings.sparse and settings.quantize != "none":
+            return _smaller_of(flat, source, settings, calibration)
         if problem is None:
             return flat, None
         if settings.sparse:
@@ -134,6 +136,38 @@ def convert_tflite(
                     f"default delegate ({problem}); written with dense weights instead"
                 )
     raise OutputError(f"{where}: the converted TFLite model does not run in LiteRT ({problem})")
+
+
+def _smaller_of(
+    sparse: bytes, source: Path, settings: TFLite, calibration: np.ndarray | None
+) -> tuple[bytes, str | None]:
+    """Quantised weights are one byte each, so sparse (CSR) storage, which adds an index per
+    kept weight, can come out larger than dense: then the dense file is written."""
+    dense = _convert(source, False, settings.quantize, calibration)
+    if len(dense) >= len(sparse) or _run_problem(dense) is not None:
+        return sparse, None
+    return dense, (
+        f"sparse storage with quantize {settings.quantize} came out larger than dense "
+        f"({len(sparse):,} vs {len(dense):,} bytes: its indices cost more than the zeros "
+        "save); written with dense weights instead"
+    )
+
+
+def larger_note(
+    entry: dict[str, Any], before: dict[str, Any] | None, settings: TFLite
+) -> str | None:
+    """When a written artifact is larger than the input exported the same way, why."""
+    if not before or entry["size_bytes"] <= before["size_bytes"]:
+        return None
+    why = (
+        "sparse storage adds index arrays, which at this sparsity cost more than the zeros save"
+        if entry["format"] == "tflite" and settings.sparse
+        else "pruning zeroes weights without removing them, so only format overhead differs"
+    )
+    return (
+        f"{entry['size_bytes']:,} bytes, larger than the input exported the same way "
+        f"({before['size_bytes']:,} bytes): {why}"
+    )
 
 
 def _convert(source: Path, sparse: bool, quantize: str, calibration: np.ndarray | None) -> bytes:
@@ -269,6 +303,9 @@ def stage_all(
                 | measure(artifact, staged, samples, scored)
                 | {"before": before.get(artifact.format), "note": note}
             )
+            larger = larger_note(entries[-1], before.get(artifact.format), settings)
+            if larger:
+                entries[-1]["note"] = "; ".join(filter(None, (note, larger)))
     return staged_paths[0], entries
 
 
