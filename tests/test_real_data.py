@@ -138,3 +138,55 @@ def test_larger_note_names_both_sizes_and_the_reason():
     note = larger_note(entry, {"size_bytes": 1000}, TFLite())
     assert note.startswith("1,200 bytes, larger than the input exported the same way (1,000")
     assert "index arrays" in note
+
+
+def _specs():
+    from prunecli.data.inputs import InputSpec
+
+    return tuple(
+        InputSpec(name, (None,), "int32") for name in ("padding_mask", "segment_ids", "token_ids")
+    )
+
+
+def _first_batch(settings, specs):
+    from prunecli import data
+
+    splits = data.load(settings, specs, seed=0)
+    x, _ = next(iter(splits.train.dataset(4, cache=False)))
+    return splits, x
+
+
+def test_multi_input_npz_and_tfrecord_feed_each_input_by_name_in_its_dtype(tmp_path):
+    import tensorflow as tf
+
+    from prunecli.config import Data
+
+    npz = token_data(tmp_path / "tokens.npz", count=12)
+    _, x = _first_batch(Data(train=npz, validation_split=0), _specs())
+    assert sorted(x) == ["padding_mask", "segment_ids", "token_ids"]
+    assert all(x[name].dtype == tf.int32 and x[name].shape == (4, 8) for name in x)
+    arrays = np.load(npz)
+    np.testing.assert_array_equal(np.asarray(x["token_ids"]), arrays["token_ids"][:4])
+    shard = tmp_path / "train.tfrecord"
+    with tf.io.TFRecordWriter(str(shard)) as writer:
+        for i in range(12):
+            feature = {
+                name: tf.train.Feature(int64_list=tf.train.Int64List(value=arrays[name][i]))
+                for name in ("token_ids", "segment_ids", "padding_mask")
+            } | {"label": tf.train.Feature(int64_list=tf.train.Int64List(value=[arrays["y"][i]]))}
+            example = tf.train.Example(features=tf.train.Features(feature=feature))
+            writer.write(example.SerializeToString())
+    features = {name: {"dtype": "int64", "shape": [8]} for name in _specs_names()}
+    settings = Data(
+        train=shard,
+        validation_split=0,
+        tfrecord={"features": features | {"label": {"dtype": "int64"}}},
+    )
+    splits, x = _first_batch(settings, _specs())
+    assert x["segment_ids"].dtype == tf.int32
+    np.testing.assert_array_equal(np.asarray(x["token_ids"]), arrays["token_ids"][:4])
+    np.testing.assert_array_equal(splits.train.y, arrays["y"])
+
+
+def _specs_names() -> list[str]:
+    return [spec.name for spec in _specs()]
