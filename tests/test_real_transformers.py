@@ -180,3 +180,12 @@ def test_user_registered_layer_needs_import_and_then_prunes(cli, tmp_path):
     total, in_scope, off = kernel_scope(found[str(tmp_path / "out.keras")]["weights"], SPARSITY)
     assert off == 0 and in_scope / total >= 0.9
     assert report["config"]["input"]["imports"] == ["my_layers"]
+
+
+def test_keras_hub_file_loads_in_a_process_that_never_imported_keras_hub(hub, tmp_path):
+    """prunecli imports the package the file names (``keras_hub>...``), nothing else."""
+    model, _ = hub["distilbert"]
+    done = _run("-m", "prunecli", "inspect", str(model), "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(done.stdout)["layers"]
+    assert any(row["type"] == "ReversibleEmbedding" and row["prunable"] for row in rows)
