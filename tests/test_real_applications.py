@@ -69,8 +69,8 @@ def test_tf_keras_mobilenet_h5_rebuilds_with_the_same_predictions(tmp_path):
 
     path = real_models.tf_keras_mobilenet(tmp_path / "mobilenet.h5")
     x = np.random.default_rng(0).uniform(0, 1, (4, real_models.IMAGE, real_models.IMAGE, 3))
-    rebuilt, fmt = model_io.load(path)
-    assert fmt == "h5-keras2"
+    rebuilt, source = model_io.load(path)
+    assert source.name == "h5-keras2"
     expected = tf_keras.models.load_model(path).predict(x, verbose=0)
     np.testing.assert_allclose(np.asarray(rebuilt.predict(x, verbose=0)), expected, atol=1e-5)
 

@@ -62,10 +62,10 @@ TABLE: dict[str, Kernels | Kept] = {
     # Query/key/value kernels are (dim, heads, head_dim): they sum over dim. The output
     # kernel (heads, head_dim, dim) sums over heads and head_dim; groups run along head_dim.
     "MultiHeadAttention": (
-        ("_query_dense.kernel", -3),
-        ("_key_dense.kernel", -3),
-        ("_value_dense.kernel", -3),
-        ("_output_dense.kernel", -2),
+        ("query_dense.kernel", -3),
+        ("key_dense.kernel", -3),
+        ("value_dense.kernel", -3),
+        ("output_dense.kernel", -2),
     ),
     **dict.fromkeys(
         (
@@ -132,7 +132,7 @@ def attribute(layer: Any, dotted: str) -> Any:
 
 def kernel_path(layer_path: str, layer: Any, dotted: str) -> str:
     """The kernel's path by the layers that own it: every layer on the attribute path adds
-    its name, the variable adds its own (``_query_dense.kernel`` of ``enc/attn`` ->
+    its name, the variable adds its own (``query_dense.kernel`` of ``enc/attn`` ->
     ``enc/attn/query/kernel``; ``cell.kernel`` of ``lstm`` -> ``lstm/lstm_cell/kernel``)."""
     parts, node = [layer_path], layer
     *owners, last = dotted.split(".")

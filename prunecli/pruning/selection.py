@@ -26,7 +26,6 @@ from prunecli.config import Prune
 from prunecli.core import masking
 from prunecli.core.granularity import Pattern
 from prunecli.errors import ConfigError
-from prunecli.formats import savedmodel
 from prunecli.pruning import layers
 
 PRUNABLE = layers.TABLE  # the layer table (see layers.py); kept under its old name
@@ -111,8 +110,9 @@ def describe(model: Any) -> list[LayerInfo]:
     counted: set[int] = set()  # a tied weight (shared table) counts once
     trained = {id(w) for w in getattr(model, "trainable_weights", [])}
     for path, layer in walk(model):
-        if savedmodel.signature_layer(model) is layer:  # variables, not layers
-            infos.extend(savedmodel.describe(layer))
+        describe_kernels = getattr(layer, "describe_kernels", None)
+        if describe_kernels is not None:  # a layer that knows its kernels (a SavedModel's)
+            infos.extend(describe_kernels(path))
             continue
         entry = layers.lookup(layer)
         children = compat.sublayers(layer) if entry is None else []

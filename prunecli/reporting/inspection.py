@@ -18,12 +18,12 @@ def summarize(
 ) -> dict[str, Any]:
     """Every layer with weights: params, current kernel sparsity, prunable or why not, and
     the paths of its kernels (what ``prune.layers`` regexes match)."""
-    model, fmt = model_io.load(path, safe_mode=safe_mode, imports=imports)
+    model, source = model_io.load(path, safe_mode=safe_mode, imports=imports)
     weights = [np.asarray(w) for w in model.weights]
     return {
         "path": str(path),
-        "format": fmt,
-        "supports": model_io.supports(fmt),
+        "format": source.name,
+        "supports": list(source.supports),
         "params_total": int(sum(w.size for w in weights)),
         "params_nonzero": int(sum(np.count_nonzero(w) for w in weights)),
         "layers": [
