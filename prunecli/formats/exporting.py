@@ -115,7 +115,7 @@ def convert_tflite(
         flat = _convert(exported, settings.sparse, settings.quantize, calibration)
         problem = _run_problem(flat)
         if problem is None and settings.sparse and settings.quantize != "none":
-            return _smaller_of(flat, source, settings, calibration)
+            return _smaller_of(flat, exported, settings, calibration)
         if problem is None:
             return flat, None
         if settings.sparse:
