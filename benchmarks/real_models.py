@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--only", nargs="*", default=names)
     args = parser.parse_args()
-    rows = []
+    rows, environment = [], None
     for name in [n for n in names if n in args.only]:
         with tempfile.TemporaryDirectory(prefix="prunecli-real-") as scratch:
             folder = Path(scratch)
@@ -79,6 +79,7 @@ def main() -> None:
             report = json.loads(run(command, folder))
             wall = time.perf_counter() - start
         before, after = report["before"], report["after"]
+        environment = environment or report["environment"]  # machine and versions
         rows.append({
             "model": name, "params": after["params_total"],
             "share_in_scope": after["prunable_share"], "sparsity": after["sparsity"],
@@ -88,8 +89,9 @@ def main() -> None:
         })  # fmt: skip
         print(_line(rows[-1]), flush=True)
     out = HERE / "results" / "real_models.json"
-    out.write_text(json.dumps({"sparsity": args.sparsity, "epochs": args.epochs, "rows": rows},
-                              indent=2) + "\n")  # fmt: skip
+    summary = {"environment": environment, "sparsity": args.sparsity, "epochs": args.epochs,
+               "rows": rows}  # fmt: skip
+    out.write_text(json.dumps(summary, indent=2) + "\n")
     print(
         "\n| model | parameters | share in scope | sparsity | accuracy before -> after | wall s |"
     )
