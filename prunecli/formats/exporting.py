@@ -215,7 +215,15 @@ def measure_input(
     task: Any,
 ) -> dict[str, dict[str, Any]]:
     """The unpruned model exported the same way as each deployable artifact and measured:
-    the ``before`` of each ``exports`` entry (keyed by format)."""
+    the ``before`` of each ``exports`` entry (keyed by format). Refuses, before any work,
+    a deployable export of a model with several inputs: it is measured through one input."""
+    deployable = [a.format for a in artifacts if a.format in DEPLOYABLE]
+    if deployable and len(getattr(model, "inputs", None) or []) > 1:
+        raise OutputError(
+            f"{artifacts[0].path}: {', '.join(deployable)} output of a model with "
+            f"{len(model.inputs)} inputs is not supported yet (measured through one input); "
+            "write .keras or .h5"
+        )
     samples, scored = _eval_source(splits, task)
     found: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="prunecli-") as folder:
