@@ -190,3 +190,27 @@ def test_multi_input_npz_and_tfrecord_feed_each_input_by_name_in_its_dtype(tmp_p
 
 def _specs_names() -> list[str]:
     return [spec.name for spec in _specs()]
+
+
+def test_a_model_library_that_is_not_installed_is_named_with_its_pip_name(tmp_path):
+    """Only the package the file names is looked for, never a module path from the file."""
+    import importlib.util
+
+    from prunecli.errors import ModelLoadError
+    from prunecli.formats import libraries
+
+    if importlib.util.find_spec("keras_cv") is not None:
+        pytest.skip("keras_cv is installed here")
+    config = {"class_name": "Functional", "config": {"layers": [
+        {"module": "keras_cv.src.models.yolo", "class_name": "YOLOV8Backbone",
+         "registered_name": "keras_cv>YOLOV8Backbone", "config": {}},
+    ]}}  # fmt: skip
+    with pytest.raises(
+        ModelLoadError, match=r"keras_cv classes; install it \(pip install keras-cv\)"
+    ):
+        libraries.prepare(tmp_path / "m.keras", config, ())
+    unknown = {"class_name": "Mine", "registered_name": "acme>Mine", "module": "acme.layers"}
+    with pytest.raises(ModelLoadError, match=r"class 'Mine'.*--import MODULE"):
+        libraries.prepare(tmp_path / "m.keras", unknown, ())
+    with pytest.raises(ModelLoadError, match="--import no_such_module_here: cannot import"):
+        libraries.import_modules(["no_such_module_here"])
