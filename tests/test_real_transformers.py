@@ -197,3 +197,26 @@ def test_deployable_export_of_a_multi_input_model_is_refused_in_one_line(cli, hu
     assert result.exit_code == 2, result.stderr
     assert "tflite output of a model with 3 inputs is not supported yet" in result.stderr
     assert not (tmp_path / "bert.tflite").exists()
+
+
+def test_layer_table_looks_up_subclasses_and_reads_einsum_axes():
+    import keras
+    import keras_hub
+
+    from prunecli.pruning import layers
+
+    assert layers.einsum_axis("abc,cde->abde") == -3  # MHA query: sums over the model dim
+    assert layers.einsum_axis("abcd,cde->abe") == -2  # MHA output: heads, then head_dim
+    assert layers.einsum_axis("ab,bc->ac") == -2
+    dense = keras.layers.EinsumDense("abc,cd->abd", output_shape=(None, 4))
+    assert layers.lookup(dense) == (("kernel", -2),)
+    tied = keras_hub.layers.ReversibleEmbedding(10, 4)
+    assert layers.lookup(tied) == layers.TABLE["ReversibleEmbedding"]
+
+    class MyDense(keras.layers.Dense):  # a user's subclass is still a Dense
+        pass
+
+    assert layers.lookup(MyDense(3)) == layers.TABLE["Dense"]
+    positions = keras.layers.Embedding(16, 4, name="position_embedding")
+    assert isinstance(layers.lookup(positions), layers.Kept)
+    assert layers.lookup(keras.layers.Layer()) is None
