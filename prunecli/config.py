@@ -240,6 +240,9 @@ class Finetune(_Section):
     steps_per_execution: Literal["auto"] | int = "auto"
     checkpoint_dir: Path | None = None
     checkpoint_steps: int | None = Field(None, ge=1)
+    # Frozen layers (trainable=False) that are pruned: unfreeze them for the fine-tune
+    # (they are saved back frozen); false leaves them as pruned, with a warning.
+    train_frozen: bool = False
 
     @field_validator("steps_per_execution")
     @classmethod
@@ -276,7 +279,8 @@ class Data(_Section):
     validation_split: float = Field(0.1, ge=0, lt=1)
     image_size: tuple[int, int] | None = None
     color_mode: Literal["grayscale", "rgb", "rgba"] | None = None
-    rescale: float | None = None
+    # auto: 1 when the model begins with its own Rescaling/Normalization, else 1/255
+    rescale: Literal["auto"] | float | None = "auto"
     label_column: str = "label"
     cache: bool | Path = False  # tf.data cache: true = memory, a path = files there
     tfrecord: TFRecord | None = None
@@ -317,11 +321,27 @@ class Output(_Section):
         return self._folder
 
 
+class Input(_Section):
+    """How to load the input model: ``imports`` are Python modules imported first (user
+    code that registers custom layers with ``keras.saving.register_keras_serializable``)."""
+
+    imports: list[str] = []
+
+    @field_validator("imports")
+    @classmethod
+    def _module_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", name):
+                raise ValueError(f"must be Python module names such as my_layers, got {name!r}")
+        return names
+
+
 class Config(_Section):
     """The whole resolved configuration of one run."""
 
     version: Literal[1] = 1
     seed: int = 0
+    input: Input = Input()
     prune: Prune = Prune()
     finetune: Finetune = Finetune()
     data: Data = Data()

@@ -27,15 +27,16 @@ import keras
 from prunecli import data, interrupts, runtime
 from prunecli.config import Config
 from prunecli.core import catalog, schedules
+from prunecli.data import inputs, preprocessing
 from prunecli.errors import ConfigError
 from prunecli.formats import compiling, exporting, model_io, staging
 from prunecli.formats.base import InputFormat
 from prunecli.progress import Reporter
-from prunecli.pruning import selection
+from prunecli.pruning import coverage, selection
 from prunecli.pruning.pruner import Pruner
 from prunecli.reporting import evaluate, latency, measure, report
 from prunecli.structured import stage as structured
-from prunecli.training import checkpoints, distribute, finetune
+from prunecli.training import checkpoints, distribute, finetune, frozen, labels
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ class Prepared:
     task: evaluate.Task | None
     compile_args: dict[str, Any]
     layers: list[selection.LayerInfo]
+    rescale: float | None = None  # data.rescale as used (auto resolved)
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclass
@@ -218,7 +221,9 @@ def _in_scratch(request: Request, scratch: Path | None) -> Request:
 
 
 def _load(request: Request) -> Loaded:
-    model, source = model_io.load(request.model, safe_mode=request.safe_mode)
+    model, source = model_io.load(
+        request.model, safe_mode=request.safe_mode, imports=request.config.input.imports
+    )
     sha256 = _background().submit(measure.sha256, request.model)  # report and checkpoints
     distribute.adopt(model)
     structured.check(model, request.config.prune)  # channel: a subclassed model is refused
@@ -230,7 +235,8 @@ def _load(request: Request) -> Loaded:
 def _prepare(request: Request, loaded: Loaded) -> Prepared:
     """Read the data, infer the task, choose the loss, select the layers."""
     cfg, model = request.config, loaded.model
-    splits = data.load(cfg.data, tuple(model.input_shape[1:]), cfg.seed)
+    settings = preprocessing.resolve(cfg.data, model)  # data.rescale: auto
+    splits = data.load(settings, inputs.signature(model), cfg.seed)
     labelled = splits.train or splits.validation
     activation = loaded.source.output_activation(model)
     task = evaluate.infer_task(model, labelled, cfg.data.train, activation) if labelled else None
@@ -240,16 +246,23 @@ def _prepare(request: Request, loaded: Loaded) -> Prepared:
         raise ConfigError("--max-accuracy-drop needs a classifier: this model has no accuracy")
     inferred = task.compile_args() if task is not None else None
     compile_args = compiling.training_args(loaded.user_compile, inferred, cfg.finetune)
-    return Prepared(splits, task, compile_args, selection.select(model, cfg.prune))
+    splits, task = labels.reconcile(splits, task, compile_args)  # one-hot for a sparse loss
+    layers = selection.select(model, cfg.prune)
+    frozen_stay = cfg.finetune.epochs > 0 and not cfg.finetune.train_frozen
+    warnings = coverage.warnings(layers, model.count_params(), frozen_stay)
+    return Prepared(splits, task, compile_args, layers, settings.rescale, warnings)
 
 
 def _say_loaded(reporter: Reporter, request: Request, loaded: Loaded, prepared: Prepared) -> None:
-    selected = sum(info.selected for info in prepared.layers)
+    total = loaded.model.count_params()
     reporter.say(
         "loaded",
-        f"loaded {request.model} ({loaded.source.name}, {loaded.model.count_params():,} "
-        f"parameters); {_data_line(prepared.splits, prepared.task)}; {selected} layers selected",
+        f"loaded {request.model} ({loaded.source.name}, {total:,} "
+        f"parameters); {_data_line(prepared.splits, prepared.task)}; "
+        f"{coverage.line(prepared.layers, total)}",
     )
+    for warning in prepared.warnings:
+        reporter.say("warning", f"warning: {warning}")
 
 
 def _figures(model: Any, prepared: Prepared) -> dict[str, Any]:
@@ -328,7 +341,11 @@ def _finetune(
         return finetune.Result()
     tracker = _tracker(request, paths, reporter, loaded.sha256.result())
     # A signal stops training before the next step.
-    with interrupts.deferred(), distribute.precision(loaded.model, job.precision):
+    with (
+        interrupts.deferred(),
+        distribute.precision(loaded.model, job.precision),
+        frozen.unfrozen(loaded.model, cfg.finetune.train_frozen),
+    ):
         return finetune.run(
             loaded.model, pruner, prepared.splits.train, cfg.finetune, prepared.compile_args,
             reporter, callbacks=[_StopOnSignal()], teacher=teacher, seed=cfg.seed,
@@ -382,8 +399,12 @@ def _save(
                 speedup=latency.speedup(before_stats["latency_ms"], after_stats["latency_ms"]),
                 latency_backend=latency.BACKEND,
                 finetune={"epochs": tuned.epochs, "steps": tuned.steps,
-                          "distill": _distill(prepared, cfg), "mask_updates": updates},
-                data=_data_summary(prepared.splits, prepared.task),
+                          "distill": _distill(prepared, cfg),
+                          "loss": labels.loss_name(prepared.compile_args.get("loss")),
+                          "train_frozen": cfg.finetune.train_frozen, "mask_updates": updates},
+                data=_data_summary(prepared.splits, prepared.task)
+                | {"rescale": prepared.rescale},
+                warnings=prepared.warnings,
                 timing=clock.finish(),
                 gate=_gate(request.max_accuracy_drop, before_stats, after_stats),
             )  # fmt: skip

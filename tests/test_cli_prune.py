@@ -120,7 +120,12 @@ def test_h5_to_keras_report_numbers_recomputed_from_files(
     # The JSON file holds the same report as stdout.
     assert json.loads((out / "pruned.report.json").read_text()) == report
     assert report["schema_version"] == 1
-    assert report["data"] == {"train_samples": 60, "validation_samples": 30, "task": "sparse"}
+    assert report["data"] == {
+        "train_samples": 60,
+        "validation_samples": 30,
+        "task": "sparse",
+        "rescale": pytest.approx(1 / 255),
+    }
 
     saved = load(target)
     weights = [np.asarray(w) for w in saved.weights]
@@ -214,7 +219,12 @@ def test_keras_input_to_keras_output(cli, make_model, npz_data, out):
 
     assert report["input"]["format"] == "keras"
     # 90 samples, validation_split 0.1 by default: 9 held out.
-    assert report["data"] == {"train_samples": 81, "validation_samples": 9, "task": "sparse"}
+    assert report["data"] == {
+        "train_samples": 81,
+        "validation_samples": 9,
+        "task": "sparse",
+        "rescale": pytest.approx(1 / 255),
+    }
     assert report["after"]["accuracy"] is not None
     for path, kernel in kernels(load(target)).items():
         assert sparsity(kernel) == pytest.approx(0.75, abs=0.005), path
@@ -253,7 +263,12 @@ def test_csv_data_with_dense_model(cli, make_model, csv_data, out, tmp_path):
     )
 
     assert report["config"]["data"]["train"] == str(csv_data)  # relative to the config file
-    assert report["data"] == {"train_samples": 81, "validation_samples": 9, "task": "sparse"}
+    assert report["data"] == {
+        "train_samples": 81,
+        "validation_samples": 9,
+        "task": "sparse",
+        "rescale": pytest.approx(1 / 255),
+    }
     assert report["after"]["accuracy"] is not None
     found = kernels(load(target))
     assert set(found) == set(DENSE_KERNELS)
@@ -660,6 +675,8 @@ def test_inspect_table_and_json(cli, make_model):
         "sparsity": 0.0,
         "prunable": True,
         "reason": None,
+        "kernels": ["hidden/kernel"],
+        "trainable": True,
     }
     assert rows["base/bn"]["prunable"] is False and rows["base/bn"]["reason"]
     assert rows["base/bn"]["params"] == 16
@@ -700,4 +717,4 @@ def test_validate_valid_and_print(cli, tmp_path):
     assert resolved["finetune"]["batch_size"] == 32  # a default, printed too
     assert resolved["prune"]["schedule"]["type"] == "one_shot"
     assert resolved["data"]["train"] == str(tmp_path / "data" / "train")
-    assert set(resolved) == {"version", "seed", "prune", "finetune", "data", "output"}
+    assert set(resolved) == {"version", "seed", "input", "prune", "finetune", "data", "output"}

@@ -135,6 +135,13 @@ def main() -> None:
     show_default=True,
     help="Progress on stderr: rich bar, plain lines, or one JSON event per line.",
 )
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    metavar="MODULE",
+    help="Import this Python module first (repeatable): user code registering custom layers.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or logs.")
 @_guarded
 def prune(
@@ -153,6 +160,7 @@ def prune(
     no_safe_mode: bool,
     resume: bool,
     log_format: str,
+    imports: tuple[str, ...],
     quiet: bool,
     debug: bool,
 ) -> None:
@@ -174,6 +182,9 @@ def prune(
         "output.report": report,
     }
     settings = _settings(config_path, data, assignments, flags)
+    if imports:  # --import adds to input.imports
+        added = [*settings.input.imports, *imports]
+        settings = _settings(config_path, data, assignments, flags | {"input.imports": added})
     if max_accuracy_drop is not None and not 0 <= max_accuracy_drop <= 1:
         raise ConfigError(f"--max-accuracy-drop: must be between 0 and 1, got {max_accuracy_drop}")
     from prunecli import runtime
@@ -242,8 +253,22 @@ def _print_result(result: dict[str, Any], as_json: bool) -> None:
 @click.option(
     "--no-safe-mode", is_flag=True, help="Allow Lambda layers (runs code stored in the model)."
 )
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    metavar="MODULE",
+    help="Import this Python module first (repeatable): user code registering custom layers.",
+)
 @_guarded
-def inspect(model: Path, as_json: bool, show_groups: bool, no_safe_mode: bool, debug: bool) -> None:
+def inspect(
+    model: Path,
+    as_json: bool,
+    show_groups: bool,
+    no_safe_mode: bool,
+    imports: tuple[str, ...],
+    debug: bool,
+) -> None:
     """List MODEL's layers: parameters, current sparsity, prunable or not and why.
 
     \b
@@ -256,7 +281,9 @@ def inspect(model: Path, as_json: bool, show_groups: bool, no_safe_mode: bool, d
     runtime.start(native_logs=debug)
     from prunecli.reporting import inspection
 
-    summary = inspection.summarize(model, safe_mode=not no_safe_mode, groups=show_groups)
+    summary = inspection.summarize(
+        model, safe_mode=not no_safe_mode, imports=imports, groups=show_groups
+    )
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
