@@ -60,6 +60,10 @@ def _groups(model: Any, required: bool) -> tuple[list[dict[str, Any]] | None, st
         if required:
             raise
         return None, str(exc)
+    except Exception as exc:  # a graph it cannot follow must not break plain inspect
+        if required:
+            raise
+        return None, f"the layer graph could not be followed ({type(exc).__name__}: {exc})"
 
 
 def render(summary: dict[str, Any], console: Console) -> None:
