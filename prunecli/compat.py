@@ -118,6 +118,11 @@ def producer(tensor: Any) -> tuple[Any, int, int]:
     return history.operation, history.node_index, history.tensor_index
 
 
+def is_symbolic(tensor: Any) -> bool:
+    """Whether ``tensor`` is a symbolic tensor of a recorded layer graph."""
+    return getattr(tensor, "_keras_history", None) is not None  # Keras 3.15
+
+
 def node_inputs(operation: Any, node_index: int) -> list[Any]:
     """The symbolic input tensors of one call (node) of ``operation``, flattened in call
     order (``mha(query, value)`` -> ``[query, value]``)."""

@@ -79,10 +79,28 @@ COUNTERS: dict[str, Callable[[Any, Shapes], int]] = {
 }
 
 
+# Layers with weights that do no multiply-accumulates by the convention (normalisation,
+# lookups, per-channel scales). Any other layer with weights and no counter (a custom layer
+# wrapping Dense layers) makes the count unknown: None, rather than an undercount.
+NO_MACS = frozenset(
+    [
+        "BatchNormalization",
+        "LayerNormalization",
+        "GroupNormalization",
+        "UnitNormalization",
+        "Normalization",
+        "Embedding",
+        "PReLU",
+        "Rescaling",
+    ]
+)
+
+
 def count(model: Any) -> int | None:
     """MACs of ``model`` at batch 1, over every call in its layer graph (a shared layer
     counts once per call; nested models included); None when the graph is unknown (a
-    subclassed model) or a counted layer has a variable-size axis."""
+    subclassed model), a counted layer has a variable-size axis, or a layer with weights
+    has no counter (``NO_MACS``)."""
     from prunecli.structured import graph
 
     try:
@@ -92,6 +110,8 @@ def count(model: Any) -> int | None:
     total = 0
     for _, layer, (ins, outs) in calls:
         counter = COUNTERS.get(type(layer).__name__)
+        if counter is None and layer.weights and type(layer).__name__ not in NO_MACS:
+            return None
         if counter is None:
             continue
         if any(d is None for shape in ins + outs for d in shape[1:]):

@@ -133,9 +133,6 @@ RULES: dict[str, str] = {
     "MultiHeadAttention": "mha",
 }
 
-# Model classes whose layer graph Keras records (a nested subclassed model is a layer here:
-# without a rule, it freezes what it touches).
-_GRAPH_MODELS = ("Functional", "Sequential")
 # Activations that normalise over the channel axis: removing a channel changes the others.
 _MIXING_ACTIVATIONS = ("softmax", "log_softmax")
 
@@ -228,17 +225,23 @@ def inputs_of(model: Any) -> list[Any]:
     """The model's symbolic inputs; ConfigError naming the reason when it has no layer
     graph (a subclassed model)."""
     kind = type(model).__name__
-    try:  # a subclassed model has no inputs, or raises when asked for them
-        inputs, outputs = list(model.inputs), list(model.outputs)
-    except (AttributeError, ValueError, TypeError):
-        inputs = outputs = []
-    if kind not in _GRAPH_MODELS or not inputs or not outputs:
+    if not _has_graph(model):
         raise ConfigError(
             f"prune.granularity channel needs a Sequential or Functional model: "
             f"{model.name!r} is a subclassed model ({kind}), whose layer graph Keras does not "
             "record, so coupled channels cannot be found"
         )
-    return inputs
+    return list(model.inputs)
+
+
+def _has_graph(model: Any) -> bool:
+    """Whether Keras recorded ``model``'s layer graph: Sequential, Functional, and classes
+    built functionally (``super().__init__(inputs, outputs)``, as keras_hub's are)."""
+    try:  # a subclassed model has no inputs, or raises when asked for them
+        inputs, outputs = list(model.inputs), list(model.outputs)
+    except (AttributeError, ValueError, TypeError):
+        return False
+    return bool(inputs and outputs) and all(compat.is_symbolic(t) for t in inputs + outputs)
 
 
 def _width(tensor: Any) -> int:
@@ -276,7 +279,7 @@ def _call(
 ) -> list[Channels]:
     """Apply ``layer``'s rule (nested models are traced inline)."""
     path = f"{prefix}{layer.name}"
-    if type(layer).__name__ in _GRAPH_MODELS:  # a nested model: traced inline
+    if _has_graph(layer):  # a nested model: traced inline
         inner = dict(zip((id(t) for t in inputs_of(layer)), ins, strict=True))
         return _trace(graph, layer, inner, prefix=f"{path}/")
     shapes = (
