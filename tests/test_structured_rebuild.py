@@ -236,3 +236,17 @@ def test_rebuilt_models_reload_in_a_clean_process(models, tmp_path):
         assert found[path]["params"] == params
         assert found[path]["compiled"]  # the compile config travelled with the model
         np.testing.assert_allclose(found[path]["y"], y, atol=1e-5)
+
+
+def test_a_model_class_built_functionally_has_a_graph():
+    """keras_hub's task models subclass keras.Model but build it from inputs and outputs."""
+    import keras
+
+    class Built(keras.Model):
+        def __init__(self):
+            inputs = keras.Input((4,))
+            hidden = keras.layers.Dense(16, name="hidden")(inputs)
+            super().__init__(inputs, keras.layers.Dense(2, name="out")(hidden))
+
+    (hidden,) = [g for g in graph.build(Built()).groups() if g.producers == ["hidden"]]
+    assert not hidden.frozen and hidden.width == 16
