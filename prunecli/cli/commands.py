@@ -80,6 +80,7 @@ def main() -> None:
     \b
       prunecli prune model.h5 --config cfg.yaml
       prunecli inspect model.keras
+      prunecli analyze model.h5 --config cfg.yaml -o scan/
       prunecli validate cfg.yaml --print
     """
 
@@ -177,10 +178,7 @@ def prune(
         },
     )
     if data is not None:
-        from prunecli.data import split_dir
-
-        train, validation = split_dir(data)
-        overrides |= {"data.train": str(train), "data.validation": validation and str(validation)}
+        overrides |= _data_overrides(data)
     settings = config.load(config_path, overrides)
     if max_accuracy_drop is not None and not 0 <= max_accuracy_drop <= 1:
         raise ConfigError(f"--max-accuracy-drop: must be between 0 and 1, got {max_accuracy_drop}")
@@ -214,6 +212,77 @@ def prune(
             f"--max-accuracy-drop {100 * gate['max_accuracy_drop']:.2f} (outputs were written)",
             EXIT_GATE,
         )
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), help="YAML config.")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="Dataset folder (train/ and val/ inside, or the training set itself).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Output folder (default: <model stem>.analysis/ beside the model).",
+)
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any dotted config key (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print sensitivity.json on stdout.")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option(
+    "--no-safe-mode", is_flag=True, help="Allow Lambda layers (runs code stored in the model)."
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(events.FORMATS),
+    default="auto",
+    show_default=True,
+    help="Progress on stderr: rich bar, plain lines, or one JSON event per line.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or logs.")
+@_guarded
+def analyze(
+    model: Path,
+    config_path: Path | None,
+    data: Path | None,
+    output: Path | None,
+    assignments: tuple[str, ...],
+    as_json: bool,
+    force: bool,
+    no_safe_mode: bool,
+    log_format: str,
+    quiet: bool,
+    debug: bool,
+) -> None:
+    """Sensitivity scan: prune each layer alone at analyze.levels (no fine-tuning), measure.
+
+    \b
+      prunecli analyze model.h5 --config cfg.yaml -o scan/
+      prunecli analyze model.keras --data data/ --set analyze.samples=500
+
+    Writes sensitivity.json, .csv, .png, model.png and sensitivity.html into the folder.
+    """
+    overrides = _overrides(assignments, {})
+    if data is not None:
+        overrides |= _data_overrides(data)
+    settings = config.load(config_path, overrides)
+    from prunecli import runtime
+
+    runtime.start(settings.seed, native_logs=debug)
+    from prunecli.analysis import sensitivity
+
+    request = sensitivity.Request(model, settings, output, force=force, safe_mode=not no_safe_mode)
+    document = sensitivity.run(request, events.console(log_format, quiet))
+    if as_json:
+        click.echo(json.dumps(document, indent=2))
 
 
 @main.command()
@@ -261,6 +330,14 @@ def validate(config_file: Path, assignments: tuple[str, ...], show: bool, debug:
         click.echo(config.dump(settings), nl=False)
     else:
         click.echo(f"{config_file}: valid")
+
+
+def _data_overrides(folder: Path) -> dict[str, Any]:
+    """``--data DIR``: its train/ and val/ (or DIR itself) as data.train / data.validation."""
+    from prunecli.data import split_dir
+
+    train, validation = split_dir(folder)
+    return {"data.train": str(train), "data.validation": validation and str(validation)}
 
 
 def _overrides(assignments: tuple[str, ...], flags: dict[str, Any]) -> dict[str, Any]:
