@@ -179,3 +179,14 @@ def cli() -> Callable[..., Result]:
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def val_arrays(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The validation PNGs read independently: sorted class folders, pixels / 255."""
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    x, y = [], []
+    for label, name in enumerate(classes):
+        for file in sorted((root / name).glob("*.png")):
+            x.append(np.asarray(Image.open(file).convert("L"), dtype=np.float32) / 255.0)
+            y.append(label)
+    return np.stack(x)[..., None], np.array(y)

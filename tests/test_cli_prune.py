@@ -19,8 +19,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from conftest import write_config
-from PIL import Image
+from conftest import val_arrays, write_config
 
 # Kernel sizes of the conftest models (layer path -> weights in the kernel).
 CNN_KERNELS = {"conv": 36, "hidden": 2304, "out": 48}
@@ -61,17 +60,6 @@ def prune_ok(cli: Any, *args: Any) -> dict[str, Any]:
     result = cli("prune", *args, "--json")
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)
-
-
-def val_arrays(root: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The validation PNGs read independently: sorted class folders, pixels / 255."""
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    x, y = [], []
-    for label, name in enumerate(classes):
-        for file in sorted((root / name).glob("*.png")):
-            x.append(np.asarray(Image.open(file).convert("L"), dtype=np.float32) / 255.0)
-            y.append(label)
-    return np.stack(x)[..., None], np.array(y)
 
 
 def accuracy_and_loss(model: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -1,0 +1,173 @@
+"""``prunecli analyze``: every scan point checked against an independent prune-and-evaluate.
+
+The model is a real tiny CNN saved to disk, the data real PNG folders; the expected points
+are recomputed here with numpy masks (|w|, the lowest ``round(s * n)`` zeroed) and a plain
+``model.predict``, not with prunecli's masking or evaluation code.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+
+import numpy as np
+import pytest
+from conftest import val_arrays, write_config
+from PIL import Image
+
+LEVELS = [0.25, 0.5, 0.9]
+
+
+def magnitude_mask(kernel: np.ndarray, sparsity: float) -> np.ndarray:
+    """Zero the round(s * n) smallest |w|; on equal |w| the later position goes first."""
+    flat = np.abs(kernel).ravel()
+    order = np.lexsort((-np.arange(flat.size), flat))  # ascending |w|, later index first
+    keep = np.ones(flat.size, dtype=np.float32)
+    keep[order[: round(sparsity * flat.size)]] = 0.0
+    return keep.reshape(kernel.shape)
+
+
+def evaluate_with(model, masks: dict[str, np.ndarray], x, y) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of ``model`` with ``masks`` (layer -> kernel mask)."""
+    import keras
+
+    saved = {name: model.get_layer(name).kernel.numpy() for name in masks}
+    for name, mask in masks.items():
+        model.get_layer(name).kernel.assign(saved[name] * mask)
+    probabilities = model.predict(x, verbose=0)
+    for name, kernel in saved.items():
+        model.get_layer(name).kernel.assign(kernel)
+    loss = keras.losses.sparse_categorical_crossentropy(y, probabilities)
+    return float(np.mean(np.argmax(probabilities, -1) == y)), float(np.mean(loss))
+
+
+@pytest.fixture
+def scanned(cli, make_model, image_data, tmp_path):
+    model_path = make_model("cnn", ".h5")
+    cfg = write_config(tmp_path / "cfg.yaml", f"analyze:\n  levels: {LEVELS}\n")
+    out = tmp_path / "scan"
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    result = cli("analyze", model_path, "-c", cfg, "--data", image_data, "-o", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert hashlib.sha256(model_path.read_bytes()).hexdigest() == digest  # input only read
+    return model_path, out, json.loads(result.stdout)
+
+
+def test_each_point_equals_an_independent_prune_and_evaluate(scanned, image_data):
+    import keras
+
+    model_path, _, document = scanned
+    model = keras.models.load_model(model_path)
+    x, y = val_arrays(image_data / "val")
+    layers = ["conv", "hidden", "out"]
+    assert [row["layer"] for row in document["layers"]] == layers
+    kernels = {name: model.get_layer(name).kernel.numpy() for name in layers}
+    expected_base = evaluate_with(model, {}, x, y)
+    assert document["baseline"]["accuracy"] == expected_base[0]
+    assert document["baseline"]["loss"] == pytest.approx(expected_base[1], rel=1e-5)
+    rows = {(p["layer"], p["sparsity"]): p for p in document["points"]}
+    assert len(rows) == len(document["points"]) == 3 * len(LEVELS) + 2 * len(LEVELS)
+    for level in LEVELS:
+        alone = {name: {name: magnitude_mask(kernels[name], level)} for name in layers}
+        together = {name: magnitude_mask(kernels[name], level) for name in layers}
+        for row_name, masks in [*alone.items(), ("<model:layer>", together)]:
+            accuracy, loss = evaluate_with(model, masks, x, y)
+            point = rows[(row_name, level)]
+            assert point["accuracy"] == accuracy, (row_name, level)
+            assert point["loss"] == pytest.approx(loss, rel=1e-5), (row_name, level)
+            assert point["params"] == sum(kernels[name].size for name in masks)
+    # global scope: the 90% point really is 90% of all kernel weights gone, and worse
+    assert rows[("<model:global>", 0.9)]["accuracy"] <= document["baseline"]["accuracy"]
+    worst = max(document["layers"], key=lambda row: row["sensitivity"])
+    assert document["most_sensitive"] == worst["layer"]
+
+
+def test_weights_are_bit_identical_after_the_scan(make_model, image_data):
+    import keras
+
+    from prunecli import config
+    from prunecli.analysis import context, scan
+
+    model = keras.models.load_model(make_model("cnn", ".h5"))
+    before = [w.numpy().tobytes() for w in model.weights]
+    settings = config.load(
+        None,
+        {
+            "data.train": str(image_data / "train"),
+            "data.validation": str(image_data / "val"),
+            "analyze.levels": [0.5, 0.95],
+            "prune.method": "lamp",
+        },
+    )
+    scope = context.prepare(model, settings, None)
+    result = scan.scan(scope.masker, scope.evaluator, settings.analyze.levels)
+    assert result.evaluations == 1 + 3 * 2 + 2 * 2 == scope.evaluator.calls
+    assert [w.numpy().tobytes() for w in model.weights] == before
+    # and they really were pruned in between: the 95% global point is far worse
+    assert result.curve("<model:global>")[-1].accuracy < result.baseline.accuracy
+
+
+def test_csv_json_png_and_html_agree(scanned):
+    from prunecli.analysis import plots
+
+    _, out, document = scanned
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["sensitivity.json", "sensitivity.csv", "sensitivity.png", "model.png", "sensitivity.html"]
+    )
+    assert json.loads((out / "sensitivity.json").read_text()) == document
+    with (out / "sensitivity.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [list(row) for row in rows[:1]] == [["layer", "params", "sparsity", "accuracy", "loss"]]
+    parsed = [
+        {
+            "layer": row["layer"],
+            "params": int(row["params"]),
+            "sparsity": float(row["sparsity"]),
+            "accuracy": float(row["accuracy"]),
+            "loss": float(row["loss"]),
+        }
+        for row in rows
+    ]
+    assert parsed == document["points"]
+    for name in ("sensitivity.png", "model.png"):
+        with Image.open(out / name) as image:
+            image.verify()
+        with Image.open(out / name) as image:
+            assert (image.format, image.size) == ("PNG", plots.PIXELS)
+            assert len(set(image.convert("L").getdata())) > 10  # something was drawn
+    page = (out / "sensitivity.html").read_text()
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert sorted(sources) == ["model.png", "sensitivity.png"]
+    assert all((out / source).is_file() for source in sources)
+    assert page.count("<tr>") == len(document["points"]) + 1  # the table, header included
+
+
+def test_existing_outputs_need_force_and_bad_input_is_one_line(
+    cli, make_model, image_data, tmp_path
+):
+    model_path = make_model("cnn", ".h5")
+    out = tmp_path / "scan"
+    out.mkdir()
+    (out / "sensitivity.csv").write_text("mine\n")
+    cfg = write_config(tmp_path / "cfg.yaml", "analyze:\n  levels: [0.5]\n")
+    refused = cli("analyze", model_path, "-c", cfg, "--data", image_data, "-o", out)
+    assert refused.exit_code == 2
+    where = out / "sensitivity.csv"
+    assert (
+        refused.stderr
+        == f"prunecli: error: {where}: already exists; pass --force to overwrite it\n"
+    )
+    assert (out / "sensitivity.csv").read_text() == "mine\n"
+    no_data = cli("analyze", model_path, "-c", cfg, "-o", tmp_path / "other")
+    assert no_data.exit_code == 2 and "set data.validation" in no_data.stderr
+    assert len(no_data.stderr.splitlines()) == 1
+    bad = write_config(tmp_path / "bad.yaml", "analyze:\n  levels: [0.5, 1.0]\n")
+    invalid = cli("analyze", model_path, "-c", bad)
+    assert invalid.exit_code == 2
+    assert "analyze.levels: every level must be >= 0 and < 1, got 1.0" in invalid.stderr
+    forced = cli("analyze", model_path, "-c", cfg, "--data", image_data, "-o", out, "--force")
+    assert forced.exit_code == 0, forced.stderr
+    assert (out / "sensitivity.csv").read_text().startswith("layer,params,")
+    assert "scan 0/" in forced.stderr and "points: done" in forced.stderr  # plain lines
