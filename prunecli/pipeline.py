@@ -22,6 +22,7 @@ import keras
 from rich.console import Console
 
 from prunecli import __version__, data, interrupts, runtime
+from prunecli.analysis import figures, hooks
 from prunecli.config import Config
 from prunecli.core import masking, schedules
 from prunecli.errors import ConfigError
@@ -84,6 +85,7 @@ def preflight(request: Request) -> Targets:
     for path in (paths.report, paths.markdown):
         outputs.check_target(path, force=request.force, inputs=(request.model,))
     settings = request.config
+    hooks.preflight(settings, paths.markdown, request.force, request.model)
     tflite = any(artifact.format == "tflite" for artifact in paths.artifacts)
     if tflite and settings.output.tflite.quantize == "int8" and settings.data.train is None:
         raise ConfigError(
@@ -148,6 +150,8 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
         raise ConfigError("--max-accuracy-drop needs a classifier: this model has no accuracy")
     compile_args = _training_compile_args(user_compile, task, cfg)
     layers = selection.select(model, cfg.prune)
+    cfg, auto = hooks.auto(model, layers, cfg, splits, task, compile_args.get("loss"), console)
+    layers = selection.select(model, cfg.prune) if auto else layers
     _say(
         console,
         f"loaded {request.model} ({fmt}, {model.count_params():,} parameters); "
@@ -190,13 +194,15 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
         elif pruner.updates_at(0):
             pruned.append({"step": 0, "sparsity": pruner.update(0)})
     tuned = finetune.Result()
+    losses = figures.LossHistory()
     with timing("finetune_s"):
         if cfg.finetune.epochs > 0:
             # A signal stops training before the next step.
             with interrupts.deferred(), distribute.precision(model, job.precision):
                 tuned = finetune.run(
                     model, pruner, splits.train, cfg.finetune, compile_args,
-                    console, callbacks=[_StopOnSignal()], teacher=teacher, seed=cfg.seed,
+                    console, callbacks=[_StopOnSignal(), losses.callback()],
+                    teacher=teacher, seed=cfg.seed,
                     checkpoint=_tracker(request, paths, console, input_sha256.result()),
                 )  # fmt: skip
     model_io.reset_training_state(model, user_compile or _plain_compile(model, compile_args))
@@ -238,13 +244,16 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
                 "steps": tuned.steps,
                 "distill": teacher and cfg.finetune.distill.model_dump(),
                 "mask_updates": pruned + tuned.updates,
+                "loss": losses.rows,
             },
             "data": _data_summary(splits, task),
             "timing": {key: round(value, 4) for key, value in timing.seconds.items()},
             "gate": _gate(request.max_accuracy_drop, before, after),
         }
+        if auto:
+            result["auto"] = hooks.measured(auto, before, after)
         stage.write_text(paths.report, report.to_json(result))
-        stage.write_text(paths.markdown, report.to_markdown(result))
+        figures.stage(stage, result, paths.markdown, report.to_markdown(result), cfg.output.html)
         stage.commit()
     checkpoints.remove(checkpoint_folder(request, paths))
     written = ", ".join(str(artifact.path) for artifact in paths.artifacts)

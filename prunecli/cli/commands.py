@@ -102,7 +102,15 @@ def main() -> None:
 @click.option(
     "--report", type=click.Path(path_type=Path), help="Report JSON path (Markdown beside it)."
 )
-@click.option("--sparsity", type=float, help="Target sparsity (prune.sparsity).")
+@click.option(
+    "--sparsity",
+    help="Target sparsity (prune.sparsity): a number in [0, 1), or auto (--max-accuracy-drop).",
+)
+@click.option(
+    "--sweep",
+    metavar="S1,S2,...",
+    help="One prune + fine-tune per target, e.g. 0.5,0.7,0.9 (prune.sweep), one combined report.",
+)
 @click.option("--epochs", type=int, help="Fine-tuning epochs (finetune.epochs); 0 prunes only.")
 @click.option("--seed", type=int, help="Random seed.")
 @click.option(
@@ -144,7 +152,8 @@ def prune(
     data: Path | None,
     output: str | None,
     report: Path | None,
-    sparsity: float | None,
+    sparsity: str | None,
+    sweep: str | None,
     epochs: int | None,
     seed: int | None,
     assignments: tuple[str, ...],
@@ -167,10 +176,14 @@ def prune(
 
     Exit codes: 0 ok, 1 bug, 2 bad input, 3 gate failed, 130 interrupted.
     """
+    if max_accuracy_drop is not None and not 0 <= max_accuracy_drop <= 1:
+        raise ConfigError(f"--max-accuracy-drop: must be between 0 and 1, got {max_accuracy_drop}")
     overrides = _overrides(
         assignments,
         {
-            "prune.sparsity": sparsity,
+            "prune.sparsity": _number_or_auto(sparsity),
+            "prune.sweep": _targets(sweep),
+            "prune.max_accuracy_drop": max_accuracy_drop,
             "finetune.epochs": epochs,
             "seed": seed,
             "output.path": output,
@@ -180,8 +193,6 @@ def prune(
     if data is not None:
         overrides |= _data_overrides(data)
     settings = config.load(config_path, overrides)
-    if max_accuracy_drop is not None and not 0 <= max_accuracy_drop <= 1:
-        raise ConfigError(f"--max-accuracy-drop: must be between 0 and 1, got {max_accuracy_drop}")
     from prunecli import runtime
 
     runtime.start(settings.seed, native_logs=debug, strategy=settings.finetune.strategy)
@@ -194,9 +205,18 @@ def prune(
         settings,
         force=force,
         safe_mode=not no_safe_mode,
-        max_accuracy_drop=max_accuracy_drop,
+        max_accuracy_drop=settings.prune.max_accuracy_drop,  # the flag, or the config's
         resume=resume,
     )
+    if settings.prune.sweep:
+        from prunecli.analysis import sweep as sweeping
+
+        combined = sweeping.run(request, events.console(log_format, quiet))
+        click.echo(json.dumps(combined, indent=2) if as_json else sweeping.summary(combined))
+        failed = [run for run in combined["runs"] if run["gate"] and not run["gate"]["passed"]]
+        if failed:
+            _fail(f"{len(failed)} sweep targets failed the accuracy gate", EXIT_GATE)
+        return
     try:
         result = pipeline.run(request, events.console(log_format, quiet))
     except KeyboardInterrupt as exc:  # say so when a checkpoint is left to resume from
@@ -330,6 +350,28 @@ def validate(config_file: Path, assignments: tuple[str, ...], show: bool, debug:
         click.echo(config.dump(settings), nl=False)
     else:
         click.echo(f"{config_file}: valid")
+
+
+def _number_or_auto(text: str | None) -> float | str | None:
+    """``--sparsity``: ``auto`` or a number (range checked with the config)."""
+    if text is None or text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(
+            f"--sparsity: expected a number in [0, 1) or auto, got {text!r}"
+        ) from None
+
+
+def _targets(text: str | None) -> list[float] | None:
+    """``--sweep 0.5,0.7,0.9`` -> [0.5, 0.7, 0.9] (ranges checked with the config)."""
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--sweep: expected comma-separated sparsities, got {text!r}") from None
 
 
 def _data_overrides(folder: Path) -> dict[str, Any]:
