@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -190,3 +191,12 @@ def val_arrays(root: Path) -> tuple[np.ndarray, np.ndarray]:
             x.append(np.asarray(Image.open(file).convert("L"), dtype=np.float32) / 255.0)
             y.append(label)
     return np.stack(x)[..., None], np.array(y)
+
+
+def core_outputs(folder: Path) -> list[str]:
+    """Sorted names in ``folder`` without the report's plots and HTML page (every report
+    has them; tests/test_analysis_prune.py checks them), so a test can assert exactly the
+    model, reports and checkpoints a run left."""
+    return sorted(
+        p.name for p in folder.iterdir() if not re.search(r"\.report(\.\w+\.png|\.html)$", p.name)
+    )

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from conftest import val_arrays, write_config
+from conftest import core_outputs, val_arrays, write_config
 
 # Kernel sizes of the conftest models (layer path -> weights in the kernel).
 CNN_KERNELS = {"conv": 36, "hidden": 2304, "out": 48}
@@ -94,7 +94,7 @@ def test_h5_to_keras_report_numbers_recomputed_from_files(
         cli, model_path, "--config", cfg, "--data", image_data, "-o", target, "--epochs", "1"
     )
 
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert core_outputs(out) == [
         "pruned.keras",
         "pruned.report.json",
         "pruned.report.md",
@@ -433,7 +433,7 @@ def test_config_omitted_uses_defaults(cli, make_model, image_data):
 
     folder = model_path.parent
     default = folder / "cnn.pruned.keras"
-    assert sorted(p.name for p in folder.iterdir()) == [
+    assert core_outputs(folder) == [
         "cnn.h5",
         "cnn.pruned.keras",
         "cnn.pruned.report.json",
