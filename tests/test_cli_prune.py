@@ -692,4 +692,4 @@ def test_validate_valid_and_print(cli, tmp_path):
     assert resolved["finetune"]["batch_size"] == 32  # a default, printed too
     assert resolved["prune"]["schedule"]["type"] == "one_shot"
     assert resolved["data"]["train"] == str(tmp_path / "data" / "train")
-    assert set(resolved) == {"version", "seed", "prune", "finetune", "data", "output"}
+    assert set(resolved) == {"version", "seed", "prune", "finetune", "data", "output", "analyze"}
