@@ -150,13 +150,14 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
         raise ConfigError("--max-accuracy-drop needs a classifier: this model has no accuracy")
     compile_args = _training_compile_args(user_compile, task, cfg)
     layers = selection.select(model, cfg.prune)
-    cfg, auto = hooks.auto(model, layers, cfg, splits, task, compile_args.get("loss"), console)
-    layers = selection.select(model, cfg.prune) if auto else layers
     _say(
         console,
         f"loaded {request.model} ({fmt}, {model.count_params():,} parameters); "
         f"{_data_line(splits, task)}; {sum(info.selected for info in layers)} layers selected",
     )
+    with timing("prune_s"):  # sparsity auto: the scan and the allocation
+        cfg, auto = hooks.auto(model, layers, cfg, splits, task, compile_args.get("loss"), console)
+    layers = selection.select(model, cfg.prune) if auto else layers
     with timing("evaluate_s"):
         before = report.model_stats(model, layers) | _metrics(model, splits, task, compile_args)
     with timing("save_s"):
