@@ -171,3 +171,34 @@ def test_existing_outputs_need_force_and_bad_input_is_one_line(
     assert forced.exit_code == 0, forced.stderr
     assert (out / "sensitivity.csv").read_text().startswith("layer,params,")
     assert "scan 0/" in forced.stderr and "points: done" in forced.stderr  # plain lines
+
+
+def test_knapsack_finds_the_brute_force_optimum():
+    """On random curves, the allocation removes as many weights as the best of every
+    combination of levels whose summed drop (in samples) fits the budget."""
+    import itertools
+
+    from prunecli.analysis import allocate, scan
+
+    rng = np.random.default_rng(0)
+    levels = [0.3, 0.6, 0.9]
+    for trial in range(20):
+        params = {f"l{i}": int(rng.integers(10, 1000)) for i in range(4)}
+        lost = {name: np.sort(rng.integers(0, 6, len(levels))) for name in params}
+        samples, budget = 100, int(rng.integers(0, 8))
+        points = [
+            scan.Point(name, params[name], level, 1.0 - lost[name][j] / samples, 0.0)
+            for name in params
+            for j, level in enumerate(levels)
+        ]
+        result = scan.Result(scan.Point("", 0, 0.0, 1.0, 0.0), points)
+        found = allocate.knapsack(result, params, samples, budget)
+        options = [[(0.0, 0), *zip(levels, lost[n], strict=True)] for n in params]
+        best = max(
+            sum(level * params[n] for n, (level, _) in zip(params, pick, strict=True))
+            for pick in itertools.product(*options)
+            if sum(int(cost) for _, cost in pick) <= budget
+        )
+        removed = sum(level * params[n] for n, level in found.targets.items())
+        assert removed == pytest.approx(best), trial
+        assert found.predicted_drop * samples <= budget + 1e-9
