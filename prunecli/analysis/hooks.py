@@ -58,7 +58,9 @@ def auto(
     return allocate.resolved(cfg, section), section
 
 
-def measured(section: dict[str, Any] | None, before: dict[str, Any], after: dict[str, Any]):
+def measured(
+    section: dict[str, Any] | None, before: dict[str, Any], after: dict[str, Any]
+) -> dict[str, Any] | None:
     """The auto section with the drop measured after fine-tuning (None stays None)."""
     if section is None or before["accuracy"] is None or after["accuracy"] is None:
         return section

@@ -10,6 +10,7 @@ clash fails in a second, not after the first fine-tune.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ def requests(request: pipeline.Request) -> list[pipeline.Request]:
         )
         prune = cfg.prune.model_copy(update={"sparsity": target, "sweep": None})
         settings = cfg.model_copy(update={"prune": prune, "output": output})
-        made.append(pipeline.Request(**{**request.__dict__, "config": settings}))
+        made.append(dataclasses.replace(request, config=settings))
     return made
 
 
