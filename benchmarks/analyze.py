@@ -38,6 +38,7 @@ import keras  # noqa: E402
 from prunecli import config, data, pipeline  # noqa: E402
 from prunecli.analysis import context, scan  # noqa: E402
 from prunecli.formats import model_io  # noqa: E402
+from prunecli.progress import Reporter  # noqa: E402
 from prunecli.pruning import selection  # noqa: E402
 from prunecli.reporting import evaluate  # noqa: E402
 
@@ -72,9 +73,10 @@ def _settings(**overrides: Any) -> config.Config:
 
 
 def _sample() -> tuple[str, context.Scope, list[float]]:
-    model, _ = model_io.load(SAMPLE)
+    model, source = model_io.load(SAMPLE)
     cfg = _settings()
-    return "sample digits_cnn", context.prepare(model, cfg, None), list(cfg.analyze.levels)
+    scope = context.prepare(model, source, cfg, Reporter())
+    return "sample digits_cnn", scope, list(cfg.analyze.levels)
 
 
 def _mobilenet() -> tuple[str, context.Scope, list[float]]:
@@ -134,7 +136,7 @@ def _prune(sparsity: float | str, epochs: int, folder: Path) -> dict[str, Any]:
         overrides["prune.max_accuracy_drop"] = BUDGET
     path = ROOT / "configs" / "quickstart.yaml"
     cfg = config.load(path, overrides)
-    return pipeline.run(pipeline.Request(SAMPLE, cfg, force=True), None)
+    return pipeline.run(pipeline.Request(SAMPLE, cfg, force=True), Reporter())
 
 
 def _drop(report: dict[str, Any]) -> float:

@@ -37,9 +37,10 @@ import models  # noqa: E402  (benchmarks/models.py: this folder is on sys.path w
 from prunecli import config, data  # noqa: E402
 from prunecli.core import schedules  # noqa: E402
 from prunecli.formats import exporting, model_io  # noqa: E402
-from prunecli.formats import staging as outputs  # noqa: E402
+from prunecli.progress import Reporter  # noqa: E402
 from prunecli.pruning import selection  # noqa: E402
 from prunecli.pruning.pruner import Pruner  # noqa: E402
+from prunecli.reporting import measure  # noqa: E402
 from prunecli.training import finetune  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +116,7 @@ def _prune(source: Any, sparsity: float, train: Any, epochs: int) -> tuple[Any, 
     else:
         pruner.update(0)
         loss = {"loss": "sparse_categorical_crossentropy"}
-        finetune.run(model, pruner, train, settings, loss, console=None)
+        finetune.run(model, pruner, train, settings, loss, Reporter())
     clean = keras.models.clone_model(model)
     clean.set_weights(model.get_weights())
     return clean, selection.select(clean, prune)
@@ -130,7 +131,7 @@ def _measure(case: dict[str, Any], sparsity: float, epochs: int) -> dict[str, An
     with tempfile.TemporaryDirectory(prefix="prunecli-bench-") as folder:
         kept = Path(folder) / "m.keras"
         model_io.save(model, kept)
-        keras_size, keras_gzip = outputs.sizes(kept)
+        keras_size, keras_gzip = measure.sizes(kept)
         val_x, val_y = data.materialize(val)
         keras_accuracy = evaluate.accuracy(model.predict(val_x, verbose=0), val_y, task)
         variants = {}

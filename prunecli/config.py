@@ -10,6 +10,7 @@ value received and say what is allowed, e.g.::
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
@@ -27,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from prunecli.core import catalog
+from prunecli.core.granularity import Pattern, parse_granularity
 from prunecli.errors import ConfigError
 
 # Keys whose values are filesystem paths. In a file they are relative to the file's folder;
@@ -79,7 +82,7 @@ def _check_regex(pattern: str) -> None:
 class Schedule(_Section):
     """When the masks reach which sparsity; epochs may be fractional."""
 
-    type: Literal["one_shot", "constant", "polynomial", "iterative"] = "one_shot"
+    type: Literal[catalog.SCHEDULES] = "one_shot"  # type: ignore[valid-type]
     start_epoch: float = Field(0.0, ge=0)
     end_epoch: float = Field(1.0, ge=0)
     initial_sparsity: float = Field(0.0, ge=0, lt=1)
@@ -110,12 +113,8 @@ class Block(_Section):
         return block
 
 
-_NM = re.compile(r"(\d+):(\d+)")
-GRADUAL = ("polynomial", "iterative")
-
-
 class Prune(_Section):
-    method: Literal["magnitude", "random", "taylor", "lamp", "movement"] = "magnitude"
+    method: Literal[tuple(catalog.METHODS)] = "magnitude"  # type: ignore[valid-type]
     granularity: str | Block = "unstructured"
     scope: Literal["layer", "global"] = "layer"
     # "auto": per-layer targets from a sensitivity scan within max_accuracy_drop (analysis)
@@ -143,14 +142,7 @@ class Prune(_Section):
                 return Block.model_validate(value)
             except ValidationError as exc:
                 raise ValueError(f"{{block: [rows, cols]}}: {_describe(exc)}") from None
-        if value == "unstructured":
-            return value
-        found = _NM.fullmatch(str(value))
-        if not found or not 0 < int(found[1]) < int(found[2]):
-            raise ValueError(
-                f'must be unstructured, "N:M" with 0 < N < M such as "2:4", or '
-                f"{{block: [rows, cols]}}, got {value!r}"
-            )
+        parse_granularity(value)  # raises with what is allowed
         return value
 
     @field_validator("sparsity", mode="before")
@@ -174,22 +166,32 @@ class Prune(_Section):
             _check_levels(sweep, "target")
         return sweep
 
+    @property
+    def needs(self) -> catalog.Needs:
+        """What the chosen method needs (gradients, training statistics)."""
+        return catalog.METHODS[self.method]
+
+    @property
+    def pattern(self) -> Pattern:
+        """The granularity parsed once, for every stage that masks or checks kernels."""
+        return parse_granularity(self.granularity)
+
     @model_validator(mode="before")
     @classmethod
     def _nm_sets_sparsity(cls, data: Any) -> Any:
         """N:M fixes the sparsity at 1 - N/M: fill it in when the user left it out."""
         if isinstance(data, dict) and "sparsity" not in data:
-            found = _NM.fullmatch(str(data.get("granularity", "")))
-            if found and int(found[2]) > 0:
-                data = {**data, "sparsity": 1 - int(found[1]) / int(found[2])}
+            with contextlib.suppress(ValueError, TypeError):  # bad values fail on the field
+                fixed = parse_granularity(data.get("granularity", "unstructured")).fixed_sparsity
+                if fixed is not None:
+                    data = {**data, "sparsity": fixed}
         return data
 
     @model_validator(mode="after")
     def _combination_valid(self) -> Prune:
-        found = _NM.fullmatch(self.granularity) if isinstance(self.granularity, str) else None
-        _check_auto(self, found is not None)
-        if found:
-            fixed = 1 - int(found[1]) / int(found[2])
+        fixed = self.pattern.fixed_sparsity
+        _check_auto(self, fixed is not None)
+        if fixed is not None:
             if abs(self.sparsity - fixed) > 1e-9:
                 raise ValueError(
                     f"prune.sparsity ({self.sparsity}) disagrees with prune.granularity "
@@ -200,10 +202,11 @@ class Prune(_Section):
                     f"prune.granularity {self.granularity!r} fixes every layer's sparsity; "
                     "prune.scope global has nothing to share: use scope layer"
                 )
-        if self.method == "movement" and self.schedule.type not in GRADUAL:
+        gradual = catalog.GRADUAL_SCHEDULES
+        if self.needs.training and self.schedule.type not in gradual:
             raise ValueError(
-                "prune.method movement scores weights by how fine-tuning moves them, so it "
-                f"needs a gradual prune.schedule.type ({' or '.join(GRADUAL)}), "
+                f"prune.method {self.method} scores weights by how fine-tuning moves them, so "
+                f"it needs a gradual prune.schedule.type ({' or '.join(gradual)}), "
                 f"got {self.schedule.type!r}"
             )
         if self.scope == "global" and self.layers.overrides:
@@ -261,14 +264,14 @@ class Finetune(_Section):
     epochs: int = Field(2, ge=0)
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-4, gt=0)
-    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    optimizer: Literal[catalog.OPTIMIZERS] = "adam"  # type: ignore[valid-type]
     momentum: float = Field(0.0, ge=0, lt=1)
     distill: Distill | None = None
     # Needed when the input model carries no compile config; any Keras loss / metric name.
     loss: str | None = None
     metrics: list[str] = []
     # Batch jobs: distribution, precision, XLA, preemption-safe checkpoints.
-    strategy: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
+    strategy: Literal[catalog.STRATEGIES] = "auto"  # type: ignore[valid-type]
     mixed_precision: bool = False
     jit_compile: Literal["auto"] | bool = "auto"
     steps_per_execution: Literal["auto"] | int = "auto"
@@ -384,9 +387,9 @@ class Config(_Section):
                 f"prune.schedule.start_epoch ({schedule.start_epoch}) must be less than "
                 f"finetune.epochs ({epochs}), or the schedule never starts"
             )
-        if self.prune.method == "movement" and epochs == 0:
+        if self.prune.needs.training and epochs == 0:
             raise ValueError(
-                "prune.method movement needs fine-tuning to measure movement: "
+                f"prune.method {self.prune.method} needs fine-tuning to measure movement: "
                 "finetune.epochs must be > 0"
             )
         if epochs > 0 and schedule.type == "polynomial" and schedule.end_epoch > epochs:

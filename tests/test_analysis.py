@@ -85,12 +85,13 @@ def test_each_point_equals_an_independent_prune_and_evaluate(scanned, image_data
 
 
 def test_weights_are_bit_identical_after_the_scan(make_model, image_data):
-    import keras
 
     from prunecli import config
     from prunecli.analysis import context, scan
+    from prunecli.formats import model_io
+    from prunecli.progress import Reporter
 
-    model = keras.models.load_model(make_model("cnn", ".h5"))
+    model, source = model_io.load(make_model("cnn", ".h5"))
     before = [w.numpy().tobytes() for w in model.weights]
     settings = config.load(
         None,
@@ -101,7 +102,7 @@ def test_weights_are_bit_identical_after_the_scan(make_model, image_data):
             "prune.method": "lamp",
         },
     )
-    scope = context.prepare(model, settings, None)
+    scope = context.prepare(model, source, settings, Reporter())
     result = scan.scan(scope.masker, scope.evaluator, settings.analyze.levels)
     assert result.evaluations == 1 + 3 * 2 + 2 * 2 == scope.evaluator.calls
     assert [w.numpy().tobytes() for w in model.weights] == before

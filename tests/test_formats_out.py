@@ -23,8 +23,8 @@ from PIL import Image
 
 from prunecli.cli.commands import main
 from prunecli.errors import OutputError
-from prunecli.formats import exporting
-from prunecli.formats import staging as outputs
+from prunecli.formats import exporting, staging
+from prunecli.reporting import measure
 
 SPARSITY = 0.8
 
@@ -339,7 +339,7 @@ def test_savedmodel_folder_output_trailing_slash_and_force(setup):
     assert found[str(target)]["zeros"] == found[str(target.parent / "model.v2.keras")]["zeros"]
     assert report["output"]["format"] == "savedmodel"
     assert report["output"]["path"] == str(target)
-    assert report["output"]["sha256"] == outputs.sha256(target)
+    assert report["output"]["sha256"] == measure.sha256(target)
     assert (target / "saved_model.pb").is_file()
     assert (target.parent / "model.v2.report.json").is_file()
     assert [e["format"] for e in report["exports"]] == ["savedmodel"]
@@ -406,19 +406,19 @@ def test_staging_folder_is_removed_on_failure_and_replaces_on_commit(tmp_path):
     final = tmp_path / "model"
     final.mkdir()
     (final / "old.txt").write_text("old")
-    with pytest.raises(RuntimeError), outputs.Staging() as stage:
+    with pytest.raises(RuntimeError), staging.Staging() as stage:
         staged = stage.temp_dir_for(final)
         (staged / "new.txt").write_text("new")
         raise RuntimeError("before commit")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     assert [p.name for p in final.iterdir()] == ["old.txt"]
-    with outputs.Staging() as stage:
+    with staging.Staging() as stage:
         staged = stage.temp_dir_for(final)
         (staged / "new.txt").write_text("new")
         stage.commit()
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
     assert [p.name for p in final.iterdir()] == ["new.txt"]
-    assert outputs.sizes(final) == (3, len(gzip.compress(b"new", 9, mtime=0)))
+    assert measure.sizes(final) == (3, len(gzip.compress(b"new", 9, mtime=0)))
 
 
 def test_without_validation_data_the_artifact_is_timed_but_has_no_accuracy(setup, tmp_path):

@@ -12,7 +12,7 @@ from conftest import write_config
 
 from prunecli import config
 from prunecli.core import masking, scoring
-from prunecli.core.masking import Pattern
+from prunecli.core.granularity import Pattern, parse_granularity
 from prunecli.core.scoring import ScoreContext
 from prunecli.errors import ConfigError
 
@@ -336,7 +336,7 @@ def test_pattern_ok_is_none_for_unstructured():
          "unstructured", "unstructured-no-axis"],
 )  # fmt: skip
 def test_unsupported_messages(shape, pattern, axis, expected):
-    assert masking.unsupported(shape, pattern, axis) == expected
+    assert pattern.unsupported(shape, axis) == expected
 
 
 @pytest.mark.parametrize(
@@ -350,8 +350,8 @@ def test_unsupported_messages(shape, pattern, axis, expected):
     ],
 )
 def test_parse(granularity, expected, fixed):
-    assert masking.parse(granularity) == expected
-    assert masking.parse(granularity).fixed_sparsity == fixed
+    assert parse_granularity(granularity) == expected
+    assert parse_granularity(granularity).fixed_sparsity == fixed
 
 
 # --- config validation ---------------------------------------------------------------------
@@ -434,7 +434,7 @@ def test_bad_granularity_is_refused(value, fragment):
 def test_block_granularity_round_trips():
     cfg = config.load(None, {"prune.granularity": {"block": [4, 1]}, "prune.sparsity": 0.7})
     assert cfg.prune.granularity == config.Block(block=(4, 1))
-    assert masking.parse(cfg.prune.granularity) == Pattern("block", block=(4, 1))
+    assert parse_granularity(cfg.prune.granularity) == Pattern("block", block=(4, 1))
     assert "block:\n    - 4\n    - 1" in config.dump(cfg)
 
 

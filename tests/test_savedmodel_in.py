@@ -127,11 +127,11 @@ def _x(npz: Path) -> np.ndarray:
 def _prune_and_check(
     cli: Callable, source: Path, npz: Path, tmp_path: Path, *extra: str
 ) -> tuple[dict, dict, Path]:
-    from prunecli.formats import staging as outputs
+    from prunecli.reporting import measure
 
     output = tmp_path / "out" / "pruned"
     output.parent.mkdir()
-    source_sha = outputs.sha256(source)
+    source_sha = measure.sha256(source)
     result = cli(
         "prune", source, "--set", f"data.train={npz}", "--epochs", "1", "--sparsity", "0.6",
         "-o", output, "--json", "-q", *extra,
@@ -139,7 +139,7 @@ def _prune_and_check(
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["input"]["format"] == "savedmodel"
-    assert report["input"]["sha256"] == source_sha == outputs.sha256(source)  # input untouched
+    assert report["input"]["sha256"] == source_sha == measure.sha256(source)  # input untouched
     assert report["output"] == {
         "path": str(output),
         "format": "savedmodel",
@@ -154,7 +154,7 @@ def _prune_and_check(
     from prunecli.formats import model_io
 
     model, fmt = model_io.load(output)
-    assert fmt == "savedmodel"
+    assert fmt.name == "savedmodel"
     np.testing.assert_allclose(
         model.predict(_x(npz), verbose=0), np.array(clean["predictions"]), atol=1e-5
     )

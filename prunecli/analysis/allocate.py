@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from rich.console import Console
 
 from prunecli.analysis import scan as scanning
-from prunecli.analysis.progress import reporter
+from prunecli.analysis.progress import scan_progress
 from prunecli.config import Config
 from prunecli.errors import ConfigError
+from prunecli.progress import Reporter
 
 
 @dataclass(frozen=True)
@@ -79,14 +79,14 @@ def knapsack(
     return Allocation(ordered, removed / total, spent / samples)
 
 
-def plan(scope: Any, cfg: Config, console: Console | None) -> dict[str, Any]:
+def plan(scope: Any, cfg: Config, reporter: Reporter) -> dict[str, Any]:
     """Scan, allocate within ``prune.max_accuracy_drop``, check the allocation on the whole
     model; return the report's ``auto`` section (``allocation``: layer -> sparsity)."""
     limit = cfg.prune.max_accuracy_drop
     if limit is None or scope.evaluator.task.kind == "regression":
         raise ConfigError("prune.sparsity auto needs a classifier and prune.max_accuracy_drop")
     masker, evaluator, samples = scope.masker, scope.evaluator, scope.samples
-    with reporter(console, "scan") as progress:
+    with scan_progress(reporter, "scan") as progress:
         result = scanning.scan(masker, evaluator, cfg.analyze.levels, progress)
     base = result.baseline.accuracy or 0.0
     params = {layer: masker.params(layer) for layer in result.layers}

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from rich.console import Console
 
 from prunecli import data
 from prunecli.analysis.scan import Evaluator, Masker
 from prunecli.config import Config
 from prunecli.errors import ConfigError
+from prunecli.formats.base import InputFormat
+from prunecli.progress import Reporter
 from prunecli.pruning import selection
 from prunecli.pruning.selection import LayerInfo
 from prunecli.reporting import evaluate
@@ -45,7 +46,7 @@ def build(
     chosen = subset(splits.validation, cfg.analyze.samples, cfg.seed)
     x, y = data.materialize(chosen)
     gradients = None
-    if cfg.prune.method == "taylor":
+    if cfg.prune.needs.gradients:
         if splits.train is None:
             raise ConfigError("prune.method taylor scores weights by gradients: set data.train")
         from prunecli.training import finetune
@@ -64,38 +65,28 @@ def build(
     return Scope(layers, masker, Evaluator(model, x, y, task, loss), len(y))
 
 
-def prepare(model: Any, cfg: Config, console: Console | None) -> Scope:
-    """``prunecli analyze``: data, task and loss for ``model``, then ``build``."""
+def prepare(model: Any, source: InputFormat, cfg: Config, reporter: Reporter) -> Scope:
+    """``prunecli analyze``: data, task and loss for ``model`` (``source``: its input
+    kind's adapter), then ``build``. The loss is the one a prune run evaluates with."""
+    from prunecli.formats import compiling, model_io
+
     splits = data.load(cfg.data, tuple(model.input_shape[1:]), cfg.seed)
     labelled = splits.validation or splits.train
     if splits.validation is None or labelled is None:
         raise ConfigError("analyze needs validation data (data.validation_split is 0)")
-    task = evaluate.infer_task(model, labelled, cfg.data.train or cfg.data.validation)
+    where = cfg.data.train or cfg.data.validation
+    task = evaluate.infer_task(model, labelled, where, source.output_activation(model))
     layers = selection.select(model, cfg.prune)
-    scope = build(model, layers, cfg, splits, task, loss_for(model, task, cfg))
-    if console is not None:
-        console.print(
-            f"scanning {len(scope.masker.layers)} layers x {len(cfg.analyze.levels)} levels "
-            f"on {scope.samples:,} validation samples ({task.kind})",
-            highlight=False,
-            soft_wrap=True,
-        )
+    args = compiling.training_args(
+        model_io.compile_config(model), task.compile_args(), cfg.finetune
+    )
+    scope = build(model, layers, cfg, splits, task, args["loss"])
+    reporter.say(
+        "message",
+        f"scanning {len(scope.masker.layers)} layers x {len(cfg.analyze.levels)} levels "
+        f"on {scope.samples:,} validation samples ({task.kind})",
+    )
     return scope
-
-
-def loss_for(model: Any, task: evaluate.Task, cfg: Config) -> Any:
-    """The loss a point reports: ``finetune.loss`` when set, else the model's own compile
-    loss, else the one the task implies (as the prune report measures it)."""
-    import keras
-
-    from prunecli.formats import model_io
-
-    if cfg.finetune.loss:
-        return keras.losses.get(cfg.finetune.loss)
-    compiled = model_io.compile_config(model)
-    if compiled.get("loss"):
-        return keras.saving.deserialize_keras_object(compiled)["loss"]
-    return task.compile_args()["loss"]
 
 
 def subset(source: data.Source, samples: int | None, seed: int) -> data.Source:

@@ -129,12 +129,12 @@ class Masker:
         seed: int = 0,
         gradients: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        if prune.method == "movement":
+        if prune.needs.training:
             raise ConfigError(
-                "prune.method movement scores weights by fine-tuning, which a sensitivity "
-                "scan does not do: scan with magnitude, lamp, taylor or random"
+                f"prune.method {prune.method} scores weights by fine-tuning, which a "
+                "sensitivity scan does not do: scan with a method that scores without it"
             )
-        self.prune, self.pattern = prune, masking.parse(prune.granularity)
+        self.prune, self.pattern = prune, prune.pattern
         self.variables: dict[str, Any] = {}
         self.axes: dict[str, int | None] = {}
         self.owner: dict[str, str] = {}  # kernel key -> layer path

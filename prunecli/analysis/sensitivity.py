@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from prunecli.analysis import html, plots
 from prunecli.analysis import scan as scanning
-from prunecli.analysis.progress import reporter
+from prunecli.analysis.progress import scan_progress
 from prunecli.config import Config
 from prunecli.errors import ConfigError, OutputError
 from prunecli.formats import staging
+from prunecli.progress import Reporter
 
 FILES = ("sensitivity.json", "sensitivity.csv", "sensitivity.png", "model.png", "sensitivity.html")
 COLUMNS = ("layer", "params", "sparsity", "accuracy", "loss")
@@ -66,27 +65,25 @@ def preflight(request: Request) -> Path:
     return out
 
 
-def run(request: Request, console: Console | None) -> dict[str, Any]:
+def run(request: Request, reporter: Reporter) -> dict[str, Any]:
     """Scan ``request.model`` and write the outputs; return the JSON document."""
     from prunecli.analysis import context
     from prunecli.formats import model_io
 
     out = preflight(request)
-    model, fmt = model_io.load(request.model, safe_mode=request.safe_mode)
-    scope = context.prepare(model, request.config, console)
-    with reporter(console, "scan") as progress:
+    model, source = model_io.load(request.model, safe_mode=request.safe_mode)
+    scope = context.prepare(model, source, request.config, reporter)
+    with scan_progress(reporter, "scan") as progress:
         result = scanning.scan(
             scope.masker, scope.evaluator, request.config.analyze.levels, progress
         )
-    document = to_document(result, request, scope, fmt)
+    document = to_document(result, request, scope, source.name)
     write(out, document)
-    if console is not None:
-        console.print(
-            f"wrote {out}: {result.evaluations} evaluations in {result.seconds:.1f} s; most "
-            f"sensitive layer: {document['most_sensitive']}",
-            highlight=False,
-            soft_wrap=True,
-        )
+    reporter.say(
+        "wrote",
+        f"wrote {out}: {result.evaluations} evaluations in {result.seconds:.1f} s; most "
+        f"sensitive layer: {document['most_sensitive']}",
+    )
     return document
 
 

@@ -15,12 +15,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from prunecli import pipeline
 from prunecli.analysis import html, plots
 from prunecli.errors import ConfigError
 from prunecli.formats import staging
+from prunecli.progress import Reporter
 
 _COLUMNS = (
     ("sparsity", "target"),
@@ -68,7 +67,7 @@ def combined_paths(request: pipeline.Request) -> dict[str, Path]:
     return {kind: main.with_name(f"{stem}.sweep.{kind}") for kind in ("json", "md", "png", "html")}
 
 
-def run(request: pipeline.Request, console: Console | None) -> dict[str, Any]:
+def run(request: pipeline.Request, reporter: Reporter) -> dict[str, Any]:
     """Every target's prune, then the combined report; return it."""
     runs = requests(request)
     paths = combined_paths(request)
@@ -78,9 +77,8 @@ def run(request: pipeline.Request, console: Console | None) -> dict[str, Any]:
         pipeline.preflight(each)
     rows = []
     for each in runs:
-        if console is not None:
-            console.print(f"sweep: sparsity {each.config.prune.sparsity}", highlight=False)
-        rows.append(_row(pipeline.run(each, console), each.config.prune.sparsity))
+        reporter.say("message", f"sweep: sparsity {each.config.prune.sparsity}")
+        rows.append(_row(pipeline.run(each, reporter), each.config.prune.sparsity))
     combined = {"model": str(request.model), "sweep": request.config.prune.sweep, "runs": rows}
     with staging.Staging() as stage:
         stage.write_text(paths["json"], json.dumps(combined, indent=2) + "\n")

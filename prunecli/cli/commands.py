@@ -178,26 +178,20 @@ def prune(
     """
     if max_accuracy_drop is not None and not 0 <= max_accuracy_drop <= 1:
         raise ConfigError(f"--max-accuracy-drop: must be between 0 and 1, got {max_accuracy_drop}")
-    overrides = _overrides(
-        assignments,
-        {
-            "prune.sparsity": _number_or_auto(sparsity),
-            "prune.sweep": _targets(sweep),
-            "prune.max_accuracy_drop": max_accuracy_drop,
-            "finetune.epochs": epochs,
-            "seed": seed,
-            "output.path": output,
-            "output.report": report,
-        },
-    )
-    if data is not None:
-        overrides |= _data_overrides(data)
-    settings = config.load(config_path, overrides)
+    flags = {
+        "prune.sparsity": _number_or_auto(sparsity),
+        "prune.sweep": _targets(sweep),
+        "prune.max_accuracy_drop": max_accuracy_drop,
+        "finetune.epochs": epochs,
+        "seed": seed,
+        "output.path": output,
+        "output.report": report,
+    }
+    settings = _settings(config_path, data, assignments, flags)
     from prunecli import runtime
 
     runtime.start(settings.seed, native_logs=debug, strategy=settings.finetune.strategy)
-    from prunecli import pipeline
-    from prunecli.reporting import report as render
+    from prunecli import pipeline, progress
     from prunecli.training import checkpoints
 
     request = pipeline.Request(
@@ -211,16 +205,61 @@ def prune(
     if settings.prune.sweep:
         from prunecli.analysis import sweep as sweeping
 
-        combined = sweeping.run(request, events.console(log_format, quiet))
+        combined = sweeping.run(request, progress.make(log_format, quiet))
         click.echo(json.dumps(combined, indent=2) if as_json else sweeping.summary(combined))
         failed = [run for run in combined["runs"] if run["gate"] and not run["gate"]["passed"]]
         if failed:
             _fail(f"{len(failed)} sweep targets failed the accuracy gate", EXIT_GATE)
         return
     try:
-        result = pipeline.run(request, events.console(log_format, quiet))
+        result = pipeline.run(request, progress.make(log_format, quiet))
     except KeyboardInterrupt as exc:  # say so when a checkpoint is left to resume from
         raise checkpoints.interrupted(pipeline.checkpoint_folder(request), exc) from None
+    _print_result(result, as_json)
+
+
+def _number_or_auto(text: str | None) -> float | str | None:
+    """``--sparsity``: ``auto`` or a number (range checked with the config)."""
+    if text is None or text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(
+            f"--sparsity: expected a number in [0, 1) or auto, got {text!r}"
+        ) from None
+
+
+def _targets(text: str | None) -> list[float] | None:
+    """``--sweep 0.5,0.7,0.9`` -> [0.5, 0.7, 0.9] (ranges checked with the config)."""
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--sweep: expected comma-separated sparsities, got {text!r}") from None
+
+
+def _settings(
+    config_path: Path | None,
+    data: Path | None,
+    assignments: tuple[str, ...],
+    flags: dict[str, Any],
+) -> config.Config:
+    """The config file, then ``--set`` and the dedicated flags, then ``--data``."""
+    overrides = _overrides(assignments, flags)
+    if data is not None:
+        from prunecli.data import split_dir
+
+        train, validation = split_dir(data)
+        overrides |= {"data.train": str(train), "data.validation": validation and str(validation)}
+    return config.load(config_path, overrides)
+
+
+def _print_result(result: dict[str, Any], as_json: bool) -> None:
+    """The report on stdout (JSON, or the summary tables); exit 3 if the gate failed."""
+    from prunecli.reporting import report as render
+
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
@@ -290,17 +329,15 @@ def analyze(
 
     Writes sensitivity.json, .csv, .png, model.png and sensitivity.html into the folder.
     """
-    overrides = _overrides(assignments, {})
-    if data is not None:
-        overrides |= _data_overrides(data)
-    settings = config.load(config_path, overrides)
+    settings = _settings(config_path, data, assignments, {})
     from prunecli import runtime
 
     runtime.start(settings.seed, native_logs=debug)
+    from prunecli import progress
     from prunecli.analysis import sensitivity
 
     request = sensitivity.Request(model, settings, output, force=force, safe_mode=not no_safe_mode)
-    document = sensitivity.run(request, events.console(log_format, quiet))
+    document = sensitivity.run(request, progress.make(log_format, quiet))
     if as_json:
         click.echo(json.dumps(document, indent=2))
 
@@ -350,36 +387,6 @@ def validate(config_file: Path, assignments: tuple[str, ...], show: bool, debug:
         click.echo(config.dump(settings), nl=False)
     else:
         click.echo(f"{config_file}: valid")
-
-
-def _number_or_auto(text: str | None) -> float | str | None:
-    """``--sparsity``: ``auto`` or a number (range checked with the config)."""
-    if text is None or text == "auto":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise ConfigError(
-            f"--sparsity: expected a number in [0, 1) or auto, got {text!r}"
-        ) from None
-
-
-def _targets(text: str | None) -> list[float] | None:
-    """``--sweep 0.5,0.7,0.9`` -> [0.5, 0.7, 0.9] (ranges checked with the config)."""
-    if text is None:
-        return None
-    try:
-        return [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ConfigError(f"--sweep: expected comma-separated sparsities, got {text!r}") from None
-
-
-def _data_overrides(folder: Path) -> dict[str, Any]:
-    """``--data DIR``: its train/ and val/ (or DIR itself) as data.train / data.validation."""
-    from prunecli.data import split_dir
-
-    train, validation = split_dir(folder)
-    return {"data.train": str(train), "data.validation": validation and str(validation)}
 
 
 def _overrides(assignments: tuple[str, ...], flags: dict[str, Any]) -> dict[str, Any]:

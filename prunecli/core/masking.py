@@ -6,7 +6,7 @@ zeroes ``round(s * n)`` of them. Ties at the threshold are broken by position (t
 flat index is kept), which makes masks deterministic even when many scores are equal (e.g.
 weights already zero).
 
-Three granularities (``Pattern``): ``unstructured`` (a unit is one weight), ``N:M`` (in
+Three granularities (``granularity.Pattern``): ``unstructured`` (a unit is one weight), ``N:M`` (in
 every group of M consecutive weights along the reduction axis, at most N survive: what
 NVIDIA's sparse tensor cores run) and ``block`` (a unit is an r x c block over the kernel's
 last two axes, scored by the mean of its members, as tfmot's ``block_size``).
@@ -15,56 +15,11 @@ last two axes, scored by the mean of its members, as tfmot's ``block_size``).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Pattern:
-    """A parsed ``prune.granularity``: ``kind`` is unstructured, nm or block."""
-
-    kind: str = "unstructured"
-    n: int = 0
-    m: int = 0
-    block: tuple[int, int] = (1, 1)
-
-    @property
-    def fixed_sparsity(self) -> float | None:
-        """N:M fixes each layer's sparsity at 1 - N/M; other patterns take any target."""
-        return 1.0 - self.n / self.m if self.kind == "nm" else None
-
-
-def parse(granularity: Any) -> Pattern:
-    """``"unstructured"``, ``"2:4"`` or ``{"block": [1, 4]}`` (a dict or the config's Block
-    model) -> Pattern. Values are validated in config.py."""
-    block = granularity.get("block") if isinstance(granularity, Mapping) else None
-    block = getattr(granularity, "block", block)  # the config's Block model
-    if block is not None:
-        rows, cols = block
-        return Pattern("block", block=(int(rows), int(cols)))
-    found = re.fullmatch(r"(\d+):(\d+)", str(granularity))
-    if found:
-        return Pattern("nm", n=int(found[1]), m=int(found[2]))
-    return Pattern()
-
-
-def unsupported(shape: tuple[int, ...], pattern: Pattern, axis: int | None) -> str | None:
-    """Why ``pattern`` cannot apply to a kernel of ``shape`` (None when it can)."""
-    if pattern.kind == "nm":
-        if axis is None:
-            return f"{pattern.n}:{pattern.m} needs a reduction axis; this kernel has none"
-        if shape[axis] % pattern.m:
-            return (
-                f"{pattern.n}:{pattern.m} needs the reduction dimension ({shape[axis]}) to be "
-                f"divisible by {pattern.m}"
-            )
-    if pattern.kind == "block" and len(shape) < 2:
-        return "block patterns need a kernel with at least 2 axes"
-    return None
+from prunecli.core.granularity import UNSTRUCTURED, Pattern
 
 
 def layer_mask(
@@ -133,7 +88,7 @@ def expand_blocks(units: np.ndarray, block: tuple[int, int], shape: tuple[int, .
 def layer_masks(
     scores: Mapping[str, np.ndarray],
     targets: Mapping[str, float],
-    pattern: Pattern = Pattern(),
+    pattern: Pattern = UNSTRUCTURED,
     axes: Mapping[str, int | None] | None = None,
 ) -> dict[str, np.ndarray]:
     """``scope: layer``: every kernel reaches its own target sparsity."""

@@ -1,4 +1,4 @@
-"""TFRecord shards of ``tf.train.Example`` -> a streamed ``data.Source``.
+"""TFRecord shards of ``tf.train.Example`` -> a streamed ``Source``.
 
 ``data.tfrecord.features`` names the features: the label is ``data.label_column`` (one
 int64 or float32 value), the one other feature is the model's input. A ``float32`` or
@@ -19,14 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from prunecli import data
 from prunecli.config import Data, Feature
+from prunecli.data import images
+from prunecli.data.source import Source, labels_of, pick_rows
 from prunecli.errors import DataError, first_line
 
 _LABEL_BATCH = 8192
 
 
-def read(pattern: Path, settings: Data) -> data.Source:
+def read(pattern: Path, settings: Data) -> Source:
     """``tf.train.Example`` shards matching a glob: the label feature is
     ``data.label_column``, the one other feature is the model's input."""
     files = sorted(glob.glob(str(pattern)))
@@ -59,9 +60,9 @@ def read(pattern: Path, settings: Data) -> data.Source:
     def keys(rows: np.ndarray) -> Any:
         import tensorflow as tf
 
-        return data.pick_rows(tf.data.TFRecordDataset(files), rows, len(labels))
+        return pick_rows(tf.data.TFRecordDataset(files), rows, len(labels))
 
-    return data.Source(
+    return Source(
         "", labels, shape, rows=np.arange(len(labels)), _keys=keys, _decode=parse_x,
         _random_access=False,
     )  # fmt: skip
@@ -71,7 +72,7 @@ def _feature_parser(name: str, feature: Feature, settings: Data) -> Callable[[An
     """serialized Example -> the feature as a float32 tensor of ``feature.shape``."""
     shape = tuple(feature.shape)
     if feature.dtype == "string":
-        if len(shape) != 3 or shape[-1] not in data.CHANNEL_MODES:
+        if len(shape) != 3 or shape[-1] not in images.CHANNEL_MODES:
             raise DataError(
                 f"data.tfrecord.features.{name}: a string (encoded image) feature needs shape "
                 f"[height, width, channels] with 1, 3 or 4 channels, got {list(shape)}"
@@ -84,7 +85,7 @@ def _feature_parser(name: str, feature: Feature, settings: Data) -> Callable[[An
             raw = tf.io.parse_single_example(record, {name: tf.io.FixedLenFeature([], tf.string)})[
                 name
             ]
-            return data.decode_image(raw, shape[:2], shape[2], scale)
+            return images.decode_image(raw, shape[:2], shape[2], scale)
 
         return parse_image
     if not shape:
@@ -146,4 +147,4 @@ def _tfrecord_labels(files: list[str], name: str, label: Feature) -> np.ndarray:
     except tf.errors.OpError as exc:
         reason = first_line(exc)[:200]
         raise DataError(f"{files[0]}: cannot read label feature {name!r}: {reason}") from None
-    return data.labels_of(np.concatenate(values))
+    return labels_of(np.concatenate(values))

@@ -30,7 +30,9 @@ import numpy as np
 from prunecli import data
 from prunecli.config import TFLite
 from prunecli.errors import OutputError, first_line
-from prunecli.formats import staging as outputs
+from prunecli.formats import staging
+from prunecli.formats.base import InputFormat
+from prunecli.reporting.measure import sizes
 
 # Suffix -> format of the main output; "" (no suffix) is a SavedModel folder.
 SUFFIXES = {".keras": "keras", ".h5": "h5", ".hdf5": "h5", ".tflite": "tflite", "": "savedmodel"}
@@ -77,35 +79,25 @@ def plan(main: Path, folder: bool, extras: list[str]) -> list[Artifact]:
     return found
 
 
-def write_savedmodel(model: Any, path: Path) -> None:
-    """A SavedModel of a Keras model: ``serving_default`` takes the model's inputs (names and
-    shapes), loads with ``tf.saved_model.load`` and ``saved_model_cli show``.
-
-    The one place a SavedModel is made (TFLite files are converted from it). A model read
-    from a signature-only SavedModel is re-saved with the input's own signatures instead."""
-    from prunecli.formats import savedmodel
-
-    if savedmodel.signature_layer(model) is not None:
-        savedmodel.save(model, path)
-        return
-    try:
-        model.export(str(path), format="tf_saved_model", verbose=False)
-    except Exception as exc:
-        raise OSError(f"cannot export a SavedModel to {path}: {first_line(exc)}") from exc
-
-
 def write(
-    model: Any, artifact: Artifact, path: Path, settings: TFLite, calibration: np.ndarray | None
+    model: Any,
+    source: InputFormat,
+    artifact: Artifact,
+    path: Path,
+    settings: TFLite,
+    calibration: np.ndarray | None,
 ) -> str | None:
-    """Write ``model`` as ``artifact.format`` at ``path`` (a staged temporary name); returns
-    a note when the file had to differ from what was asked (see ``convert_tflite``)."""
+    """Write ``model`` (read from an input of kind ``source``) as ``artifact.format`` at
+    ``path`` (a staged temporary name); returns a note when the file had to differ from
+    what was asked (see ``convert_tflite``). Every SavedModel is made by the input's
+    adapter (TFLite files are converted from one)."""
     from prunecli.formats import model_io
 
     if artifact.format == "savedmodel":
-        write_savedmodel(model, path)
+        source.export_savedmodel(model, path)
         return None
     if artifact.format == "tflite":
-        flat, note = convert_tflite(model, settings, calibration, artifact.path)
+        flat, note = convert_tflite(model, source, settings, calibration, artifact.path)
         path.write_bytes(flat)
         return note
     model_io.save(model, path)
@@ -113,20 +105,24 @@ def write(
 
 
 def convert_tflite(
-    model: Any, settings: TFLite, calibration: np.ndarray | None, where: Path
+    model: Any,
+    source: InputFormat,
+    settings: TFLite,
+    calibration: np.ndarray | None,
+    where: Path,
 ) -> tuple[bytes, str | None]:
     """(flatbuffer, note): the model converted as ``settings`` asks, checked to run in LiteRT
     with its default delegate; if sparse storage stops it running, converted dense instead
     (same quantisation) and the note says why. Raises OutputError if neither runs."""
     with tempfile.TemporaryDirectory(prefix="prunecli-") as folder:
-        source = Path(folder) / "savedmodel"
-        write_savedmodel(model, source)
-        flat = _convert(source, settings.sparse, settings.quantize, calibration)
+        exported = Path(folder) / "savedmodel"
+        source.export_savedmodel(model, exported)
+        flat = _convert(exported, settings.sparse, settings.quantize, calibration)
         problem = _run_problem(flat)
         if problem is None:
             return flat, None
         if settings.sparse:
-            dense = _convert(source, False, settings.quantize, calibration)
+            dense = _convert(exported, False, settings.quantize, calibration)
             if _run_problem(dense) is None:
                 return dense, (
                     f"sparse storage with quantize {settings.quantize} does not run in LiteRT's "
@@ -152,7 +148,7 @@ def _convert(source: Path, sparse: bool, quantize: str, calibration: np.ndarray 
     try:
         return converter.convert()
     except Exception as exc:
-        raise OSError(f"TFLite conversion failed: {first_line(exc)}") from exc
+        raise OutputError(f"TFLite conversion failed: {first_line(exc)}") from exc
 
 
 def _representative(calibration: np.ndarray | None) -> Callable[[], Iterator[list[np.ndarray]]]:
@@ -200,7 +196,7 @@ def measure(
     samples or a classification task), latency the median batch-1 CPU call after warm-up."""
     from prunecli.reporting import evaluate
 
-    size, gzipped = outputs.sizes(path)
+    size, gzipped = sizes(path)
     runner = _tflite_runner(path) if artifact.format == "tflite" else _savedmodel_runner(path)
     accuracy = sample = None
     if samples is not None and len(samples):
@@ -223,6 +219,7 @@ def measure(
 
 def measure_input(
     model: Any,
+    source: InputFormat,
     artifacts: tuple[Artifact, ...],
     settings: TFLite,
     splits: data.Splits,
@@ -236,15 +233,16 @@ def measure_input(
         for artifact in artifacts:
             if artifact.format in DEPLOYABLE:
                 path = Path(folder) / f"before{EXTRA_SUFFIX[artifact.format]}"
-                write(model, artifact, path, settings, _calibration(splits))
+                write(model, source, artifact, path, settings, _calibration(splits))
                 found[artifact.format] = measure(artifact, path, samples, scored)
     return found
 
 
 def stage_all(
     model: Any,
+    source: InputFormat,
     artifacts: tuple[Artifact, ...],
-    stage: outputs.Staging,
+    stage: staging.Staging,
     settings: TFLite,
     splits: data.Splits,
     task: Any,
@@ -258,7 +256,7 @@ def stage_all(
     staged_paths = []
     for artifact in artifacts:
         staged = (stage.temp_dir_for if artifact.folder else stage.temp_for)(artifact.path)
-        note = write(model, artifact, staged, settings, _calibration(splits))
+        note = write(model, source, artifact, staged, settings, _calibration(splits))
         staged_paths.append(staged)
         if artifact.format in DEPLOYABLE:
             entries.append(

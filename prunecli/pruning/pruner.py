@@ -84,7 +84,7 @@ class Pruner:
         """``gradients`` maps the kernels to sum_b |dL/dw| over a few batches (taylor)."""
         self.prune, self.seed, self.gradients = prune, seed, gradients
         self.score = scoring.get(prune.method)
-        self.pattern = masking.parse(prune.granularity)
+        self.pattern = prune.pattern
         self.kernels: dict[str, Any] = {}
         self.axes: dict[str, int | None] = {}
         self.schedules: dict[str, Schedule] = {}
@@ -100,7 +100,7 @@ class Pruner:
         self.movement = {
             key: _Movement(_state_like(v, 0.0), _state_like(v, 0.0), _state_like(v, None))
             for key, v in self.kernels.items()
-            if prune.method == "movement"
+            if prune.needs.training
         }
         self._inner: dict[str, Any] = {}
         self._applied: Any = None
@@ -139,9 +139,10 @@ class Pruner:
         return self.sparsity()
 
     def _scores(self, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        gradients = self.gradients(self.kernels) if self.prune.method == "taylor" else {}
-        if self.prune.method == "taylor" and not gradients:
-            raise ValueError("taylor scores need training data to take gradients on")
+        wanted = self.prune.needs.gradients
+        gradients = self.gradients(self.kernels) if wanted and self.gradients else {}
+        if wanted and not gradients:
+            raise ValueError(f"{self.prune.method} scores need training data for gradients")
         return {
             key: self.score(
                 w,
@@ -154,6 +155,15 @@ class Pruner:
             )
             for key, w in weights.items()
         }
+
+    def state(self) -> Any:
+        """The targets of the last mask update (a checkpoint stores them: a resumed run
+        then recomputes no mask whose target has not moved)."""
+        return self._applied
+
+    def restore(self, applied: Any) -> None:
+        """Take back ``state()`` from a checkpoint (the masks come with the variables)."""
+        self._applied = applied
 
     def finish(self) -> float:
         """Bring every mask to its final target (after the last training step)."""

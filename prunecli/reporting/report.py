@@ -13,7 +13,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from prunecli import __version__
+from prunecli.config import Config
 from prunecli.core import masking
+from prunecli.core.granularity import Pattern
 from prunecli.pruning.selection import LayerInfo
 
 SCHEMA_VERSION = 1
@@ -30,6 +33,41 @@ _ROWS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def build(
+    *,
+    config: Config,
+    environment: dict[str, Any],
+    input: dict[str, Any],
+    output: dict[str, Any],
+    exports: list[dict[str, Any]],
+    before: dict[str, Any],
+    after: dict[str, Any],
+    layers: list[dict[str, Any]],
+    finetune: dict[str, Any],
+    data: dict[str, Any],
+    timing: dict[str, float],
+    gate: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The report (``report.json``; README "Report fields") from the stages' results, in
+    its documented key order. The one place a report is assembled."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "prunecli_version": __version__,
+        "environment": environment,
+        "config": config.model_dump(mode="json"),
+        "input": input,
+        "output": output,
+        "exports": exports,
+        "before": before,
+        "after": after,
+        "layers": layers,
+        "finetune": finetune,
+        "data": data,
+        "timing": timing,
+        "gate": gate,
+    }
+
+
 def model_stats(model: Any, layers: list[LayerInfo]) -> dict[str, Any]:
     """Parameter counts over the whole model; sparsity over the selected kernels."""
     weights = [np.asarray(w) for w in model.weights]
@@ -44,7 +82,7 @@ def model_stats(model: Any, layers: list[LayerInfo]) -> dict[str, Any]:
     }
 
 
-def layer_rows(layers: list[LayerInfo], pattern: masking.Pattern) -> list[dict[str, Any]]:
+def layer_rows(layers: list[LayerInfo], pattern: Pattern) -> list[dict[str, Any]]:
     """One row per layer with weights; ``pattern_ok`` checks N:M / block on the kernels
     (null for unstructured and for layers left alone)."""
     return [
@@ -62,8 +100,8 @@ def layer_rows(layers: list[LayerInfo], pattern: masking.Pattern) -> list[dict[s
     ]
 
 
-def _pattern_ok(info: LayerInfo, pattern: masking.Pattern) -> bool | None:
-    if not info.selected or pattern.kind == "unstructured":
+def _pattern_ok(info: LayerInfo, pattern: Pattern) -> bool | None:
+    if not info.selected or not pattern.checks_layout:
         return None
     return all(
         masking.pattern_ok(np.asarray(variable), pattern, info.axes[attr])

@@ -1,0 +1,217 @@
+"""One split of the data (``Source``): labels in memory, samples streamed by ``tf.data``.
+
+Every reader (``images``, ``tabular``, ``tfrecord``) returns a ``Source``; each epoch's
+order is a function of ``(seed, epoch)`` alone, so a resumed or distributed run sees the
+batches of an uninterrupted one-device run. TensorFlow is imported lazily.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Streamed sources (csv, tfrecord) cannot be read out of order: they shuffle through a
+# buffer of decoded samples this long (file lists and in-memory arrays shuffle whole).
+SHUFFLE_BUFFER = 4096
+
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
+class Source:
+    """One split of the data: labels in memory, samples decoded on demand by ``tf.data``.
+
+    ``_keys(rows)`` gives one cheap element per sample of ``rows`` (sorted indices into the
+    whole file), in order: a file name (images), a CSV line, a serialized Example, or the
+    sample itself (npz); ``_decode`` turns a key into the model's input. When keys are
+    cheap to hold (``_random_access``), training shuffles the keys and decodes after, so
+    a sorted class folder is shuffled whole at the cost of a list of file names.
+    """
+
+    name: str  # "train" / "validation": the cache file prefix
+    y: np.ndarray
+    shape: tuple[int, ...]
+    classes: tuple[str, ...] = ()
+    cache: bool | Path = False
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    _keys: Callable[[np.ndarray], Any] | None = None
+    _decode: Callable[[Any], Any] | None = None
+    _random_access: bool = True
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, positions: np.ndarray, name: str) -> Source:
+        """The samples at ``positions`` (sorted indices into this source), in order."""
+        return replace(self, name=name, y=self.y[positions], rows=self.rows[positions])
+
+    def dataset(
+        self,
+        batch_size: int,
+        *,
+        targets: np.ndarray | None = None,
+        seed: int | None = None,
+        cache: bool = True,
+    ) -> Any:
+        """Batches of ``(x, target)``; ``targets`` (one row per sample, default the labels)
+        travel with their samples through the shuffle. ``seed`` None keeps file order
+        (prediction); otherwise a seeded shuffle, new each epoch. ``cache`` False skips
+        ``data.cache`` (a partly read cache is thrown away, so a few batches skip it)."""
+        import tensorflow as tf
+
+        autotune = tf.data.AUTOTUNE
+        rows, targets = self.rows, self.y if targets is None else targets
+        cached = cache and self.cache is not False
+        if seed is not None and self._random_access and cached:
+            # a cache fixes the order it was written in: shuffle the (cheap) keys once,
+            # so a sorted class folder is not cached class by class
+            order = np.random.default_rng(seed).permutation(len(self))
+            rows, targets = rows[order], targets[order]
+        labels = tf.data.Dataset.from_tensor_slices(targets)
+        keys = self._keys(rows)
+        if seed is not None and self._random_access and not cached:
+            pairs = tf.data.Dataset.zip(keys, labels).shuffle(
+                len(self), seed=seed, reshuffle_each_iteration=True
+            )
+            samples = pairs.map(
+                lambda key, target: (self._decode(key), target), num_parallel_calls=autotune
+            )
+        else:
+            features = keys.map(self._decode, num_parallel_calls=autotune)
+            if cached:
+                features = features.cache(self._cache_file(rows))
+            samples = tf.data.Dataset.zip(features, labels)
+            if seed is not None:
+                buffer = len(self) if self.cache is True else min(len(self), SHUFFLE_BUFFER)
+                samples = samples.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        # the count is known from the labels; telling tf.data lets Keras size its epochs
+        samples = samples.apply(tf.data.experimental.assert_cardinality(len(self)))
+        return samples.batch(batch_size).prefetch(autotune)
+
+    def epochs(
+        self,
+        batch_size: int,
+        *,
+        seed: int,
+        first: int,
+        stop: int,
+        skip: int = 0,
+        targets: np.ndarray | None = None,
+    ) -> Any:
+        """Training batches of epochs ``first`` .. ``stop - 1``, back to back; ``skip`` drops
+        that many batches of the first (a resume mid-epoch).
+
+        Each epoch's order is fixed by ``(seed, epoch)`` alone, never by a shuffle's hidden
+        iteration state: a resumed run, or one under a distribution strategy (which rebuilds
+        the input pipeline), sees exactly the batches an uninterrupted one-device run sees.
+        """
+        import tensorflow as tf
+
+        targets = self.y if targets is None else targets
+        cached = self.cache is not False
+        if self._random_access and not cached:  # a fresh permutation of the keys each epoch
+
+            def epoch(number: int) -> Any:
+                order = _rng(seed, number).permutation(len(self))
+                return self._samples(self.rows[order], targets[order], cached=False)
+
+        else:  # decoded (and cached) once; each epoch shuffles through a seeded buffer
+            order = np.random.default_rng(seed).permutation(len(self))
+            if not self._random_access:
+                order = np.arange(len(self))
+            base = self._samples(self.rows[order], targets[order], cached=cached)
+            buffer = len(self) if self.cache is True else min(len(self), SHUFFLE_BUFFER)
+
+            def epoch(number: int) -> Any:
+                mixed = int(_rng(seed, number).integers(2**31 - 1))
+                return base.shuffle(buffer, seed=mixed, reshuffle_each_iteration=False)
+
+        parts = [
+            epoch(number)
+            .apply(tf.data.experimental.assert_cardinality(len(self)))
+            .batch(batch_size)
+            .skip(skip if number == first else 0)
+            for number in range(first, stop)
+        ]
+        joined = parts[0]
+        for part in parts[1:]:
+            joined = joined.concatenate(part)
+        return joined.prefetch(tf.data.AUTOTUNE)
+
+    def _samples(self, rows: np.ndarray, targets: np.ndarray, cached: bool) -> Any:
+        """Unbatched ``(x, target)`` of ``rows`` in that order, decoded in parallel."""
+        import tensorflow as tf
+
+        features = self._keys(rows).map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
+        if cached:
+            features = features.cache(self._cache_file(rows))
+        return tf.data.Dataset.zip(features, tf.data.Dataset.from_tensor_slices(targets))
+
+    def _cache_file(self, rows: np.ndarray) -> str:
+        """Memory ("") or ``<data.cache>/<split>-<digest of the rows, in order>``: tf.data
+        reuses any complete cache of that name, so another split or order gets its own."""
+        if self.cache is True:
+            return ""
+        folder = Path(self.cache)
+        folder.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha1(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()
+        return str(folder / f"{self.name}-{digest[:12]}")
+
+def _rng(seed: int, epoch: int) -> np.random.Generator:
+    """The generator of one epoch's order: a function of (seed, epoch) alone."""
+    return np.random.default_rng([seed % 2**32, epoch])
+
+@dataclass(frozen=True)
+class Splits:
+    train: Source | None
+    validation: Source | None
+
+def from_arrays(
+    x: np.ndarray, y: np.ndarray, classes: tuple[str, ...] = (), name: str = "train"
+) -> Source:
+    """A source over arrays already in memory (a ``.npz``; tests and benchmarks)."""
+    x = np.asarray(x, dtype=np.float32)
+
+    def keys(rows: np.ndarray) -> Any:
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_tensor_slices(x[rows])
+
+    return Source(
+        name, np.asarray(y), tuple(x.shape[1:]), classes, rows=np.arange(len(y)),
+        _keys=keys, _decode=_identity,
+    )  # fmt: skip
+
+def materialize(source: Source) -> tuple[np.ndarray, np.ndarray]:
+    """All samples and labels as arrays, in order: only for data known to be small."""
+    batches = [np.asarray(x) for x, _ in source.dataset(256, cache=False)]
+    x = np.concatenate(batches) if batches else np.zeros((0, *source.shape), np.float32)
+    return x, source.y
+
+def _identity(value: Any) -> Any:
+    return value
+
+def pick_rows(records: Any, rows: np.ndarray, total: int) -> Any:
+    """The records at ``rows`` (sorted), in order, by enumerate + filter: streamed files
+    cannot seek, so a split reads the file and keeps its own rows."""
+    import tensorflow as tf
+
+    if len(rows) == total:
+        return records
+    keep = np.zeros(total, dtype=bool)
+    keep[rows] = True
+    wanted = tf.constant(keep)
+    return (
+        records.enumerate()
+        .filter(lambda index, _: tf.gather(wanted, index))
+        .map(lambda _, record: record)
+    )
+
+def labels_of(y: np.ndarray) -> np.ndarray:
+    """Whole-number labels become int64 class ids; anything else stays float (regression)."""
+    y = np.asarray(y)
+    if y.dtype.kind in "iub" or (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)):
+        return y.astype(np.int64)
+    return y.astype(np.float32)
