@@ -76,6 +76,8 @@ def test_auto_on_the_sample_meets_the_budget_and_beats_uniform(cli, tmp_path):
     assert auto["uniform_within_budget"]["sparsity"] < reached
     assert auto["uniform"]["sparsity"] == pytest.approx(auto["sparsity"])
     assert auto["uniform"]["scan_drop"] > budget  # the same total, spread evenly, fails
+    markdown = out.with_name("auto.report.md").read_text()
+    assert "## sparsity: auto" in markdown and "| dense1 |" in markdown
 
 
 def test_auto_needs_a_budget_and_refuses_global_scope(cli, tmp_path):

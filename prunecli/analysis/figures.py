@@ -59,9 +59,30 @@ def stage(
     for name, blob in figures.items():
         stage.temp_for(markdown_path.with_name(names[name])).write_bytes(blob)
     lines = [f"![{_CAPTIONS[name]}]({names[name]})\n" for name in figures]
-    stage.write_text(markdown_path, markdown + "\n" + "\n".join(lines))
+    stage.write_text(markdown_path, markdown + _auto_markdown(report) + "\n" + "\n".join(lines))
     if page:
         stage.write_text(markdown_path.with_suffix(".html"), to_html(report, names))
+
+
+def _auto_markdown(report: dict[str, Any]) -> str:
+    """The ``sparsity: auto`` section: per-layer targets and the drops (empty otherwise)."""
+    auto = report.get("auto")
+    if not auto:
+        return ""
+
+    def pt(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.2f} pt"
+
+    rows = [f"| {layer} | {100 * level:.1f}% |" for layer, level in auto["allocation"].items()]
+    summary = (
+        f"Total {100 * auto['sparsity']:.2f}%: predicted drop {pt(auto['predicted_drop'])}, "
+        f"scanned {pt(auto['scan_drop'])}, measured {pt(auto.get('measured_drop'))}. "
+        f"Uniform at the same sparsity (no fine-tuning): drop "
+        f"{pt(auto['uniform']['scan_drop'])}; highest uniform sparsity within the budget: "
+        f"{100 * auto['uniform_within_budget']['sparsity']:.2f}%."
+    )
+    title = f"## sparsity: auto (max accuracy drop {pt(auto['max_accuracy_drop'])})"
+    return "\n".join(["", title, "", "| layer | sparsity |", "|---|---:|", *rows, "", summary, ""])
 
 
 def to_html(report: dict[str, Any], images: dict[str, str]) -> str:
