@@ -64,25 +64,30 @@ def stage(
         stage.write_text(markdown_path.with_suffix(".html"), to_html(report, names))
 
 
+def _pt(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f} pt"
+
+
+def _auto_summary(auto: dict[str, Any]) -> str:
+    """One sentence: the total, its three drops, and the uniform comparisons."""
+    return (
+        f"Total {100 * auto['sparsity']:.2f}%: predicted drop {_pt(auto['predicted_drop'])}, "
+        f"scanned {_pt(auto['scan_drop'])}, measured {_pt(auto.get('measured_drop'))}. "
+        f"Uniform at the same sparsity (no fine-tuning): drop "
+        f"{_pt(auto['uniform']['scan_drop'])}; highest uniform sparsity within the budget: "
+        f"{100 * auto['uniform_within_budget']['sparsity']:.2f}%."
+    )
+
+
 def _auto_markdown(report: dict[str, Any]) -> str:
     """The ``sparsity: auto`` section: per-layer targets and the drops (empty otherwise)."""
     auto = report.get("auto")
     if not auto:
         return ""
-
-    def pt(value: float | None) -> str:
-        return "n/a" if value is None else f"{100 * value:.2f} pt"
-
     rows = [f"| {layer} | {100 * level:.1f}% |" for layer, level in auto["allocation"].items()]
-    summary = (
-        f"Total {100 * auto['sparsity']:.2f}%: predicted drop {pt(auto['predicted_drop'])}, "
-        f"scanned {pt(auto['scan_drop'])}, measured {pt(auto.get('measured_drop'))}. "
-        f"Uniform at the same sparsity (no fine-tuning): drop "
-        f"{pt(auto['uniform']['scan_drop'])}; highest uniform sparsity within the budget: "
-        f"{100 * auto['uniform_within_budget']['sparsity']:.2f}%."
-    )
-    title = f"## sparsity: auto (max accuracy drop {pt(auto['max_accuracy_drop'])})"
-    return "\n".join(["", title, "", "| layer | sparsity |", "|---|---:|", *rows, "", summary, ""])
+    title = f"## sparsity: auto (max accuracy drop {_pt(auto['max_accuracy_drop'])})"
+    lines = ["", title, "", "| layer | sparsity |", "|---|---:|", *rows, "", _auto_summary(auto)]
+    return "\n".join([*lines, ""])
 
 
 def to_html(report: dict[str, Any], images: dict[str, str]) -> str:
@@ -95,12 +100,8 @@ def to_html(report: dict[str, Any], images: dict[str, str]) -> str:
     if report.get("auto"):
         auto = report["auto"]
         blocks += [
-            html.heading("sparsity: auto"),
-            html.paragraph(
-                f"budget {auto['max_accuracy_drop']}, predicted drop {auto['predicted_drop']:.4f}, "
-                f"measured {auto.get('measured_drop')}; uniform within budget: "
-                f"{auto['uniform_within_budget']['sparsity']:.4f}"
-            ),
+            html.heading(f"sparsity: auto (max accuracy drop {_pt(auto['max_accuracy_drop'])})"),
+            html.paragraph(_auto_summary(auto)),
             html.table(["layer", "sparsity"], list(auto["allocation"].items())),
         ]
     blocks += [html.image(name, _CAPTIONS[key]) for key, name in images.items()]
