@@ -130,7 +130,7 @@ def to_html(document: dict[str, Any]) -> str:
             html.paragraph(
                 f"{document['method']} scores, {document['granularity']} granularity, "
                 f"{document['samples']} validation samples, no fine-tuning. Unpruned: "
-                f"accuracy {base['accuracy']}, loss {base['loss']:.4f}. Most sensitive "
+                f"accuracy {_percent(base['accuracy'])}, loss {base['loss']:.4f}. Most sensitive "
                 f"layer: {document['most_sensitive']}."
             ),
             html.image("sensitivity.png", "each layer pruned alone"),
@@ -166,3 +166,7 @@ def _csv_cell(value: Any) -> str:
     if value is None:
         return ""
     return repr(value) if isinstance(value, float) else str(value)
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
