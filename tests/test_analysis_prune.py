@@ -78,6 +78,10 @@ def test_auto_on_the_sample_meets_the_budget_and_beats_uniform(cli, tmp_path):
     assert auto["uniform"]["scan_drop"] > budget  # the same total, spread evenly, fails
     markdown = out.with_name("auto.report.md").read_text()
     assert "## sparsity: auto" in markdown and "| dense1 |" in markdown
+    assert sorted(_images_in(out.with_name("auto.report.md"))) == [
+        "auto.report.sensitivity.png", "auto.report.sparsity.png",
+    ]  # fmt: skip
+    assert auto["scan"]["most_sensitive"] in LAYERS and len(auto["scan"]["points"]) == 60
 
 
 def test_auto_needs_a_budget_and_refuses_global_scope(cli, tmp_path):

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from prunecli.analysis import scan as scanning
+from prunecli.analysis import sensitivity
 from prunecli.analysis.progress import scan_progress
 from prunecli.config import Config
 from prunecli.errors import ConfigError
@@ -111,6 +112,7 @@ def plan(scope: Any, cfg: Config, reporter: Reporter) -> dict[str, Any]:
         "uniform_within_budget": {"sparsity": uniform, "scan_drop": uniform_drop},
         "scan_seconds": round(result.seconds, 4),
         "scan_evaluations": result.evaluations,
+        "scan": sensitivity.curves(result, masker),
     }
 
 

@@ -6,6 +6,7 @@ Beside ``<stem>.report.md`` (names from the Markdown report's path)::
     <stem>.report.schedule.png   sparsity over optimizer steps (when masks changed while
                                  fine-tuning: a gradual schedule)
     <stem>.report.loss.png       training loss per epoch (when fine-tuned)
+    <stem>.report.sensitivity.png   the scan's per-layer curves (``sparsity: auto``)
     <stem>.report.html           the tables and the plots (``output.html``)
 
 The Markdown report references the PNGs by file name; the HTML page shows them the same
@@ -20,7 +21,7 @@ from typing import Any
 from prunecli.analysis import html, plots
 from prunecli.formats.staging import Staging
 
-PLOTS = ("sparsity", "schedule", "loss")
+PLOTS = ("sparsity", "schedule", "loss", "sensitivity")
 
 
 def targets(markdown: Path) -> list[Path]:
@@ -39,6 +40,8 @@ def drawn(report: dict[str, Any]) -> dict[str, bytes]:
         figures["schedule"] = plots.schedule(updates)
     if tuned.get("loss"):
         figures["loss"] = plots.losses(tuned["loss"])
+    if report.get("auto"):  # the scan that chose the targets
+        figures["sensitivity"] = plots.layer_curves(report["auto"]["scan"])
     return figures
 
 
@@ -46,6 +49,7 @@ _CAPTIONS = {
     "sparsity": "sparsity per layer",
     "schedule": "sparsity over fine-tuning",
     "loss": "training loss per epoch",
+    "sensitivity": "sensitivity scan: each layer pruned alone (sparsity: auto)",
 }
 
 

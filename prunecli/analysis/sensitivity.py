@@ -97,19 +97,27 @@ def to_document(result: scanning.Result, request: Request, scope: Any, fmt: str)
         "granularity": cfg.prune.model_dump(mode="json")["granularity"],
         "samples": scope.samples,
         "levels": list(cfg.analyze.levels),
+        **curves(result, scope.masker),
+        "evaluations": result.evaluations,
+        "seconds": round(result.seconds, 4),
+    }
+
+
+def curves(result: scanning.Result, masker: scanning.Masker) -> dict[str, Any]:
+    """The scan's points and per-layer sensitivities: what the plots are drawn from (also
+    the ``scan`` inside a prune report's ``auto`` section)."""
+    return {
         "baseline": {"accuracy": result.baseline.accuracy, "loss": result.baseline.loss},
         "layers": [
             {
                 "layer": layer,
-                "params": scope.masker.params(layer),
+                "params": masker.params(layer),
                 "sensitivity": result.sensitivity(layer),
             }
             for layer in result.layers
         ],
         "most_sensitive": result.most_sensitive(),
         "points": [point.row() for point in result.points],
-        "evaluations": result.evaluations,
-        "seconds": round(result.seconds, 4),
     }
 
 
