@@ -203,3 +203,23 @@ def test_knapsack_finds_the_brute_force_optimum():
         removed = sum(level * params[n] for n, level in found.targets.items())
         assert removed == pytest.approx(best), trial
         assert found.predicted_drop * samples <= budget + 1e-9
+
+
+def test_json_log_format_gives_one_scan_event_per_layer(make_model, image_data, tmp_path):
+    from test_log_json import parsed, run  # a real process: JSON mode owns descriptor 2
+
+    cfg = write_config(tmp_path / "cfg.yaml", "analyze:\n  levels: [0.5]\n  samples: 12\n")
+    done = run(
+        "analyze", make_model(), "-c", cfg, "--data", image_data, "-o", tmp_path / "scan",
+        "--log-format", "json", level="3",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    stream = parsed(done.stderr)
+    scans = [(e["done"], e["total"], e["layer"]) for e in stream if e["event"] == "scan"]
+    assert scans == [
+        (0, 5, "conv"), (1, 5, "hidden"), (2, 5, "out"), (3, 5, "<model:layer>"),
+        (4, 5, "<model:global>"), (5, 5, ""),
+    ]  # fmt: skip
+    assert [e["event"] for e in stream][-1] == "wrote"
+    document = json.loads((tmp_path / "scan" / "sensitivity.json").read_text())
+    assert document["samples"] == 12
