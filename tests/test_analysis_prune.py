@@ -202,3 +202,23 @@ def test_sweep_writes_one_model_per_target_and_a_combined_report(
     assert "p.sweep.png" in (out / "p.sweep.md").read_text()
     with Image.open(out / "p.sweep.png") as image:
         assert image.format == "PNG"
+
+
+def test_auto_gate_fails_with_exit_3_when_fine_tuning_loses_more_than_the_budget(
+    cli, make_model, image_data, tmp_path
+):
+    """Budget 0: the allocation keeps only free levels; a wild learning rate then costs
+    accuracy, and the gate (the same D) fails after the outputs are written."""
+    out = tmp_path / "p.keras"
+    result = cli(
+        "prune", make_model(), "--data", image_data, "-o", out, "--epochs", "1",
+        "--sparsity", "auto", "--max-accuracy-drop", "0", "--json", "-q",
+        "--set", "finetune.learning_rate=1.0",
+    )  # fmt: skip
+    assert result.exit_code == 3, result.stderr
+    report = json.loads(result.stdout)
+    drop = report["before"]["accuracy"] - report["after"]["accuracy"]
+    assert report["auto"]["scan_drop"] <= 0 and report["auto"]["measured_drop"] == drop > 0
+    assert report["gate"] == {"max_accuracy_drop": 0.0, "accuracy_drop": drop, "passed": False}
+    assert "more than --max-accuracy-drop 0.00 (outputs were written)" in result.stderr
+    assert out.is_file() and out.with_name("p.report.json").is_file()

@@ -69,12 +69,23 @@ def knapsack(
         best = new
         picks.append(chosen)
     targets: dict[str, float] = {}
-    remaining, spent = budget, 0
+    remaining = budget
     for layer, chosen in zip(reversed(result.layers), reversed(picks), strict=True):
         level, cost = chosen[remaining]
         targets[layer] = level
-        remaining, spent = remaining - cost, spent + cost
+        remaining -= cost
+    return _allocation(result, params, samples, {layer: targets[layer] for layer in targets})
+
+
+def _allocation(
+    result: scanning.Result, params: Mapping[str, int], samples: int, targets: dict[str, float]
+) -> Allocation:
+    """``targets`` (in scan order) with their total sparsity and summed scan drop."""
+    base = result.baseline.accuracy or 0.0
     ordered = {layer: targets[layer] for layer in result.layers}
+    lost = {(p.layer, p.sparsity): max(0, round((base - (p.accuracy or 0.0)) * samples))
+            for p in result.points}  # fmt: skip
+    spent = sum(lost.get((layer, level), 0) for layer, level in ordered.items())
     total = sum(params[layer] for layer in ordered) or 1
     removed = sum(level * params[layer] for layer, level in ordered.items())
     return Allocation(ordered, removed / total, spent / samples)
@@ -91,13 +102,7 @@ def plan(scope: Any, cfg: Config, reporter: Reporter) -> dict[str, Any]:
         result = scanning.scan(masker, evaluator, cfg.analyze.levels, progress)
     base = result.baseline.accuracy or 0.0
     params = {layer: masker.params(layer) for layer in result.layers}
-    units = math.floor(limit * samples + 1e-9)
-    while True:
-        allocation = knapsack(result, params, samples, units)
-        drop = _drop(masker, evaluator, base, allocation.targets)
-        if drop <= limit + 1e-12 or units == 0:
-            break
-        units -= max(1, units // 4)
+    allocation, drop = _fit(scope, result, params, limit, cfg.analyze.levels)
     same = _drop(masker, evaluator, base, dict.fromkeys(params, allocation.sparsity))
     uniform, uniform_drop = _best_uniform(masker, evaluator, base, limit, list(params))
     return {
@@ -114,6 +119,35 @@ def plan(scope: Any, cfg: Config, reporter: Reporter) -> dict[str, Any]:
         "scan_evaluations": result.evaluations,
         "scan": sensitivity.curves(result, masker),
     }
+
+
+def _fit(
+    scope: Any,
+    result: scanning.Result,
+    params: dict[str, int],
+    limit: float,
+    levels: list[float],
+) -> tuple[Allocation, float]:
+    """The knapsack's allocation, its budget tightened until the whole model pruned at
+    once stays within ``limit``; if even a budget of 0 does not (layers that cost nothing
+    alone can cost together), the most pruned layer steps down a level at a time until it
+    does (pruning nothing always does). Returns the allocation and its measured drop."""
+    masker, evaluator, samples = scope.masker, scope.evaluator, scope.samples
+    base = result.baseline.accuracy or 0.0
+    units = math.floor(limit * samples + 1e-9)
+    while True:
+        allocation = knapsack(result, params, samples, units)
+        drop = _drop(masker, evaluator, base, allocation.targets)
+        if drop <= limit + 1e-12 or units == 0:
+            break
+        units -= max(1, units // 4)
+    steps = [0.0, *levels]
+    targets = dict(allocation.targets)
+    while drop > limit + 1e-12 and any(targets.values()):
+        layer = max(targets, key=lambda name: (targets[name], params[name]))
+        targets[layer] = steps[steps.index(targets[layer]) - 1]
+        drop = _drop(masker, evaluator, base, targets)
+    return _allocation(result, params, samples, targets), drop
 
 
 def resolved(cfg: Config, auto: Mapping[str, Any]) -> Config:
