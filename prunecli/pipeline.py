@@ -25,6 +25,7 @@ from typing import Any
 import keras
 
 from prunecli import data, interrupts, runtime
+from prunecli.analysis import figures, hooks
 from prunecli.config import Config
 from prunecli.core import schedules
 from prunecli.data import inputs, preprocessing
@@ -114,6 +115,7 @@ def preflight(request: Request) -> Targets:
         )
     for path in (paths.report, paths.markdown):
         staging.check_target(path, force=request.force, inputs=(request.model,))
+    hooks.preflight(request.config, paths.markdown, request.force, request.model)
     _check_data_needs(request)
     if request.config.finetune.epochs > 0:
         checkpoints.preflight(
@@ -171,6 +173,9 @@ def _stages(request: Request, reporter: Reporter, job: distribute.Job) -> dict[s
         loaded = _load(request)
         prepared = _prepare(request, loaded)
     _say_loaded(reporter, request, loaded, prepared)
+    with clock("prune_s"):  # sparsity auto: scan, allocate, select with the targets
+        request, auto = hooks.auto(request, loaded.model, prepared, reporter)
+        cfg = request.config
     with clock("evaluate_s"):
         before_stats = _figures(loaded.model, prepared)
     with clock("measure_s"):
@@ -180,14 +185,17 @@ def _stages(request: Request, reporter: Reporter, job: distribute.Job) -> dict[s
     with clock("prune_s"):
         pruner = _pruner(loaded.model, prepared, cfg)
         updates = _prune(pruner, cfg)
+    losses = figures.LossHistory()  # the loss plot's points
     with clock("finetune_s"):
-        tuned = _finetune(request, paths, loaded, prepared, pruner, reporter, job, teacher)
+        tuned = _finetune(
+            request, paths, loaded, prepared, pruner, reporter, job, teacher, losses.callback()
+        )
         _leave_training(loaded, prepared)
     with clock("evaluate_s"):
         after_stats = _figures(loaded.model, prepared)
     result = _save(request, paths, loaded, prepared, clock, job,
                    before=before, after_stats=after_stats, updates=updates + tuned.updates,
-                   tuned=tuned)  # fmt: skip
+                   tuned=tuned, extras={"losses": losses.rows, "auto": auto})  # fmt: skip
     checkpoints.remove(checkpoint_folder(request, paths))
     written = ", ".join(str(artifact.path) for artifact in paths.artifacts)
     reporter.say("wrote", f"wrote {written}, {paths.report} and {paths.markdown}")
@@ -320,6 +328,7 @@ def _finetune(
     reporter: Reporter,
     job: distribute.Job,
     teacher: finetune.Teacher | None,
+    *callbacks: keras.callbacks.Callback,
 ) -> finetune.Result:
     cfg = request.config
     if cfg.finetune.epochs == 0:
@@ -333,7 +342,7 @@ def _finetune(
     ):
         return finetune.run(
             loaded.model, pruner, prepared.splits.train, cfg.finetune, prepared.compile_args,
-            reporter, callbacks=[_StopOnSignal()], teacher=teacher, seed=cfg.seed,
+            reporter, callbacks=[_StopOnSignal(), *callbacks], teacher=teacher, seed=cfg.seed,
             checkpoint=tracker,
         )  # fmt: skip
 
@@ -350,6 +359,7 @@ def _save(
     after_stats: dict[str, Any],
     updates: list[dict[str, float]],
     tuned: finetune.Result,
+    extras: dict[str, Any],
 ) -> dict[str, Any]:
     """Stage every artifact, measure them, build and stage the reports, rename all."""
     cfg = request.config
@@ -380,6 +390,7 @@ def _save(
                 finetune={"epochs": tuned.epochs, "steps": tuned.steps,
                           "distill": _distill(prepared, cfg),
                           "loss": labels.loss_name(prepared.compile_args.get("loss")),
+                          "loss_history": extras["losses"],
                           "train_frozen": cfg.finetune.train_frozen, "mask_updates": updates},
                 data=_data_summary(prepared.splits, prepared.task)
                 | {"rescale": prepared.rescale},
@@ -387,8 +398,11 @@ def _save(
                 timing=clock.finish(),
                 gate=_gate(request.max_accuracy_drop, before_stats, after_stats),
             )  # fmt: skip
+            hooks.add_auto(result, extras["auto"])
             stage.write_text(paths.report, report.to_json(result))
-            stage.write_text(paths.markdown, report.to_markdown(result))
+            figures.stage(
+                stage, result, paths.markdown, report.to_markdown(result), cfg.output.html
+            )
             stage.commit()
     return result
 
