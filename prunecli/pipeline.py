@@ -29,7 +29,7 @@ from prunecli.formats import compiling, exporting, model_io, savedmodel, staging
 from prunecli.pruning import selection
 from prunecli.pruning.pruner import Pruner
 from prunecli.reporting import evaluate, measure, report
-from prunecli.training import checkpoints, distribute, finetune
+from prunecli.training import checkpoints, distribute, finetune, guards
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class Request:
     safe_mode: bool = True
     max_accuracy_drop: float | None = None
     resume: bool = False  # continue from the checkpoint of an interrupted run
+    config_file: Path | None = None  # an input too: no output may replace it
 
 
 @dataclass(frozen=True)
@@ -76,13 +77,13 @@ def preflight(request: Request) -> Targets:
     """All checks that need no TensorFlow: the model file exists and is a model, outputs
     writable and not clobbering, data given."""
     paths = targets(request)  # reads the input's format first: a missing model is named first
-    for artifact in paths.artifacts:
-        staging.check_target(
-            artifact.path, force=request.force, inputs=(request.model,), folder=artifact.folder
-        )
-    for path in (paths.report, paths.markdown):
-        staging.check_target(path, force=request.force, inputs=(request.model,))
     settings = request.config
+    staging.check_outputs(
+        paths.artifacts, (paths.report, paths.markdown),
+        checkpoint_folder(request, paths) if settings.finetune.epochs > 0 else None,
+        inputs=staging.run_inputs(request.model, settings, request.config_file),
+        force=request.force,
+    )  # fmt: skip
     tflite = any(artifact.format == "tflite" for artifact in paths.artifacts)
     if tflite and settings.output.tflite.quantize == "int8" and settings.data.train is None:
         raise ConfigError(
@@ -196,7 +197,10 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
             with interrupts.deferred(), distribute.precision(model, job.precision):
                 tuned = finetune.run(
                     model, pruner, splits.train, cfg.finetune, compile_args,
-                    console, callbacks=[_StopOnSignal()], teacher=teacher, seed=cfg.seed,
+                    console, teacher=teacher, seed=cfg.seed, callbacks=[
+                        _StopOnSignal(),
+                        guards.FiniteLoss(cfg.finetune, spe, checkpoint_folder(request, paths)),
+                    ],
                     checkpoint=_tracker(request, paths, console, input_sha256.result()),
                 )  # fmt: skip
     model_io.reset_training_state(model, user_compile or _plain_compile(model, compile_args))

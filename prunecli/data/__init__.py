@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from prunecli.config import Data
-from prunecli.data import images, tabular, tfrecord
+from prunecli.data import checks, images, tabular, tfrecord
 from prunecli.data.source import Source, Splits, from_arrays, materialize
 from prunecli.errors import DataError
 
@@ -59,6 +59,7 @@ def load(settings: Data, input_shape: tuple[int | None, ...], seed: int) -> Spli
     return Splits(train.subset(keep, "train"), train.subset(hold, "validation"))
 
 def _read(path: Path, name: str, settings: Data, input_shape: tuple[int | None, ...]) -> Source:
+    checks.require_regular(path)  # a FIFO or /dev/zero would block or never end
     if settings.tfrecord is not None and not path.is_dir() and path.suffix.lower() != ".npz":
         source = tfrecord.read(path, settings)
     elif path.is_dir():

@@ -17,7 +17,7 @@ from typing import Any
 import h5py
 
 from prunecli.errors import ModelLoadError, first_line
-from prunecli.formats import legacy, savedmodel
+from prunecli.formats import legacy, safety, savedmodel
 
 FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5"}
 
@@ -86,6 +86,7 @@ def load(path: Path, safe_mode: bool = True) -> tuple[Any, str]:
     nothing to refuse there.
     """
     fmt = detect_format(path)
+    safety.check(path, fmt, safe_mode)  # structure, sizes, code and I/O: before any loader
     if fmt == savedmodel.FORMAT:
         return savedmodel.load(path), fmt
     if safe_mode and _has_lambda(stored_config(path, fmt)):

@@ -1,0 +1,78 @@
+"""Faults from the environment, not bugs: a full disk, an input deleted mid-run.
+
+They surface deep inside Keras, h5py or TensorFlow as ``OSError``s or TensorFlow errors
+with pages of text; ``classify`` turns them into one-line ``PruneError``s (exit 2)::
+
+    OSError(28, "No space left on device")   -> OutputError("no space left on device: ...")
+    tf.errors.NotFoundError("x.png; No such file or directory") -> DataError("x.png; ...")
+
+``private_tempdir`` gives a run its own temporary folder, removed at the end whatever
+happens: what Keras and TensorFlow leave in temp folders when a write fails
+(``tmp*/assets``) goes with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+from prunecli.errors import DataError, OutputError, PruneError, first_line
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_FULL_TEXT = ("no space left on device", "disk quota exceeded", "errno = 28")
+_GONE = ("NotFoundError", "DataLossError")
+
+
+def classify(exc: BaseException) -> PruneError | None:
+    """The user-facing error an environment fault means, or None (a bug)."""
+    chain = list(_chain(exc))
+    for link in chain:
+        text = str(link).lower()
+        if (isinstance(link, OSError) and link.errno in _FULL) or any(
+            marker in text for marker in _FULL_TEXT
+        ):
+            where = next((str(x.filename) for x in chain if getattr(x, "filename", None)), None)
+            detail = f"{where}" if where else first_line(exc)
+            return OutputError(f"no space left on device: {detail}; nothing was written")
+    for link in chain:
+        names = {cls.__name__ for cls in type(link).__mro__}
+        if isinstance(link, FileNotFoundError) or (
+            names & set(_GONE) and type(link).__module__.startswith("tensorflow")
+        ):
+            return DataError(f"an input disappeared or changed during the run: {first_line(link)}")
+    return None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+@contextlib.contextmanager
+def private_tempdir() -> Iterator[None]:
+    """Point ``tempfile`` (and ``TMPDIR``, for TensorFlow's C++) at a fresh folder for the
+    duration, then remove it."""
+    try:
+        folder = tempfile.mkdtemp(prefix="prunecli-run-")
+    except OSError:  # an unwritable temp folder: let the run fail where it needs one
+        yield
+        return
+    saved_tempdir, saved_env = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir, os.environ["TMPDIR"] = folder, folder
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved_tempdir
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
+        shutil.rmtree(folder, ignore_errors=True)
