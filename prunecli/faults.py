@@ -43,8 +43,18 @@ def classify(exc: BaseException) -> PruneError | None:
         if isinstance(link, FileNotFoundError) or (
             names & set(_GONE) and type(link).__module__.startswith("tensorflow")
         ):
-            return DataError(f"an input disappeared or changed during the run: {first_line(link)}")
+            return DataError(f"an input disappeared or changed during the run: {_reason(link)}")
     return None
+
+
+def _reason(exc: BaseException) -> str:
+    """The line of TensorFlow's message that says what happened: its first line is often
+    just "Graph execution error:", the path comes lines later."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if any(word in line.lower() for word in ("no such file", "not found", "data loss")):
+            return line[:300]
+    return first_line(exc)
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

@@ -53,7 +53,7 @@ def detect_format(path: Path) -> str:
         try:
             with h5py.File(path, "r") as handle:
                 return legacy.h5_format(handle.attrs)
-        except OSError as exc:
+        except (OSError, ValueError, TypeError) as exc:  # ValueError: a non-text model_config
             raise ModelLoadError(f"{path}: damaged HDF5 file ({exc})") from None
     raise ModelLoadError(
         f"{path}: not a Keras model (expected a .keras zip archive or an .h5 HDF5 file)"
