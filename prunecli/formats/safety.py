@@ -17,7 +17,10 @@ checks that refuse code or I/O (Lambda layers, graph ops) only in safe mode.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import struct
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,7 +108,8 @@ def keras_archive(path: Path, safe_mode: bool) -> dict[str, Any]:
             check_zip(path, archive)
             config = parse_json(path, archive.read("config.json"))
             if "model.weights.h5" in archive.namelist():
-                with archive.open("model.weights.h5") as raw, h5py.File(raw, "r") as handle:
+                member = _member(path, archive, "model.weights.h5")
+                with member as raw, h5py.File(raw, "r") as handle:
                     check_h5(path, handle)
     except ModelLoadError:
         raise
@@ -114,6 +118,56 @@ def keras_archive(path: Path, safe_mode: bool) -> dict[str, Any]:
     if safe_mode:
         refuse_code(path, config)
     return config
+
+
+@contextlib.contextmanager
+def _member(path: Path, archive: zipfile.ZipFile, name: str) -> Iterator[Any]:
+    """A seekable file object over one member. A stored member is read in place (zipfile's
+    own reader rewinds to the member's start on every backward seek, and HDF5 seeks a lot:
+    0.83 s instead of 0.013 s to scan a 48 MB weights file); a deflated one through zipfile."""
+    info = archive.getinfo(name)
+    if info.compress_type != zipfile.ZIP_STORED:
+        with archive.open(info) as member:
+            yield member
+        return
+    with path.open("rb") as handle:
+        handle.seek(info.header_offset)
+        local = handle.read(30)
+        if local[:4] != b"PK\x03\x04":
+            raise zipfile.BadZipFile(f"bad local header for {name}")
+        name_length, extra_length = struct.unpack("<HH", local[26:30])
+        start = info.header_offset + 30 + name_length + extra_length
+        yield _Window(handle, start, info.file_size)
+
+
+class _Window(io.RawIOBase):
+    """Bytes ``start`` .. ``start + size`` of an open file, as a file of their own."""
+
+    def __init__(self, handle: Any, start: int, size: int) -> None:
+        super().__init__()
+        self._handle, self._start, self._size, self._pos = handle, start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        count = max(0, min(len(buffer), self._size - self._pos))
+        self._handle.seek(self._start + self._pos)
+        data = self._handle.read(count)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
 
 
 def parse_json(path: Path, raw: bytes | str, what: str = "config") -> Any:

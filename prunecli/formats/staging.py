@@ -193,6 +193,7 @@ class Staging(contextlib.AbstractContextManager["Staging"]):
             os.replace(temp, final)
             self._committed.append(final)
         self._pending.clear()
+        interrupts.complete()  # every output is renamed: a signal now must not say "failed"
         for old, _ in self._aside:
             shutil.rmtree(old, ignore_errors=True)
         self._aside.clear()

@@ -243,3 +243,22 @@ def test_input_deleted_mid_run(cli, make_model, image_data, out, monkeypatch):
     result = cli("prune", model, "--data", image_data, "-o", out / "p.keras", "--epochs", "1")
     refused(result, victim.name)
     assert list(out.iterdir()) == []
+
+
+def test_signal_after_the_outputs_are_renamed_exits_0(
+    cli, make_model, image_data, out, monkeypatch
+):
+    """The run is complete once its outputs are in place: a SIGTERM then is not a failure."""
+    import os
+    import signal
+
+    from prunecli import pipeline
+
+    def remove_then_signal(where: Path) -> None:  # runs right after the rename
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(pipeline.checkpoints, "remove", remove_then_signal)
+    model = make_model("cnn", ".keras", train=False)
+    result = cli("prune", model, "--data", image_data, "-o", out / "p.keras", "--epochs", "0")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["p.keras", "p.report.json", "p.report.md"]
