@@ -6,7 +6,7 @@ files it reads itself, and signature-only SavedModels whose graphs it calls. Eac
 here reads the file's structure only, never its tensors, and raises ``ModelLoadError``
 naming the file and the offending entry::
 
-    model.keras: member config.json declares 6.0 GB uncompressed (limit 64.0 MB)
+    model.keras: member config.json declares 6.0 GiB uncompressed (limit 64.0 MiB)
     model.h5: dataset /model_weights/dense/kernel:0 uses HDF5 external storage
     exported/: function __inference_serve_12 uses op WriteFile, which is not a pure
         compute op; refusing in safe mode (pass --no-safe-mode if you trust this file)
@@ -45,12 +45,12 @@ _ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 
 
 def human(size: float) -> str:
-    """``human(6e9)`` -> ``'6.0 GB'``: sizes in messages."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
+    """``human(6 * 2**30)`` -> ``'6.0 GiB'``: sizes in messages."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
             return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
-        size /= 1000
-    return f"{size:.1f} TB"
+        size /= 1024
+    return f"{size:.1f} TiB"
 
 
 def check(path: Path, fmt: str, safe_mode: bool) -> None:

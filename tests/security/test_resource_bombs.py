@@ -125,6 +125,7 @@ def test_yaml_alias_bomb_in_validate(tmp_path):
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
         lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    lines = ["x:", *(f"  {line}" for line in lines), "prune: {layers: {include: *i}}"]
     config = write_config(tmp_path / "bomb.yaml", "\n".join(lines) + "\n")
     assert config.stat().st_size < 600
     result = run_child("validate", config)
