@@ -51,6 +51,14 @@ _PURE_NAMES = """
     Tile TopKV2 Transpose TruncateDiv TruncateMod TruncatedNormal Unique Unpack
     UnsortedSegmentMax UnsortedSegmentSum VarHandleOp VarIsInitializedOp VariableShape
     Where While Xdivy Xlog1py ZerosLike
+    CudnnRNN CudnnRNNV2 CudnnRNNV3 CudnnRNNBackprop CudnnRNNBackpropV2 CudnnRNNBackpropV3
+    CudnnRNNParamsSize CudnnRNNCanonicalToParams CudnnRNNCanonicalToParamsV2
+    AvgPoolGrad AvgPool3DGrad BiasAddGrad Conv3DBackpropFilterV2
+    DepthwiseConv2dNativeBackpropFilter EluGrad FusedBatchNormGrad FusedBatchNormGradV2
+    FusedBatchNormGradV3 LeakyReluGrad MaxPoolGrad MaxPoolGradV2 MaxPool3DGrad
+    MaxPoolGradGrad Relu6Grad ReluGrad RsqrtGrad SeluGrad SigmoidGrad SoftplusGrad
+    SoftsignGrad SqrtGrad TanhGrad ReciprocalGrad SoftmaxCrossEntropyWithLogits
+    ResizeBilinearGrad ResizeNearestNeighborGrad MatrixDiagPart Invert Cross Lgamma Digamma
 """
 PURE = frozenset(_PURE_NAMES.split())
 # TensorFlow's checkpoint writer/reader: they read and write files named by their inputs,
