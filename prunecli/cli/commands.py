@@ -181,29 +181,20 @@ def prune(
 
     Exit codes: 0 ok, 1 bug, 2 bad input, 3 gate failed, 130 interrupted.
     """
-    overrides = _overrides(
-        assignments,
-        {
-            "prune.sparsity": sparsity,
-            "finetune.epochs": epochs,
-            "seed": seed,
-            "output.path": output,
-            "output.report": report,
-        },
-    )
-    if data is not None:
-        from prunecli.data import split_dir
-
-        train, validation = split_dir(data)
-        overrides |= {"data.train": str(train), "data.validation": validation and str(validation)}
-    settings = config.load(config_path, overrides)
+    flags = {
+        "prune.sparsity": sparsity,
+        "finetune.epochs": epochs,
+        "seed": seed,
+        "output.path": output,
+        "output.report": report,
+    }
+    settings = _settings(config_path, data, assignments, flags)
     if max_accuracy_drop is not None and not 0 <= max_accuracy_drop <= 1:
         raise ConfigError(f"--max-accuracy-drop: must be between 0 and 1, got {max_accuracy_drop}")
     from prunecli import runtime
 
     runtime.start(settings.seed, native_logs=debug, strategy=settings.finetune.strategy)
-    from prunecli import pipeline
-    from prunecli.reporting import report as render
+    from prunecli import pipeline, progress
     from prunecli.training import checkpoints
 
     request = pipeline.Request(
@@ -216,9 +207,32 @@ def prune(
         config_file=config_path,
     )
     try:
-        result = pipeline.run(request, events.console(log_format, quiet))
+        result = pipeline.run(request, progress.make(log_format, quiet))
     except KeyboardInterrupt as exc:  # say so when a checkpoint is left to resume from
         raise checkpoints.interrupted(pipeline.checkpoint_folder(request), exc) from None
+    _print_result(result, as_json)
+
+
+def _settings(
+    config_path: Path | None,
+    data: Path | None,
+    assignments: tuple[str, ...],
+    flags: dict[str, Any],
+) -> config.Config:
+    """The config file, then ``--set`` and the dedicated flags, then ``--data``."""
+    overrides = _overrides(assignments, flags)
+    if data is not None:
+        from prunecli.data import split_dir
+
+        train, validation = split_dir(data)
+        overrides |= {"data.train": str(train), "data.validation": validation and str(validation)}
+    return config.load(config_path, overrides)
+
+
+def _print_result(result: dict[str, Any], as_json: bool) -> None:
+    """The report on stdout (JSON, or the summary tables); exit 3 if the gate failed."""
+    from prunecli.reporting import report as render
+
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

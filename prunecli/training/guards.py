@@ -27,10 +27,9 @@ class FiniteLoss(keras.callbacks.Callback):
     """Raise ``DataError`` at the end of the first epoch whose loss is not finite, after
     removing the checkpoint of that epoch (a resume would only diverge again)."""
 
-    def __init__(self, settings: Finetune, steps_per_epoch: int, checkpoint: Path) -> None:
+    def __init__(self, settings: Finetune, checkpoint: Path) -> None:
         super().__init__()
         self.settings = settings
-        self.spe = steps_per_epoch
         self.checkpoint = checkpoint
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -38,7 +37,8 @@ class FiniteLoss(keras.callbacks.Callback):
         if loss is None or math.isfinite(float(loss)):
             return
         checkpoints.remove(self.checkpoint)
-        first, last = epoch * self.spe + 1, (epoch + 1) * self.spe
+        spe = int(self.params.get("steps") or 1)  # steps per epoch, set by model.fit
+        first, last = epoch * spe + 1, (epoch + 1) * spe
         raise DataError(
             f"fine-tuning diverged: the loss became {float(loss)} in epoch {epoch + 1} "
             f"(steps {first} to {last}); nothing was written. Lower finetune.learning_rate "
