@@ -25,6 +25,9 @@ from prunecli.errors import DataError, OutputError, PruneError, first_line
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 _FULL_TEXT = ("no space left on device", "disk quota exceeded", "errno = 28")
 _GONE = ("NotFoundError", "DataLossError")
+# TensorFlow ops whose InvalidArgumentError during a run means a sample could not be read
+# (a file that passed the up-front checks but is damaged inside, e.g. a truncated BMP).
+_DECODERS = ("Decode", "ParseExample", "ParseSingleExample")
 
 
 def classify(exc: BaseException) -> PruneError | None:
@@ -44,6 +47,18 @@ def classify(exc: BaseException) -> PruneError | None:
             names & set(_GONE) and type(link).__module__.startswith("tensorflow")
         ):
             return DataError(f"an input disappeared or changed during the run: {_reason(link)}")
+        node = _failed_node(link)
+        if "InvalidArgumentError" in names and node and node.startswith(_DECODERS):
+            return DataError(f"a data sample could not be decoded ({node}): {_reason(link)}")
+    return None
+
+
+def _failed_node(exc: BaseException) -> str | None:
+    """The op named in TensorFlow's "Detected at node X" line, if any (its last part:
+    ``cond/decode_image/DecodeImage`` -> ``DecodeImage``)."""
+    for line in str(exc).splitlines():
+        if line.startswith("Detected at node "):
+            return line.removeprefix("Detected at node ").split()[0].rsplit("/", 1)[-1]
     return None
 
 
@@ -54,6 +69,9 @@ def _reason(exc: BaseException) -> str:
     for line in lines:
         if any(word in line.lower() for word in ("no such file", "not found", "data loss")):
             return line[:300]
+    for line in lines:  # "Error in user-defined function passed to X: Iterator::...: reason"
+        if line.startswith("Error in user-defined function") and line.count(": ") >= 2:
+            return line.split(": ", 2)[2][:300]
     return first_line(exc)
 
 

@@ -262,3 +262,20 @@ def test_signal_after_the_outputs_are_renamed_exits_0(
     result = cli("prune", model, "--data", image_data, "-o", out / "p.keras", "--epochs", "0")
     assert result.exit_code == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["p.keras", "p.report.json", "p.report.md"]
+
+
+def test_image_damaged_inside_fails_mid_epoch_with_exit_2(cli, make_model, image_data, out):
+    """A truncated BMP passes Pillow's header check; TensorFlow's decoder refuses it while
+    training reads it: still exit 2, one line, nothing written."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8), 90, np.uint8), "L").save(buffer, format="BMP")
+    bad = image_data / "train" / "class_2" / "truncated.bmp"
+    bad.write_bytes(buffer.getvalue()[:-20])
+    model = make_model("cnn", ".keras", train=False)
+    result = cli("prune", model, "--data", image_data, "-o", out / "p.keras", "--epochs", "1")
+    refused(result, "could not be decoded", "DecodeImage")
+    assert list(out.iterdir()) == []
