@@ -50,8 +50,11 @@ def read_csv(path: Path, label_column: str) -> Source:
     name the line and column); ``tf.data`` then re-reads the lines when iterated."""
     try:
         with path.open(newline="", encoding="utf-8") as handle:
-            header, labels = _scan_csv(path, csv.reader(handle), label_column)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            reader = csv.reader(handle)
+            header, labels = _scan_csv(path, reader, label_column)
+    except csv.Error as exc:  # a field over csv's limit (128 KiB), a stray NUL byte
+        raise DataError(f"{path}:{reader.line_num}: cannot read csv ({first_line(exc)})") from None
+    except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read csv ({first_line(exc)})") from None
     label = header.index(label_column)
     features = [i for i in range(len(header)) if i != label]

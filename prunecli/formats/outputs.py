@@ -6,7 +6,7 @@ destroy a file prunecli did not write. Each kind is recognised by content, cheap
 bytes, or a small JSON file), not by name::
 
     model.keras   a zip archive holding config.json         (kind "keras")
-    model.h5      an HDF5 file                              (kind "h5")
+    model.h5      an HDF5 file Keras wrote (model_config)  (kind "h5")
     model.tflite  a FlatBuffer with identifier TFL3         (kind "tflite")
     model/        a folder holding saved_model.pb           (kind "savedmodel")
     x.report.json a JSON object with prunecli_version       (kind "report")
@@ -58,7 +58,7 @@ def is_kind(path: Path, kind: str) -> bool:
         with path.open("rb") as handle:
             head = handle.read(64)
         if kind == "h5":
-            return head.startswith(b"\x89HDF\r\n\x1a\n")
+            return head.startswith(b"\x89HDF\r\n\x1a\n") and _is_keras_h5(path)
         if kind == "tflite":
             return head[4:8] == b"TFL3"
         if kind == "markdown":
@@ -75,6 +75,17 @@ def require_kind(path: Path, kind: str) -> None:
             f"{path}: exists and is not {_WHAT[kind]}; --force replaces only prunecli's own "
             "kind of output there, so move it away or choose another path"
         )
+
+
+def _is_keras_h5(path: Path) -> bool:
+    """An HDF5 file Keras wrote: a whole model (``model_config``) or its weights."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            return "model_config" in handle.attrs or "model_weights" in handle
+    except OSError:
+        return False
 
 
 def _is_report(path: Path) -> bool:

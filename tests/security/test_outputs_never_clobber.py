@@ -128,3 +128,17 @@ def test_force_replaces_only_its_own_kind(cli, make_model, out):
     again = _prune(cli, model, "-o", target, "--force")
     assert again.exit_code == 0, again.stderr
     assert json.loads(report.read_text())["output"]["path"] == str(target)
+
+
+def test_force_never_replaces_an_hdf5_data_file_at_a_model_path(cli, make_model, out):
+    """An .h5 of the user's own arrays is HDF5, but not a Keras file: kept."""
+    import h5py
+    import numpy as np
+
+    model = make_model("dense", ".keras", train=False)
+    target = out / "p.h5"
+    with h5py.File(target, "w") as handle:
+        handle["measurements"] = np.arange(10.0)
+    digest = sha256(target)
+    refused(_prune(cli, model, "-o", target, "--force"), str(target), "HDF5 model")
+    assert sha256(target) == digest
