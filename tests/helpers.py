@@ -53,12 +53,14 @@ class Child:
     seconds: float
 
 
-def run_child(*args: str | Path, cwd: Path | None = None, timeout: float = 240) -> Child:
+def run_child(
+    *args: str | Path, cwd: Path | None = None, timeout: float = 240, **env_vars: str
+) -> Child:
     """``prunecli ARGS`` in a fresh process; its peak RSS is the kernel's high-water mark of
     the child's own address space (``VmHWM`` in /proc, polled: getrusage's maxrss would
     include the forking test process's). Killed after ``timeout`` seconds (code -9), so a
-    hang fails the test instead of blocking the suite."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    hang fails the test instead of blocking the suite. ``env_vars`` are set in the child."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3", **env_vars}
     started = time.monotonic()
     peak_kib = 0
     with tempfile.TemporaryFile() as errors:  # a file, not a pipe: a chatty child never blocks

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 from conftest import write_config
-from helpers import refused
+from helpers import child_refused, refused, run_child
 from test_data_stream import example, write_shards
 
 
@@ -279,3 +279,21 @@ def test_image_damaged_inside_fails_mid_epoch_with_exit_2(cli, make_model, image
     result = cli("prune", model, "--data", image_data, "-o", out / "p.keras", "--epochs", "1")
     refused(result, "could not be decoded", "DecodeImage")
     assert list(out.iterdir()) == []
+
+
+def test_disk_full_on_the_checkpoint_folder(cli, make_model, image_data, out, tiny_disk):
+    model = make_model("cnn", ".keras", train=False)
+    result = cli("prune", model, "--data", image_data, "-o", out / "p.keras", "--epochs", "1",
+                 "--set", f"finetune.checkpoint_dir={tiny_disk / 'ckpt'}", "--quiet")  # fmt: skip
+    refused(result, "no space left on device")
+    assert list(out.iterdir()) == []
+
+
+def test_disk_full_on_the_temp_folder_leaves_nothing_there(make_model, image_data, out, tiny_disk):
+    """TMPDIR on a full disk (the "before" size is measured from a save there): exit 2,
+    and the run's own temp folder is gone afterwards."""
+    model = make_model("cnn", ".keras", train=True)
+    result = run_child("prune", model, "--data", image_data, "-o", out / "p.h5", "--epochs", "0",
+                       "--quiet", TMPDIR=str(tiny_disk))  # fmt: skip
+    child_refused(result, "no space left on device")
+    assert list(out.iterdir()) == [] and list(tiny_disk.iterdir()) == []
