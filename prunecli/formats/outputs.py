@@ -11,6 +11,8 @@ bytes, or a small JSON file), not by name::
     model/        a folder holding saved_model.pb           (kind "savedmodel")
     x.report.json a JSON object with prunecli_version       (kind "report")
     x.report.md   Markdown starting "# prunecli report"     (kind "markdown")
+    x.report.png  a PNG tagged Software: prunecli           (kind "png", the report's plots)
+    x.html        HTML with <meta name="generator" content="prunecli">   (kind "html")
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ _WHAT = {
     "savedmodel": "a SavedModel folder",
     "report": "a prunecli JSON report",
     "markdown": "a prunecli Markdown report",
+    "png": "a prunecli plot",
+    "html": "a prunecli HTML page",
 }
+_OWN_MARK = {"png": b"Software\x00prunecli", "html": b'<meta name="generator" content="prunecli">'}
 
 
 def kind_of(path: Path, folder: bool = False) -> str:
@@ -40,6 +45,8 @@ def kind_of(path: Path, folder: bool = False) -> str:
         return "savedmodel"
     if path.suffix.lower() == ".md":
         return "markdown"
+    if path.suffix.lower() in (".png", ".html"):
+        return path.suffix.lower()[1:]
     return _MODEL_SUFFIXES.get(path.suffix.lower(), "report")
 
 
@@ -63,6 +70,9 @@ def is_kind(path: Path, kind: str) -> bool:
             return head[4:8] == b"TFL3"
         if kind == "markdown":
             return head.startswith(b"# prunecli report")
+        if kind in _OWN_MARK:
+            with path.open("rb") as handle:
+                return _OWN_MARK[kind] in handle.read(4096)
         return _is_report(path)
     except (OSError, zipfile.BadZipFile):
         return False

@@ -119,6 +119,8 @@ def test_force_replaces_only_its_own_kind(cli, make_model, out):
     for path, foreign, what in (
         (target, b"my thesis, not a model", "Keras archive"),
         (report, b'{"not": "a prunecli report"}', "prunecli JSON report"),
+        (out / "p.report.sparsity.png", b"\x89PNG\r\n\x1a\n a holiday photo", "prunecli plot"),
+        (out / "p.report.html", b"<!DOCTYPE html><p>my page</p>", "prunecli HTML page"),
     ):
         path.write_bytes(foreign)
         refused(_prune(cli, model, "-o", target, "--force"), str(path), what)
