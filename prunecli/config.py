@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import math
 import os
 import re
 from pathlib import Path
@@ -28,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from prunecli import safe_yaml
 from prunecli.core import catalog
 from prunecli.core.granularity import UNSTRUCTURED, Pattern, parse_granularity
 from prunecli.errors import ConfigError
@@ -44,8 +46,23 @@ PATH_KEYS = (
 )
 
 
+# Upper bounds: far beyond any real run, low enough that no value makes prunecli allocate or
+# loop without end (``prune.schedule.steps: 1e20``, ``finetune.epochs: 1000000``).
+MAX_EPOCHS = 10_000
+MAX_STEPS = 10**9  # optimizer steps (schedule frequency, checkpoint_steps)
+MAX_ROUNDS = 10_000  # iterative prune-retrain rounds
+MAX_BATCHES = 100_000
+MAX_BATCH_SIZE = 65_536
+MAX_LEARNING_RATE = 10.0
+MAX_SEED = 2**32 - 1
+MAX_SIDE = 65_536  # block sides, image sides, feature dimensions
+MAX_FEATURE_VALUES = 2**28  # values in one TFRecord feature
+QUOTE = 200  # characters of a value an error message repeats
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: a NaN or inf anywhere (learning_rate: .inf) would reach the model
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class LayerSelection(_Section):
@@ -83,12 +100,12 @@ class Schedule(_Section):
     """When the masks reach which sparsity; epochs may be fractional."""
 
     type: Literal[catalog.SCHEDULES] = "one_shot"  # type: ignore[valid-type]
-    start_epoch: float = Field(0.0, ge=0)
-    end_epoch: float = Field(1.0, ge=0)
+    start_epoch: float = Field(0.0, ge=0, le=MAX_EPOCHS)
+    end_epoch: float = Field(1.0, ge=0, le=MAX_EPOCHS)
     initial_sparsity: float = Field(0.0, ge=0, lt=1)
-    power: float = Field(3.0, gt=0)
-    frequency: int = Field(100, ge=1)
-    steps: int = Field(3, ge=1)  # iterative: prune-retrain rounds
+    power: float = Field(3.0, gt=0, le=100)
+    frequency: int = Field(100, ge=1, le=MAX_STEPS)
+    steps: int = Field(3, ge=1, le=MAX_ROUNDS)  # iterative: prune-retrain rounds
 
     @model_validator(mode="after")
     def _ordered(self) -> Schedule:
@@ -108,8 +125,8 @@ class Block(_Section):
     @field_validator("block")
     @classmethod
     def _positive(cls, block: tuple[int, int]) -> tuple[int, int]:
-        if min(block) < 1:
-            raise ValueError(f"both sides must be >= 1, got {list(block)}")
+        if min(block) < 1 or max(block) > MAX_SIDE:
+            raise ValueError(f"both sides must be from 1 to {MAX_SIDE}, got {list(block)}")
         return block
 
 
@@ -117,9 +134,15 @@ class Prune(_Section):
     method: Literal[tuple(catalog.ALL_METHODS)] = "magnitude"  # type: ignore[valid-type]
     granularity: str | Block = "unstructured"
     scope: Literal["layer", "global"] = "layer"
-    sparsity: float = Field(0.5, ge=0, lt=1)
+    # "auto": per-layer targets from a sensitivity scan within max_accuracy_drop (analysis)
+    sparsity: float | Literal["auto"] = 0.5
+    # The --max-accuracy-drop gate in the config; with sparsity auto also the scan's budget.
+    max_accuracy_drop: float | None = Field(None, ge=0, le=1)
+    # One full prune + fine-tune per target (``--sweep``), plus one combined report.
+    sweep: list[float] | None = None
     min_layer_density: float = Field(0.02, gt=0, le=1)
-    score_batches: int = Field(16, ge=1)  # taylor: batches of training data for gradients
+    # taylor: batches of training data whose gradients score the weights
+    score_batches: int = Field(16, ge=1, le=MAX_BATCHES)
     layers: LayerSelection = LayerSelection()
     schedule: Schedule = Schedule()
     round_to: int = Field(8, ge=1)  # channel: kept counts stay multiples of this (1 = off)
@@ -143,6 +166,27 @@ class Prune(_Section):
             return value
         parse_granularity(value)  # raises with what is allowed
         return value
+
+    @field_validator("sparsity", mode="before")
+    @classmethod
+    def _number_or_auto(cls, value: Any) -> Any:
+        """A number in [0, 1) or ``auto``; one message either way (no union noise)."""
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"must be a number >= 0 and < 1, or auto, got {value!r}")
+        if value < 0:
+            raise ValueError(f"input should be greater than or equal to 0, got {value}")
+        if value >= 1:
+            raise ValueError(f"input should be less than 1, got {value}")
+        return float(value)
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep_targets(cls, sweep: list[float] | None) -> list[float] | None:
+        if sweep is not None:
+            _check_levels(sweep, "target")
+        return sweep
 
     @property
     def needs(self) -> catalog.Needs:
@@ -174,6 +218,7 @@ class Prune(_Section):
     @model_validator(mode="after")
     def _combination_valid(self) -> Prune:
         fixed = self.pattern.fixed_sparsity
+        _check_auto(self, fixed is not None)
         if fixed is not None:
             if abs(self.sparsity - fixed) > 1e-9:
                 raise ValueError(
@@ -215,18 +260,56 @@ class Prune(_Section):
             )
 
 
+def _check_levels(levels: list[float], what: str) -> None:
+    """Sparsities for a scan or a sweep: each in [0, 1), none twice, at least one."""
+    if not levels:
+        raise ValueError(f"needs at least one {what}, got []")
+    for level in levels:
+        if not 0.0 <= level < 1.0:
+            raise ValueError(f"every {what} must be >= 0 and < 1, got {level}")
+    if len(set(levels)) != len(levels):
+        raise ValueError(f"a {what} is repeated, got {levels}")
+
+
+def _check_auto(prune: Prune, nm: bool) -> None:
+    """``sparsity: auto`` picks one target per layer within ``max_accuracy_drop``."""
+    if prune.sparsity != "auto":
+        return
+    if prune.max_accuracy_drop is None:
+        raise ValueError(
+            "prune.sparsity auto needs an accuracy budget: set prune.max_accuracy_drop "
+            "(or pass --max-accuracy-drop), e.g. 0.01 for one point"
+        )
+    clash = (
+        "prune.granularity N:M fixes every layer's sparsity"
+        if nm
+        else "prune.granularity channel removes whole channel groups, which the scan does "
+        "not score: give a number"
+        if prune.granularity == catalog.CHANNEL
+        else "prune.scope global shares one threshold"
+        if prune.scope == "global"
+        else "prune.layers.overrides sets targets by hand"
+        if prune.layers.overrides
+        else "prune.sweep sets the targets"
+        if prune.sweep
+        else None
+    )
+    if clash:
+        raise ValueError(f"prune.sparsity auto picks a target per layer, but {clash}")
+
+
 class Distill(_Section):
     """Knowledge distillation from the unpruned input model (Hinton et al. 2015):
     loss = (1 - alpha) * task + alpha * T^2 * KL(teacher || student) at temperature T."""
 
     alpha: float = Field(0.5, ge=0, le=1)
-    temperature: float = Field(4.0, gt=0)
+    temperature: float = Field(4.0, gt=0, le=1000)
 
 
 class Finetune(_Section):
-    epochs: int = Field(2, ge=0)
-    batch_size: int = Field(32, ge=1)
-    learning_rate: float = Field(1e-4, gt=0)
+    epochs: int = Field(2, ge=0, le=MAX_EPOCHS)
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH_SIZE)
+    learning_rate: float = Field(1e-4, gt=0, le=MAX_LEARNING_RATE)
     optimizer: Literal[catalog.OPTIMIZERS] = "adam"  # type: ignore[valid-type]
     momentum: float = Field(0.0, ge=0, lt=1)
     distill: Distill | None = None
@@ -239,7 +322,7 @@ class Finetune(_Section):
     jit_compile: Literal["auto"] | bool = "auto"
     steps_per_execution: Literal["auto"] | int = "auto"
     checkpoint_dir: Path | None = None
-    checkpoint_steps: int | None = Field(None, ge=1)
+    checkpoint_steps: int | None = Field(None, ge=1, le=MAX_STEPS)
     # Frozen layers (trainable=False) that are pruned: unfreeze them for the fine-tune
     # (they are saved back frozen); false leaves them as pruned, with a warning.
     train_frozen: bool = False
@@ -247,8 +330,8 @@ class Finetune(_Section):
     @field_validator("steps_per_execution")
     @classmethod
     def _positive_steps(cls, steps: Literal["auto"] | int) -> Literal["auto"] | int:
-        if steps != "auto" and steps < 1:
-            raise ValueError(f"must be auto or an integer >= 1, got {steps}")
+        if steps != "auto" and not 1 <= steps <= MAX_ROUNDS:
+            raise ValueError(f"must be auto or an integer from 1 to {MAX_ROUNDS}, got {steps}")
         return steps
 
 
@@ -262,8 +345,10 @@ class Feature(_Section):
     @field_validator("shape")
     @classmethod
     def _positive_dims(cls, shape: list[int]) -> list[int]:
-        if any(d < 1 for d in shape):
-            raise ValueError(f"every dimension must be >= 1, got {shape}")
+        if any(not 1 <= d <= MAX_SIDE for d in shape):
+            raise ValueError(f"every dimension must be from 1 to {MAX_SIDE}, got {shape}")
+        if math.prod(shape) > MAX_FEATURE_VALUES:
+            raise ValueError(f"more than {MAX_FEATURE_VALUES:,} values, got shape {shape}")
         return shape
 
 
@@ -288,8 +373,8 @@ class Data(_Section):
     @field_validator("image_size")
     @classmethod
     def _positive_size(cls, size: tuple[int, int] | None) -> tuple[int, int] | None:
-        if size is not None and min(size) < 1:
-            raise ValueError(f"both sides must be >= 1, got {list(size)}")
+        if size is not None and (min(size) < 1 or max(size) > MAX_SIDE):
+            raise ValueError(f"both sides must be from 1 to {MAX_SIDE}, got {list(size)}")
         return size
 
 
@@ -298,8 +383,22 @@ class TFLite(_Section):
     quantize: Literal["none", "dynamic", "float16", "int8"] = "none"
 
 
+class Analyze(_Section):
+    """``prunecli analyze`` (and ``prune.sparsity: auto``): the sensitivity scan."""
+
+    levels: list[float] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+    samples: int | None = Field(None, ge=1)  # validation samples evaluated; None: all
+
+    @field_validator("levels")
+    @classmethod
+    def _valid_levels(cls, levels: list[float]) -> list[float]:
+        _check_levels(levels, "level")
+        return sorted(levels)
+
+
 class Output(_Section):
     path: Path | None = None
+    html: bool = True  # an HTML report (plots embedded) beside the Markdown one
     report: Path | None = None
     export: list[Literal["savedmodel", "tflite", "keras", "h5"]] = []
     tflite: TFLite = TFLite()
@@ -340,12 +439,13 @@ class Config(_Section):
     """The whole resolved configuration of one run."""
 
     version: Literal[1] = 1
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # numpy and TensorFlow take 32-bit seeds
     input: Input = Input()
     prune: Prune = Prune()
     finetune: Finetune = Finetune()
     data: Data = Data()
     output: Output = Output()
+    analyze: Analyze = Analyze()
 
     @model_validator(mode="after")
     def _schedule_fits_training(self) -> Config:
@@ -395,7 +495,7 @@ def parse_set(assignment: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. prune.sparsity=0.9")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = safe_yaml.load(text) if text.strip() else None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"--set {assignment!r}: value is not valid YAML ({problem})") from None
@@ -409,19 +509,19 @@ def dump(config: Config) -> str:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = safe_yaml.read_text(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ConfigError(f"{path}: cannot read config ({exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml.load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         raise ConfigError(f"{where}: YAML syntax error: {exc.problem}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: YAML error: {exc}") from None
+        raise ConfigError(f"{path}: YAML error: {quote(str(exc))}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -477,7 +577,16 @@ def _describe(exc: ValidationError) -> str:
     # Our own validators' messages already echo the value they received.
     if error["type"] in ("missing", "value_error") or isinstance(error["input"], dict):
         return f"{dotted}: {message}"
-    return f"{dotted}: {message}, got {error['input']!r}"
+    return f"{dotted}: {message}, got {quote(repr(error['input']))}"
+
+
+def quote(text: str) -> str:
+    """At most ``QUOTE`` characters of a value for an error message, on one line:
+    ``quote("x" * 10**6)`` is 200 x's and ``... (1,000,000 characters)``."""
+    flat = " ".join(text.split())
+    if len(flat) <= QUOTE:
+        return flat
+    return f"{flat[:QUOTE]}... ({len(text):,} characters)"
 
 
 def _fields_at(loc: list[str]) -> list[str]:

@@ -25,6 +25,7 @@ from typing import Any
 import keras
 
 from prunecli import data, interrupts, runtime
+from prunecli.analysis import figures, hooks
 from prunecli.config import Config
 from prunecli.core import catalog, schedules
 from prunecli.data import inputs, preprocessing
@@ -36,7 +37,7 @@ from prunecli.pruning import coverage, selection
 from prunecli.pruning.pruner import Pruner
 from prunecli.reporting import evaluate, latency, measure, report
 from prunecli.structured import stage as structured
-from prunecli.training import checkpoints, distribute, finetune, frozen, labels
+from prunecli.training import checkpoints, distribute, finetune, frozen, guards, labels
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Request:
     safe_mode: bool = True
     max_accuracy_drop: float | None = None
     resume: bool = False  # continue from the checkpoint of an interrupted run
+    config_file: Path | None = None  # an input too: no output may replace it
 
 
 @dataclass(frozen=True)
@@ -109,12 +111,13 @@ def preflight(request: Request) -> Targets:
     """All checks that need no TensorFlow: the model file exists and is a model, outputs
     writable and not clobbering, data given where the config needs it."""
     paths = targets(request)  # reads the input's format first: a missing model is named first
-    for artifact in paths.artifacts:
-        staging.check_target(
-            artifact.path, force=request.force, inputs=(request.model,), folder=artifact.folder
-        )
-    for path in (paths.report, paths.markdown):
-        staging.check_target(path, force=request.force, inputs=(request.model,))
+    staging.check_outputs(
+        paths.artifacts, (paths.report, paths.markdown),
+        checkpoint_folder(request, paths) if request.config.finetune.epochs > 0 else None,
+        inputs=staging.run_inputs(request.model, request.config, request.config_file),
+        force=request.force,
+    )  # fmt: skip
+    hooks.preflight(request.config, paths.markdown, request.force, request.model)
     _check_data_needs(request)
     if request.config.finetune.epochs > 0:
         checkpoints.preflight(
@@ -172,6 +175,9 @@ def _stages(request: Request, reporter: Reporter, job: distribute.Job) -> dict[s
         loaded = _load(request)
         prepared = _prepare(request, loaded)
     _say_loaded(reporter, request, loaded, prepared)
+    with clock("prune_s"):  # sparsity auto: scan, allocate, select with the targets
+        request, auto = hooks.auto(request, loaded.model, prepared, reporter)
+        cfg = request.config
     with clock("evaluate_s"):
         before_stats = _figures(loaded.model, prepared)
     with clock("measure_s"):
@@ -182,15 +188,19 @@ def _stages(request: Request, reporter: Reporter, job: distribute.Job) -> dict[s
         pruner = _pruner(loaded.model, prepared, cfg)
         updates = _prune(pruner, cfg)
         _rebuilt(pruner, loaded, prepared)  # channel, one_shot: the narrower model now
+    losses = figures.LossHistory()  # the loss plot's points
     with clock("finetune_s"):
-        tuned = _finetune(request, paths, loaded, prepared, pruner, reporter, job, teacher)
+        tuned = _finetune(
+            request, paths, loaded, prepared, pruner, reporter, job, teacher, losses.callback()
+        )
         _rebuilt(pruner, loaded, prepared)  # channel, gradual schedules: after the last step
         _leave_training(loaded, prepared)
     with clock("evaluate_s"):
         after_stats = _figures(loaded.model, prepared)
     result = _save(request, paths, loaded, prepared, clock, job,
                    before=before, after_stats=after_stats, updates=updates + tuned.updates,
-                   tuned=tuned, pruner=pruner)  # fmt: skip
+                   tuned=tuned, extras={"losses": losses.rows, "auto": auto},
+                   pruner=pruner)  # fmt: skip
     checkpoints.remove(checkpoint_folder(request, paths))
     written = ", ".join(str(artifact.path) for artifact in paths.artifacts)
     reporter.say("wrote", f"wrote {written}, {paths.report} and {paths.markdown}")
@@ -335,6 +345,7 @@ def _finetune(
     reporter: Reporter,
     job: distribute.Job,
     teacher: finetune.Teacher | None,
+    *callbacks: keras.callbacks.Callback,
 ) -> finetune.Result:
     cfg = request.config
     if cfg.finetune.epochs == 0:
@@ -348,7 +359,11 @@ def _finetune(
     ):
         return finetune.run(
             loaded.model, pruner, prepared.splits.train, cfg.finetune, prepared.compile_args,
-            reporter, callbacks=[_StopOnSignal()], teacher=teacher, seed=cfg.seed,
+            reporter, teacher=teacher, seed=cfg.seed, callbacks=[
+                _StopOnSignal(),
+                guards.FiniteLoss(cfg.finetune, checkpoint_folder(request, paths)),
+                *callbacks,
+            ],
             checkpoint=tracker,
         )  # fmt: skip
 
@@ -365,6 +380,7 @@ def _save(
     after_stats: dict[str, Any],
     updates: list[dict[str, float]],
     tuned: finetune.Result,
+    extras: dict[str, Any],
     pruner: Any,
 ) -> dict[str, Any]:
     """Stage every artifact, measure them, build and stage the reports, rename all."""
@@ -401,6 +417,7 @@ def _save(
                 finetune={"epochs": tuned.epochs, "steps": tuned.steps,
                           "distill": _distill(prepared, cfg),
                           "loss": labels.loss_name(prepared.compile_args.get("loss")),
+                          "loss_history": extras["losses"],
                           "train_frozen": cfg.finetune.train_frozen, "mask_updates": updates},
                 data=_data_summary(prepared.splits, prepared.task)
                 | {"rescale": prepared.rescale},
@@ -408,8 +425,11 @@ def _save(
                 timing=clock.finish(),
                 gate=_gate(request.max_accuracy_drop, before_stats, after_stats),
             )  # fmt: skip
+            hooks.add_auto(result, extras["auto"])
             stage.write_text(paths.report, report.to_json(result))
-            stage.write_text(paths.markdown, report.to_markdown(result))
+            figures.stage(
+                stage, result, paths.markdown, report.to_markdown(result), cfg.output.html
+            )
             stage.commit()
     return result
 

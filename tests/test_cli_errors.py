@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import write_config
+from conftest import core_outputs, write_config
 from PIL import Image
 
 
@@ -42,7 +42,7 @@ def one_error_line(result: Any, code: int = 2) -> str:
 
 
 def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
+    return core_outputs(folder)
 
 
 def image_folder(root: Path, classes: int = 3, per_class: int = 4, size: int = 8) -> Path:
@@ -394,6 +394,13 @@ def test_output_exists_needs_force(cli, make_model, image_data, out):
     assert existing.read_bytes() == b"precious"
     assert leftovers(out) == ["p.keras"]
 
+    # --force replaces prunecli's own kind of output only, never foreign bytes
+    line = one_error_line(cli(*args, "--force"))
+    assert str(existing) in line and "not a Keras archive" in line
+    assert existing.read_bytes() == b"precious"
+
+    existing.unlink()
+    assert cli(*args).exit_code == 0
     forced = cli(*args, "--force")
     assert forced.exit_code == 0, forced.stderr
     assert zipfile.is_zipfile(existing)
