@@ -163,7 +163,7 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
         before_size = (
             _done({key: main[key] for key in ("size_bytes", "size_gzip_bytes")})
             if main
-            else _size_as(model, paths.model.suffix)
+            else _size_as(model, paths.model.suffix, input_sha256.result())
         )
 
     spe = (
@@ -356,7 +356,7 @@ def _metrics(
 
 
 # Sizes and digests of big files run beside the main thread: zlib and hashlib release the
-# GIL, and gzip at level 9 (what the report specifies) takes tens of seconds per 100 MB.
+# GIL; gzip at level 6 still takes seconds per 100 MB (see reporting.measure).
 _BACKGROUND = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="prunecli")
 
 
@@ -366,9 +366,16 @@ def _done(value: dict[str, int]) -> concurrent.futures.Future[dict[str, int]]:
     return future
 
 
-def _size_as(model: Any, suffix: str) -> concurrent.futures.Future[dict[str, int]]:
+def _size_as(
+    model: Any, suffix: str, digest: str
+) -> concurrent.futures.Future[dict[str, int]]:
     """The input model saved in the output's format, the fair 'before' size: saved now
-    (pruning changes the weights next), measured in the background."""
+    (pruning changes the weights next), measured in the background; remembered by the
+    input's digest, so a rerun on the same file skips the save and the deflate."""
+    key = f"{digest}|{suffix}|keras {keras.__version__}|prunecli {__version__}"
+    known = measure.recall(key)
+    if known is not None:
+        return _done(known)
     folder = Path(tempfile.mkdtemp(prefix="prunecli-"))
     path = folder / f"before{suffix}"
     try:
@@ -382,6 +389,7 @@ def _size_as(model: Any, suffix: str) -> concurrent.futures.Future[dict[str, int
             size, gzipped = measure.sizes(path)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+        measure.remember(key, {"size_bytes": size, "size_gzip_bytes": gzipped})
         return {"size_bytes": size, "size_gzip_bytes": gzipped}
 
     return _BACKGROUND.submit(measured)
