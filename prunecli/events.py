@@ -34,7 +34,9 @@ from typing import Any, TextIO
 
 from rich.console import Console
 
-FORMATS = ("auto", "rich", "plain", "json")
+from prunecli.names import LOG_FORMATS
+
+FORMATS = LOG_FORMATS  # defined where --help reads it without importing this module
 # A progress line's first word names its event ("loaded ...", "wrote ..."); others: message.
 _NAMED = ("loaded", "wrote", "resumed")
 _lock = threading.Lock()

@@ -2,7 +2,9 @@
 
 Only this module talks to the terminal's exit status. TensorFlow is imported inside the
 commands that load a model, after ``runtime.start``: ``--help`` and ``validate`` never pay
-for it.
+for it. Nothing beyond click is imported at module level: ``prunecli --help`` and
+``prunecli prune --help`` build every option and stop, so the config models (pydantic),
+``rich`` and the event machinery are imported by the command that runs, when it runs.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
-from prunecli import __version__, config, events, interrupts
+from prunecli import __version__
 from prunecli.errors import ConfigError, DataError, ModelLoadError, OutputError, PruneError
+from prunecli.names import LOG_FORMATS
 
 EXIT_OK = 0
 EXIT_BUG = 1
@@ -36,6 +38,8 @@ EXIT_CODES: dict[type[PruneError], int] = {
 
 
 def _fail(message: str, code: int, as_event: bool = False) -> None:
+    from prunecli import events
+
     if as_event:  # --log-format json: the error is one more event
         events.emit("error", message=message, exit_code=code)
     else:
@@ -48,6 +52,8 @@ def _guarded(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
+        from prunecli import events, interrupts
+
         as_json = kwargs.get("log_format") == "json"
         try:
             # SIGTERM behaves like Ctrl-C, and is never lost; with --log-format json every
@@ -130,7 +136,7 @@ def main() -> None:
 )
 @click.option(
     "--log-format",
-    type=click.Choice(events.FORMATS),
+    type=click.Choice(LOG_FORMATS),
     default="auto",
     show_default=True,
     help="Progress on stderr: rich bar, plain lines, or one JSON event per line.",
@@ -166,6 +172,10 @@ def prune(
 
     Exit codes: 0 ok, 1 bug, 2 bad input, 3 gate failed, 130 interrupted.
     """
+    from rich.console import Console
+
+    from prunecli import config, events
+
     overrides = _overrides(
         assignments,
         {
@@ -230,6 +240,8 @@ def inspect(model: Path, as_json: bool, no_safe_mode: bool, debug: bool) -> None
       prunecli inspect model.h5
       prunecli inspect model.keras --json | jq '.layers[] | select(.prunable)'
     """
+    from rich.console import Console
+
     from prunecli import runtime
 
     runtime.start(native_logs=debug)
@@ -256,6 +268,8 @@ def validate(config_file: Path, assignments: tuple[str, ...], show: bool, debug:
       prunecli validate configs/quickstart.yaml
       prunecli validate cfg.yaml --set prune.sparsity=0.9 --print
     """
+    from prunecli import config
+
     settings = config.load(config_file, _overrides(assignments, {}))
     if show:
         click.echo(config.dump(settings), nl=False)
@@ -265,6 +279,8 @@ def validate(config_file: Path, assignments: tuple[str, ...], show: bool, debug:
 
 def _overrides(assignments: tuple[str, ...], flags: dict[str, Any]) -> dict[str, Any]:
     """``--set`` pairs, then the dedicated flags (which win); paths become strings."""
+    from prunecli import config
+
     merged = dict(config.parse_set(item) for item in assignments)
     for key, value in flags.items():
         if value is not None:

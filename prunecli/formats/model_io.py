@@ -17,7 +17,7 @@ from typing import Any
 import h5py
 
 from prunecli.errors import ModelLoadError, first_line
-from prunecli.formats import legacy, savedmodel
+from prunecli.formats import compiling, legacy, savedmodel
 
 FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5"}
 
@@ -142,7 +142,10 @@ def reset_training_state(model: Any, config: dict[str, Any]) -> None:
         return  # a SavedModel output is its own graphs and variables: no optimizer in it
     import keras
 
-    model.compile(**keras.saving.deserialize_keras_object(config))
+    args = keras.saving.deserialize_keras_object(config)
+    if "loss" in args:  # "mse" as written would make a saved .h5 unreadable to Keras 3.15
+        args["loss"] = compiling.portable_loss(args["loss"])
+    model.compile(**args)
 
 
 def save(model: Any, path: Path) -> None:
