@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from conftest import synthetic_images
@@ -93,3 +94,53 @@ def test_tfrecord_int64_pixels_take_an_explicit_rescale(tmp_path: Path) -> None:
     plain = tfrecord(pattern, spec, validation_split=0)
     raw, _ = data.materialize(data.load(plain, (8, 8, 1), seed=0).train)
     np.testing.assert_array_equal(raw, pixels.astype(np.float32)[..., None])
+
+
+# Builds a tf.keras (Keras 2) SavedModel whose output layer is "head": argv[1] the folder,
+# argv[2] an .npz of a few inputs and the model's outputs on them.
+KERAS2_SAVEDMODEL = """
+import os, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import numpy as np
+import tf_keras as k
+k.utils.set_random_seed(0)
+model = k.Sequential([k.Input((6,), name="features"),
+                      k.layers.Dense(8, activation="relu", name="hidden"),
+                      k.layers.Dense(3, activation="softmax", name="head")])
+model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+model.save(sys.argv[1])
+x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+np.savez(sys.argv[2], x=x, y=model.predict(x, verbose=0))
+"""
+
+
+def _serving(folder: Path) -> tuple[Any, list[str], list[str]]:
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(folder)).signatures["serving_default"]
+    inputs = sorted(signature.structured_input_signature[1])
+    return signature, inputs, sorted(signature.structured_outputs)
+
+
+def test_keras2_savedmodel_written_back_keeps_its_signature_names(cli, tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    source, probe = tmp_path / "k2_sm", tmp_path / "probe.npz"
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(
+        [sys.executable, "-c", KERAS2_SAVEDMODEL, str(source), str(probe)],
+        env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    target = tmp_path / "pruned_sm/"
+    result = cli("prune", source, "-o", f"{target}/", "--epochs", "0", "--sparsity", "0",
+                 "--quiet", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["input"]["format"] == "savedmodel-keras2"
+    _, source_inputs, source_outputs = _serving(source)
+    signature, inputs, outputs = _serving(target)
+    assert source_outputs == outputs == ["head"]  # not output_0
+    assert source_inputs == inputs
+    arrays = np.load(probe)
+    served = signature(**{inputs[0]: tf.constant(arrays["x"])})["head"]
+    np.testing.assert_allclose(np.asarray(served), arrays["y"], rtol=1e-5, atol=1e-6)

@@ -83,14 +83,19 @@ def write_savedmodel(model: Any, path: Path) -> None:
     shapes), loads with ``tf.saved_model.load`` and ``saved_model_cli show``.
 
     The one place a SavedModel is made (TFLite files are converted from it). A model read
-    from a signature-only SavedModel is re-saved with the input's own signatures instead."""
-    from prunecli.formats import savedmodel
+    from a signature-only SavedModel is re-saved with the input's own signatures instead,
+    one read from a tf.keras SavedModel with its ``serving_default`` names (``signatures``)."""
+    from prunecli.formats import savedmodel, signatures
 
     if savedmodel.signature_layer(model) is not None:
         savedmodel.save(model, path)
         return
+    names = signatures.names_of(model)
     try:
-        model.export(str(path), format="tf_saved_model", verbose=False)
+        if names is not None:
+            signatures.export(model, path, names)
+        else:
+            model.export(str(path), format="tf_saved_model", verbose=False)
     except Exception as exc:
         raise OSError(f"cannot export a SavedModel to {path}: {first_line(exc)}") from exc
 

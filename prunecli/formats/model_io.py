@@ -17,7 +17,7 @@ from typing import Any
 import h5py
 
 from prunecli.errors import ModelLoadError, first_line
-from prunecli.formats import compiling, legacy, savedmodel
+from prunecli.formats import compiling, legacy, savedmodel, signatures
 
 FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5"}
 
@@ -123,7 +123,9 @@ def _load(path: Path, fmt: str, safe_mode: bool) -> Any:
 
     with SafeModeScope(safe_mode):  # legacy configs are built by Keras's own deserializer
         if fmt == "savedmodel-keras2":
-            return legacy.load_savedmodel(path)
+            model = legacy.load_savedmodel(path)
+            signatures.remember(model, signatures.read(path))  # written back with its names
+            return model
         return legacy.load_h5(path)
 
 
