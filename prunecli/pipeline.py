@@ -23,7 +23,7 @@ from rich.console import Console
 
 from prunecli import __version__, data, interrupts, runtime
 from prunecli.config import Config
-from prunecli.core import schedules
+from prunecli.core import coverage, schedules
 from prunecli.errors import ConfigError
 from prunecli.formats import compiling, exporting, model_io, savedmodel, staging
 from prunecli.pruning import selection
@@ -181,6 +181,9 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
     pruner = Pruner(
         layers, cfg.prune, _schedule_factory(cfg, spe), seed=cfg.seed, gradients=gradients
     )
+    schedule = _schedule_factory(cfg, spe)(cfg.prune.sparsity)
+    if note := coverage.warning(schedule, spe * cfg.finetune.epochs):
+        _say(console, note)
     # The prune phase's own update (before step 0) belongs in the report's mask_updates too:
     # without it a schedule's curve, e.g. polynomial from initial_sparsity, starts mid-way.
     pruned: list[dict[str, float]] = []
@@ -236,6 +239,7 @@ def _run(request: Request, console: Console | None, job: distribute.Job) -> dict
             "finetune": {
                 "epochs": tuned.epochs,
                 "steps": tuned.steps,
+                "loss": report.loss_name(compile_args.get("loss")),
                 "distill": teacher and cfg.finetune.distill.model_dump(),
                 "mask_updates": pruned + tuned.updates,
             },
