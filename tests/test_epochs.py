@@ -48,9 +48,19 @@ def test_random_access_epochs_are_the_seeded_permutations(tmp_path: Path) -> Non
     _assert_same(found, expected[2:])  # skip drops batches of the first epoch only
 
 
-def test_buffered_epochs_shuffle_with_each_epochs_seed(csv_data: Path) -> None:
+@pytest.mark.parametrize("global_seed", [None, 0, 3])
+def test_buffered_epochs_shuffle_with_each_epochs_seed(csv_data: Path, global_seed) -> None:
+    """Also under a global seed (runtime.start sets one; 0 is prunecli's default)."""
     import tensorflow as tf
 
+    tf.random.set_seed(global_seed)
+    try:
+        _check_buffered(csv_data)
+    finally:
+        tf.random.set_seed(None)
+
+
+def _check_buffered(csv_data: Path) -> None:
     source = data.load(Data(train=csv_data, validation_split=0), (6,), seed=0).train
     base = source.dataset(1, cache=False).unbatch()  # file order
     expected = []
@@ -60,7 +70,6 @@ def test_buffered_epochs_shuffle_with_each_epochs_seed(csv_data: Path) -> None:
                                 reshuffle_each_iteration=False)  # fmt: skip
         expected += _batches(shuffled.batch(16))
     _assert_same(_batches(source.epochs(16, seed=7, first=0, stop=3)), expected)
-    assert tf.data.Dataset  # imported lazily by prunecli; here only to build the reference
 
 
 @pytest.mark.parametrize("cache", [False, True])

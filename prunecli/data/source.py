@@ -142,8 +142,7 @@ class Source:
                 mixed = tf.numpy_function(
                     lambda n: np.int64(_rng(seed, int(n)).integers(2**31 - 1)), [number], tf.int64
                 )
-                return base.shuffle(buffer, seed=tf.reshape(mixed, []),
-                                    reshuffle_each_iteration=False)  # fmt: skip
+                return _seeded_shuffle(base, buffer, tf.reshape(mixed, []))
 
         joined = tf.data.Dataset.range(first, stop).flat_map(
             lambda number: epoch(number).batch(batch_size)
@@ -168,6 +167,35 @@ class Source:
         folder.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha1(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()
         return str(folder / f"{self.name}-{digest[:12]}")
+
+
+def _seeded_shuffle(base: Any, buffer: int, seed: Any) -> Any:
+    """``base.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)`` for a seed that is
+    a tensor (each epoch's, inside tf.data): the same order as the Python int gives.
+
+    TensorFlow 2.21's seed helper compares ``(global seed, seed) == (0, 0)`` in Python, which
+    a symbolic seed cannot answer when the global seed is 0 (``tf.random.set_seed(0)``,
+    prunecli's default): that case, and only it, builds the same shuffle op with the pair
+    the helper would give, ``(0, seed)`` (``(0, 2**31 - 1)`` for seed 0), from public ops.
+    """
+    import tensorflow as tf
+
+    try:
+        return base.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
+    except (TypeError, tf.errors.OperatorNotAllowedInGraphError):
+        pass
+    specs = tf.nest.flatten(base.element_spec)
+    variant = tf.raw_ops.ShuffleDatasetV3(
+        input_dataset=tf.data.experimental.to_variant(base),
+        buffer_size=tf.constant(buffer, tf.int64),
+        seed=tf.constant(0, tf.int64),
+        seed2=tf.where(seed == 0, tf.constant(2**31 - 1, tf.int64), seed),
+        seed_generator=tf.raw_ops.DummySeedGenerator(),
+        output_types=[spec.dtype for spec in specs],
+        output_shapes=[spec.shape for spec in specs],
+        reshuffle_each_iteration=False,
+    )
+    return tf.data.experimental.from_variant(variant, base.element_spec)
 
 
 def _rng(seed: int, epoch: int) -> np.random.Generator:
