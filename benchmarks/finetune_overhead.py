@@ -34,6 +34,7 @@ import models  # noqa: E402  (benchmarks/models.py: this folder is on sys.path w
 from prunecli import config, data  # noqa: E402
 from prunecli.core import schedules  # noqa: E402
 from prunecli.formats import model_io  # noqa: E402
+from prunecli.progress import Reporter  # noqa: E402
 from prunecli.pruning import selection  # noqa: E402
 from prunecli.pruning.pruner import Pruner  # noqa: E402
 from prunecli.training import finetune  # noqa: E402
@@ -165,7 +166,7 @@ def _masked_fit(model: Any, case: dict[str, Any], epochs: int, timer: Any, spars
         data.from_arrays(case["x"], case["y"]),
         settings,
         {"loss": _LOSS},
-        console=None,
+        Reporter(),
         callbacks=[timer],
     )
 

@@ -37,6 +37,7 @@ import models  # noqa: E402  (benchmarks/models.py: this folder is on sys.path w
 from prunecli import config, data  # noqa: E402
 from prunecli.core import schedules  # noqa: E402
 from prunecli.formats import exporting, model_io  # noqa: E402
+from prunecli.progress import Reporter  # noqa: E402
 from prunecli.pruning import selection  # noqa: E402
 from prunecli.pruning.pruner import Pruner  # noqa: E402
 from prunecli.reporting import measure  # noqa: E402
@@ -115,7 +116,7 @@ def _prune(source: Any, sparsity: float, train: Any, epochs: int) -> tuple[Any, 
     else:
         pruner.update(0)
         loss = {"loss": "sparse_categorical_crossentropy"}
-        finetune.run(model, pruner, train, settings, loss, console=None)
+        finetune.run(model, pruner, train, settings, loss, Reporter())
     clean = keras.models.clone_model(model)
     clean.set_weights(model.get_weights())
     return clean, selection.select(clean, prune)
@@ -141,7 +142,7 @@ def _measure(case: dict[str, Any], sparsity: float, epochs: int) -> dict[str, An
             )
             path = Path(folder) / f"{label.replace(' ', '_')}.tflite"
             path.write_bytes(flat)
-            measured = exporting.measure(exporting.Artifact("tflite", path), path, val, task)
+            measured = measure.artifact("tflite", path, val, task)
             variants[label] = measured | {"fallback": note is not None}
     kernels = [np.asarray(v) for info in layers if info.selected for v in info.kernels.values()]
     return {

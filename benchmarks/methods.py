@@ -88,6 +88,7 @@ import tensorflow as tf  # noqa: E402
 tf.config.experimental.enable_op_determinism()  # a rerun gives the same numbers
 
 from prunecli import config, data, pipeline  # noqa: E402
+from prunecli.progress import Reporter  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "methods.json"
@@ -251,7 +252,7 @@ class _Runner:
         # As in a fresh `prunecli prune` process: every case starts from the same RNG state.
         keras.utils.set_random_seed(settings.seed)
         start = time.perf_counter()
-        report = pipeline.run(pipeline.Request(self.path, settings, force=True), console=None)
+        report = pipeline.run(pipeline.Request(self.path, settings, force=True), Reporter())
         seconds = time.perf_counter() - start
         self.dense.setdefault(self.model, report["before"]["accuracy"])
         row = {

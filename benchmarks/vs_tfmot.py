@@ -376,7 +376,9 @@ def _prunecli(
     runtime.start(seed=job["seed"])
     import keras
 
-    from prunecli import config, data, pipeline
+    from prunecli import config, data
+    from prunecli.core import schedules
+    from prunecli.progress import Reporter
     from prunecli.pruning import selection
     from prunecli.pruning.pruner import Pruner
     from prunecli.training import finetune
@@ -411,7 +413,8 @@ def _prunecli(
     model.set_weights(weights)
     layers = selection.select(model, cfg.prune)
     spe = finetune.steps_per_epoch(len(arrays["y"]), spec["batch"])
-    pruner = Pruner(layers, cfg.prune, pipeline._schedule_factory(cfg, spe), seed=cfg.seed)
+    schedule_for = schedules.factory(cfg.prune.schedule, spe, cfg.finetune.epochs)
+    pruner = Pruner(layers, cfg.prune, schedule_for, seed=cfg.seed)
     if pruner.updates_at(0):
         pruner.update(0)
     timer = _timer(keras.callbacks.Callback)
@@ -421,7 +424,7 @@ def _prunecli(
         data.from_arrays(arrays["x"], arrays["y"]),
         cfg.finetune,
         {"loss": "sparse_categorical_crossentropy"},
-        console=None,
+        Reporter(),
         callbacks=[timer],
     )
     return timer.seconds, model

@@ -34,3 +34,11 @@ def first_line(exc: BaseException) -> str:
     Keras's messages run to pages, and prunecli's errors are one line."""
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
+
+
+def os_message(exc: OSError, path: object) -> str:
+    """``<path>: <reason>`` for an OSError, e.g. ``out/m.keras: no space left on device``:
+    the library wraps every OSError where it happens into the error type of that stage,
+    so the CLI never reports a full disk or a vanished file as a bug."""
+    reason = (exc.strerror or first_line(exc)).lower()
+    return f"{path}: {reason}"

@@ -1,8 +1,8 @@
 """Progress for machines: ``--log-format json`` writes one JSON object per line on stderr.
 
-The other modes are today's: ``rich`` (a progress bar, for a terminal), ``plain`` (one line
-per epoch, for CI logs), and ``auto``, which picks one of those two by whether stderr is a
-terminal. In ``json`` mode every line on stderr is an event a log collector can parse::
+``progress.JsonReporter`` sends a run's progress here; the other ``--log-format`` modes are
+``progress``'s plain and rich reporters. In ``json`` mode every line on stderr is an event
+a log collector can parse::
 
     {"event": "loaded", "message": "loaded m.h5 (h5, 2,411 parameters); ...", "elapsed_s": 1.2}
     {"event": "epoch", "epoch": 1, "epochs": 3, "step": 2, "loss": 0.41, "metrics": {},
@@ -32,13 +32,9 @@ import warnings
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from rich.console import Console
-
 from prunecli.names import LOG_FORMATS
 
 FORMATS = LOG_FORMATS  # defined where --help reads it without importing this module
-# A progress line's first word names its event ("loaded ...", "wrote ..."); others: message.
-_NAMED = ("loaded", "wrote", "resumed")
 _lock = threading.Lock()
 _STARTED = time.perf_counter()  # elapsed_s counts from here: when the CLI was imported
 
@@ -67,44 +63,6 @@ def _plain(value: Any) -> Any:
         return _plain(float(value))  # numpy and TF scalars
     except (TypeError, ValueError):
         return str(value)
-
-
-class JsonConsole(Console):
-    """The console handed down in ``json`` mode: ``print`` becomes an event, ``event`` adds one.
-
-    A rich ``Console`` subclass so code that only prints progress lines (``pipeline._say``)
-    works unchanged; it is never a terminal, so no progress bar is drawn.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(stderr=True, force_terminal=False, no_color=True, highlight=False)
-
-    @property
-    def is_terminal(self) -> bool:
-        return False
-
-    def print(self, *objects: Any, **kwargs: Any) -> None:
-        message = " ".join(str(item) for item in objects)
-        first = message.split(" ", 1)[0]
-        self.event(first if first in _NAMED else "message", message=message)
-
-    def event(self, name: str, **fields: Any) -> None:
-        emit(name, **fields)
-
-
-def console(log_format: str, quiet: bool) -> Console | None:
-    """The stderr console for a run: None when quiet (nothing but errors)."""
-    if quiet:
-        return None
-    if log_format == "json":
-        return JsonConsole()
-    if log_format == "auto":
-        return Console(stderr=True)
-    return Console(stderr=True, force_terminal=log_format == "rich")
-
-
-def is_json(target: Console | None) -> bool:
-    return isinstance(target, JsonConsole)
 
 
 @contextlib.contextmanager

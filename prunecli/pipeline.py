@@ -1,34 +1,39 @@
-"""``prunecli prune`` from start to end: load, measure, prune, fine-tune, measure, save, report.
+"""``prunecli prune`` as a list of stages: load, prepare, measure, prune, fine-tune,
+measure, save, report.
 
-Each stage lives in its own module; this one only sequences them, times them and collects
-the report. Every check that needs no TensorFlow (output paths, data presence) runs before
-the model is loaded, so a bad command line fails in a fraction of a second.
+``run`` reads top to bottom as those stages; each is a short function returning a small
+typed result the next stages and the report consume. Every check that needs no TensorFlow
+(output paths, data presence) runs in ``preflight``, before the model is loaded, so a bad
+command line fails in a fraction of a second. The report is built from the stages' results
+by ``report.build``; ``timing`` has one entry per stage, and they sum to ``total_s``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
-from rich.console import Console
 
 from prunecli import __version__, data, interrupts, runtime
 from prunecli.config import Config
 from prunecli.core import coverage, schedules
 from prunecli.errors import ConfigError
-from prunecli.formats import compiling, exporting, model_io, savedmodel, staging
+from prunecli.formats import compiling, exporting, model_io, staging
+from prunecli.formats.base import InputFormat
+from prunecli.progress import Reporter
 from prunecli.pruning import selection
 from prunecli.pruning.pruner import Pruner
-from prunecli.reporting import evaluate, measure, report
+from prunecli.reporting import evaluate, measure, report, sizes
 from prunecli.training import checkpoints, distribute, finetune
 
 
@@ -52,21 +57,45 @@ class Targets:
     artifacts: tuple[exporting.Artifact, ...] = ()  # the model (first) and output.export extras
 
 
+@dataclass
+class Loaded:
+    """The load stage: the model, its input kind, its compile config, its digest."""
+
+    model: Any
+    source: InputFormat
+    user_compile: dict[str, Any]
+    sha256: concurrent.futures.Future[str]
+
+
+@dataclass
+class Prepared:
+    """The prepare stage: data, task, the loss to train with, the layers and their targets."""
+
+    splits: data.Splits
+    task: evaluate.Task | None
+    compile_args: dict[str, Any]
+    layers: list[selection.LayerInfo]
+
+
+@dataclass
+class Measured:
+    """A measure stage: the model's figures, its size (computed beside the main thread)
+    and, before pruning, each deployable format's figures."""
+
+    stats: dict[str, Any]
+    size: concurrent.futures.Future[dict[str, int]]
+    deployed: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+
 def targets(request: Request) -> Targets:
-    """Where the outputs go: ``output.path`` (default ``<input stem>.pruned.keras`` beside
-    the input) and ``output.report`` (default ``<output stem>.report.json`` beside it)."""
+    """Where the outputs go: ``output.path`` (default: the input kind's, e.g. ``<input
+    stem>.pruned.keras`` beside the input) and ``output.report`` (default ``<output
+    stem>.report.json`` beside it). The input kind refuses what it cannot serve."""
     out = request.config.output
-    signature_only = model_io.detect_format(request.model) == savedmodel.FORMAT
-    model = out.path or (
-        savedmodel.default_output(request.model)
-        if signature_only
-        else request.model.with_name(f"{request.model.stem}.pruned.keras")
-    )
+    source = model_io.detect(request.model)
+    model = out.path or source.default_output(request.model)
     artifacts = exporting.plan(model, out.folder, out.export)
-    if signature_only:
-        savedmodel.check_request(
-            request.model, request.config.prune.layers, [a.format for a in artifacts]
-        )
+    source.check_request(request.model, request.config.prune.layers, [a.format for a in artifacts])
     stem = model.name if artifacts[0].folder else model.stem
     json_path = out.report or model.with_name(f"{stem}.report.json")
     return Targets(model, json_path, json_path.with_suffix(".md"), tuple(artifacts))
@@ -74,7 +103,7 @@ def targets(request: Request) -> Targets:
 
 def preflight(request: Request) -> Targets:
     """All checks that need no TensorFlow: the model file exists and is a model, outputs
-    writable and not clobbering, data given."""
+    writable and not clobbering, data given where the config needs it."""
     paths = targets(request)  # reads the input's format first: a missing model is named first
     for artifact in paths.artifacts:
         staging.check_target(
@@ -82,178 +111,286 @@ def preflight(request: Request) -> Targets:
         )
     for path in (paths.report, paths.markdown):
         staging.check_target(path, force=request.force, inputs=(request.model,))
-    settings = request.config
-    tflite = any(artifact.format == "tflite" for artifact in paths.artifacts)
-    if tflite and settings.output.tflite.quantize == "int8" and settings.data.train is None:
-        raise ConfigError(
-            "output.tflite.quantize int8 calibrates on training data: set data.train or --data"
-        )
-    if request.resume and settings.finetune.epochs == 0:
-        raise ConfigError("--resume: nothing to resume, finetune.epochs is 0")
-    if settings.finetune.epochs > 0:
+    _check_data_needs(request)
+    if request.config.finetune.epochs > 0:
         checkpoints.preflight(
             checkpoint_folder(request, paths), resume=request.resume, force=request.force
-        )
-    if settings.finetune.epochs > 0 and settings.data.train is None:
-        raise ConfigError(
-            "fine-tuning needs training data: set data.train or pass --data "
-            "(or --epochs 0 to prune without fine-tuning)"
-        )
-    if settings.prune.needs.gradients and settings.data.train is None:
-        raise ConfigError(
-            f"prune.method {settings.prune.method} scores weights by their gradients: "
-            "set data.train or --data"
-        )
-    if (
-        request.max_accuracy_drop is not None
-        and settings.data.train is None
-        and (settings.data.validation is None)
-    ):
-        raise ConfigError(
-            "--max-accuracy-drop needs validation data: set data.validation or --data"
         )
     return paths
 
 
-def run(request: Request, console: Console | None) -> dict[str, Any]:
+def _check_data_needs(request: Request) -> None:
+    """Each feature that needs data, or fine-tuning, says so before any work."""
+    settings, train = request.config, request.config.data.train
+    tflite = settings.output.tflite.quantize == "int8" and (
+        "tflite" in settings.output.export
+        or (settings.output.path is not None and settings.output.path.suffix == ".tflite")
+    )
+    needs = (
+        (tflite and train is None, "output.tflite.quantize int8 calibrates on training data: "
+         "set data.train or --data"),
+        (request.resume and settings.finetune.epochs == 0,
+         "--resume: nothing to resume, finetune.epochs is 0"),
+        (settings.finetune.epochs > 0 and train is None,
+         "fine-tuning needs training data: set data.train or pass --data "
+         "(or --epochs 0 to prune without fine-tuning)"),
+        (settings.prune.needs.gradients and train is None,
+         f"prune.method {settings.prune.method} scores weights by their gradients: "
+         "set data.train or --data"),
+        (request.max_accuracy_drop is not None and train is None
+         and settings.data.validation is None,
+         "--max-accuracy-drop needs validation data: set data.validation or --data"),
+    )  # fmt: skip
+    for failed, message in needs:
+        if failed:
+            raise ConfigError(message)
+
+
+def run(request: Request, reporter: Reporter) -> dict[str, Any]:
     """Prune ``request.model``; write the model and reports atomically; return the report.
 
     Everything from loading the model on runs in ``finetune.strategy``'s scope, so the
     model's, the masks' and the optimizer's variables are all mirrored (see ``distribute``).
+    A worker that is not the chief writes into a scratch folder that is then removed.
     """
     job = distribute.start(
         request.config.finetune.strategy, request.config.finetune.mixed_precision
     )
-    with distribute.outputs_for(job, request) as own, job.strategy.scope():
-        return _run(own, console, job)
+    with distribute.scratch_folder(job) as scratch, job.strategy.scope():
+        return _stages(_in_scratch(request, scratch), reporter, job)
 
 
-def _run(request: Request, console: Console | None, job: distribute.Job) -> dict[str, Any]:
-    started = time.perf_counter()
-    paths = preflight(request)
+def _stages(request: Request, reporter: Reporter, job: distribute.Job) -> dict[str, Any]:
+    clock = _Clock()
     cfg = request.config
-    timing = _Timer()
-    with timing("load_s"):
-        model, fmt = model_io.load(request.model, safe_mode=request.safe_mode)
-    input_sha256 = _BACKGROUND.submit(measure.sha256, request.model)  # report and checkpoints
+    with clock("load_s"):
+        paths = preflight(request)
+        loaded = _load(request)
+        prepared = _prepare(request, loaded)
+    _say_loaded(reporter, request, loaded, prepared)
+    with clock("evaluate_s"):
+        before_stats = _figures(loaded.model, prepared)
+    with clock("measure_s"):
+        before = _measure_input(loaded, prepared, paths, cfg, before_stats)
+    with clock("finetune_s"):  # the unpruned model's outputs, when distilling
+        teacher = _teacher(loaded.model, prepared.splits, prepared.task, cfg)
+    with clock("prune_s"):
+        pruner = _pruner(loaded.model, prepared, cfg)
+        _warn_schedule(reporter, prepared, cfg)
+        updates = _prune(pruner, cfg)
+    with clock("finetune_s"):
+        tuned = _finetune(request, paths, loaded, prepared, pruner, reporter, job, teacher)
+        _leave_training(loaded, prepared)
+    with clock("evaluate_s"):
+        after_stats = _figures(loaded.model, prepared)
+    result = _save(request, paths, loaded, prepared, clock, job,
+                   before=before, after_stats=after_stats, updates=updates + tuned.updates,
+                   tuned=tuned)  # fmt: skip
+    checkpoints.remove(checkpoint_folder(request, paths))
+    written = ", ".join(str(artifact.path) for artifact in paths.artifacts)
+    reporter.say("wrote", f"wrote {written}, {paths.report} and {paths.markdown}")
+    return result
+
+
+def _leave_training(loaded: Loaded, prepared: Prepared) -> None:
+    """Recompile with what the saved file should keep: the user's compile config, or for an
+    input saved without one, fine-tuning's optimizer and the task's loss."""
+    leaving = loaded.user_compile or compiling.saved_compile(loaded.model, prepared.compile_args)
+    loaded.source.reset_training_state(loaded.model, leaving)
+
+
+def _in_scratch(request: Request, scratch: Path | None) -> Request:
+    """The request itself, or (a non-chief worker) one writing into ``scratch``; only the
+    chief checks for existing outputs, so the copy has ``force`` on."""
+    if scratch is None:
+        return request
+    main = request.config.output.path
+    output = request.config.output.model_copy(
+        update={
+            "path": scratch / f"model{main.suffix if main is not None else '.keras'}",
+            "report": scratch / "report.json",
+        }
+    )
+    config = request.config.model_copy(update={"output": output})
+    return dataclasses.replace(request, config=config, force=True)
+
+
+def _load(request: Request) -> Loaded:
+    model, source = model_io.load(request.model, safe_mode=request.safe_mode)
+    sha256 = _background().submit(measure.sha256, request.model)  # report and checkpoints
     distribute.adopt(model)
     user_compile = model_io.compile_config(model)
-    model_io.reset_training_state(model, user_compile)
+    source.reset_training_state(model, user_compile)
+    return Loaded(model, source, user_compile, sha256)
+
+
+def _prepare(request: Request, loaded: Loaded) -> Prepared:
+    """Read the data, infer the task, choose the loss, select the layers."""
+    cfg, model = request.config, loaded.model
     splits = data.load(cfg.data, tuple(model.input_shape[1:]), cfg.seed)
     labelled = splits.train or splits.validation
-    task = evaluate.infer_task(model, labelled, cfg.data.train) if labelled else None
+    activation = loaded.source.output_activation(model)
+    task = evaluate.infer_task(model, labelled, cfg.data.train, activation) if labelled else None
     if request.max_accuracy_drop is not None and splits.validation is None:
         raise ConfigError("--max-accuracy-drop needs validation data (data.validation_split is 0)")
     if request.max_accuracy_drop is not None and (task is None or task.kind == "regression"):
         raise ConfigError("--max-accuracy-drop needs a classifier: this model has no accuracy")
-    compile_args = _training_compile_args(user_compile, task, cfg)
-    layers = selection.select(model, cfg.prune)
-    _say(
-        console,
-        f"loaded {request.model} ({fmt}, {model.count_params():,} parameters); "
-        f"{_data_line(splits, task)}; {sum(info.selected for info in layers)} layers selected",
-    )
-    with timing("evaluate_s"):
-        before = report.model_stats(model, layers) | _metrics(model, splits, task, compile_args)
-    with timing("save_s"):
-        deployed_before = exporting.measure_input(
-            model, paths.artifacts, cfg.output.tflite, splits, task
-        )
-        main = deployed_before.get(paths.artifacts[0].format)
-        before_size = (
-            _done({key: main[key] for key in ("size_bytes", "size_gzip_bytes")})
-            if main
-            else _size_as(model, paths.model.suffix, input_sha256.result())
-        )
+    inferred = task.compile_args() if task is not None else None
+    compile_args = compiling.training_args(loaded.user_compile, inferred, cfg.finetune)
+    return Prepared(splits, task, compile_args, selection.select(model, cfg.prune))
 
+
+def _say_loaded(
+    reporter: Reporter, request: Request, loaded: Loaded, prepared: Prepared
+) -> None:
+    selected = sum(info.selected for info in prepared.layers)
+    reporter.say(
+        "loaded",
+        f"loaded {request.model} ({loaded.source.name}, {loaded.model.count_params():,} "
+        f"parameters); {_data_line(prepared.splits, prepared.task)}; {selected} layers selected",
+    )
+
+
+def _figures(model: Any, prepared: Prepared) -> dict[str, Any]:
+    """Parameter counts, sparsity, accuracy and loss of the model as it is now."""
+    stats = report.model_stats(model, prepared.layers)
+    return stats | _metrics(model, prepared.splits, prepared.task, prepared.compile_args)
+
+
+def _measure_input(
+    loaded: Loaded, prepared: Prepared, paths: Targets, cfg: Config, stats: dict[str, Any]
+) -> Measured:
+    """The unpruned model exported as every deployable output is, and its size in the
+    output's format (the fair 'before'); sizes are computed beside the main thread."""
+    deployed = exporting.measure_input(
+        loaded.model, loaded.source, paths.artifacts, cfg.output.tflite,
+        prepared.splits, prepared.task,
+    )  # fmt: skip
+    main = deployed.get(paths.artifacts[0].format)
+    if main:
+        size = _done({key: main[key] for key in ("size_bytes", "size_gzip_bytes")})
+    else:
+        size = _size_as(loaded.model, paths.model.suffix, loaded.sha256.result())
+    return Measured(stats, size, deployed)
+
+
+def _pruner(model: Any, prepared: Prepared, cfg: Config) -> Pruner:
     spe = (
-        finetune.steps_per_epoch(len(splits.train.y), cfg.finetune.batch_size)
-        if splits.train
+        finetune.steps_per_epoch(len(prepared.splits.train.y), cfg.finetune.batch_size)
+        if prepared.splits.train
         else 1
     )
-    teacher = _teacher(model, splits, task, cfg)
     gradients = None
     if cfg.prune.needs.gradients:
         gradients = finetune.gradient_source(
-            model, splits.train, compile_args["loss"],
+            model, prepared.splits.train, prepared.compile_args["loss"],
             cfg.prune.score_batches, cfg.finetune.batch_size, cfg.seed,
         )  # fmt: skip
-    pruner = Pruner(
-        layers, cfg.prune, _schedule_factory(cfg, spe), seed=cfg.seed, gradients=gradients
-    )
-    schedule = _schedule_factory(cfg, spe)(cfg.prune.sparsity)
-    if note := coverage.warning(schedule, spe * cfg.finetune.epochs):
-        _say(console, note)
-    # The prune phase's own update (before step 0) belongs in the report's mask_updates too:
-    # without it a schedule's curve, e.g. polynomial from initial_sparsity, starts mid-way.
-    pruned: list[dict[str, float]] = []
-    with timing("prune_s"):
-        if cfg.finetune.epochs == 0:
-            pruned.append({"step": 0, "sparsity": pruner.finish()})
-        elif pruner.updates_at(0):
-            pruned.append({"step": 0, "sparsity": pruner.update(0)})
-    tuned = finetune.Result()
-    with timing("finetune_s"):
-        if cfg.finetune.epochs > 0:
-            # A signal stops training before the next step.
-            with interrupts.deferred(), distribute.precision(model, job.precision):
-                tuned = finetune.run(
-                    model, pruner, splits.train, cfg.finetune, compile_args,
-                    console, callbacks=[_StopOnSignal()], teacher=teacher, seed=cfg.seed,
-                    checkpoint=_tracker(request, paths, console, input_sha256.result()),
-                )  # fmt: skip
-    model_io.reset_training_state(model, user_compile or _plain_compile(model, compile_args))
-    with timing("evaluate_s"):
-        after = report.model_stats(model, layers) | _metrics(model, splits, task, compile_args)
+    schedule_for = schedules.factory(cfg.prune.schedule, spe, cfg.finetune.epochs)
+    return Pruner(prepared.layers, cfg.prune, schedule_for, seed=cfg.seed, gradients=gradients)
 
+
+def _warn_schedule(reporter: Reporter, prepared: Prepared, cfg: Config) -> None:
+    """Say so when fewer than ~10% of the fine-tuning steps run at the final sparsity."""
+    if cfg.finetune.epochs == 0 or prepared.splits.train is None:
+        return
+    spe = finetune.steps_per_epoch(len(prepared.splits.train.y), cfg.finetune.batch_size)
+    schedule = schedules.factory(cfg.prune.schedule, spe, cfg.finetune.epochs)
+    if note := coverage.warning(schedule(cfg.prune.sparsity), spe * cfg.finetune.epochs):
+        reporter.say("warning", note)
+
+
+def _prune(pruner: Pruner, cfg: Config) -> list[dict[str, float]]:
+    """The prune phase's own update (before step 0): without it in the report's
+    ``mask_updates`` a schedule's curve, e.g. polynomial from initial_sparsity, starts
+    mid-way. Without fine-tuning every mask goes straight to its target."""
+    if cfg.finetune.epochs == 0:
+        return [{"step": 0, "sparsity": pruner.finish()}]
+    if pruner.updates_at(0):
+        return [{"step": 0, "sparsity": pruner.update(0)}]
+    return []
+
+
+def _finetune(
+    request: Request,
+    paths: Targets,
+    loaded: Loaded,
+    prepared: Prepared,
+    pruner: Pruner,
+    reporter: Reporter,
+    job: distribute.Job,
+    teacher: finetune.Teacher | None,
+) -> finetune.Result:
+    cfg = request.config
+    if cfg.finetune.epochs == 0:
+        return finetune.Result()
+    tracker = _tracker(request, paths, reporter, loaded.sha256.result())
+    # A signal stops training before the next step.
+    with interrupts.deferred(), distribute.precision(loaded.model, job.precision):
+        return finetune.run(
+            loaded.model, pruner, prepared.splits.train, cfg.finetune, prepared.compile_args,
+            reporter, callbacks=[_StopOnSignal()], teacher=teacher, seed=cfg.seed,
+            checkpoint=tracker,
+        )  # fmt: skip
+
+
+def _save(
+    request: Request,
+    paths: Targets,
+    loaded: Loaded,
+    prepared: Prepared,
+    clock: _Clock,
+    job: distribute.Job,
+    *,
+    before: Measured,
+    after_stats: dict[str, Any],
+    updates: list[dict[str, float]],
+    tuned: finetune.Result,
+) -> dict[str, Any]:
+    """Stage every artifact, measure them, build and stage the reports, rename all."""
+    cfg = request.config
     with staging.Staging() as stage:
-        with timing("save_s"):
+        with clock("save_s"):
             staged, exports = exporting.stage_all(
-                model, paths.artifacts, stage, cfg.output.tflite, splits, task, deployed_before
-            )
-        after_size = _BACKGROUND.submit(measure.sizes, staged)
-        output_sha256 = measure.sha256(staged)
-        size, gzipped = after_size.result()
-        after |= {"size_bytes": size, "size_gzip_bytes": gzipped}
-        before |= before_size.result()
-        timing.seconds["total_s"] = time.perf_counter() - started
-        result = {
-            "schema_version": report.SCHEMA_VERSION,
-            "prunecli_version": __version__,
-            "environment": runtime.environment() | job.environment(),
-            "config": cfg.model_dump(mode="json"),
-            "input": {
-                "path": str(request.model),
-                "format": fmt,
-                "sha256": input_sha256.result(),
-            },
-            "output": {
-                "path": str(paths.model),
-                "format": paths.artifacts[0].format,
-                "sha256": output_sha256,
-            },
-            "exports": exports,
-            "before": before,
-            "after": after,
-            "layers": report.layer_rows(layers, cfg.prune.pattern),
-            "finetune": {
-                "epochs": tuned.epochs,
-                "steps": tuned.steps,
-                "loss": report.loss_name(compile_args.get("loss")),
-                "distill": teacher and cfg.finetune.distill.model_dump(),
-                "mask_updates": pruned + tuned.updates,
-            },
-            "data": _data_summary(splits, task),
-            "timing": {key: round(value, 4) for key, value in timing.seconds.items()},
-            "gate": _gate(request.max_accuracy_drop, before, after),
-        }
-        stage.write_text(paths.report, report.to_json(result))
-        stage.write_text(paths.markdown, report.to_markdown(result))
-        stage.commit()
-    checkpoints.remove(checkpoint_folder(request, paths))
-    written = ", ".join(str(artifact.path) for artifact in paths.artifacts)
-    _say(console, f"wrote {written}, {paths.report} and {paths.markdown}")
+                loaded.model, loaded.source, paths.artifacts, stage, cfg.output.tflite,
+                prepared.splits, prepared.task, before.deployed,
+            )  # fmt: skip
+        with clock("measure_s"):
+            after_size = _background().submit(measure.sizes, staged)
+            output_sha256 = measure.sha256(staged)
+            size, gzipped = after_size.result()
+            before_stats = before.stats | before.size.result()
+            input_sha256 = loaded.sha256.result()
+        with clock("save_s"):
+            result = report.build(
+                config=cfg,
+                environment=runtime.environment() | job.environment(),
+                input={"path": str(request.model), "format": loaded.source.name,
+                       "sha256": input_sha256},
+                output={"path": str(paths.model), "format": paths.artifacts[0].format,
+                        "sha256": output_sha256},
+                exports=exports,
+                before=before_stats,
+                after=after_stats | {"size_bytes": size, "size_gzip_bytes": gzipped},
+                layers=report.layer_rows(prepared.layers, cfg.prune.pattern),
+                finetune={"epochs": tuned.epochs, "steps": tuned.steps,
+                          "loss": report.loss_name(prepared.compile_args.get("loss")),
+                          "distill": _distill(prepared, cfg), "mask_updates": updates},
+                data=_data_summary(prepared.splits, prepared.task),
+                timing=clock.finish(),
+                gate=_gate(request.max_accuracy_drop, before_stats, after_stats),
+            )  # fmt: skip
+            stage.write_text(paths.report, report.to_json(result))
+            stage.write_text(paths.markdown, report.to_markdown(result))
+            stage.commit()
     return result
+
+
+def _distill(prepared: Prepared, cfg: Config) -> dict[str, Any] | None:
+    """The distillation settings when fine-tuning distilled (the report's ``distill``)."""
+    if cfg.finetune.distill is None or cfg.finetune.epochs == 0:
+        return None
+    return cfg.finetune.distill.model_dump()
 
 
 def checkpoint_folder(request: Request, paths: Targets | None = None) -> Path:
@@ -264,7 +401,7 @@ def checkpoint_folder(request: Request, paths: Targets | None = None) -> Path:
 
 
 def _tracker(
-    request: Request, paths: Targets, console: Console | None, input_sha256: str
+    request: Request, paths: Targets, reporter: Reporter, input_sha256: str
 ) -> checkpoints.Tracker:
     cfg = request.config
     return checkpoints.Tracker(
@@ -273,14 +410,8 @@ def _tracker(
         seed=cfg.seed,
         every=cfg.finetune.checkpoint_steps,
         resume=request.resume,
-        console=console,
+        reporter=reporter,
     )
-
-
-def _say(console: Console | None, message: str) -> None:
-    """A progress line on stderr (nothing when quiet)."""
-    if console is not None:
-        console.print(message, highlight=False, soft_wrap=True)
 
 
 def _data_line(splits: data.Splits, task: evaluate.Task | None) -> str:
@@ -309,46 +440,6 @@ def _teacher(
     return finetune.Teacher(outputs, task.from_logits)
 
 
-def _plain_compile(model: Any, compile_args: dict[str, Any]) -> dict[str, Any]:
-    """The compile config an input saved without one leaves with: fine-tuning's optimizer
-    settings and the task's loss and metrics, never the distillation loss (a closure no
-    other program could load). Empty when nothing was fine-tuned."""
-    if not getattr(model, "compiled", False) or not compile_args.get("loss"):
-        return {}
-    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # no loss scale
-    return {
-        key: keras.saving.serialize_keras_object(value)
-        for key, value in (
-            ("optimizer", optimizer),
-            ("loss", compile_args["loss"]),
-            ("metrics", compile_args.get("metrics")),
-        )
-    }
-
-
-def _training_compile_args(
-    user_compile: dict[str, Any], task: evaluate.Task | None, cfg: Config
-) -> dict[str, Any]:
-    """Loss and metrics to fine-tune and evaluate with: ``finetune.loss``/``metrics`` when
-    set, else the model's own, else inferred from the data."""
-    explicit = compiling.from_names(cfg.finetune.loss, cfg.finetune.metrics)
-    if user_compile.get("loss"):
-        config = keras.saving.deserialize_keras_object(user_compile)
-        found = {
-            key: config.get(key) for key in ("loss", "loss_weights", "metrics", "weighted_metrics")
-        }
-    elif task is not None:
-        found = task.compile_args()
-    elif cfg.finetune.epochs > 0 and "loss" not in explicit:
-        raise ConfigError(
-            "fine-tuning needs a loss: the model was saved without a compile config; "
-            "set finetune.loss (e.g. mse, sparse_categorical_crossentropy)"
-        )
-    else:
-        found = {}
-    return found | explicit
-
-
 def _metrics(
     model: Any, splits: data.Splits, task: evaluate.Task | None, compile_args: dict[str, Any]
 ) -> dict[str, float | None]:
@@ -360,8 +451,10 @@ def _metrics(
 
 
 # Sizes and digests of big files run beside the main thread: zlib and hashlib release the
-# GIL; gzip at level 6 still takes seconds per 100 MB (see reporting.measure).
-_BACKGROUND = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="prunecli")
+# GIL. Made on first use: importing prunecli starts no threads.
+@functools.cache
+def _background() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="prunecli")
 
 
 def _done(value: dict[str, int]) -> concurrent.futures.Future[dict[str, int]]:
@@ -370,14 +463,12 @@ def _done(value: dict[str, int]) -> concurrent.futures.Future[dict[str, int]]:
     return future
 
 
-def _size_as(
-    model: Any, suffix: str, digest: str
-) -> concurrent.futures.Future[dict[str, int]]:
+def _size_as(model: Any, suffix: str, digest: str) -> concurrent.futures.Future[dict[str, int]]:
     """The input model saved in the output's format, the fair 'before' size: saved now
     (pruning changes the weights next), measured in the background; remembered by the
     input's digest, so a rerun on the same file skips the save and the deflate."""
     key = f"{digest}|{suffix}|keras {keras.__version__}|prunecli {__version__}"
-    known = measure.recall(key)
+    known = sizes.recall(key)
     if known is not None:
         return _done(known)
     folder = Path(tempfile.mkdtemp(prefix="prunecli-"))
@@ -393,26 +484,10 @@ def _size_as(
             size, gzipped = measure.sizes(path)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        measure.remember(key, {"size_bytes": size, "size_gzip_bytes": gzipped})
+        sizes.remember(key, {"size_bytes": size, "size_gzip_bytes": gzipped})
         return {"size_bytes": size, "size_gzip_bytes": gzipped}
 
-    return _BACKGROUND.submit(measured)
-
-
-def _schedule_factory(cfg: Config, spe: int) -> Callable[[float], schedules.Schedule]:
-    """Builds each layer's schedule (layers differ only in their final target)."""
-    settings = cfg.prune.schedule
-    plan = schedules.Plan(
-        spe,
-        spe * cfg.finetune.epochs,
-        start_epoch=settings.start_epoch,
-        end_epoch=settings.end_epoch,
-        initial=settings.initial_sparsity,
-        power=settings.power,
-        frequency=settings.frequency,
-        rounds=settings.steps,
-    )
-    return functools.partial(schedules.build, settings.type, plan=plan)
+    return _background().submit(measured)
 
 
 def _data_summary(splits: data.Splits, task: evaluate.Task | None) -> dict[str, Any]:
@@ -443,13 +518,15 @@ class _StopOnSignal(keras.callbacks.Callback):
         interrupts.check()
 
 
-class _Timer:
-    """Accumulates wall-clock seconds per stage name."""
+class _Clock:
+    """Wall-clock seconds per stage; ``finish`` adds ``total_s`` (the stages sum to it,
+    give or take the few milliseconds between them)."""
+
+    STAGES = ("load_s", "prune_s", "finetune_s", "evaluate_s", "measure_s", "save_s")
 
     def __init__(self) -> None:
-        self.seconds: dict[str, float] = dict.fromkeys(
-            ("load_s", "prune_s", "finetune_s", "evaluate_s", "save_s", "total_s"), 0.0
-        )
+        self.started = time.perf_counter()
+        self.seconds: dict[str, float] = dict.fromkeys(self.STAGES, 0.0)
 
     @contextlib.contextmanager
     def __call__(self, name: str) -> Iterator[None]:
@@ -458,3 +535,7 @@ class _Timer:
             yield
         finally:
             self.seconds[name] += time.perf_counter() - start
+
+    def finish(self) -> dict[str, float]:
+        total = {"total_s": time.perf_counter() - self.started}
+        return {key: round(value, 4) for key, value in (self.seconds | total).items()}

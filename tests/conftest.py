@@ -26,6 +26,7 @@ def _size_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     no test reads figures another one stored (subprocesses inherit the variable)."""
     monkeypatch.setenv("PRUNECLI_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
+
 SIZE = 8
 CLASSES = 3
 

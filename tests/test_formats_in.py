@@ -67,7 +67,7 @@ def test_keras2_nested_model_rebuilt_with_weights_and_compile_config(legacy, ref
     from prunecli.formats import model_io
 
     model, found = model_io.load(legacy / name)
-    assert found == fmt
+    assert found.name == fmt
     x = np.load(legacy / "train.npz")["x"][:4]
     np.testing.assert_allclose(model.predict(x, verbose=0), reference["k2"], atol=1e-5)
     assert [layer.name for layer in model.get_layer("base").layers] == [
@@ -83,7 +83,7 @@ def test_keras2_rnn_h5_rebuilt(legacy, reference):
     from prunecli.formats import model_io
 
     model, fmt = model_io.load(legacy / "k2_rnn.h5")
-    assert fmt == "h5-keras2"
+    assert fmt.name == "h5-keras2"
     tokens = np.array(reference["k2_rnn"]["x"])
     np.testing.assert_allclose(
         model.predict(tokens, verbose=0), reference["k2_rnn"]["y"], atol=1e-5
@@ -97,7 +97,7 @@ def test_tfmot_h5_unwrapped_like_strip_pruning(legacy, reference):
     from prunecli.formats import model_io
 
     model, fmt = model_io.load(legacy / "tfmot.h5")
-    assert fmt == "h5-tfmot"
+    assert fmt.name == "h5-tfmot"
     assert [layer.name for layer in model.layers] == reference["tfmot"]["layers"]
     x = np.load(legacy / "train.npz")["x"][:4]
     np.testing.assert_allclose(
@@ -227,14 +227,15 @@ def test_unknown_finetune_loss_or_metric_is_a_config_error(
 
 
 def test_no_known_loss_when_finetuning_names_finetune_loss():
-    from prunecli import config, pipeline
+    from prunecli import config
     from prunecli.errors import ConfigError
+    from prunecli.formats import compiling
 
     settings = config.load(None, {"finetune.epochs": 1})
     with pytest.raises(ConfigError, match=r"set finetune\.loss"):
-        pipeline._training_compile_args({}, None, settings)
+        compiling.training_args({}, None, settings.finetune)
     explicit = config.load(None, {"finetune.epochs": 1, "finetune.loss": "huber"})
-    assert pipeline._training_compile_args({}, None, explicit) == {"loss": "huber"}
+    assert compiling.training_args({}, None, explicit.finetune) == {"loss": "huber"}
 
 
 # --- inspect and safe mode --------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prunecli.reporting import measure
+from prunecli.reporting import sizes as measure
 
 
 def _sparse_floats(path: Path, count: int) -> bytes:

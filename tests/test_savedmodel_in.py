@@ -154,7 +154,7 @@ def _prune_and_check(
     from prunecli.formats import model_io
 
     model, fmt = model_io.load(output)
-    assert fmt == "savedmodel"
+    assert fmt.name == "savedmodel"
     np.testing.assert_allclose(
         model.predict(_x(npz), verbose=0), np.array(clean["predictions"]), atol=1e-5
     )

@@ -19,6 +19,7 @@ from prunecli.config import Finetune, Prune
 from prunecli.core import masking, schedules
 from prunecli.core.schedules import OneShot
 from prunecli.errors import ConfigError
+from prunecli.progress import Reporter
 from prunecli.pruning import selection
 from prunecli.pruning.pruner import Pruner
 from prunecli.training import finetune
@@ -456,7 +457,7 @@ def test_finetune_run_holds_masks_while_a_polynomial_schedule_raises_them():
         data.from_arrays(x, y),
         settings,
         {"loss": keras.losses.SparseCategoricalCrossentropy()},
-        console=None,
+        Reporter(),
         callbacks=[checker],
     )
     assert checker.batches == 12

@@ -15,13 +15,16 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from prunecli import __version__
 from prunecli.errors import ConfigError, DataError, ModelLoadError, OutputError, PruneError
 from prunecli.names import LOG_FORMATS
+
+if TYPE_CHECKING:
+    from prunecli import config
 
 EXIT_OK = 0
 EXIT_BUG = 1
@@ -38,9 +41,9 @@ EXIT_CODES: dict[type[PruneError], int] = {
 
 
 def _fail(message: str, code: int, as_event: bool = False) -> None:
-    from prunecli import events
-
     if as_event:  # --log-format json: the error is one more event
+        from prunecli import events
+
         events.emit("error", message=message, exit_code=code)
     else:
         click.echo(f"prunecli: error: {message}", err=True)
@@ -52,12 +55,12 @@ def _guarded(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
-        from prunecli import events, interrupts
-
         as_json = kwargs.get("log_format") == "json"
         try:
             # SIGTERM behaves like Ctrl-C, and is never lost; with --log-format json every
             # stderr line is an event, TensorFlow's native lines included.
+            from prunecli import events, interrupts
+
             with interrupts.installed(), events.json_stderr(as_json, capture_native=not debug):
                 return command(*args, debug=debug, **kwargs)
         except PruneError as exc:
@@ -172,33 +175,20 @@ def prune(
 
     Exit codes: 0 ok, 1 bug, 2 bad input, 3 gate failed, 130 interrupted.
     """
-    from rich.console import Console
-
-    from prunecli import config, events
-
-    overrides = _overrides(
-        assignments,
-        {
-            "prune.sparsity": sparsity,
-            "finetune.epochs": epochs,
-            "seed": seed,
-            "output.path": output,
-            "output.report": report,
-        },
-    )
-    if data is not None:
-        from prunecli.data import split_dir
-
-        train, validation = split_dir(data)
-        overrides |= {"data.train": str(train), "data.validation": validation and str(validation)}
-    settings = config.load(config_path, overrides)
+    flags = {
+        "prune.sparsity": sparsity,
+        "finetune.epochs": epochs,
+        "seed": seed,
+        "output.path": output,
+        "output.report": report,
+    }
+    settings = _settings(config_path, data, assignments, flags)
     if max_accuracy_drop is not None and not 0 <= max_accuracy_drop <= 1:
         raise ConfigError(f"--max-accuracy-drop: must be between 0 and 1, got {max_accuracy_drop}")
     from prunecli import runtime
 
     runtime.start(settings.seed, native_logs=debug, strategy=settings.finetune.strategy)
-    from prunecli import pipeline
-    from prunecli.reporting import report as render
+    from prunecli import pipeline, progress
     from prunecli.training import checkpoints
 
     request = pipeline.Request(
@@ -210,9 +200,36 @@ def prune(
         resume=resume,
     )
     try:
-        result = pipeline.run(request, events.console(log_format, quiet))
+        result = pipeline.run(request, progress.make(log_format, quiet))
     except KeyboardInterrupt as exc:  # say so when a checkpoint is left to resume from
         raise checkpoints.interrupted(pipeline.checkpoint_folder(request), exc) from None
+    _print_result(result, as_json)
+
+
+def _settings(
+    config_path: Path | None,
+    data: Path | None,
+    assignments: tuple[str, ...],
+    flags: dict[str, Any],
+) -> config.Config:
+    """The config file, then ``--set`` and the dedicated flags, then ``--data``."""
+    from prunecli import config
+
+    overrides = _overrides(assignments, flags)
+    if data is not None:
+        from prunecli.data import split_dir
+
+        train, validation = split_dir(data)
+        overrides |= {"data.train": str(train), "data.validation": validation and str(validation)}
+    return config.load(config_path, overrides)
+
+
+def _print_result(result: dict[str, Any], as_json: bool) -> None:
+    """The report on stdout (JSON, or the summary tables); exit 3 if the gate failed."""
+    from rich.console import Console
+
+    from prunecli.reporting import report as render
+
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
@@ -240,11 +257,11 @@ def inspect(model: Path, as_json: bool, no_safe_mode: bool, debug: bool) -> None
       prunecli inspect model.h5
       prunecli inspect model.keras --json | jq '.layers[] | select(.prunable)'
     """
-    from rich.console import Console
-
     from prunecli import runtime
 
     runtime.start(native_logs=debug)
+    from rich.console import Console
+
     from prunecli.reporting import inspection
 
     summary = inspection.summarize(model, safe_mode=not no_safe_mode)

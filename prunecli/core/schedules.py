@@ -8,9 +8,10 @@ step at ``sparsity_at(total_steps)``, which the config guarantees is the final t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Schedule(Protocol):
@@ -145,6 +146,22 @@ BUILDERS: dict[str, Callable[[float, Plan], Schedule]] = {
     ),
     "iterative": lambda final, plan: Iterative(final, plan.rounds, max(plan.total_steps, 1)),
 }
+
+
+def factory(settings: Any, steps_per_epoch: int, epochs: int) -> Callable[[float], Schedule]:
+    """Builds each layer's schedule from ``prune.schedule`` (``settings``): layers differ
+    only in their final target."""
+    plan = Plan(
+        steps_per_epoch,
+        steps_per_epoch * epochs,
+        start_epoch=settings.start_epoch,
+        end_epoch=settings.end_epoch,
+        initial=settings.initial_sparsity,
+        power=settings.power,
+        frequency=settings.frequency,
+        rounds=settings.steps,
+    )
+    return functools.partial(build, settings.type, plan=plan)
 
 
 def build(kind: str, final: float, plan: Plan) -> Schedule:

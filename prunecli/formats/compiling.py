@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from prunecli.config import Finetune
 from prunecli.errors import ConfigError
 
 # Keras 2 config keys Keras 3 no longer accepts (they carried no information we need).
@@ -72,6 +73,50 @@ def from_names(loss: str | None, metrics: list[str]) -> dict[str, Any]:
     if metrics:
         args["metrics"] = list(metrics)
     return args
+
+
+def training_args(
+    user_compile: dict[str, Any], inferred: dict[str, Any] | None, finetune: Finetune
+) -> dict[str, Any]:
+    """Loss and metrics to fine-tune and evaluate with: ``finetune.loss``/``metrics`` when
+    set, else the model's own (``user_compile``), else ``inferred`` from the data."""
+    import keras
+
+    explicit = from_names(finetune.loss, finetune.metrics)
+    if user_compile.get("loss"):
+        config = keras.saving.deserialize_keras_object(user_compile)
+        found = {
+            key: config.get(key) for key in ("loss", "loss_weights", "metrics", "weighted_metrics")
+        }
+    elif inferred is not None:
+        found = inferred
+    elif finetune.epochs > 0 and "loss" not in explicit:
+        raise ConfigError(
+            "fine-tuning needs a loss: the model was saved without a compile config; "
+            "set finetune.loss (e.g. mse, sparse_categorical_crossentropy)"
+        )
+    else:
+        found = {}
+    return found | explicit
+
+
+def saved_compile(model: Any, compile_args: dict[str, Any]) -> dict[str, Any]:
+    """The compile config an input saved without one leaves with: fine-tuning's optimizer
+    settings and the task's loss and metrics, never the distillation loss (a closure no
+    other program could load). Empty when nothing was fine-tuned."""
+    import keras
+
+    if not getattr(model, "compiled", False) or not compile_args.get("loss"):
+        return {}
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # no loss scale
+    return {
+        key: keras.saving.serialize_keras_object(value)
+        for key, value in (
+            ("optimizer", optimizer),
+            ("loss", compile_args["loss"]),
+            ("metrics", compile_args.get("metrics")),
+        )
+    }
 
 
 def _optimizer(config: dict[str, Any] | None) -> Any:

@@ -17,9 +17,7 @@ Nothing here imports TensorFlow at module level: ``plan`` runs in preflight.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +29,8 @@ from prunecli import data
 from prunecli.config import TFLite
 from prunecli.errors import OutputError, first_line
 from prunecli.formats import staging
-from prunecli.reporting.measure import sizes
+from prunecli.formats.base import InputFormat
+from prunecli.reporting import measure
 
 # Suffix -> format of the main output; "" (no suffix) is a SavedModel folder.
 SUFFIXES = {".keras": "keras", ".h5": "h5", ".hdf5": "h5", ".tflite": "tflite", "": "savedmodel"}
@@ -40,9 +39,6 @@ EXTRA_SUFFIX = {"savedmodel": ".savedmodel", "tflite": ".tflite", "keras": ".ker
 DEPLOYABLE = ("savedmodel", "tflite")  # measured by running the artifact itself
 
 CALIBRATION_SAMPLES = 100  # int8: representative batches of one, from data.train
-WARMUP_RUNS = 5
-TIMED_RUNS = 30
-_EVAL_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -78,40 +74,25 @@ def plan(main: Path, folder: bool, extras: list[str]) -> list[Artifact]:
     return found
 
 
-def write_savedmodel(model: Any, path: Path) -> None:
-    """A SavedModel of a Keras model: ``serving_default`` takes the model's inputs (names and
-    shapes), loads with ``tf.saved_model.load`` and ``saved_model_cli show``.
-
-    The one place a SavedModel is made (TFLite files are converted from it). A model read
-    from a signature-only SavedModel is re-saved with the input's own signatures instead,
-    one read from a tf.keras SavedModel with its ``serving_default`` names (``signatures``)."""
-    from prunecli.formats import savedmodel, signatures
-
-    if savedmodel.signature_layer(model) is not None:
-        savedmodel.save(model, path)
-        return
-    names = signatures.names_of(model)
-    try:
-        if names is not None:
-            signatures.export(model, path, names)
-        else:
-            model.export(str(path), format="tf_saved_model", verbose=False)
-    except Exception as exc:
-        raise OSError(f"cannot export a SavedModel to {path}: {first_line(exc)}") from exc
-
-
 def write(
-    model: Any, artifact: Artifact, path: Path, settings: TFLite, calibration: np.ndarray | None
+    model: Any,
+    source: InputFormat,
+    artifact: Artifact,
+    path: Path,
+    settings: TFLite,
+    calibration: np.ndarray | None,
 ) -> str | None:
-    """Write ``model`` as ``artifact.format`` at ``path`` (a staged temporary name); returns
-    a note when the file had to differ from what was asked (see ``convert_tflite``)."""
+    """Write ``model`` (read from an input of kind ``source``) as ``artifact.format`` at
+    ``path`` (a staged temporary name); returns a note when the file had to differ from
+    what was asked (see ``convert_tflite``). Every SavedModel is made by the input's
+    adapter (TFLite files are converted from one)."""
     from prunecli.formats import model_io
 
     if artifact.format == "savedmodel":
-        write_savedmodel(model, path)
+        source.export_savedmodel(model, path)
         return None
     if artifact.format == "tflite":
-        flat, note = convert_tflite(model, settings, calibration, artifact.path)
+        flat, note = convert_tflite(model, source, settings, calibration, artifact.path)
         path.write_bytes(flat)
         return note
     model_io.save(model, path)
@@ -119,20 +100,24 @@ def write(
 
 
 def convert_tflite(
-    model: Any, settings: TFLite, calibration: np.ndarray | None, where: Path
+    model: Any,
+    source: InputFormat,
+    settings: TFLite,
+    calibration: np.ndarray | None,
+    where: Path,
 ) -> tuple[bytes, str | None]:
     """(flatbuffer, note): the model converted as ``settings`` asks, checked to run in LiteRT
     with its default delegate; if sparse storage stops it running, converted dense instead
     (same quantisation) and the note says why. Raises OutputError if neither runs."""
     with tempfile.TemporaryDirectory(prefix="prunecli-") as folder:
-        source = Path(folder) / "savedmodel"
-        write_savedmodel(model, source)
-        flat = _convert(source, settings.sparse, settings.quantize, calibration)
+        exported = Path(folder) / "savedmodel"
+        source.export_savedmodel(model, exported)
+        flat = _convert(exported, settings.sparse, settings.quantize, calibration)
         problem = _run_problem(flat)
         if problem is None:
             return flat, None
         if settings.sparse:
-            dense = _convert(source, False, settings.quantize, calibration)
+            dense = _convert(exported, False, settings.quantize, calibration)
             if _run_problem(dense) is None:
                 return dense, (
                     f"sparse storage with quantize {settings.quantize} does not run in LiteRT's "
@@ -158,7 +143,7 @@ def _convert(source: Path, sparse: bool, quantize: str, calibration: np.ndarray 
     try:
         return converter.convert()
     except Exception as exc:
-        raise OSError(f"TFLite conversion failed: {first_line(exc)}") from exc
+        raise OutputError(f"TFLite conversion failed: {first_line(exc)}") from exc
 
 
 def _representative(calibration: np.ndarray | None) -> Callable[[], Iterator[list[np.ndarray]]]:
@@ -176,7 +161,7 @@ def _representative(calibration: np.ndarray | None) -> Callable[[], Iterator[lis
 def _run_problem(flat: bytes) -> str | None:
     """None if the model allocates and runs one zero sample in LiteRT; else why not."""
     try:
-        interpreter = _interpreter(flat)
+        interpreter = measure.litert_interpreter(flat)
         detail = interpreter.get_input_details()[0]
         interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
         interpreter.invoke()
@@ -185,50 +170,9 @@ def _run_problem(flat: bytes) -> str | None:
     return None
 
 
-def _interpreter(flat: bytes) -> Any:
-    """A LiteRT interpreter with its default delegate (XNNPack), allocated; its "Created
-    TensorFlow Lite XNNPACK delegate" line is kept off the user's stderr."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from prunecli import runtime
-
-    with runtime.native_stderr_muted():
-        interpreter = Interpreter(model_content=flat)
-        interpreter.allocate_tensors()
-    return interpreter
-
-
-def measure(
-    artifact: Artifact, path: Path, samples: data.Source | None, task: Any
-) -> dict[str, Any]:
-    """``{size_bytes, size_gzip_bytes, accuracy, latency_ms}`` of the artifact at ``path``,
-    measured by running it: accuracy over ``samples`` streamed in batches (None without
-    samples or a classification task), latency the median batch-1 CPU call after warm-up."""
-    from prunecli.reporting import evaluate
-
-    size, gzipped = sizes(path)
-    runner = _tflite_runner(path) if artifact.format == "tflite" else _savedmodel_runner(path)
-    accuracy = sample = None
-    if samples is not None and len(samples):
-        batches = (np.asarray(x) for x, _ in samples.dataset(_EVAL_BATCH, cache=False))
-        if task is None:  # nothing to score: one sample times the artifact
-            sample = next(batches)[:1]
-        else:
-            predictions = []
-            for batch in batches:
-                sample = batch[:1] if sample is None else sample
-                predictions.append(runner(batch))
-            accuracy = evaluate.accuracy(np.concatenate(predictions), samples.y, task)
-    return {
-        "size_bytes": size,
-        "size_gzip_bytes": gzipped,
-        "accuracy": accuracy,
-        "latency_ms": _latency_ms(runner, sample),
-    }
-
-
 def measure_input(
     model: Any,
+    source: InputFormat,
     artifacts: tuple[Artifact, ...],
     settings: TFLite,
     splits: data.Splits,
@@ -242,13 +186,14 @@ def measure_input(
         for artifact in artifacts:
             if artifact.format in DEPLOYABLE:
                 path = Path(folder) / f"before{EXTRA_SUFFIX[artifact.format]}"
-                write(model, artifact, path, settings, _calibration(splits))
-                found[artifact.format] = measure(artifact, path, samples, scored)
+                write(model, source, artifact, path, settings, _calibration(splits))
+                found[artifact.format] = measure.artifact(artifact.format, path, samples, scored)
     return found
 
 
 def stage_all(
     model: Any,
+    source: InputFormat,
     artifacts: tuple[Artifact, ...],
     stage: staging.Staging,
     settings: TFLite,
@@ -264,12 +209,12 @@ def stage_all(
     staged_paths = []
     for artifact in artifacts:
         staged = (stage.temp_dir_for if artifact.folder else stage.temp_for)(artifact.path)
-        note = write(model, artifact, staged, settings, _calibration(splits))
+        note = write(model, source, artifact, staged, settings, _calibration(splits))
         staged_paths.append(staged)
         if artifact.format in DEPLOYABLE:
             entries.append(
                 {"format": artifact.format, "path": str(artifact.path)}
-                | measure(artifact, staged, samples, scored)
+                | measure.artifact(artifact.format, staged, samples, scored)
                 | {"before": before.get(artifact.format), "note": note}
             )
     return staged_paths[0], entries
@@ -289,50 +234,3 @@ def _calibration(splits: data.Splits) -> np.ndarray | None:
         return None
     first = splits.train.dataset(CALIBRATION_SAMPLES, cache=False).take(1)
     return next(np.asarray(x) for x, _ in first)
-
-
-def _tflite_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """Runs a batch through the interpreter, resizing its batch dimension as needed."""
-    interpreter = _interpreter(path.read_bytes())
-    source = interpreter.get_input_details()[0]
-    target = interpreter.get_output_details()[0]["index"]
-    shape = [tuple(source["shape"])]
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(batch, dtype=source["dtype"])
-        if batch.shape != shape[0]:
-            interpreter.resize_tensor_input(source["index"], batch.shape)
-            interpreter.allocate_tensors()
-            shape[0] = batch.shape
-        interpreter.set_tensor(source["index"], batch)
-        interpreter.invoke()
-        return interpreter.get_tensor(target).copy()
-
-    return run
-
-
-def _savedmodel_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """Calls ``serving_default`` with the batch as its one input; the first output back."""
-    import tensorflow as tf
-
-    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
-    (name, spec), *_ = signature.structured_input_signature[1].items()
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        result = signature(**{name: tf.constant(batch, dtype=spec.dtype)})
-        return np.asarray(result[sorted(result)[0]])
-
-    return run
-
-
-def _latency_ms(run: Callable[[np.ndarray], np.ndarray], sample: np.ndarray | None) -> float | None:
-    if sample is None:
-        return None
-    for _ in range(WARMUP_RUNS):
-        run(sample)
-    times = []
-    for _ in range(TIMED_RUNS):
-        start = time.perf_counter()
-        run(sample)
-        times.append(time.perf_counter() - start)
-    return round(1000 * statistics.median(times), 4)

@@ -24,6 +24,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from prunecli import compat
 from prunecli.errors import ModelLoadError
 from prunecli.formats import compiling
 
@@ -49,7 +50,7 @@ def load_h5(path: Path) -> Any:
         config = json.loads(_text(handle.attrs["model_config"]))
         training = handle.attrs.get("training_config")
         renames: dict[str, str] = {}
-        model = _build(to_keras3(config, renames))
+        model = compat.legacy_model_from_config(to_keras3(config, renames))
         _copy_weights(handle["model_weights"], model, renames, path)
     if training is not None:
         model.compile(**compiling.from_training_config(json.loads(_text(training))))
@@ -173,13 +174,6 @@ def _ref_lists(node: Any) -> list[list[Any]]:
     if isinstance(node, dict):  # Keras 3 style {"args": [...], "kwargs": {...}} calls
         return [ref for value in node.values() for ref in _ref_lists(value)]
     return []
-
-
-def _build(config: dict[str, Any]) -> Any:
-    """Keras 3's own builder of legacy (``.h5``) model configs."""
-    from keras.src.legacy.saving import saving_utils
-
-    return saving_utils.model_from_config(config)
 
 
 def _copy_weights(group: h5py.Group, model: Any, renames: dict[str, str], path: Path) -> None:

@@ -1,10 +1,14 @@
-"""Load and save Keras models: ``.keras`` (zip), ``.h5`` (HDF5, Keras 3, Keras 2 or
-tfmot-wrapped) and tf.keras SavedModel folders (with ``keras_metadata.pb``).
+"""Load and save Keras models: find the input's kind, hand it to that kind's adapter.
+
+Kinds (``input.format`` in the report, ``inspect --json``'s ``format``): ``keras`` (zip),
+``h5`` (Keras 3 HDF5), ``h5-keras2`` (tf.keras / tf_keras HDF5), ``h5-tfmot`` (tfmot
+wrappers not stripped), ``savedmodel-keras2`` (a tf.keras SavedModel folder, with
+``keras_metadata.pb``) and ``savedmodel`` (signatures only). The kind is read from the
+content, never the suffix.
 
 Loading is safe by default: before Keras deserializes anything, the stored config is read
 and a ``Lambda`` layer (arbitrary Python code) is refused unless the user passes
-``--no-safe-mode``; Keras's own ``safe_mode`` stays on as well. Saving strips what
-fine-tuning added (optimizer state), so the size on disk compares like with like.
+``--no-safe-mode``; Keras's own ``safe_mode`` stays on as well.
 """
 
 from __future__ import annotations
@@ -16,117 +20,170 @@ from typing import Any
 
 import h5py
 
-from prunecli.errors import ModelLoadError, first_line
-from prunecli.formats import compiling, legacy, savedmodel, signatures
-
-FORMATS = {".keras": "keras", ".h5": "h5", ".hdf5": "h5"}
-
-# What prunecli can do with an input: every Keras model supports everything. An input kind
-# that is not a Keras model (a signature-only SavedModel) lists less here.
-FULL_SUPPORT = ("unstructured", "structured", "layer_selection", "finetune")
-SUPPORTS: dict[str, tuple[str, ...]] = dict.fromkeys(
-    ("keras", "h5", "h5-keras2", "h5-tfmot", "savedmodel-keras2"), FULL_SUPPORT
-) | {savedmodel.FORMAT: savedmodel.SUPPORTS}
+from prunecli import compat
+from prunecli.errors import ModelLoadError, OutputError, first_line, os_message
+from prunecli.formats import legacy, savedmodel, signatures
+from prunecli.formats.base import InputFormat, load_failure
 
 
-def supports(fmt: str) -> list[str]:
-    """What prunecli can do with an input of format ``fmt`` (``inspect --json``'s list)."""
-    return list(SUPPORTS.get(fmt, ()))
+class _KerasFile(InputFormat):
+    """A kind whose file stores a Keras architecture: checked for Lambda layers first."""
 
-
-def detect_format(path: Path) -> str:
-    """The input kind by content (the suffix can lie): ``keras``, ``h5`` (Keras 3),
-    ``h5-keras2`` (tf.keras / tf_keras), ``h5-tfmot`` (tfmot wrappers not stripped),
-    ``savedmodel-keras2`` (a tf.keras SavedModel folder) or ``savedmodel`` (signatures only:
-    Keras 3 ``export`` or a plain ``tf.Module``); raises ModelLoadError otherwise."""
-    if not path.exists():
-        raise ModelLoadError(f"{path}: model file not found")
-    if savedmodel.is_savedmodel(path):
-        return savedmodel.FORMAT
-    if path.is_dir():
-        if (path / "saved_model.pb").exists():  # with keras_metadata.pb: tf.keras wrote it
-            return "savedmodel-keras2"
-        raise ModelLoadError(f"{path}: is a folder, expected a .keras or .h5 model file")
-    if zipfile.is_zipfile(path):
-        return "keras"
-    if h5py.is_hdf5(path):
+    def load(self, path: Path, safe_mode: bool) -> Any:
+        if safe_mode and _has_lambda(self.stored_config(path)):
+            raise ModelLoadError(
+                f"{path}: contains a Lambda layer, whose code would run on load; refusing in "
+                "safe mode. If you trust this file, pass --no-safe-mode"
+            )
         try:
-            with h5py.File(path, "r") as handle:
-                return legacy.h5_format(handle.attrs)
-        except OSError as exc:
-            raise ModelLoadError(f"{path}: damaged HDF5 file ({exc})") from None
-    raise ModelLoadError(
-        f"{path}: not a Keras model (expected a .keras zip archive or an .h5 HDF5 file)"
-    )
+            model = self._load(path, safe_mode)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # Keras raises many types for a bad file: "cannot load"
+            raise load_failure(path, exc) from None
+        if not hasattr(model, "layers"):
+            raise ModelLoadError(f"{path}: loaded object is not a Keras model")
+        return model
 
+    def stored_config(self, path: Path) -> dict[str, Any]:
+        """The model architecture stored in the file, read without Keras."""
+        try:
+            return self._stored_config(path)
+        except ModelLoadError:
+            raise
+        except (KeyError, OSError, ValueError, zipfile.BadZipFile, ImportError) as exc:
+            raise ModelLoadError(f"{path}: damaged or not a Keras model file ({exc})") from None
 
-def stored_config(path: Path, fmt: str) -> dict[str, Any]:
-    """The model architecture stored in the file, read without Keras."""
-    try:
-        if fmt == "savedmodel-keras2":
-            return legacy.savedmodel_config(path)
-        if fmt == "keras":
-            with zipfile.ZipFile(path) as archive:
-                return json.loads(archive.read("config.json"))
+    def _stored_config(self, path: Path) -> dict[str, Any]:
         with h5py.File(path, "r") as handle:
             raw = handle.attrs.get("model_config")
             if raw is None:
                 raise ModelLoadError(f"{path}: HDF5 file holds weights only, not a whole model")
             return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-    except ModelLoadError:
-        raise
-    except (KeyError, OSError, ValueError, zipfile.BadZipFile, ImportError) as exc:
-        raise ModelLoadError(f"{path}: damaged or not a Keras model file ({exc})") from None
+
+    def _load(self, path: Path, safe_mode: bool) -> Any:
+        raise NotImplementedError
 
 
-def load(path: Path, safe_mode: bool = True) -> tuple[Any, str]:
-    """(model, format). The file is only read, never written.
+class KerasZip(_KerasFile):
+    name = "keras"
 
-    A SavedModel holds graphs, not Python: loading it runs no user code, so safe mode has
-    nothing to refuse there.
-    """
-    fmt = detect_format(path)
-    if fmt == savedmodel.FORMAT:
-        return savedmodel.load(path), fmt
-    if safe_mode and _has_lambda(stored_config(path, fmt)):
-        raise ModelLoadError(
-            f"{path}: contains a Lambda layer, whose code would run on load; refusing in safe "
-            "mode. If you trust this file, pass --no-safe-mode"
-        )
-    try:
-        model = _load(path, fmt, safe_mode)
-    except ModelLoadError:
-        raise
-    except Exception as exc:  # Keras raises many types for a bad file; all mean "cannot load"
-        raise ModelLoadError(f"{path}: cannot load model: {first_line(exc)}") from None
-    if not hasattr(model, "layers"):
-        raise ModelLoadError(f"{path}: loaded object is not a Keras model")
-    return model, fmt
+    def _stored_config(self, path: Path) -> dict[str, Any]:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read("config.json"))
 
+    def _load(self, path: Path, safe_mode: bool) -> Any:
+        import keras
 
-def _load(path: Path, fmt: str, safe_mode: bool) -> Any:
-    """Keras 3 reads ``.keras`` and Keras 3 ``.h5`` itself; when it cannot read an ``.h5``'s
-    compile config (Keras 3.15 fails on its own ``loss="mse"``), ``compiling`` does. Keras 2
-    kinds go through ``legacy``, their configs checked for Lambda layers first (``load``)."""
-    import keras
-
-    if fmt == "keras":
         return keras.saving.load_model(path, compile=True, safe_mode=safe_mode)
-    if fmt == "h5":
+
+
+class KerasH5(_KerasFile):
+    """Keras 3 reads its own ``.h5``; when it cannot read the compile config (Keras 3.15
+    fails on its own ``loss="mse"``), ``legacy.compile_h5`` does."""
+
+    name = "h5"
+
+    def _load(self, path: Path, safe_mode: bool) -> Any:
+        import keras
+
         try:
             return keras.saving.load_model(path, compile=True, safe_mode=safe_mode)
         except (ValueError, TypeError):  # its compile config; a broken file fails again below
             model = keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
             legacy.compile_h5(model, path)
             return model
-    from keras.src.saving.serialization_lib import SafeModeScope
 
-    with SafeModeScope(safe_mode):  # legacy configs are built by Keras's own deserializer
-        if fmt == "savedmodel-keras2":
+
+class Keras2H5(_KerasFile):
+    """tf.keras ``.h5``: the stored config rewritten for Keras 3 (``legacy``), built by
+    Keras's own deserializer under safe mode."""
+
+    name = "h5-keras2"
+
+    def _load(self, path: Path, safe_mode: bool) -> Any:
+        with compat.safe_mode_scope(safe_mode):
+            return legacy.load_h5(path)
+
+
+class TfmotH5(Keras2H5):
+    """A tfmot ``.h5`` saved without ``strip_pruning``: wrappers removed, masks applied."""
+
+    name = "h5-tfmot"
+
+
+class Keras2SavedModel(_KerasFile):
+    name = "savedmodel-keras2"
+
+    def _stored_config(self, path: Path) -> dict[str, Any]:
+        return legacy.savedmodel_config(path)
+
+    def _load(self, path: Path, safe_mode: bool) -> Any:
+        with compat.safe_mode_scope(safe_mode):
             model = legacy.load_savedmodel(path)
-            signatures.remember(model, signatures.read(path))  # written back with its names
-            return model
-        return legacy.load_h5(path)
+        signatures.remember(model, signatures.read(path))  # written back with its names
+        return model
+
+    def export_savedmodel(self, model: Any, path: Path) -> None:
+        """With the input's ``serving_default`` input and output names (tf.keras names the
+        outputs after their layers, e.g. ``head``; Keras 3 would say ``output_0``)."""
+        names = signatures.names_of(model)
+        if names is None:
+            super().export_savedmodel(model, path)
+            return
+        try:
+            signatures.export(model, path, names)
+        except OSError as exc:
+            raise OutputError(os_message(exc, path)) from exc
+        except Exception as exc:
+            raise OutputError(f"cannot export a SavedModel to {path}: {first_line(exc)}") from exc
+
+
+INPUT_FORMATS: dict[str, InputFormat] = {
+    adapter.name: adapter
+    for adapter in (
+        KerasZip(),
+        KerasH5(),
+        Keras2H5(),
+        TfmotH5(),
+        Keras2SavedModel(),
+        savedmodel.SignatureSavedModel(),
+    )
+}
+
+
+def detect(path: Path) -> InputFormat:
+    """The adapter of the input at ``path``, by content; raises ModelLoadError otherwise."""
+    return INPUT_FORMATS[detect_format(path)]
+
+
+def detect_format(path: Path) -> str:
+    """The input kind's name (see the module docstring)."""
+    if not path.exists():
+        raise ModelLoadError(f"{path}: model file not found")
+    if savedmodel.is_savedmodel(path):
+        return savedmodel.FORMAT
+    if path.is_dir():
+        if (path / "saved_model.pb").exists():  # with keras_metadata.pb: tf.keras wrote it
+            return Keras2SavedModel.name
+        raise ModelLoadError(f"{path}: is a folder, expected a .keras or .h5 model file")
+    try:
+        if zipfile.is_zipfile(path):
+            return KerasZip.name
+        if h5py.is_hdf5(path):
+            with h5py.File(path, "r") as handle:
+                return legacy.h5_format(handle.attrs)
+    except OSError as exc:
+        raise ModelLoadError(f"{path}: damaged or unreadable model file ({exc})") from None
+    raise ModelLoadError(
+        f"{path}: not a Keras model (expected a .keras zip archive or an .h5 HDF5 file)"
+    )
+
+
+def load(path: Path, safe_mode: bool = True) -> tuple[Any, InputFormat]:
+    """(model, its input kind's adapter). The file is only read, never written."""
+    adapter = detect(path)
+    return adapter.load(path, safe_mode), adapter
 
 
 def compile_config(model: Any) -> dict[str, Any]:
@@ -134,28 +191,14 @@ def compile_config(model: Any) -> dict[str, Any]:
     return model.get_compile_config() if getattr(model, "compiled", False) else {}
 
 
-def reset_training_state(model: Any, config: dict[str, Any]) -> None:
-    """Recompile from ``config`` with a fresh, unbuilt optimizer: no optimizer state is saved.
-
-    The user's compile config (optimizer settings, loss, metrics) is what the saved file
-    keeps; the slot variables fine-tuning built would otherwise triple the file size.
-    """
-    if not config or savedmodel.signature_layer(model) is not None:
-        return  # a SavedModel output is its own graphs and variables: no optimizer in it
-    import keras
-
-    args = keras.saving.deserialize_keras_object(config)
-    if "loss" in args:  # "mse" as written would make a saved .h5 unreadable to Keras 3.15
-        args["loss"] = compiling.portable_loss(args["loss"])
-    model.compile(**args)
-
-
 def save(model: Any, path: Path) -> None:
     """Write ``model`` to ``path`` (a temporary name: callers rename it into place)."""
     try:
         model.save(path)
+    except OSError as exc:
+        raise OutputError(os_message(exc, path)) from exc
     except Exception as exc:
-        raise OSError(f"cannot save model to {path}: {first_line(exc)}") from exc
+        raise OutputError(f"cannot save model to {path}: {first_line(exc)}") from exc
 
 
 def _has_lambda(node: Any) -> bool:

@@ -23,13 +23,15 @@ exporter chose them), so ``prune.layers`` include/exclude/overrides are refused.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from prunecli import compat
 from prunecli.errors import ConfigError, ModelLoadError, OutputError, first_line
+from prunecli.formats.base import InputFormat
+from prunecli.pruning.selection import LayerInfo
 
 FORMAT = "savedmodel"
 ENDPOINT = "serving_default"
@@ -89,7 +91,9 @@ def load(path: Path) -> Any:
             f"prunecli fine-tunes and measures a SavedModel through {ENDPOINT}"
         )
     try:
-        layer = _SignatureLayer(str(path), call_endpoint=ENDPOINT, trainable=True)
+        layer = compat.tfsm_layer_class(_SignatureCall)(
+            str(path), call_endpoint=ENDPOINT, trainable=True
+        )
     except Exception as exc:  # TF raises many types for a graph it cannot restore
         raise ModelLoadError(f"{path}: cannot load SavedModel: {first_line(exc)}") from None
     inputs = layer.call_endpoint_fn.structured_input_signature[1]
@@ -127,14 +131,14 @@ def _signature_names(path: Path) -> list[str]:
 
 
 def signature_layer(model: Any) -> Any | None:
-    """The model's ``_SignatureLayer`` (None for an ordinary Keras model)."""
-    return next((lay for lay in getattr(model, "layers", []) if isinstance(lay, _Marker)), None)
+    """The model's signature layer (None for an ordinary Keras model)."""
+    return next(
+        (lay for lay in getattr(model, "layers", []) if isinstance(lay, _SignatureCall)), None
+    )
 
 
-def describe(layer: Any) -> list[Any]:
+def describe(layer: Any) -> list[LayerInfo]:
     """One LayerInfo per variable group (``a/b/kernel:0`` and ``a/b/bias:0`` -> ``a/b``)."""
-    from prunecli.pruning.selection import LayerInfo
-
     infos: dict[str, LayerInfo] = {}
     reasons: dict[str, list[str]] = {}
     for name, variable in _named(layer):
@@ -160,7 +164,7 @@ def save(model: Any, path: Path) -> None:
     to ``path`` (a temporary folder: callers rename it into place)."""
     import tensorflow as tf
 
-    source = signature_layer(model)._reloaded_obj
+    source = compat.reloaded_object(signature_layer(model))
     tf.saved_model.save(source, str(path), signatures=dict(source.signatures))
 
 
@@ -215,45 +219,45 @@ def _output_activation(layer: Any, spec: Any) -> Any:
     return None
 
 
-class _Marker:
-    """Lets ``signature_layer`` recognise the layer without importing Keras at import time."""
+class _SignatureCall:
+    """What the signature layer adds to ``keras.layers.TFSMLayer`` (the class itself is made
+    in ``compat``, since it overrides a private method): a single output tensor instead of
+    a dict, and its kernels described from its variables for selection."""
+
+    call_endpoint_fn: Any
+
+    def call(self, inputs: Any, training: bool = False) -> Any:
+        (output,) = self.call_endpoint_fn(inputs).values()
+        return output
+
+    def describe_kernels(self, path: str) -> list[LayerInfo]:
+        del path  # variables carry the exporter's own names
+        return describe(self)
 
 
-@functools.cache
-def _layer_class() -> type:
-    import keras
-    from keras.layers import TFSMLayer
+class SignatureSavedModel(InputFormat):
+    """A SavedModel with signatures only: no layers to select, no Keras file to write."""
 
-    class SignatureLayer(TFSMLayer, _Marker):
-        """TFSMLayer on one signature: returns its single output tensor, not a dict, and
-        names its weights so that Keras optimizers accept them.
+    name = FORMAT
+    supports = SUPPORTS
 
-        TFSMLayer names a weight after its variable with ``/`` -> ``_``, which keeps the
-        ``:0`` of a loaded variable; an optimizer then names its slots
-        ``dense_kernel:0_momentum``, an invalid scope name. The original name is kept in
-        ``original_names`` for the report.
-        """
+    def load(self, path: Path, safe_mode: bool) -> Any:
+        """Graphs, not Python: loading runs no user code, so safe mode refuses nothing."""
+        del safe_mode
+        return load(path)
 
-        def _add_existing_weight(self, weight: Any) -> None:
-            name = weight.name.split(":")[0]
-            variable = keras.Variable(
-                initializer=weight,  # the same tf.Variable: the graphs see every assign
-                trainable=weight.trainable,
-                dtype=weight.dtype,
-                shape=weight.shape,
-                name=name.replace("/", "_"),
-            )
-            if not hasattr(self, "original_names"):
-                self.original_names: dict[int, str] = {}
-            self.original_names[id(variable)] = name
-            self._track_variable(variable)
+    def default_output(self, source: Path) -> Path:
+        return default_output(source)
 
-        def call(self, inputs: Any, training: bool = False) -> Any:
-            (output,) = self.call_endpoint_fn(inputs).values()
-            return output
+    def check_request(self, source: Path, layers: Any, formats: list[str]) -> None:
+        check_request(source, layers, formats)
 
-    return SignatureLayer
+    def output_activation(self, model: Any) -> str:
+        activation = signature_layer(model).activation
+        return getattr(activation, "__name__", "")
 
+    def reset_training_state(self, model: Any, config: dict[str, Any]) -> None:
+        del model, config  # its own graphs and variables: no optimizer is saved in it
 
-def _SignatureLayer(*args: Any, **kwargs: Any) -> Any:
-    return _layer_class()(*args, **kwargs)
+    def export_savedmodel(self, model: Any, path: Path) -> None:
+        save(model, path)

@@ -156,6 +156,15 @@ class Pruner:
             for key, w in weights.items()
         }
 
+    def state(self) -> Any:
+        """The targets of the last mask update (a checkpoint stores them: a resumed run
+        then recomputes no mask whose target has not moved)."""
+        return self._applied
+
+    def restore(self, applied: Any) -> None:
+        """Take back ``state()`` from a checkpoint (the masks come with the variables)."""
+        self._applied = applied
+
     def finish(self) -> float:
         """Bring every mask to its final target (after the last training step)."""
         return self.update(step=_FOREVER)

@@ -23,7 +23,6 @@ from prunecli.config import Prune
 from prunecli.core import masking
 from prunecli.core.granularity import Pattern
 from prunecli.errors import ConfigError
-from prunecli.formats import savedmodel
 
 # Each entry: (attribute path, reduction axis) per prunable kernel. The reduction axis is
 # the one a layer's output sums over (a Dense kernel is (in, out): axis -2; a transposed
@@ -50,10 +49,10 @@ PRUNABLE: dict[str, tuple[tuple[str, int | None], ...]] = {
     # Query/key/value kernels are (dim, heads, head_dim): they sum over dim. The output
     # kernel (heads, head_dim, dim) sums over heads and head_dim; groups run along head_dim.
     "MultiHeadAttention": (
-        ("_query_dense.kernel", -3),
-        ("_key_dense.kernel", -3),
-        ("_value_dense.kernel", -3),
-        ("_output_dense.kernel", -2),
+        ("query_dense.kernel", -3),
+        ("key_dense.kernel", -3),
+        ("value_dense.kernel", -3),
+        ("output_dense.kernel", -2),
     ),
     **dict.fromkeys(
         (
@@ -106,8 +105,9 @@ def describe(model: Any) -> list[LayerInfo]:
     """Every leaf layer that has weights, with its prunable kernels (nothing selected yet)."""
     infos = []
     for path, layer in walk(model):
-        if savedmodel.signature_layer(model) is layer:  # variables, not layers
-            infos.extend(savedmodel.describe(layer))
+        describe_kernels = getattr(layer, "describe_kernels", None)
+        if describe_kernels is not None:  # a layer that knows its kernels (a SavedModel's)
+            infos.extend(describe_kernels(path))
             continue
         params = sum(int(np.prod(w.shape)) for w in layer.weights)
         if not params:

@@ -16,6 +16,7 @@ import numpy as np
 
 from prunecli.data import Source
 from prunecli.errors import DataError
+from prunecli.formats.base import InputFormat
 
 PREDICT_BATCH = 256
 
@@ -43,10 +44,17 @@ class Task:
         return {"loss": keras.losses.MeanSquaredError(), "metrics": []}
 
 
-def infer_task(model: Any, labels: Source, source: Path | None) -> Task:
-    """The task, after checking the labels can be the model's: raises DataError if not."""
+def infer_task(
+    model: Any, labels: Source, source: Path | None, activation: str | None = None
+) -> Task:
+    """The task, after checking the labels can be the model's: raises DataError if not.
+
+    ``activation`` is the model's output function as its input kind's adapter names it
+    (``InputFormat.output_activation``; read from the layers when not given)."""
     units = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
-    from_logits = _output_activation(model) not in ("softmax", "sigmoid")
+    if activation is None:
+        activation = InputFormat().output_activation(model)
+    from_logits = activation not in ("softmax", "sigmoid")
     y = labels.y
     where = f"{source}: " if source else ""
     if y.dtype.kind != "i" or y.ndim != 1:
@@ -69,17 +77,6 @@ def infer_task(model: Any, labels: Source, source: Path | None) -> Task:
             f"(class ids 0..{units - 1})"
         )
     return Task("sparse", from_logits)
-
-
-def _output_activation(model: Any) -> str:
-    """Name of the function the last layer applies: a Softmax layer counts as softmax, and a
-    nested model as its own last layer."""
-    last = model.layers[-1]
-    if hasattr(last, "layers") and last.layers:
-        return _output_activation(last)
-    if type(last).__name__ == "Softmax":
-        return "softmax"
-    return getattr(getattr(last, "activation", None), "__name__", "")
 
 
 def evaluate(model: Any, samples: Source, task: Task, loss: Any) -> tuple[float | None, float]:

@@ -15,12 +15,12 @@ from prunecli.pruning import selection
 
 def summarize(path: Path, safe_mode: bool = True) -> dict[str, Any]:
     """Every layer with weights: params, current kernel sparsity, prunable or why not."""
-    model, fmt = model_io.load(path, safe_mode=safe_mode)
+    model, source = model_io.load(path, safe_mode=safe_mode)
     weights = [np.asarray(w) for w in model.weights]
     return {
         "path": str(path),
-        "format": fmt,
-        "supports": model_io.supports(fmt),
+        "format": source.name,
+        "supports": list(source.supports),
         "params_total": int(sum(w.size for w in weights)),
         "params_nonzero": int(sum(np.count_nonzero(w) for w in weights)),
         "layers": [

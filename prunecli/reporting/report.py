@@ -13,6 +13,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from prunecli import __version__
+from prunecli.config import Config
 from prunecli.core import masking
 from prunecli.core.granularity import Pattern
 from prunecli.pruning.selection import LayerInfo
@@ -31,6 +33,41 @@ _ROWS: tuple[tuple[str, str, str], ...] = (
     ("accuracy", "accuracy", "pct"),
     ("loss", "loss", "float"),
 )
+
+
+def build(
+    *,
+    config: Config,
+    environment: dict[str, Any],
+    input: dict[str, Any],
+    output: dict[str, Any],
+    exports: list[dict[str, Any]],
+    before: dict[str, Any],
+    after: dict[str, Any],
+    layers: list[dict[str, Any]],
+    finetune: dict[str, Any],
+    data: dict[str, Any],
+    timing: dict[str, float],
+    gate: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The report (``report.json``; README "Report fields") from the stages' results, in
+    its documented key order. The one place a report is assembled."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "prunecli_version": __version__,
+        "environment": environment,
+        "config": config.model_dump(mode="json"),
+        "input": input,
+        "output": output,
+        "exports": exports,
+        "before": before,
+        "after": after,
+        "layers": layers,
+        "finetune": finetune,
+        "data": data,
+        "timing": timing,
+        "gate": gate,
+    }
 
 
 def model_stats(model: Any, layers: list[LayerInfo]) -> dict[str, Any]:

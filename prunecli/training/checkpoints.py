@@ -36,18 +36,18 @@ import os
 import tempfile
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
-from rich.console import Console
 
-from prunecli import events, interrupts
+from prunecli import interrupts
 from prunecli.config import Config, Finetune
 from prunecli.data import Source
 from prunecli.errors import ConfigError, OutputError
+from prunecli.progress import Reporter
 
 FILE = "checkpoint.npz"
 FORMAT = 1  # bump when the stored state changes; an older checkpoint is then refused
@@ -125,7 +125,7 @@ class Tracker:
     seed: int
     every: int | None = None  # also save every N optimizer steps
     resume: bool = False
-    console: Console | None = None
+    reporter: Reporter = field(default_factory=Reporter)
 
     def fit(
         self,
@@ -179,7 +179,7 @@ class Tracker:
             "fingerprint": self.fingerprint,
             "epoch": position.epoch,
             "batch": position.batch,
-            "applied": hook.pruner._applied,
+            "applied": hook.pruner.state(),
             "current": hook.current,
             "updates": hook.result.updates,
         }
@@ -194,11 +194,10 @@ class Tracker:
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise
-        if events.is_json(self.console):
-            self.console.event(  # type: ignore[union-attr]
-                "checkpoint", reason=reason, epoch=position.epoch,
-                step=position.step(hook.spe), path=str(self.where),
-            )  # fmt: skip
+        self.reporter.note(
+            "checkpoint", reason=reason, epoch=position.epoch,
+            step=position.step(hook.spe), path=str(self.where),
+        )  # fmt: skip
 
     def _restore(self, model: Any, hook: Any) -> Position:
         path = self.where / FILE
@@ -218,22 +217,17 @@ class Tracker:
             )
         _assign_state(arrays, model, hook.pruner, path)
         applied = meta["applied"]
-        hook.pruner._applied = applied
+        hook.pruner.restore(applied)
         hook.current = meta["current"]
         hook.result.updates[:] = meta["updates"]
         position = Position(meta["epoch"], meta["batch"])
         step = position.step(hook.spe)
-        if events.is_json(self.console):
-            self.console.event(  # type: ignore[union-attr]
-                "resumed", epoch=position.epoch, step=step, path=str(self.where)
-            )
-        elif self.console is not None:
-            self.console.print(
-                f"resumed from {self.where} after {step} steps "
-                f"(epoch {position.epoch + 1 if position.batch else position.epoch})",
-                highlight=False,
-                soft_wrap=True,
-            )
+        self.reporter.say(
+            "resumed",
+            f"resumed from {self.where} after {step} steps "
+            f"(epoch {position.epoch + 1 if position.batch else position.epoch})",
+            epoch=position.epoch, step=step, path=str(self.where),
+        )  # fmt: skip
         return position
 
 

@@ -22,7 +22,6 @@ writes the model and the reports; the others write to a temporary folder that is
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import tempfile
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prunecli import compat
 from prunecli.errors import ConfigError
 
 FLOAT32 = "float32"
@@ -178,32 +178,18 @@ def _is_chief(strategy: Any) -> bool:
 
 
 @contextlib.contextmanager
-def outputs_for(job: Job, request: Any) -> Iterator[Any]:
-    """``request`` itself on the chief; elsewhere a copy writing into a temporary folder.
+def scratch_folder(job: Job) -> Iterator[Path | None]:
+    """None on the chief; elsewhere a temporary folder for this worker's outputs.
 
     A non-chief worker still runs every step, evaluation included (the collective ops need
-    every worker), and saves like the chief; its files go to a folder that is removed
-    afterwards, so exactly one model and one report come out of the job. Only the chief
-    checks for existing outputs (the copy has ``force`` on).
+    every worker), and saves like the chief; its files go to this folder, removed
+    afterwards, so exactly one model and one report come out of the job.
     """
     if job.is_chief:
-        yield request
+        yield None
         return
     with tempfile.TemporaryDirectory(prefix="prunecli-worker-") as folder:
-        base = Path(folder)
-        output = request.config.output.model_copy(
-            update={
-                "path": base / f"model{_suffix(request)}",
-                "report": base / "report.json",
-            }
-        )
-        config = request.config.model_copy(update={"output": output})
-        yield dataclasses.replace(request, config=config, force=True)
-
-
-def _suffix(request: Any) -> str:
-    path = request.config.output.path
-    return path.suffix if path is not None else ".keras"
+        yield Path(folder)
 
 
 def precision_policy(mixed: bool) -> str:
@@ -249,7 +235,7 @@ def _layers(model: Any) -> list[Any]:
 
     return [
         layer
-        for layer in model._flatten_layers(include_self=False, recursive=True)
+        for layer in compat.all_layers(model)
         if not isinstance(layer, keras.layers.InputLayer)
     ]
 
@@ -268,7 +254,7 @@ def adopt(model: Any) -> None:
     """
     import tensorflow as tf
 
-    strategy = getattr(model, "_distribute_strategy", None)
+    strategy = compat.distribute_strategy(model)
     if strategy is None:
         return
 
@@ -278,9 +264,9 @@ def adopt(model: Any) -> None:
                 data_batch = _first_shard(strategy, next(batches))
                 break
         with strategy.scope():
-            model._symbolic_build(data_batch=data_batch)
+            compat.symbolic_build(model, data_batch)
 
-    model._maybe_symbolic_build = symbolic_build
+    compat.set_symbolic_build(model, symbolic_build)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         model.train_step = _logs_as_vectors(model.train_step)
 

@@ -14,12 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from prunecli import events
 from prunecli.config import Distill, Finetune
 from prunecli.data import Source
+from prunecli.progress import Reporter
 from prunecli.pruning.pruner import Pruner
 
 if TYPE_CHECKING:
@@ -51,7 +49,7 @@ def run(
     train: Source,
     settings: Finetune,
     compile_args: dict[str, Any],
-    console: Console | None,
+    reporter: Reporter,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     teacher: Teacher | None = None,
     seed: int = 0,
@@ -61,39 +59,20 @@ def run(
 
     ``compile_args`` holds the loss to train with (the model's own, or one inferred from
     the data; metrics are dropped: prunecli measures the model itself afterwards).
-    ``console`` None means quiet; a terminal console gets a rich progress bar, any other
-    one plain one-line-per-epoch logs. ``callbacks`` are passed on to ``model.fit``
-    (benchmarks time epochs with one). ``teacher`` turns on distillation
-    (``settings.distill``). ``train`` is streamed: each epoch's order fixed by ``seed`` and
-    the epoch, batched and prefetched by ``tf.data``. ``checkpoint`` saves preemption-safe
-    checkpoints and resumes from one (``checkpoints.Tracker.fit`` then runs ``model.fit``).
+    ``reporter`` hears of each epoch (and each step, when it wants them). ``callbacks`` are
+    passed on to ``model.fit`` (benchmarks time epochs with one). ``teacher`` turns on
+    distillation (``settings.distill``). ``train`` is streamed: each epoch's order fixed by
+    ``seed`` and the epoch, batched and prefetched by ``tf.data``. ``checkpoint`` saves
+    preemption-safe checkpoints and resumes from one (``checkpoints.Tracker.fit`` then runs
+    ``model.fit``).
     """
-    import tensorflow as tf
-
     spe = steps_per_epoch(len(train), settings.batch_size)
     result = Result(epochs=settings.epochs, steps=settings.epochs * spe)
-    loss, targets = compile_args["loss"], None
-    if teacher is not None and settings.distill is not None:
-        loss = _distillation_loss(keras.losses.get(loss), settings.distill, train.y, teacher)
-        targets = np.concatenate([_as_rows(train.y), teacher.outputs.astype(np.float32)], axis=1)
-    model.compile(
-        optimizer=OPTIMIZERS[settings.optimizer](settings),
-        loss=loss,
-        jit_compile=settings.jit_compile,
-        steps_per_execution=steps_per_execution(
-            settings.steps_per_execution, spe, result.steps, pruner,
-            checkpoint.every if checkpoint is not None else None,
-            distributed=tf.distribute.has_strategy(),
-        ),
-    )  # fmt: skip
+    targets = _compile(model, pruner, train, settings, compile_args, teacher, result.steps,
+                       checkpoint.every if checkpoint is not None else None)  # fmt: skip
     hook = _ScheduleHook(pruner, spe, result)
     hooks: list[keras.callbacks.Callback] = [hook, *callbacks]
-    if events.is_json(console):
-        hooks.append(_EpochEvents(console, hook))
-    elif console is not None:
-        hooks.append(
-            _ProgressBar(console, hook) if console.is_terminal else _EpochLog(console, hook)
-        )
+    hooks.append((_StepReport if reporter.per_step else _EpochReport)(reporter, hook))
     pruner.attach()
     try:
         if checkpoint is not None:
@@ -111,8 +90,39 @@ def run(
             )
     finally:
         pruner.detach()
+        reporter.end_steps()  # an interrupted fit never reaches on_train_end
     result.updates.append({"step": result.steps, "sparsity": pruner.finish()})
     return result
+
+
+def _compile(
+    model: Any,
+    pruner: Pruner,
+    train: Source,
+    settings: Finetune,
+    compile_args: dict[str, Any],
+    teacher: Teacher | None,
+    steps: int,
+    checkpoint_every: int | None,
+) -> np.ndarray | None:
+    """Compile for fine-tuning; returns the distillation targets (labels beside the
+    teacher's outputs) when distilling, else None."""
+    import tensorflow as tf
+
+    loss, targets = compile_args["loss"], None
+    if teacher is not None and settings.distill is not None:
+        loss = _distillation_loss(keras.losses.get(loss), settings.distill, train.y, teacher)
+        targets = np.concatenate([_as_rows(train.y), teacher.outputs.astype(np.float32)], axis=1)
+    model.compile(
+        optimizer=OPTIMIZERS[settings.optimizer](settings),
+        loss=loss,
+        jit_compile=settings.jit_compile,
+        steps_per_execution=steps_per_execution(
+            settings.steps_per_execution, steps_per_epoch(len(train), settings.batch_size),
+            steps, pruner, checkpoint_every, distributed=tf.distribute.has_strategy(),
+        ),
+    )  # fmt: skip
+    return targets
 
 
 AUTO_STEPS_PER_EXECUTION = 32
@@ -252,70 +262,37 @@ class _ScheduleHook(keras.callbacks.Callback):
             self.result.updates.append({"step": step, "sparsity": self.current})
 
 
-class _EpochLog(keras.callbacks.Callback):
-    """One plain line per epoch (logs, CI): epoch, loss, current sparsity."""
+class _EpochReport(keras.callbacks.Callback):
+    """Each epoch's end to the reporter: epoch, global step, loss, metrics, sparsity."""
 
-    def __init__(self, console: Console, hook: _ScheduleHook) -> None:
+    def __init__(self, reporter: Reporter, hook: _ScheduleHook) -> None:
         super().__init__()
-        self.console, self.hook = console, hook
+        self.reporter, self.hook = reporter, hook
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        loss = (logs or {}).get("loss", float("nan"))
-        self.console.print(
-            f"epoch {epoch + 1}/{self.params['epochs']}  loss {float(loss):.4f}  "
-            f"sparsity {self.hook.current:.3f}",
-            highlight=False,
-        )
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        total = self.params["epochs"] * self.params["steps"]
+        self.reporter.start_steps(total, self.hook.current)
 
-
-class _EpochEvents(keras.callbacks.Callback):
-    """``--log-format json``: one ``epoch`` event per epoch, with the global step count."""
-
-    def __init__(self, console: Any, hook: _ScheduleHook) -> None:
-        super().__init__()
-        self.console, self.hook = console, hook
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.label = f"{epoch + 1}/{self.params['epochs']}"
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = dict(logs or {})
         loss = logs.pop("loss", float("nan"))
-        self.console.event(
-            "epoch", epoch=epoch + 1, epochs=self.params["epochs"],
-            step=(epoch + 1) * self.hook.spe, loss=float(loss),
+        self.reporter.epoch(
+            epoch + 1, self.params["epochs"], (epoch + 1) * self.hook.spe, float(loss),
             metrics={key: float(value) for key, value in logs.items()},
             sparsity=self.hook.current,
         )  # fmt: skip
 
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.reporter.end_steps()
 
-class _ProgressBar(keras.callbacks.Callback):
-    """A rich bar over all steps, showing epoch, loss and current sparsity."""
 
-    def __init__(self, console: Console, hook: _ScheduleHook) -> None:
-        super().__init__()
-        self.hook = hook
-        self.bar = Progress(
-            TextColumn("fine-tune epoch {task.fields[epoch]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  sparsity {task.fields[sparsity]:.3f}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        )
-        self.task = self.bar.add_task(
-            "fine-tune", total=0, epoch="1", loss=float("nan"), sparsity=0.0
-        )
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        total = self.params["epochs"] * self.params["steps"]
-        self.bar.update(self.task, total=total, sparsity=self.hook.current)
-        self.bar.start()
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.bar.update(self.task, epoch=f"{epoch + 1}/{self.params['epochs']}")
+class _StepReport(_EpochReport):
+    """Also every step (a progress bar). A separate class: a callback that defines
+    ``on_train_batch_end`` turns off Keras's asynchronous batch-end dispatch."""
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = float((logs or {}).get("loss", float("nan")))
-        self.bar.update(self.task, advance=1, loss=loss, sparsity=self.hook.current)
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self.bar.stop()
+        self.reporter.step(self.label, loss, self.hook.current)

@@ -1,0 +1,97 @@
+"""Every use of a private Keras or TensorFlow API, each with the versions it is for.
+
+prunecli pins ``keras`` and ``tensorflow`` to the ranges these shims cover (pyproject.toml).
+Each shim has a test in ``tests/test_compat.py`` that fails the day the private name moves
+or the public API makes the shim unnecessary, so the day it can go is visible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+from typing import Any
+
+# Keras 3.0 - 3.15: no public way to run Keras's own deserializer under a chosen safe mode;
+# ``keras.saving.load_model(safe_mode=...)`` sets it only for its own call.
+SAFE_MODE_SCOPE = "keras.src.saving.serialization_lib.SafeModeScope"
+# Keras 3.0 - 3.15: the legacy (Keras 2 JSON) model builder is not exported.
+LEGACY_MODEL_FROM_CONFIG = "keras.src.legacy.saving.saving_utils.model_from_config"
+
+
+@contextlib.contextmanager
+def safe_mode_scope(safe_mode: bool) -> Iterator[None]:
+    """Keras's deserializer refuses lambdas and unsafe classes inside this scope."""
+    from keras.src.saving.serialization_lib import SafeModeScope
+
+    with SafeModeScope(safe_mode):
+        yield
+
+
+def legacy_model_from_config(config: dict[str, Any]) -> Any:
+    """Build a Keras 2 style ``{"class_name", "config"}`` model config with Keras 3."""
+    from keras.src.legacy.saving import saving_utils
+
+    return saving_utils.model_from_config(config)
+
+
+def symbolic_build(model: Any, data_batch: Any) -> None:
+    """Build a model's metrics and optimizer variables from one batch (Keras 3.x
+    ``Model._symbolic_build``; under a distribution strategy it must see one replica's
+    shard, which ``fit`` cannot be told)."""
+    model._symbolic_build(data_batch=data_batch)
+
+
+def distribute_strategy(model: Any) -> Any | None:
+    """The strategy a model was built under (Keras 3.x ``Model._distribute_strategy``;
+    None under the default strategy)."""
+    return getattr(model, "_distribute_strategy", None)
+
+
+def set_symbolic_build(model: Any, build: Any) -> None:
+    """Replace the hook ``fit`` calls before its first step (Keras 3.x
+    ``Model._maybe_symbolic_build``)."""
+    model._maybe_symbolic_build = build
+
+
+def all_layers(layer: Any) -> list[Any]:
+    """Every layer inside ``layer``, recursively, not itself: sub-layers of composite and
+    custom layers included (Keras 3.x ``Layer._flatten_layers``; ``Model.layers`` lists only
+    the top level and a custom layer's sub-layers are in no public list)."""
+    return list(layer._flatten_layers(include_self=False, recursive=True))
+
+
+def reloaded_object(layer: Any) -> Any:
+    """The ``tf.saved_model.load`` result a ``keras.layers.TFSMLayer`` wraps (Keras 3.x
+    ``TFSMLayer._reloaded_obj``): its signatures are what a re-saved SavedModel keeps."""
+    return layer._reloaded_obj
+
+
+@functools.cache
+def tfsm_layer_class(behaviour: type) -> type:
+    """``keras.layers.TFSMLayer`` + ``behaviour``, naming its weights so that Keras
+    optimizers accept them (Keras 3.x ``TFSMLayer._add_existing_weight``, ``_track_variable``).
+
+    TFSMLayer names a weight after its variable with ``/`` -> ``_``, which keeps the ``:0``
+    of a loaded variable; an optimizer then names its slots ``dense_kernel:0_momentum``, an
+    invalid scope name. The original name is kept in ``original_names`` for the report.
+    """
+    import keras
+    from keras.layers import TFSMLayer
+
+    class SignatureLayer(behaviour, TFSMLayer):
+        def _add_existing_weight(self, weight: Any) -> None:
+            name = weight.name.split(":")[0]
+            variable = keras.Variable(
+                initializer=weight,  # the same tf.Variable: the graphs see every assign
+                trainable=weight.trainable,
+                dtype=weight.dtype,
+                shape=weight.shape,
+                name=name.replace("/", "_"),
+            )
+            if not hasattr(self, "original_names"):
+                self.original_names: dict[int, str] = {}
+            self.original_names[id(variable)] = name
+            self._track_variable(variable)
+
+    return SignatureLayer
