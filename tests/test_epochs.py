@@ -90,3 +90,25 @@ def test_set_up_does_not_grow_with_the_epochs(tmp_path: Path, cache: bool) -> No
     assert calls == [len(source)]
     few = source.epochs(4, seed=0, first=0, stop=2)
     _assert_same(_batches(many, 12), _batches(few, 12))
+
+
+def test_sigterm_during_set_up_of_a_long_run_stops_it(make_model, npz_data, tmp_path: Path):
+    """2,000 epochs: SIGTERM right after loading stops the run with exit 130 and no model
+    written (the old set-up built 2,000 pipelines first and ignored SIGTERM for minutes)."""
+    import signal
+
+    from conftest import write_config
+    from test_checkpoints import Events, prune_args, start
+
+    model = make_model("cnn", ".h5")
+    config = write_config(tmp_path / "long.yaml", "finetune:\n  epochs: 2000\n  batch_size: 2\n")
+    output = tmp_path / "out" / "p.keras"
+    output.parent.mkdir()
+    child = start([*prune_args(model, npz_data, config, output), "--log-format", "json"])
+    events = Events(child)
+    events.until(lambda event: event["event"] == "loaded")
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=120) == 130
+    seen = events.until(lambda event: event["event"] == "error")
+    assert seen[-1]["exit_code"] == 130
+    assert not output.exists()
