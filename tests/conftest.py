@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -187,3 +188,23 @@ def cli() -> Callable[..., Result]:
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def val_arrays(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The validation PNGs read independently: sorted class folders, pixels / 255."""
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    x, y = [], []
+    for label, name in enumerate(classes):
+        for file in sorted((root / name).glob("*.png")):
+            x.append(np.asarray(Image.open(file).convert("L"), dtype=np.float32) / 255.0)
+            y.append(label)
+    return np.stack(x)[..., None], np.array(y)
+
+
+def core_outputs(folder: Path) -> list[str]:
+    """Sorted names in ``folder`` without the report's plots and HTML page (every report
+    has them; tests/test_analysis_prune.py checks them), so a test can assert exactly the
+    model, reports and checkpoints a run left."""
+    return sorted(
+        p.name for p in folder.iterdir() if not re.search(r"\.report(\.\w+\.png|\.html)$", p.name)
+    )

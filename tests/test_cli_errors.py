@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import write_config
+from conftest import core_outputs, write_config
 from PIL import Image
 
 
@@ -42,7 +42,7 @@ def one_error_line(result: Any, code: int = 2) -> str:
 
 
 def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
+    return core_outputs(folder)
 
 
 def image_folder(root: Path, classes: int = 3, per_class: int = 4, size: int = 8) -> Path:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from conftest import write_config
 
-from prunecli.core import coverage, schedules
+from prunecli.core import schedule_coverage as coverage
+from prunecli.core import schedules
 
 
 def _prune(cli, *args: object) -> tuple[dict, str, str]:

@@ -49,6 +49,7 @@ def build(
     data: dict[str, Any],
     timing: dict[str, float],
     gate: dict[str, Any] | None,
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
     """The report (``report.json``; README "Report fields") from the stages' results, in
     its documented key order. The one place a report is assembled."""
@@ -67,6 +68,7 @@ def build(
         "data": data,
         "timing": timing,
         "gate": gate,
+        "warnings": warnings or [],
     }
 
 
@@ -76,10 +78,12 @@ def model_stats(model: Any, layers: list[LayerInfo]) -> dict[str, Any]:
     kernels = [np.asarray(v) for info in layers if info.selected for v in info.kernels.values()]
     prunable = sum(k.size for k in kernels)
     zeros = sum(k.size - np.count_nonzero(k) for k in kernels)
+    total = int(sum(w.size for w in weights))
     return {
-        "params_total": int(sum(w.size for w in weights)),
+        "params_total": total,
         "params_nonzero": int(sum(np.count_nonzero(w) for w in weights)),
         "prunable_params": int(prunable),
+        "prunable_share": float(prunable / total) if total else 0.0,
         "sparsity": float(zeros / prunable) if prunable else 0.0,
     }
 
@@ -97,6 +101,8 @@ def layer_rows(layers: list[LayerInfo], pattern: Pattern) -> list[dict[str, Any]
             "pruned": info.selected,
             "reason": info.reason,
             "pattern_ok": _pattern_ok(info, pattern),
+            "kernels": info.kernel_paths(),
+            "trainable": info.trainable,
         }
         for info in layers
     ]
@@ -109,20 +115,6 @@ def _pattern_ok(info: LayerInfo, pattern: Pattern) -> bool | None:
         masking.pattern_ok(np.asarray(variable), pattern, info.axes[attr])
         for attr, variable in info.kernels.items()
     )
-
-
-def loss_name(loss: Any) -> Any:
-    """The name of the loss fine-tuning used, configured or inferred: a Keras loss object
-    by its ``name``, a function by its own, a string as given; per-output dicts and lists
-    entry by entry. Example: ``SparseCategoricalCrossentropy(from_logits=True)`` ->
-    ``"sparse_categorical_crossentropy"``; None when there was none."""
-    if loss is None or isinstance(loss, str):
-        return loss
-    if isinstance(loss, dict):
-        return {key: loss_name(value) for key, value in loss.items()}
-    if isinstance(loss, list | tuple):
-        return [loss_name(value) for value in loss]
-    return getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__
 
 
 def to_json(report: dict[str, Any]) -> str:

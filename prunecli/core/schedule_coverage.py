@@ -38,7 +38,7 @@ def warning(schedule: Schedule, total: int) -> str | None:
     if left >= MIN_FRACTION * total:
         return None
     return (
-        f"warning: the schedule reaches its final sparsity at step {total - left} of {total}: "
+        f"the schedule reaches its final sparsity at step {total - left} of {total}: "
         f"only {left} fine-tuning steps ({100 * left / total:.0f}%) run at the final "
         f"sparsity; raise finetune.epochs or lower prune.schedule.end_epoch so that at "
         f"least {100 * MIN_FRACTION:.0f}% do"
