@@ -140,9 +140,10 @@ def _feature_parser(name: str, feature: Feature, settings: Data) -> Callable[[An
             "(e.g. [28, 28, 1]); got none"
         )
 
-    # A list of values is taken as is unless data.rescale is set: then it is applied, like
-    # an image's pixels (uint8 pixels stored as int64 with rescale 1/255 reach [0, 1]).
-    scale = None if settings.rescale in (None, "auto") else settings.rescale
+    # A list of values is taken as is unless the user set data.rescale to a number: then it
+    # is applied, like an image's pixels (uint8 pixels stored as int64, 1/255: [0, 1]).
+    chosen = "rescale" in settings.model_fields_set and settings.rescale not in (None, "auto")
+    scale = settings.rescale if chosen else None
 
     def parse_values(record: Any) -> Any:
         import tensorflow as tf
