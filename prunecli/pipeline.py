@@ -36,7 +36,7 @@ from prunecli.progress import Reporter
 from prunecli.pruning import coverage, selection
 from prunecli.pruning.pruner import Pruner
 from prunecli.reporting import evaluate, measure, report, sizes
-from prunecli.training import checkpoints, distribute, finetune, frozen, labels
+from prunecli.training import checkpoints, distribute, finetune, frozen, guards, labels
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class Request:
     safe_mode: bool = True
     max_accuracy_drop: float | None = None
     resume: bool = False  # continue from the checkpoint of an interrupted run
+    config_file: Path | None = None  # an input too: no output may replace it
 
 
 @dataclass(frozen=True)
@@ -109,12 +110,12 @@ def preflight(request: Request) -> Targets:
     """All checks that need no TensorFlow: the model file exists and is a model, outputs
     writable and not clobbering, data given where the config needs it."""
     paths = targets(request)  # reads the input's format first: a missing model is named first
-    for artifact in paths.artifacts:
-        staging.check_target(
-            artifact.path, force=request.force, inputs=(request.model,), folder=artifact.folder
-        )
-    for path in (paths.report, paths.markdown):
-        staging.check_target(path, force=request.force, inputs=(request.model,))
+    staging.check_outputs(
+        paths.artifacts, (paths.report, paths.markdown),
+        checkpoint_folder(request, paths) if request.config.finetune.epochs > 0 else None,
+        inputs=staging.run_inputs(request.model, request.config, request.config_file),
+        force=request.force,
+    )  # fmt: skip
     hooks.preflight(request.config, paths.markdown, request.force, request.model)
     _check_data_needs(request)
     if request.config.finetune.epochs > 0:
@@ -355,7 +356,11 @@ def _finetune(
     ):
         return finetune.run(
             loaded.model, pruner, prepared.splits.train, cfg.finetune, prepared.compile_args,
-            reporter, callbacks=[_StopOnSignal(), *callbacks], teacher=teacher, seed=cfg.seed,
+            reporter, teacher=teacher, seed=cfg.seed, callbacks=[
+                _StopOnSignal(),
+                guards.FiniteLoss(cfg.finetune, checkpoint_folder(request, paths)),
+                *callbacks,
+            ],
             checkpoint=tracker,
         )  # fmt: skip
 

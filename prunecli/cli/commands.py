@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from prunecli import __version__
-from prunecli.errors import ConfigError, DataError, ModelLoadError, OutputError, PruneError
+from prunecli.errors import (
+    ConfigError,
+    DataError,
+    ModelLoadError,
+    OutputError,
+    PruneError,
+    first_line,
+)
 from prunecli.names import LOG_FORMATS
 
 if TYPE_CHECKING:
@@ -56,24 +63,32 @@ def _guarded(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         as_json = kwargs.get("log_format") == "json"
+        from prunecli import events, faults, interrupts  # here, not at import: --help is fast
+
         try:
             # SIGTERM behaves like Ctrl-C, and is never lost; with --log-format json every
             # stderr line is an event, TensorFlow's native lines included.
-            from prunecli import events, interrupts
-
-            with interrupts.installed(), events.json_stderr(as_json, capture_native=not debug):
+            with (
+                interrupts.installed(),
+                events.json_stderr(as_json, capture_native=not debug),
+                faults.private_tempdir(),
+            ):
                 return command(*args, debug=debug, **kwargs)
         except PruneError as exc:
             if debug:
                 traceback.print_exc()
-            _fail(str(exc), EXIT_CODES.get(type(exc), EXIT_USAGE), as_json)
+            _fail(first_line(exc), EXIT_CODES.get(type(exc), EXIT_USAGE), as_json)
         except KeyboardInterrupt as exc:
             _fail(str(exc) or "interrupted; no output was written", EXIT_INTERRUPTED, as_json)
         except Exception as exc:
             if debug:
                 traceback.print_exc()
+            known = faults.classify(exc)  # a full disk, an input gone: not a bug
+            if known is not None:
+                _fail(first_line(known), EXIT_CODES[type(known)], as_json)
             _fail(
-                f"unexpected {type(exc).__name__}: {exc} (a bug: rerun with --debug and report it)",
+                f"unexpected {type(exc).__name__}: {first_line(exc)} "
+                "(a bug: rerun with --debug and report it)",
                 EXIT_BUG,
                 as_json,
             )
@@ -221,6 +236,7 @@ def prune(
         safe_mode=not no_safe_mode,
         max_accuracy_drop=settings.prune.max_accuracy_drop,  # the flag, or the config's
         resume=resume,
+        config_file=config_path,
     )
     if settings.prune.sweep:
         from prunecli.analysis import sweep as sweeping
