@@ -24,10 +24,10 @@ from typing import Any
 
 import keras
 
-from prunecli import data, interrupts, runtime
+from prunecli import __version__, data, interrupts, runtime
 from prunecli.analysis import figures, hooks
 from prunecli.config import Config
-from prunecli.core import catalog, schedules
+from prunecli.core import catalog, schedule_coverage, schedules
 from prunecli.data import inputs, preprocessing
 from prunecli.errors import ConfigError
 from prunecli.formats import compiling, exporting, model_io, staging
@@ -35,7 +35,7 @@ from prunecli.formats.base import InputFormat
 from prunecli.progress import Reporter
 from prunecli.pruning import coverage, selection
 from prunecli.pruning.pruner import Pruner
-from prunecli.reporting import evaluate, latency, measure, report
+from prunecli.reporting import evaluate, latency, measure, report, sizes
 from prunecli.structured import stage as structured
 from prunecli.training import checkpoints, distribute, finetune, frozen, guards, labels
 
@@ -186,6 +186,7 @@ def _stages(request: Request, reporter: Reporter, job: distribute.Job) -> dict[s
         teacher = _teacher(loaded.model, prepared.splits, prepared.task, cfg)
     with clock("prune_s"):
         pruner = _pruner(loaded.model, prepared, cfg)
+        _warn_schedule(reporter, prepared, cfg)
         updates = _prune(pruner, cfg)
         _rebuilt(pruner, loaded, prepared)  # channel, one_shot: the narrower model now
     losses = figures.LossHistory()  # the loss plot's points
@@ -296,7 +297,7 @@ def _measure_input(
     if main:
         size = _done({key: main[key] for key in ("size_bytes", "size_gzip_bytes")})
     else:
-        size = _size_as(loaded.model, paths.model.suffix)
+        size = _size_as(loaded.model, paths.model.suffix, loaded.sha256.result())
     return Measured(stats, size, deployed)
 
 
@@ -323,6 +324,20 @@ def _pruner(model: Any, prepared: Prepared, cfg: Config) -> Any:
 def _rebuilt(pruner: Any, loaded: Loaded, prepared: Prepared) -> None:
     """Swap in the narrower model once a channel pruner's masks are final (no-op else)."""
     loaded.model, prepared.layers = structured.rebuilt(pruner, loaded.model, prepared.layers)
+
+
+def _warn_schedule(reporter: Reporter, prepared: Prepared, cfg: Config) -> None:
+    """Say so when fewer than ~10% of the fine-tuning steps run at the final sparsity."""
+    if cfg.finetune.epochs == 0 or prepared.splits.train is None:
+        return
+    if cfg.prune.sparsity == "auto":  # per-layer targets from the scan
+        return
+    spe = finetune.steps_per_epoch(len(prepared.splits.train.y), cfg.finetune.batch_size)
+    schedule = schedules.factory(cfg.prune.schedule, spe, cfg.finetune.epochs)
+    note = schedule_coverage.warning(schedule(cfg.prune.sparsity), spe * cfg.finetune.epochs)
+    if note:
+        prepared.warnings.append(note)  # in the report's warnings too
+        reporter.say("warning", f"warning: {note}")
 
 
 def _prune(pruner: Pruner, cfg: Config) -> list[dict[str, float]]:
@@ -511,9 +526,14 @@ def _done(value: dict[str, int]) -> concurrent.futures.Future[dict[str, int]]:
     return future
 
 
-def _size_as(model: Any, suffix: str) -> concurrent.futures.Future[dict[str, int]]:
+def _size_as(model: Any, suffix: str, digest: str) -> concurrent.futures.Future[dict[str, int]]:
     """The input model saved in the output's format, the fair 'before' size: saved now
-    (pruning changes the weights next), measured in the background."""
+    (pruning changes the weights next), measured in the background; remembered by the
+    input's digest, so a rerun on the same file skips the save and the deflate."""
+    key = f"{digest}|{suffix}|keras {keras.__version__}|prunecli {__version__}"
+    known = sizes.recall(key)
+    if known is not None:
+        return _done(known)
     folder = Path(tempfile.mkdtemp(prefix="prunecli-"))
     path = folder / f"before{suffix}"
     try:
@@ -527,6 +547,7 @@ def _size_as(model: Any, suffix: str) -> concurrent.futures.Future[dict[str, int
             size, gzipped = measure.sizes(path)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+        sizes.remember(key, {"size_bytes": size, "size_gzip_bytes": gzipped})
         return {"size_bytes": size, "size_gzip_bytes": gzipped}
 
     return _background().submit(measured)

@@ -20,6 +20,14 @@ from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+@pytest.fixture(autouse=True)
+def _size_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own cache of measured sizes: nothing is written to ~/.cache, and
+    no test reads figures another one stored (subprocesses inherit the variable)."""
+    monkeypatch.setenv("PRUNECLI_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
 SIZE = 8
 CLASSES = 3
 

@@ -2,7 +2,9 @@
 
 Only this module talks to the terminal's exit status. TensorFlow is imported inside the
 commands that load a model, after ``runtime.start``: ``--help`` and ``validate`` never pay
-for it.
+for it. Nothing beyond click is imported at module level: ``prunecli --help`` and
+``prunecli prune --help`` build every option and stop, so the config models (pydantic),
+``rich`` and the event machinery are imported by the command that runs, when it runs.
 """
 
 from __future__ import annotations
@@ -13,12 +15,11 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
-from prunecli import __version__, config, events, faults, interrupts
+from prunecli import __version__
 from prunecli.errors import (
     ConfigError,
     DataError,
@@ -27,6 +28,10 @@ from prunecli.errors import (
     PruneError,
     first_line,
 )
+from prunecli.names import LOG_FORMATS
+
+if TYPE_CHECKING:
+    from prunecli import config
 
 EXIT_OK = 0
 EXIT_BUG = 1
@@ -44,6 +49,8 @@ EXIT_CODES: dict[type[PruneError], int] = {
 
 def _fail(message: str, code: int, as_event: bool = False) -> None:
     if as_event:  # --log-format json: the error is one more event
+        from prunecli import events
+
         events.emit("error", message=message, exit_code=code)
     else:
         click.echo(f"prunecli: error: {message}", err=True)
@@ -56,6 +63,8 @@ def _guarded(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         as_json = kwargs.get("log_format") == "json"
+        from prunecli import events, faults, interrupts  # here, not at import: --help is fast
+
         try:
             # SIGTERM behaves like Ctrl-C, and is never lost; with --log-format json every
             # stderr line is an event, TensorFlow's native lines included.
@@ -154,7 +163,7 @@ def main() -> None:
 )
 @click.option(
     "--log-format",
-    type=click.Choice(events.FORMATS),
+    type=click.Choice(LOG_FORMATS),
     default="auto",
     show_default=True,
     help="Progress on stderr: rich bar, plain lines, or one JSON event per line.",
@@ -274,6 +283,8 @@ def _settings(
     flags: dict[str, Any],
 ) -> config.Config:
     """The config file, then ``--set`` and the dedicated flags, then ``--data``."""
+    from prunecli import config
+
     overrides = _overrides(assignments, flags)
     if data is not None:
         from prunecli.data import split_dir
@@ -285,6 +296,8 @@ def _settings(
 
 def _print_result(result: dict[str, Any], as_json: bool) -> None:
     """The report on stdout (JSON, or the summary tables); exit 3 if the gate failed."""
+    from rich.console import Console
+
     from prunecli.reporting import report as render
 
     if as_json:
@@ -328,7 +341,7 @@ def _print_result(result: dict[str, Any], as_json: bool) -> None:
 )
 @click.option(
     "--log-format",
-    type=click.Choice(events.FORMATS),
+    type=click.Choice(LOG_FORMATS),
     default="auto",
     show_default=True,
     help="Progress on stderr: rich bar, plain lines, or one JSON event per line.",
@@ -407,6 +420,8 @@ def inspect(
     from prunecli import runtime
 
     runtime.start(native_logs=debug)
+    from rich.console import Console
+
     from prunecli.reporting import inspection
 
     summary = inspection.summarize(
@@ -434,6 +449,8 @@ def validate(config_file: Path, assignments: tuple[str, ...], show: bool, debug:
       prunecli validate configs/quickstart.yaml
       prunecli validate cfg.yaml --set prune.sparsity=0.9 --print
     """
+    from prunecli import config
+
     settings = config.load(config_file, _overrides(assignments, {}))
     if show:
         click.echo(config.dump(settings), nl=False)
@@ -443,6 +460,8 @@ def validate(config_file: Path, assignments: tuple[str, ...], show: bool, debug:
 
 def _overrides(assignments: tuple[str, ...], flags: dict[str, Any]) -> dict[str, Any]:
     """``--set`` pairs, then the dedicated flags (which win); paths become strings."""
+    from prunecli import config
+
     merged = dict(config.parse_set(item) for item in assignments)
     for key, value in flags.items():
         if value is not None:

@@ -2,7 +2,8 @@
 
 ``data.tfrecord.features`` names the features: the label is ``data.label_column`` (one
 int64 or float32 value), the one other feature is the model's input. A ``float32`` or
-``int64`` feature is a flat list of its shape's values (``[28, 28, 1]``: 784 floats); a
+``int64`` feature is a flat list of its shape's values (``[28, 28, 1]``: 784 floats),
+multiplied by ``data.rescale`` when that is set (by default taken as is); a
 ``string`` feature holds an encoded PNG/JPEG image decoded to its shape like an image
 folder's files. The spec is checked on the first record, feature by feature, so a mismatch
 is one ``DataError`` naming the feature; the labels are read in one pass (parsing only the
@@ -139,12 +140,19 @@ def _feature_parser(name: str, feature: Feature, settings: Data) -> Callable[[An
             "(e.g. [28, 28, 1]); got none"
         )
 
+    # A list of values is taken as is unless the user set data.rescale to a number: then it
+    # is applied, like an image's pixels (uint8 pixels stored as int64, 1/255: [0, 1]).
+    chosen = "rescale" in settings.model_fields_set and settings.rescale not in (None, "auto")
+    scale = settings.rescale if chosen else None
+
     def parse_values(record: Any) -> Any:
         import tensorflow as tf
 
         spec = tf.io.FixedLenFeature([math.prod(shape)], getattr(tf, feature.dtype))
-        values = tf.io.parse_single_example(record, {name: spec})[name]
-        return tf.reshape(tf.cast(values, tf.float32), shape)
+        values = tf.cast(tf.io.parse_single_example(record, {name: spec})[name], tf.float32)
+        if scale is not None:
+            values = values * scale
+        return tf.reshape(values, shape)
 
     return parse_values
 

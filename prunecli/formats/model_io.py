@@ -22,7 +22,7 @@ import h5py
 
 from prunecli import compat
 from prunecli.errors import ModelLoadError, OutputError, first_line, os_message
-from prunecli.formats import legacy, libraries, safety, savedmodel
+from prunecli.formats import legacy, libraries, safety, savedmodel, signatures
 from prunecli.formats.base import InputFormat, load_failure
 
 
@@ -121,7 +121,23 @@ class Keras2SavedModel(_KerasFile):
 
     def _load(self, path: Path, safe_mode: bool) -> Any:
         with compat.safe_mode_scope(safe_mode):
-            return legacy.load_savedmodel(path)
+            model = legacy.load_savedmodel(path)
+        signatures.remember(model, signatures.read(path))  # written back with its names
+        return model
+
+    def export_savedmodel(self, model: Any, path: Path) -> None:
+        """With the input's ``serving_default`` input and output names (tf.keras names the
+        outputs after their layers, e.g. ``head``; Keras 3 would say ``output_0``)."""
+        names = signatures.names_of(model)
+        if names is None:
+            super().export_savedmodel(model, path)
+            return
+        try:
+            signatures.export(model, path, names)
+        except OSError as exc:
+            raise OutputError(os_message(exc, path)) from exc
+        except Exception as exc:
+            raise OutputError(f"cannot export a SavedModel to {path}: {first_line(exc)}") from exc
 
 
 INPUT_FORMATS: dict[str, InputFormat] = {
