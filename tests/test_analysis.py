@@ -117,7 +117,9 @@ def test_csv_json_png_and_html_agree(scanned):
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["sensitivity.json", "sensitivity.csv", "sensitivity.png", "model.png", "sensitivity.html"]
     )
-    assert json.loads((out / "sensitivity.json").read_text()) == document
+    stored = json.loads((out / "sensitivity.json").read_text())
+    assert stored.pop("prunecli_version") and stored.pop("schema_version") == 1
+    assert stored == document
     with (out / "sensitivity.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [list(row) for row in rows[:1]] == [["layer", "params", "sparsity", "accuracy", "loss"]]
@@ -168,6 +170,13 @@ def test_existing_outputs_need_force_and_bad_input_is_one_line(
     invalid = cli("analyze", model_path, "-c", bad)
     assert invalid.exit_code == 2
     assert "analyze.levels: every level must be >= 0 and < 1, got 1.0" in invalid.stderr
+    foreign = cli("analyze", model_path, "-c", cfg, "--data", image_data, "-o", out, "--force")
+    assert foreign.exit_code == 2  # --force replaces only prunecli's own table
+    assert "is not a prunecli sensitivity table" in foreign.stderr
+    assert (out / "sensitivity.csv").read_text() == "mine\n"
+    (out / "sensitivity.csv").unlink()
+    first = cli("analyze", model_path, "-c", cfg, "--data", image_data, "-o", out)
+    assert first.exit_code == 0, first.stderr
     forced = cli("analyze", model_path, "-c", cfg, "--data", image_data, "-o", out, "--force")
     assert forced.exit_code == 0, forced.stderr
     assert (out / "sensitivity.csv").read_text().startswith("layer,params,")

@@ -28,6 +28,7 @@ from prunecli.config import Config
 from prunecli.errors import ConfigError, OutputError
 from prunecli.formats import staging
 from prunecli.progress import Reporter
+from prunecli.reporting.report import versions
 
 FILES = ("sensitivity.json", "sensitivity.csv", "sensitivity.png", "model.png", "sensitivity.html")
 COLUMNS = ("layer", "params", "sparsity", "accuracy", "loss")
@@ -152,7 +153,7 @@ def to_html(document: dict[str, Any]) -> str:
 def write(out: Path, document: dict[str, Any]) -> None:
     """All five files, atomically (see the module docstring)."""
     contents: dict[str, bytes] = {
-        "sensitivity.json": (json.dumps(document, indent=2) + "\n").encode(),
+        "sensitivity.json": (json.dumps(versions() | document, indent=2) + "\n").encode(),
         "sensitivity.csv": to_csv(document).encode(),
         "sensitivity.png": plots.layer_curves(document),
         "model.png": plots.model_curves(document),

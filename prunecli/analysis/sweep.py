@@ -20,6 +20,7 @@ from prunecli.analysis import html, plots
 from prunecli.errors import ConfigError
 from prunecli.formats import staging
 from prunecli.progress import Reporter
+from prunecli.reporting.report import versions
 
 _COLUMNS = (
     ("sparsity", "target"),
@@ -79,7 +80,11 @@ def run(request: pipeline.Request, reporter: Reporter) -> dict[str, Any]:
     for each in runs:
         reporter.say("message", f"sweep: sparsity {each.config.prune.sparsity}")
         rows.append(_row(pipeline.run(each, reporter), each.config.prune.sparsity))
-    combined = {"model": str(request.model), "sweep": request.config.prune.sweep, "runs": rows}
+    combined = versions() | {
+        "model": str(request.model),
+        "sweep": request.config.prune.sweep,
+        "runs": rows,
+    }
     with staging.Staging() as stage:
         stage.write_text(paths["json"], json.dumps(combined, indent=2) + "\n")
         stage.write_text(paths["md"], to_markdown(combined, paths["png"].name))

@@ -89,7 +89,7 @@ def _read_multi(files: list[str], settings: Data, specs: tuple[InputSpec, ...]) 
     }
     label = features[label_name]
     _check_first_record(files[0], parsers | {label_name: _label_parser(label_name, label)})
-    labels = _tfrecord_labels(files, label_name, label)
+    labels = _tfrecord_labels(files, label_name, label, (specs[0].name, features[specs[0].name]))
 
     def keys(rows: np.ndarray) -> Any:
         import tensorflow as tf

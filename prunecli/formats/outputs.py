@@ -13,6 +13,11 @@ bytes, or a small JSON file), not by name::
     x.report.md   Markdown starting "# prunecli report"     (kind "markdown")
     x.report.png  a PNG tagged Software: prunecli           (kind "png", the report's plots)
     x.html        HTML with <meta name="generator" content="prunecli">   (kind "html")
+    x.csv         the sensitivity table's header "layer,params,..."         (kind "csv")
+
+prunecli's other JSON documents (``analyze``'s sensitivity.json, a sweep's combined report)
+carry ``prunecli_version`` and ``schema_version`` too, and its Markdown files all start
+with ``# prunecli``.
 """
 
 from __future__ import annotations
@@ -34,8 +39,13 @@ _WHAT = {
     "markdown": "a prunecli Markdown report",
     "png": "a prunecli plot",
     "html": "a prunecli HTML page",
+    "csv": "a prunecli sensitivity table",
 }
-_OWN_MARK = {"png": b"Software\x00prunecli", "html": b'<meta name="generator" content="prunecli">'}
+_OWN_MARK = {
+    "png": b"Software\x00prunecli",
+    "html": b'<meta name="generator" content="prunecli">',
+    "csv": b"layer,params,sparsity,accuracy,loss",
+}
 
 
 def kind_of(path: Path, folder: bool = False) -> str:
@@ -45,7 +55,7 @@ def kind_of(path: Path, folder: bool = False) -> str:
         return "savedmodel"
     if path.suffix.lower() == ".md":
         return "markdown"
-    if path.suffix.lower() in (".png", ".html"):
+    if path.suffix.lower() in (".png", ".html", ".csv"):
         return path.suffix.lower()[1:]
     return _MODEL_SUFFIXES.get(path.suffix.lower(), "report")
 
@@ -69,7 +79,7 @@ def is_kind(path: Path, kind: str) -> bool:
         if kind == "tflite":
             return head[4:8] == b"TFL3"
         if kind == "markdown":
-            return head.startswith(b"# prunecli report")
+            return head.startswith(b"# prunecli")
         if kind in _OWN_MARK:
             with path.open("rb") as handle:
                 return _OWN_MARK[kind] in handle.read(4096)

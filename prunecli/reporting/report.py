@@ -37,6 +37,12 @@ _ROWS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def versions() -> dict[str, Any]:
+    """The two keys every prunecli JSON document starts with (``--force`` recognises its
+    own files by them)."""
+    return {"schema_version": SCHEMA_VERSION, "prunecli_version": __version__}
+
+
 def build(
     *,
     config: Config,
@@ -59,9 +65,7 @@ def build(
     """The report (``report.json``; README "Report fields") from the stages' results, in
     its documented key order. The one place a report is assembled. ``speedup`` is
     before / after ``latency_ms``; ``groups`` the channel groups (granularity channel)."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "prunecli_version": __version__,
+    return versions() | {
         "environment": environment,
         "config": config.model_dump(mode="json"),
         "input": input,
