@@ -429,11 +429,7 @@ def _save(
                 groups=structured.group_rows(pruner),
                 speedup=latency.speedup(before_stats["latency_ms"], after_stats["latency_ms"]),
                 latency_backend=latency.BACKEND,
-                finetune={"epochs": tuned.epochs, "steps": tuned.steps,
-                          "distill": _distill(prepared, cfg),
-                          "loss": labels.loss_name(prepared.compile_args.get("loss")),
-                          "loss_history": extras["losses"],
-                          "train_frozen": cfg.finetune.train_frozen, "mask_updates": updates},
+                finetune=_tuning(prepared, cfg, tuned, updates, extras["losses"]),
                 data=_data_summary(prepared.splits, prepared.task)
                 | {"rescale": prepared.rescale},
                 warnings=prepared.warnings,
@@ -447,6 +443,25 @@ def _save(
             )
             stage.commit()
     return result
+
+
+def _tuning(
+    prepared: Prepared,
+    cfg: Config,
+    tuned: finetune.Result,
+    updates: list[dict[str, float]],
+    losses: list[dict[str, float]],
+) -> dict[str, Any]:
+    """The report's ``finetune`` section."""
+    return {
+        "epochs": tuned.epochs,
+        "steps": tuned.steps,
+        "distill": _distill(prepared, cfg),
+        "loss": labels.loss_name(prepared.compile_args.get("loss")),
+        "loss_history": losses,
+        "train_frozen": cfg.finetune.train_frozen,
+        "mask_updates": updates,
+    }
 
 
 def _distill(prepared: Prepared, cfg: Config) -> dict[str, Any] | None:

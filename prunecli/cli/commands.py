@@ -96,6 +96,49 @@ def _guarded(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--debug", is_flag=True, help="Show tracebacks.")(wrapper)
 
 
+# Options several commands share (one definition each).
+_IMPORT = click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    metavar="MODULE",
+    help="Import this Python module first (repeatable): user code registering custom layers.",
+)
+_MODEL = click.argument("model", type=click.Path(path_type=Path))
+_CONFIG = click.option(
+    "-c", "--config", "config_path", type=click.Path(path_type=Path), help="YAML config."
+)
+_DATA = click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="Dataset folder (train/ and val/ inside, or the training set itself).",
+)
+_SET = click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any dotted config key (repeatable).",
+)
+_FORCE = click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+_NO_SAFE_MODE = click.option(
+    "--no-safe-mode", is_flag=True, help="Allow Lambda layers (runs code stored in the model)."
+)
+_LOG_FORMAT = click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="auto",
+    show_default=True,
+    help="Progress on stderr: rich bar, plain lines, or one JSON event per line.",
+)
+_QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bar or logs.")
+
+
+def _MODEL_CONFIG_DATA(command: Callable[..., Any]) -> Callable[..., Any]:
+    """MODEL, --config and --data: what every command that runs a model on data takes."""
+    return _MODEL(_CONFIG(_DATA(command)))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="prunecli")
 def main() -> None:
@@ -110,13 +153,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("model", type=click.Path(path_type=Path))
-@click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), help="YAML config.")
-@click.option(
-    "--data",
-    type=click.Path(path_type=Path),
-    help="Dataset folder (train/ and val/ inside, or the training set itself).",
-)
+@_MODEL_CONFIG_DATA
 @click.option(
     "-o",
     "--output",
@@ -137,13 +174,7 @@ def main() -> None:
 )
 @click.option("--epochs", type=int, help="Fine-tuning epochs (finetune.epochs); 0 prunes only.")
 @click.option("--seed", type=int, help="Random seed.")
-@click.option(
-    "--set",
-    "assignments",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override any dotted config key (repeatable).",
-)
+@_SET
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the report as JSON on stdout, nothing else."
 )
@@ -152,30 +183,16 @@ def main() -> None:
     type=float,
     help="Exit 3 if accuracy falls by more than this (e.g. 0.01).",
 )
-@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
-@click.option(
-    "--no-safe-mode", is_flag=True, help="Allow Lambda layers (runs code stored in the model)."
-)
+@_FORCE
+@_NO_SAFE_MODE
 @click.option(
     "--resume",
     is_flag=True,
     help="Continue an interrupted run from its checkpoint (finetune.checkpoint_dir).",
 )
-@click.option(
-    "--log-format",
-    type=click.Choice(LOG_FORMATS),
-    default="auto",
-    show_default=True,
-    help="Progress on stderr: rich bar, plain lines, or one JSON event per line.",
-)
-@click.option(
-    "--import",
-    "imports",
-    multiple=True,
-    metavar="MODULE",
-    help="Import this Python module first (repeatable): user code registering custom layers.",
-)
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar or logs.")
+@_LOG_FORMAT
+@_IMPORT
+@_QUIET
 @_guarded
 def prune(
     model: Path,
@@ -219,15 +236,11 @@ def prune(
         "output.path": output,
         "output.report": report,
     }
-    settings = _settings(config_path, data, assignments, flags)
-    if imports:  # --import adds to input.imports
-        added = [*settings.input.imports, *imports]
-        settings = _settings(config_path, data, assignments, flags | {"input.imports": added})
+    settings = _settings(config_path, data, assignments, flags, imports)
     from prunecli import runtime
 
     runtime.start(settings.seed, native_logs=debug, strategy=settings.finetune.strategy)
     from prunecli import pipeline, progress
-    from prunecli.training import checkpoints
 
     request = pipeline.Request(
         model,
@@ -238,20 +251,33 @@ def prune(
         resume=resume,
         config_file=config_path,
     )
-    if settings.prune.sweep:
-        from prunecli.analysis import sweep as sweeping
+    _run(request, progress.make(log_format, quiet), as_json)
 
-        combined = sweeping.run(request, progress.make(log_format, quiet))
-        click.echo(json.dumps(combined, indent=2) if as_json else sweeping.summary(combined))
-        failed = [run for run in combined["runs"] if run["gate"] and not run["gate"]["passed"]]
-        if failed:
-            _fail(f"{len(failed)} sweep targets failed the accuracy gate", EXIT_GATE)
+
+def _run(request: Any, reporter: Any, as_json: bool) -> None:
+    """One prune (or a sweep of them); the report on stdout."""
+    from prunecli import pipeline
+    from prunecli.training import checkpoints
+
+    if request.config.prune.sweep:
+        _sweep(request, reporter, as_json)
         return
     try:
-        result = pipeline.run(request, progress.make(log_format, quiet))
+        result = pipeline.run(request, reporter)
     except KeyboardInterrupt as exc:  # say so when a checkpoint is left to resume from
         raise checkpoints.interrupted(pipeline.checkpoint_folder(request), exc) from None
     _print_result(result, as_json)
+
+
+def _sweep(request: Any, reporter: Any, as_json: bool) -> None:
+    """``--sweep``: one prune per target, one combined report; exit 3 if any gate failed."""
+    from prunecli.analysis import sweep as sweeping
+
+    combined = sweeping.run(request, reporter)
+    click.echo(json.dumps(combined, indent=2) if as_json else sweeping.summary(combined))
+    failed = [run for run in combined["runs"] if run["gate"] and not run["gate"]["passed"]]
+    if failed:
+        _fail(f"{len(failed)} sweep targets failed the accuracy gate", EXIT_GATE)
 
 
 def _number_or_auto(text: str | None) -> float | str | None:
@@ -281,10 +307,15 @@ def _settings(
     data: Path | None,
     assignments: tuple[str, ...],
     flags: dict[str, Any],
+    imports: tuple[str, ...] = (),
 ) -> config.Config:
-    """The config file, then ``--set`` and the dedicated flags, then ``--data``."""
+    """The config file, then ``--set`` and the dedicated flags, then ``--data``;
+    ``--import`` modules add to the config's ``input.imports``."""
     from prunecli import config
 
+    if imports:
+        found = config.load(config_path, _overrides(assignments, flags)).input.imports
+        flags = flags | {"input.imports": [*found, *imports]}
     overrides = _overrides(assignments, flags)
     if data is not None:
         from prunecli.data import split_dir
@@ -314,39 +345,19 @@ def _print_result(result: dict[str, Any], as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("model", type=click.Path(path_type=Path))
-@click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), help="YAML config.")
-@click.option(
-    "--data",
-    type=click.Path(path_type=Path),
-    help="Dataset folder (train/ and val/ inside, or the training set itself).",
-)
+@_MODEL_CONFIG_DATA
 @click.option(
     "-o",
     "--output",
     type=click.Path(path_type=Path),
     help="Output folder (default: <model stem>.analysis/ beside the model).",
 )
-@click.option(
-    "--set",
-    "assignments",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override any dotted config key (repeatable).",
-)
+@_SET
 @click.option("--json", "as_json", is_flag=True, help="Print sensitivity.json on stdout.")
-@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
-@click.option(
-    "--no-safe-mode", is_flag=True, help="Allow Lambda layers (runs code stored in the model)."
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(LOG_FORMATS),
-    default="auto",
-    show_default=True,
-    help="Progress on stderr: rich bar, plain lines, or one JSON event per line.",
-)
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar or logs.")
+@_FORCE
+@_NO_SAFE_MODE
+@_LOG_FORMAT
+@_QUIET
 @_guarded
 def analyze(
     model: Path,
@@ -383,7 +394,7 @@ def analyze(
 
 
 @main.command()
-@click.argument("model", type=click.Path(path_type=Path))
+@_MODEL
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 @click.option(
     "--groups",
@@ -391,16 +402,8 @@ def analyze(
     is_flag=True,
     help="Also list the coupled channel groups (structured pruning): members, frozen or why.",
 )
-@click.option(
-    "--no-safe-mode", is_flag=True, help="Allow Lambda layers (runs code stored in the model)."
-)
-@click.option(
-    "--import",
-    "imports",
-    multiple=True,
-    metavar="MODULE",
-    help="Import this Python module first (repeatable): user code registering custom layers.",
-)
+@_NO_SAFE_MODE
+@_IMPORT
 @_guarded
 def inspect(
     model: Path,

@@ -8,12 +8,16 @@ functions ``saver_def`` points at (TensorFlow's own checkpoint writer and reader
 neither loading nor a signature call runs) may also use ``CHECKPOINT``; a function
 reachable from anything else gets the strict list, even if the saver calls it too.
 
-Pure-TensorFlow, no import of it here: the argument is a ``MetaGraphDef`` proto.
+The checks take a ``MetaGraphDef`` proto and import nothing; ``read_proto`` imports
+TensorFlow's protobuf definitions only when called.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from prunecli.errors import ModelLoadError, first_line
 
 _PURE_NAMES = """
     Abs Acos Acosh Add AddN AddV2 All Any ApproximateEqual ArgMax ArgMin Asin Asinh
@@ -123,3 +127,18 @@ def _reachable(roots: set[str], library: dict[str, Any]) -> set[str]:
         for node in library[name].node_def:
             pending.extend(_called(node, library) - seen)
     return seen
+
+
+def read_proto(folder: Path) -> Any:
+    """The ``SavedModel`` protobuf of ``folder/saved_model.pb``, parsed without loading or
+    calling any graph; ModelLoadError (one line) when it is not one."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    try:
+        proto.ParseFromString((folder / "saved_model.pb").read_bytes())
+    except Exception as exc:  # protobuf's DecodeError, or an unreadable file
+        raise ModelLoadError(
+            f"{folder}: saved_model.pb is damaged or not a SavedModel ({first_line(exc)})"
+        ) from None
+    return proto

@@ -325,17 +325,9 @@ def graph_ops(folder: Path) -> None:
     ``saver_def`` points at (TensorFlow's own checkpoint save/restore, never called by a
     load or a signature call) may also use the checkpoint ops.
     """
-    from tensorflow.core.protobuf import saved_model_pb2
-
     from prunecli.formats import graphops
 
-    proto = saved_model_pb2.SavedModel()
-    try:
-        proto.ParseFromString((folder / "saved_model.pb").read_bytes())
-    except Exception as exc:  # protobuf's DecodeError, or an unreadable file
-        raise ModelLoadError(
-            f"{folder}: saved_model.pb is damaged or not a SavedModel ({_first(exc)})"
-        ) from None
+    proto = graphops.read_proto(folder)
     for graph in proto.meta_graphs:
         bad = graphops.first_unsafe(graph)
         if bad is not None:

@@ -30,6 +30,7 @@ from typing import Any
 
 from prunecli import compat
 from prunecli.errors import ConfigError, ModelLoadError, OutputError, first_line
+from prunecli.formats import graphops
 from prunecli.formats.base import InputFormat
 from prunecli.pruning.selection import LayerInfo
 
@@ -116,15 +117,7 @@ def load(path: Path) -> Any:
 
 def _signature_names(path: Path) -> list[str]:
     """The signature names in ``saved_model.pb``, read without loading any graph."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    proto = saved_model_pb2.SavedModel()
-    try:
-        proto.ParseFromString((path / "saved_model.pb").read_bytes())
-    except Exception as exc:  # protobuf's DecodeError, or an unreadable file
-        raise ModelLoadError(
-            f"{path}: saved_model.pb is damaged or not a SavedModel ({first_line(exc)})"
-        ) from None
+    proto = graphops.read_proto(path)
     # ``__saved_model_init_op`` is TensorFlow's own bookkeeping, not a signature to serve.
     signatures = {name for graph in proto.meta_graphs for name in graph.signature_def}
     return sorted(name for name in signatures if not name.startswith("__"))
