@@ -127,7 +127,7 @@ class Source:
                 )
                 positions = tf.data.Dataset.from_tensor_slices(tf.reshape(order, [len(self)]))
                 return positions.map(
-                    lambda i: (self._decode(tf.gather(keys, i)), tf.gather(labels, i)),
+                    lambda i: (self._decode(_gather(keys, i)), tf.gather(labels, i)),
                     num_parallel_calls=tf.data.AUTOTUNE,
                 )
 
@@ -280,3 +280,11 @@ def labels_of(y: np.ndarray) -> np.ndarray:
     if y.dtype.kind in "iub" or (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)):
         return y.astype(np.int64)
     return y.astype(np.float32)
+
+
+def _gather(keys: Any, position: Any) -> Any:
+    """Row ``position`` of every key tensor: one tensor, or a dict of them (one per model
+    input of a multi-input model)."""
+    import tensorflow as tf
+
+    return tf.nest.map_structure(lambda key: tf.gather(key, position), keys)
