@@ -10,22 +10,18 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import warnings
 
-from conftest import write_config
+from helpers import child_env, run_prunecli, write_config
 
 from prunecli import events
 
 EPOCH_FIELDS = {"event", "epoch", "epochs", "step", "loss", "metrics", "sparsity", "elapsed_s"}
 
 
-def run(*args: object, level: str = "0") -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": level, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "prunecli", *map(str, args)],
-        capture_output=True, text=True, env=env, timeout=180,
-    )  # fmt: skip
+def run(*args: object) -> subprocess.CompletedProcess:
+    """``prunecli ARGS`` with TensorFlow's native logs on: they must come out as events."""
+    return run_prunecli(*args, env=child_env(TF_CPP_MIN_LOG_LEVEL="0"))
 
 
 def parsed(stderr: str) -> list[dict]:

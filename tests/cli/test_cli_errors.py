@@ -15,15 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import write_config
-from PIL import Image
-
-
-@pytest.fixture
-def out(tmp_path: Path) -> Path:
-    folder = tmp_path / "out"
-    folder.mkdir()
-    return folder
+from helpers import build_cnn, leftovers, noise_image_folder, write_config
 
 
 def one_error_line(result: Any, code: int = 2) -> str:
@@ -39,22 +31,6 @@ def one_error_line(result: Any, code: int = 2) -> str:
     if code == 2:
         assert len(lines) == 1, result.stderr
     return errors[0]
-
-
-def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
-
-
-def image_folder(root: Path, classes: int = 3, per_class: int = 4, size: int = 8) -> Path:
-    """``root/class_<k>/*.png``: ``classes`` folders of ``per_class`` noise images each."""
-    rng = np.random.default_rng(9)
-    for label in range(classes):
-        folder = root / f"class_{label}"
-        folder.mkdir(parents=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 255, size=(size, size)).astype(np.uint8)
-            Image.fromarray(pixels, mode="L").save(folder / f"{i:03d}.png")
-    return root
 
 
 # --- the model file -------------------------------------------------------------------------
@@ -107,8 +83,6 @@ def test_file_that_is_not_a_model(cli, tmp_path, make_model, image_data, out, ma
 
 
 def test_weights_only_h5(cli, tmp_path, image_data, out):
-    from conftest import build_cnn
-
     weights = tmp_path / "cnn.weights.h5"
     build_cnn().save_weights(weights)
     line = one_error_line(cli("prune", weights, "--data", image_data, "-o", out / "p.keras"))
@@ -254,22 +228,22 @@ def _empty_class_folders(tmp_path: Path) -> tuple[list[Any], str]:
 
 
 def _one_class(tmp_path: Path) -> tuple[list[Any], str]:
-    root = image_folder(tmp_path / "single", classes=1)
+    root = noise_image_folder(tmp_path / "single", classes=1)
     return ["--data", root], "one class"
 
 
 def _class_count(tmp_path: Path) -> tuple[list[Any], str]:
-    root = image_folder(tmp_path / "two", classes=2)
+    root = noise_image_folder(tmp_path / "two", classes=2)
     return ["--data", root], "2 classes"
 
 
 def _too_many_classes(tmp_path: Path) -> tuple[list[Any], str]:
-    root = image_folder(tmp_path / "four", classes=4)
+    root = noise_image_folder(tmp_path / "four", classes=4)
     return ["--data", root], "4 classes"
 
 
 def _undecodable(tmp_path: Path) -> tuple[list[Any], str]:
-    root = image_folder(tmp_path / "broken")
+    root = noise_image_folder(tmp_path / "broken")
     bad = root / "class_1" / "zz_broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
     return ["--data", root], str(bad)
@@ -288,7 +262,7 @@ def _npz_wrong_shape(tmp_path: Path) -> tuple[list[Any], str]:
 
 
 def _image_size_wrong(tmp_path: Path) -> tuple[list[Any], str]:
-    root = image_folder(tmp_path / "imgs")
+    root = noise_image_folder(tmp_path / "imgs")
     return ["--data", root, "--set", "data.image_size=[10, 10]"], "(8, 8, 1)"
 
 
@@ -469,7 +443,7 @@ def test_failed_save_leaves_nothing(cli, make_model, image_data, out, monkeypatc
     assert leftovers(out) == []
 
 
-# --- interrupted runs (in process; test_process.py sends real signals to a child) ----------
+# --- interrupted runs (in process; test_cli_process.py sends real signals to a child) ----------
 
 
 def test_interrupt_while_saving_leaves_nothing(cli, make_model, image_data, out, monkeypatch):

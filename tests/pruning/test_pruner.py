@@ -1,4 +1,4 @@
-"""selection.py and pruner.py on real (tiny) Keras models, fine-tuning included.
+"""pruning/pruner.py on real (tiny) Keras models: updates, schedules, masks through training.
 
 The central claim checked here: after every optimizer step every masked weight is exactly
 0.0, whatever momentum the optimizer carries, and after ``detach`` the model holds nothing
@@ -12,200 +12,25 @@ import math
 import keras
 import numpy as np
 import pytest
-from conftest import CLASSES, build_cnn, build_nested, synthetic_images
+from helpers import (
+    CLASSES,
+    build_cnn,
+    build_nested,
+    kernels_of,
+    make_pruner,
+    mask_checker,
+    scaled_images,
+    seeded,
+)
 
-from prunecli import data
-from prunecli.config import Finetune, Prune
-from prunecli.core import masking, schedules
-from prunecli.core.schedules import OneShot
-from prunecli.errors import ConfigError
-from prunecli.progress import Reporter
-from prunecli.pruning import selection
-from prunecli.pruning.pruner import Pruner
-from prunecli.training import finetune
+from prunecli.config import Prune
+from prunecli.core import schedules
 
 # nested model: base/conv 3*3*1*4 = 36, hidden (6*6*4)*16 = 2304, out 16*3 = 48 kernel weights
 NESTED_KERNELS = {"base/conv/kernel": 36, "hidden/kernel": 2304, "out/kernel": 48}
 
 
-def images(count: int = 48, seed: int = 5):
-    x, y = synthetic_images(count, seed)
-    return (x / 255.0).astype(np.float32)[..., None], y
-
-
-def seeded(builder):
-    keras.utils.set_random_seed(0)
-    return builder()
-
-
-def kernels_of(pruner: Pruner) -> dict[str, np.ndarray]:
-    return {key: np.array(variable) for key, variable in pruner.kernels.items()}
-
-
-class MaskChecker(keras.callbacks.Callback):
-    """After every train batch: every weight whose mask is 0 must be exactly 0.0."""
-
-    def __init__(self, pruner: Pruner) -> None:
-        super().__init__()
-        self.pruner = pruner
-        self.batches = 0
-        self.violations: list[tuple[int, str, int]] = []
-        self.masked_counts: list[dict[str, int]] = []
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.batches += 1
-        counts = {}
-        for key, variable in self.pruner.kernels.items():
-            weights = np.array(variable)
-            masked = np.array(self.pruner.masks[key]) == 0
-            alive = int(np.count_nonzero(weights[masked]))
-            if alive:
-                self.violations.append((self.batches, key, alive))
-            counts[key] = int(masked.sum())
-        self.masked_counts.append(counts)
-
-
-# --- describe / select -------------------------------------------------------------------
-
-
-def test_describe_walks_into_nested_models():
-    infos = selection.describe(seeded(build_nested))
-    rows = [(i.path, i.type, i.params, sorted(i.kernels), i.reason) for i in infos]
-    assert rows == [
-        ("base/conv", "Conv2D", 40, ["kernel"], None),
-        (
-            "base/bn",
-            "BatchNormalization",
-            16,
-            [],
-            "BatchNormalization has nothing to prune (normalisation and scaling are kept)",
-        ),
-        ("hidden", "Dense", 2320, ["kernel"], None),
-        ("out", "Dense", 51, ["kernel"], None),
-    ]
-    assert all(info.target is None and not info.selected for info in infos)
-
-
-def test_describe_lists_unsupported_layers_with_a_reason():
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((4,), dtype="int32"),
-            keras.layers.Embedding(10, 3, name="embed"),
-            keras.layers.Flatten(name="flat"),
-            keras.layers.Dense(2, name="out"),
-            keras.layers.Reshape((2, 1, 1), name="shape"),
-            keras.layers.ConvLSTM1D(2, 1, name="convlstm"),
-        ]
-    )
-    infos = {i.path: i for i in selection.describe(model)}
-    assert list(infos) == ["embed", "out", "convlstm"]  # weightless layers are not listed
-    assert infos["convlstm"].reason == "ConvLSTM1D is not supported for pruning yet"
-    assert infos["convlstm"].kernels == {}
-    assert list(infos["embed"].kernels) == ["embeddings"]
-    assert infos["embed"].params == 30
-
-
-def test_describe_separable_conv_has_two_kernels():
-    model = keras.Sequential(
-        [
-            keras.Input((8, 8, 2)),
-            keras.layers.SeparableConv2D(4, 3, name="sep"),
-            keras.layers.DepthwiseConv2D(3, name="dw"),
-        ]
-    )
-    infos = {i.path: i for i in selection.describe(model)}
-    assert sorted(infos["sep"].kernels) == ["depthwise_kernel", "pointwise_kernel"]
-    assert tuple(infos["sep"].kernels["depthwise_kernel"].shape) == (3, 3, 2, 1)
-    assert tuple(infos["sep"].kernels["pointwise_kernel"].shape) == (1, 1, 2, 4)
-    assert list(infos["dw"].kernels) == ["kernel"]
-
-
-def test_select_default_takes_every_prunable_kernel():
-    infos = {i.path: i for i in selection.select(seeded(build_nested), Prune(sparsity=0.7))}
-    assert {p: i.target for p, i in infos.items()} == {
-        "base/conv": 0.7,
-        "base/bn": None,
-        "hidden": 0.7,
-        "out": 0.7,
-    }
-    assert infos["base/bn"].reason.startswith("BatchNormalization has nothing to prune")
-
-
-def test_select_include_fullmatches_paths():
-    prune = Prune(sparsity=0.6, layers={"include": ["base/.*"]})
-    infos = {i.path: i for i in selection.select(seeded(build_nested), prune)}
-    assert infos["base/conv"].target == 0.6
-    assert infos["hidden"].target is None
-    assert infos["hidden"].reason == "not matched by prune.layers.include"
-    assert infos["out"].reason == "not matched by prune.layers.include"
-
-
-def test_select_exclude_names_the_pattern():
-    prune = Prune(layers={"exclude": ["o.t"]})
-    infos = {i.path: i for i in selection.select(seeded(build_nested), prune)}
-    assert infos["out"].target is None
-    assert infos["out"].reason == "excluded by prune.layers.exclude 'o.t'"
-    assert infos["hidden"].selected and infos["base/conv"].selected
-
-
-def test_exclude_wins_over_include():
-    prune = Prune(layers={"include": ["hidden", "out"], "exclude": ["out"]})
-    infos = {i.path: i for i in selection.select(seeded(build_nested), prune)}
-    assert [p for p, i in infos.items() if i.selected] == ["hidden"]
-    assert infos["out"].reason.startswith("excluded by prune.layers.exclude")
-
-
-def test_overrides_set_per_layer_targets_first_match_wins():
-    prune = Prune(
-        sparsity=0.5,
-        layers={"overrides": {"base/.*": 0.2, "h.*": 0.3, "hidden": 0.9}},
-    )
-    infos = {i.path: i for i in selection.select(seeded(build_nested), prune)}
-    assert infos["base/conv"].target == 0.2
-    assert infos["hidden"].target == 0.3  # "h.*" comes first
-    assert infos["out"].target == 0.5
-
-
-def test_override_does_not_select_an_excluded_layer():
-    prune = Prune(layers={"exclude": ["out"], "overrides": {"out": 0.9}})
-    infos = {i.path: i for i in selection.select(seeded(build_nested), prune)}
-    assert infos["out"].target is None
-
-
-@pytest.mark.parametrize(
-    "layers",
-    [
-        {"include": ["conv"]},  # fullmatch: "conv" is not "base/conv"
-        {"exclude": [".*"]},
-        {"include": ["base/bn"]},  # selected, but nothing in it to prune
-    ],
-)
-def test_nothing_selected_is_a_config_error_listing_prunable_layers(layers):
-    with pytest.raises(ConfigError) as info:
-        selection.select(seeded(build_nested), Prune(layers=layers))
-    assert str(info.value) == (
-        "no layer selected by prune.layers include/exclude; "
-        "prunable layers are: base/conv, hidden, out"
-    )
-
-
-def test_kernel_sparsity_measures_the_weights():
-    model = seeded(build_cnn)
-    info = {i.path: i for i in selection.describe(model)}["out"]
-    kernel = np.array(info.kernels["kernel"])
-    kernel[:4] = 0.0  # 4 rows of 3 = 12 of 48
-    info.kernels["kernel"].assign(kernel)
-    assert info.kernel_sparsity() == 12 / 48
-    bn = {i.path: i for i in selection.describe(seeded(build_nested))}["base/bn"]
-    assert bn.kernel_sparsity() is None
-
-
 # --- Pruner.update -----------------------------------------------------------------------
-
-
-def make_pruner(model, prune: Prune, schedule=OneShot) -> Pruner:
-    return Pruner(selection.select(model, prune), prune, schedule)
 
 
 def test_update_layer_scope_exact_counts_and_lowest_magnitudes():
@@ -321,8 +146,8 @@ def fit_with_masks(optimizer, attach: bool, prune: Prune | None = None, epochs: 
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
     pruner.update(0)
     pruned = kernels_of(pruner)
-    checker = MaskChecker(pruner)
-    x, y = images()
+    checker = mask_checker(pruner)
+    x, y = scaled_images()
     if attach:
         pruner.attach()
     try:
@@ -380,7 +205,12 @@ def test_detach_leaves_no_constraint_and_the_model_saves_plain(tmp_path):
     model, pruner, _, _ = fit_with_masks(keras.optimizers.Adam(0.01), attach=True, epochs=1)
     for layer in ("conv", "hidden", "out"):
         assert model.get_layer(layer).kernel.constraint is None
-    assert pruner._inner == {}
+    # detach forgot what it gave back: a second one leaves a constraint set since alone
+    later = keras.constraints.NonNeg()
+    model.get_layer("out").kernel.constraint = later
+    pruner.detach()
+    assert model.get_layer("out").kernel.constraint is later
+    model.get_layer("out").kernel.constraint = None
     path = tmp_path / "plain.keras"
     model.save(path)
     reloaded = keras.models.load_model(path)
@@ -417,7 +247,7 @@ def test_user_constraint_is_kept_applied_and_restored():
             np.linalg.norm(np.array(kernel), axis=0)
         )
     )
-    checker = MaskChecker(pruner)
+    checker = mask_checker(pruner)
     model.compile(optimizer=keras.optimizers.Adam(0.1), loss="sparse_categorical_crossentropy")
     pruner.attach()
     assert kernel.constraint is not max_norm  # wrapped while fine-tuning
@@ -432,76 +262,3 @@ def test_user_constraint_is_kept_applied_and_restored():
     assert kernel.constraint is max_norm  # the very same object back
     assert model.get_layer("out").kernel.constraint is None
     assert int(np.sum(np.array(kernel) == 0)) == 24
-
-
-# --- finetune.run: the product's own loop --------------------------------------------------
-
-
-def test_finetune_run_holds_masks_while_a_polynomial_schedule_raises_them():
-    model = seeded(build_cnn)
-    prune = Prune(sparsity=0.75)
-    x, y = images(48)
-    spe = finetune.steps_per_epoch(len(x), 8)  # 6
-    assert spe == 6
-    schedule_for = lambda final: schedules.build(  # noqa: E731
-        "polynomial",
-        final,
-        schedules.Plan(spe, 2 * spe, start_epoch=0.5, end_epoch=1.5, power=3, frequency=2),
-    )
-    pruner = Pruner(selection.select(model, prune), prune, schedule_for)
-    checker = MaskChecker(pruner)  # runs after finetune's own schedule hook
-    settings = Finetune(epochs=2, batch_size=8, learning_rate=0.05, optimizer="sgd", momentum=0.9)
-    result = finetune.run(
-        model,
-        pruner,
-        data.from_arrays(x, y),
-        settings,
-        {"loss": keras.losses.SparseCategoricalCrossentropy()},
-        Reporter(),
-        callbacks=[checker],
-    )
-    assert checker.batches == 12
-    assert checker.violations == []
-    # window steps 3..9, every 2 steps from 3 and at the end: updates before steps 3, 5, 7, 9,
-    # then finish() after the last step (12)
-    assert [u["step"] for u in result.updates] == [3, 5, 7, 9, 12]
-    n = {"conv/kernel": 36, "hidden/kernel": 2304, "out/kernel": 48}
-    # step 5: progress 2/6, s = 0.75 - 0.75 * (2/3)**3
-    s5 = 0.75 - 0.75 * (2 / 3) ** 3
-    assert checker.masked_counts[5] == {k: round(s5 * v) for k, v in n.items()}
-    assert checker.masked_counts[-1] == {k: round(0.75 * v) for k, v in n.items()}
-    assert result.updates[-1]["sparsity"] == pytest.approx(
-        sum(round(0.75 * v) for v in n.values()) / sum(n.values())
-    )
-    assert (result.epochs, result.steps) == (2, 12)
-    for key, variable in pruner.kernels.items():
-        assert variable.constraint is None, key
-        mask = np.array(pruner.masks[key])
-        assert masking.sparsity(mask) == pytest.approx(round(0.75 * n[key]) / n[key])
-        np.testing.assert_array_equal(np.array(variable)[mask == 0], 0.0)
-
-
-@pytest.mark.parametrize(
-    ("kind", "spe", "epochs", "every", "setting", "expected"),
-    [
-        ("one_shot", 48, 2, None, "auto", 24),  # largest divisor of 48 up to 32
-        ("one_shot", 45, 2, 10, "auto", 5),  # checkpoints every 10 steps: gcd(45, 10)
-        ("polynomial", 45, 3, None, "auto", 5),  # updates every 10 steps from step 0
-        ("polynomial", 45, 3, None, 3, 1),  # a cap of 3 that does not divide 5
-        ("one_shot", 41, 2, None, "auto", 1),  # a prime epoch: one step a call
-    ],
-)
-def test_steps_per_execution_starts_a_call_at_every_update_checkpoint_and_epoch(
-    kind, spe, epochs, every, setting, expected
-):
-    prune = Prune(sparsity=0.5)
-    plan = schedules.Plan(spe, epochs * spe, end_epoch=2, frequency=10)
-    pruner = Pruner(
-        selection.select(seeded(build_cnn), prune), prune,
-        lambda final: schedules.build(kind, final, plan),
-    )  # fmt: skip
-    steps = finetune.steps_per_execution(setting, spe, epochs * spe, pruner, every)
-    assert steps == expected
-    assert finetune.steps_per_execution(setting, spe, epochs * spe, pruner, every, True) == 1
-    updates = [s for s in range(epochs * spe) if pruner.updates_at(s)]
-    assert all(s % steps == 0 for s in [*updates, spe, every or 0])
