@@ -34,6 +34,7 @@ from helpers import (
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
 @pytest.fixture
 def image_data(tmp_path: Path) -> Path:
     """``data/train/<class>/*.png`` and ``data/val/<class>/*.png``, 3 classes."""

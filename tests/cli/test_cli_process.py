@@ -145,9 +145,12 @@ def test_output_loads_without_prunecli(cli, make_model, image_data, tmp_path, ki
 
 
 # The child gets the default signal handlers, then becomes ``python -m prunecli``.
-DEFAULT_SIGNALS_THEN_PRUNECLI = DEFAULT_SIGNALS + """
+DEFAULT_SIGNALS_THEN_PRUNECLI = (
+    DEFAULT_SIGNALS
+    + """
 os.execv(sys.executable, [sys.executable, "-m", "prunecli", *sys.argv[1:]])
 """
+)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

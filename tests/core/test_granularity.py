@@ -46,5 +46,3 @@ def test_unsupported_messages(shape, pattern, axis, expected):
 def test_parse(granularity, expected, fixed):
     assert parse_granularity(granularity) == expected
     assert parse_granularity(granularity).fixed_sparsity == fixed
-
-

@@ -44,7 +44,9 @@ finetune:
 # The child gets the default signal handlers. With SIGNAL_AT_STEP set, a last callback of
 # fine-tuning sends SIGINT during that training step (after the others have looked for a
 # waiting signal): the signal is seen before the next step, as a real one at that step.
-CHILD = DEFAULT_SIGNALS + """
+CHILD = (
+    DEFAULT_SIGNALS
+    + """
 at = int(os.environ.get("SIGNAL_AT_STEP", "-1"))
 if at >= 0:
     from prunecli import runtime
@@ -65,7 +67,9 @@ if at >= 0:
         return run(*args, callbacks=[*callbacks, SignalAt()], **kwargs)
 
     finetune.run = with_signal
-""" + PRUNECLI_MAIN
+"""
+    + PRUNECLI_MAIN
+)
 
 
 def prune_args(model: Path, data: Path, config: Path, output: Path) -> list[str]:
