@@ -173,6 +173,11 @@ def build_dense(features: int = 6):
     )
 
 
+# Kernel sizes of the models above (layer path -> weights in its kernel).
+CNN_KERNELS = {"conv": 36, "hidden": 2304, "out": 48}  # 3*3*1*4, (6*6*4)*16, 16*3
+NESTED_KERNELS = {"base/conv": 36, "hidden": 2304, "out": 48}
+DENSE_KERNELS = {"hidden": 192, "out": 96}  # 6*32, 32*3
+
 BUILDERS: dict[str, Callable] = {"cnn": build_cnn, "nested": build_nested, "dense": build_dense}
 
 

@@ -307,18 +307,21 @@ def test_bad_regex_in_overrides(tmp_path):
 # --- paths -------------------------------------------------------------------------------
 
 
+def config_away_from_cwd(tmp_path: Path, monkeypatch, text: str) -> Path:
+    """``tmp_path/configs/cfg.yaml`` holding ``text``, run from ``tmp_path/work``."""
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    return write_config(tmp_path / "configs" / "cfg.yaml", text)
+
+
 def test_relative_paths_in_a_file_are_relative_to_its_folder(tmp_path, monkeypatch):
-    folder = tmp_path / "configs"
-    folder.mkdir()
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
-    (folder / "cfg.yaml").write_text(
+    path = config_away_from_cwd(tmp_path, monkeypatch, (
         "data:\n  train: data/train\n  validation: ../val\n"
-        "output:\n  path: out/pruned.keras\n  report: r.json\n",
-        encoding="utf-8",
-    )
-    cfg = config.load(folder / "cfg.yaml")
+        "output:\n  path: out/pruned.keras\n  report: r.json\n"
+    ))  # fmt: skip
+    folder = path.parent
+    cfg = config.load(path)
     assert cfg.data.train == folder / "data" / "train"
     assert cfg.data.validation == tmp_path / "val"
     assert cfg.output.path == folder / "out" / "pruned.keras"
@@ -341,15 +344,10 @@ def test_absolute_paths_are_kept(tmp_path):
 
 
 def test_override_paths_are_relative_to_cwd(tmp_path, monkeypatch):
-    folder = tmp_path / "configs"
-    folder.mkdir()
-    cwd = tmp_path / "work"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    (folder / "cfg.yaml").write_text(
-        "data:\n  train: in_file/train\noutput:\n  path: a.keras\n", encoding="utf-8"
-    )
-    cfg = config.load(folder / "cfg.yaml", {"data.train": "cli/train", "output.report": "r.json"})
+    text = "data:\n  train: in_file/train\noutput:\n  path: a.keras\n"
+    path = config_away_from_cwd(tmp_path, monkeypatch, text)
+    folder, cwd = path.parent, tmp_path / "work"
+    cfg = config.load(path, {"data.train": "cli/train", "output.report": "r.json"})
     assert cfg.data.train == cwd / "cli" / "train"
     assert cfg.output.report == cwd / "r.json"
     assert cfg.output.path == folder / "a.keras"  # untouched by overrides: from the file

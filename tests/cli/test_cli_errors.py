@@ -116,17 +116,9 @@ def test_lambda_layer_refused_in_safe_mode(cli, tmp_path, image_data, out):
     assert leftovers(out) == []
 
     accepted = cli(
-        "prune",
-        model_path,
-        "--data",
-        image_data,
-        "-o",
-        out / "p.keras",
-        "--epochs",
-        "0",
-        "--no-safe-mode",
-        "--json",
-    )
+        "prune", model_path, "--data", image_data, "-o", out / "p.keras", "--epochs", "0",
+        "--no-safe-mode", "--json",
+    )  # fmt: skip
     assert accepted.exit_code == 0, accepted.stderr
     assert leftovers(out) == ["p.keras", "p.report.json", "p.report.md"]
 

@@ -103,18 +103,9 @@ def test_output_loads_without_prunecli(cli, make_model, image_data, tmp_path, ki
     model_path = make_model(kind, ".h5")
     target = tmp_path / f"pruned{suffix}"
     result = cli(
-        "prune",
-        model_path,
-        "--data",
-        image_data,
-        "-o",
-        target,
-        "--epochs",
-        "1",
-        "--sparsity",
-        "0.75",
-        "--quiet",
-    )
+        "prune", model_path, "--data", image_data, "-o", target, "--epochs", "1", "--sparsity",
+        "0.75", "--quiet",
+    )  # fmt: skip
     assert result.exit_code == 0, result.stderr
 
     done = run_python(RELOAD, model_path, target)

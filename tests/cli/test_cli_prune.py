@@ -11,6 +11,7 @@ import gzip
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,9 @@ import numpy as np
 import pytest
 import yaml
 from helpers import (
+    CNN_KERNELS,
+    DENSE_KERNELS,
+    NESTED_KERNELS,
     cfg_yaml,
     dense_conv_kernels,
     load_model,
@@ -27,12 +31,6 @@ from helpers import (
     sparsity,
 )
 from PIL import Image
-
-# Kernel sizes of the conftest models (layer path -> weights in the kernel).
-CNN_KERNELS = {"conv": 36, "hidden": 2304, "out": 48}
-NESTED_KERNELS = {"base/conv": 36, "hidden": 2304, "out": 48}
-DENSE_KERNELS = {"hidden": 192, "out": 96}
-
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -52,6 +50,38 @@ def accuracy_and_loss(model: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, 
     probs = np.asarray(model.predict(x, verbose=0), dtype=np.float64)
     picked = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
     return float(np.mean(np.argmax(probs, axis=-1) == y)), float(-np.mean(np.log(picked)))
+
+
+@dataclass
+class Run:
+    """A run of ``prune_cnn``: its report, and the kernels before and after, as saved."""
+
+    report: dict[str, Any]
+    model: Path
+    target: Path
+
+    @property
+    def before(self) -> dict[str, np.ndarray]:
+        return dense_conv_kernels(load_model(self.model))
+
+    @property
+    def after(self) -> dict[str, np.ndarray]:
+        return dense_conv_kernels(load_model(self.target))
+
+
+@pytest.fixture
+def prune_cnn(cli, make_model, image_data, out, tmp_path):
+    """``prune_cnn(CONFIG_TEXT, *ARGS) -> Run``: the trained tiny CNN (.h5) pruned on the
+    image folders into ``out/pruned.keras``, with CONFIG_TEXT as its config file."""
+
+    def run(text: str, *args: str) -> Run:
+        model, target = make_model("cnn", ".h5"), out / "pruned.keras"
+        config = cfg_yaml(tmp_path, text)
+        report = prune_report(cli, model, "--config", config, "--data", image_data, "-o", target,
+                              *args)  # fmt: skip
+        return Run(report, model, target)
+
+    return run
 
 
 # --- formats, model kinds, data kinds -------------------------------------------------------
@@ -163,17 +193,9 @@ def test_keras_input_to_keras_output(cli, make_model, npz_data, out):
     target = out / "pruned.keras"
 
     report = prune_report(
-        cli,
-        model_path,
-        "--set",
-        f"data.train={npz_data}",
-        "-o",
-        target,
-        "--epochs",
-        "1",
-        "--sparsity",
-        "0.75",
-    )
+        cli, model_path, "--set", f"data.train={npz_data}", "-o", target, "--epochs", "1",
+        "--sparsity", "0.75",
+    )  # fmt: skip
 
     assert report["input"]["format"] == "keras"
     # 90 samples, validation_split 0.1 by default: 9 held out.
@@ -264,18 +286,12 @@ def test_layer_scope_each_saved_layer_within_half_a_point(cli, make_model, image
         assert abs(zeros / kernel.size - 0.8) <= max(0.005, 0.5 / kernel.size), path
 
 
-def test_global_scope_099_keeps_min_layer_density(cli, make_model, image_data, out, tmp_path):
-    model_path = make_model("cnn", ".h5")
-    target = out / "pruned.keras"
-    cfg = cfg_yaml(
-        tmp_path, "prune:\n  scope: global\n  sparsity: 0.99\n  min_layer_density: 0.05\n"
+def test_global_scope_099_keeps_min_layer_density(prune_cnn):
+    run = prune_cnn(
+        "prune:\n  scope: global\n  sparsity: 0.99\n  min_layer_density: 0.05\n", "--epochs", "1"
     )
 
-    report = prune_report(
-        cli, model_path, "--config", cfg, "--data", image_data, "-o", target, "--epochs", "1"
-    )
-
-    found = dense_conv_kernels(load_model(target))
+    found = run.after
     for path, kernel in found.items():
         kept = np.count_nonzero(kernel)
         assert kept >= math.ceil(0.05 * kernel.size), path
@@ -283,95 +299,65 @@ def test_global_scope_099_keeps_min_layer_density(cli, make_model, image_data, o
     # 0.99 asks for 24 survivors of 2,388; the density floors (2 + 116 + 3) win over it.
     kept = sum(np.count_nonzero(k) for k in found.values())
     assert kept == 2 + 116 + 3
-    assert report["after"]["sparsity"] == pytest.approx(1 - kept / 2388, abs=1e-12)
+    assert run.report["after"]["sparsity"] == pytest.approx(1 - kept / 2388, abs=1e-12)
 
 
-def test_global_scope_one_threshold(cli, make_model, image_data, out, tmp_path):
-    model_path = make_model("cnn", ".h5")
-    target = out / "pruned.keras"
-    cfg = cfg_yaml(tmp_path, "prune:\n  scope: global\n  sparsity: 0.7\n")
+def test_global_scope_one_threshold(prune_cnn):
+    run = prune_cnn("prune:\n  scope: global\n  sparsity: 0.7\n", "--epochs", "0")
 
-    report = prune_report(
-        cli, model_path, "--config", cfg, "--data", image_data, "-o", target, "--epochs", "0"
-    )
-
-    found = dense_conv_kernels(load_model(target))
+    found = run.after
     zeros = sum(k.size - np.count_nonzero(k) for k in found.values())
     assert zeros == round(0.7 * 2388)
-    assert report["after"]["sparsity"] == pytest.approx(zeros / 2388, abs=1e-12)
+    assert run.report["after"]["sparsity"] == pytest.approx(zeros / 2388, abs=1e-12)
     # One threshold on |w| over all kernels: every kept weight outranks every pruned one.
-    original = dense_conv_kernels(load_model(model_path))
+    original = run.before
     kept = np.concatenate([np.abs(original[p][found[p] != 0]) for p in found])
     cut = np.concatenate([np.abs(original[p][found[p] == 0]) for p in found])
     assert kept.min() >= cut.max()
 
 
-def test_exclude_and_override_with_epochs_0(cli, make_model, image_data, out, tmp_path):
-    model_path = make_model("cnn", ".h5")
-    target = out / "pruned.keras"
-    cfg = cfg_yaml(
-        tmp_path,
+def test_exclude_and_override_with_epochs_0(prune_cnn):
+    run = prune_cnn(
         "prune:\n  sparsity: 0.5\n  layers:\n    exclude: [out]\n    overrides: {hidden: 0.75}\n",
+        "--epochs",
+        "0",
     )
 
-    report = prune_report(
-        cli, model_path, "--config", cfg, "--data", image_data, "-o", target, "--epochs", "0"
-    )
-
-    original, found = (
-        dense_conv_kernels(load_model(model_path)),
-        dense_conv_kernels(load_model(target)),
-    )
+    original, found = run.before, run.after
     assert sparsity(found["conv"]) == pytest.approx(0.5, abs=1e-12)
     assert sparsity(found["hidden"]) == pytest.approx(0.75, abs=1e-12)
     assert found["out"].tobytes() == original["out"].tobytes()
-    rows = {row["path"]: row for row in report["layers"]}
+    rows = {row["path"]: row for row in run.report["layers"]}
     assert rows["out"]["pruned"] is False and rows["out"]["target_sparsity"] is None
     assert "exclude" in rows["out"]["reason"] and "'out'" in rows["out"]["reason"]
     assert rows["hidden"]["target_sparsity"] == 0.75
 
 
-def test_excluded_layer_trains_but_stays_dense(cli, make_model, image_data, out, tmp_path):
-    model_path = make_model("cnn", ".h5")
-    target = out / "pruned.keras"
-    cfg = cfg_yaml(
-        tmp_path,
+def test_excluded_layer_trains_but_stays_dense(prune_cnn):
+    run = prune_cnn(
         "prune:\n  sparsity: 0.75\n  layers:\n    exclude: [out]\n"
         "finetune:\n  learning_rate: 0.001\n  batch_size: 16\n",
+        "--epochs",
+        "1",
     )
 
-    prune_report(
-        cli, model_path, "--config", cfg, "--data", image_data, "-o", target, "--epochs", "1"
-    )
-
-    original, found = (
-        dense_conv_kernels(load_model(model_path)),
-        dense_conv_kernels(load_model(target)),
-    )
+    original, found = run.before, run.after
     assert not np.array_equal(found["out"], original["out"])  # fine-tuning trained it
     assert np.count_nonzero(found["out"]) == found["out"].size  # and gave it no mask
     assert sparsity(found["hidden"]) == pytest.approx(0.75, abs=1e-12)
 
 
-def test_include_selects_only_matching_layers(cli, make_model, image_data, out, tmp_path):
-    model_path = make_model("cnn", ".h5")
-    target = out / "pruned.keras"
-    cfg = cfg_yaml(tmp_path, "prune:\n  sparsity: 0.5\n  layers:\n    include: ['hid.*']\n")
+def test_include_selects_only_matching_layers(prune_cnn):
+    text = "prune:\n  sparsity: 0.5\n  layers:\n    include: ['hid.*']\n"
+    run = prune_cnn(text, "--epochs", "0")
 
-    report = prune_report(
-        cli, model_path, "--config", cfg, "--data", image_data, "-o", target, "--epochs", "0"
-    )
-
-    original, found = (
-        dense_conv_kernels(load_model(model_path)),
-        dense_conv_kernels(load_model(target)),
-    )
+    original, found = run.before, run.after
     assert sparsity(found["hidden"]) == pytest.approx(0.5, abs=1e-12)
     for path in ("conv", "out"):
         assert np.array_equal(found[path], original[path]), path
-    rows = {row["path"]: row for row in report["layers"]}
+    rows = {row["path"]: row for row in run.report["layers"]}
     assert rows["conv"]["reason"] == "not matched by prune.layers.include"
-    assert report["after"]["prunable_params"] == 2304
+    assert run.report["after"]["prunable_params"] == 2304
 
 
 def test_sparsity_zero_epochs_zero_is_bit_identical(cli, make_model, image_data, out):
@@ -389,28 +375,11 @@ def test_sparsity_zero_epochs_zero_is_bit_identical(cli, make_model, image_data,
     assert report["after"]["params_nonzero"] == report["before"]["params_nonzero"]
 
 
-def test_set_overrides_config(cli, make_model, image_data, out, tmp_path):
-    model_path = make_model("cnn", ".h5")
-    target = out / "pruned.keras"
-    cfg = cfg_yaml(tmp_path, "prune:\n  sparsity: 0.9\n")
+def test_set_overrides_config(prune_cnn):
+    run = prune_cnn("prune:\n  sparsity: 0.9\n", "--set", "prune.sparsity=0.6", "--epochs", "0")
 
-    report = prune_report(
-        cli,
-        model_path,
-        "--config",
-        cfg,
-        "--set",
-        "prune.sparsity=0.6",
-        "--data",
-        image_data,
-        "-o",
-        target,
-        "--epochs",
-        "0",
-    )
-
-    assert report["config"]["prune"]["sparsity"] == 0.6
-    for path, kernel in dense_conv_kernels(load_model(target)).items():
+    assert run.report["config"]["prune"]["sparsity"] == 0.6
+    for path, kernel in run.after.items():
         assert kernel.size - np.count_nonzero(kernel) == round(0.6 * kernel.size), path
 
 
@@ -447,40 +416,30 @@ def expected_sparsity(target: float) -> float:
     return sum(round(target * n) for n in CNN_KERNELS.values()) / sum(CNN_KERNELS.values())
 
 
-def test_constant_schedule_prunes_at_start_epoch(cli, make_model, image_data, out, tmp_path):
-    model_path = make_model("cnn", ".h5")
-    target = out / "pruned.keras"
-    cfg = cfg_yaml(
-        tmp_path,
+def test_constant_schedule_prunes_at_start_epoch(prune_cnn):
+    run = prune_cnn(
         "prune:\n  sparsity: 0.75\n  schedule: {type: constant, start_epoch: 1}\n"
-        "finetune:\n  epochs: 2\n  batch_size: 8\n",
+        "finetune:\n  epochs: 2\n  batch_size: 8\n"
     )
 
-    report = prune_report(cli, model_path, "--config", cfg, "--data", image_data, "-o", target)
-
     spe = math.ceil(60 / 8)
-    updates = report["finetune"]["mask_updates"]
+    updates = run.report["finetune"]["mask_updates"]
     assert [u["step"] for u in updates] == [spe, 2 * spe]  # nothing before start_epoch
     for update in updates:
         assert update["sparsity"] == pytest.approx(expected_sparsity(0.75), abs=1e-12)
-    for path, kernel in dense_conv_kernels(load_model(target)).items():
+    for path, kernel in run.after.items():
         assert sparsity(kernel) == pytest.approx(0.75, abs=1e-12), path
 
 
-def test_polynomial_schedule_follows_the_curve(cli, make_model, image_data, out, tmp_path):
-    model_path = make_model("cnn", ".h5")
-    target = out / "pruned.keras"
-    cfg = cfg_yaml(
-        tmp_path,
+def test_polynomial_schedule_follows_the_curve(prune_cnn):
+    run = prune_cnn(
         "prune:\n  sparsity: 0.8\n  schedule:\n    type: polynomial\n    start_epoch: 0\n"
         "    end_epoch: 2\n    initial_sparsity: 0.1\n    power: 3\n    frequency: 3\n"
-        "finetune:\n  epochs: 2\n  batch_size: 8\n",
+        "finetune:\n  epochs: 2\n  batch_size: 8\n"
     )
 
-    report = prune_report(cli, model_path, "--config", cfg, "--data", image_data, "-o", target)
-
     t0, t1, s_i, s_f = 0, 2 * math.ceil(60 / 8), 0.1, 0.8
-    updates = report["finetune"]["mask_updates"]
+    updates = run.report["finetune"]["mask_updates"]
     assert [u["step"] for u in updates] == [0, 3, 6, 9, 12, 15, 16]
     for update in updates:
         t = update["step"]
@@ -490,7 +449,7 @@ def test_polynomial_schedule_follows_the_curve(cli, make_model, image_data, out,
     assert updates[-1]["sparsity"] == pytest.approx(expected_sparsity(0.8), abs=1e-12)
     sparsities = [u["sparsity"] for u in updates]
     assert sparsities == sorted(sparsities)
-    for path, kernel in dense_conv_kernels(load_model(target)).items():
+    for path, kernel in run.after.items():
         assert kernel.size - np.count_nonzero(kernel) == round(0.8 * kernel.size), path
 
 
@@ -531,20 +490,9 @@ def test_gate_fails_with_exit_3_and_still_writes(cli, make_model, image_data, ou
     target = out / "pruned.keras"
 
     result = cli(
-        "prune",
-        model_path,
-        "--data",
-        image_data,
-        "-o",
-        target,
-        "--epochs",
-        "0",
-        "--sparsity",
-        "0.95",
-        "--max-accuracy-drop",
-        "0",
-        "--json",
-    )
+        "prune", model_path, "--data", image_data, "-o", target, "--epochs", "0", "--sparsity",
+        "0.95", "--max-accuracy-drop", "0", "--json",
+    )  # fmt: skip
 
     assert result.exit_code == 3, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("prunecli: error")]
@@ -563,20 +511,9 @@ def test_loose_gate_passes(cli, make_model, image_data, out):
     model_path = make_model("cnn", ".h5")
 
     result = cli(
-        "prune",
-        model_path,
-        "--data",
-        image_data,
-        "-o",
-        out / "p.keras",
-        "--epochs",
-        "0",
-        "--sparsity",
-        "0.3",
-        "--max-accuracy-drop",
-        "0.5",
-        "--json",
-    )
+        "prune", model_path, "--data", image_data, "-o", out / "p.keras", "--epochs", "0",
+        "--sparsity", "0.3", "--max-accuracy-drop", "0.5", "--json",
+    )  # fmt: skip
 
     assert result.exit_code == 0, result.stderr
     gate = json.loads(result.stdout)["gate"]
@@ -587,19 +524,9 @@ def test_loose_gate_passes(cli, make_model, image_data, out):
 def test_same_seed_is_deterministic(cli, make_model, image_data, out, tmp_path):
     model_path = make_model("cnn", ".h5")
     cfg = cfg_yaml(tmp_path, "seed: 7\nprune:\n  sparsity: 0.6\nfinetune:\n  batch_size: 16\n")
+    args = ("--config", cfg, "--data", image_data, "--epochs", "1")
     reports = [
-        prune_report(
-            cli,
-            model_path,
-            "--config",
-            cfg,
-            "--data",
-            image_data,
-            "-o",
-            out / name,
-            "--epochs",
-            "1",
-        )
+        prune_report(cli, model_path, *args, "-o", out / name)
         for name in ("one.keras", "two.keras")
     ]
 

@@ -347,44 +347,24 @@ def test_csv_float_labels_are_regression_targets(tmp_path):
     np.testing.assert_array_equal(arrays.y, [0.5, 1.5])
 
 
-def test_csv_without_label_column(tmp_path):
+@pytest.mark.parametrize(
+    ("text", "features", "expected"),
+    [
+        ("a,b,class\n1,2,0\n", 2,
+         ": no label column 'label' (columns: a, b, class); set data.label_column"),
+        ("f0,f1,label\n1,2,0\n3,abc,1\n", 2, ":3: column 'f1' is not a number: 'abc'"),
+        ("f0,label\n1,0\n2,1\n3,cat\n", 1, ":4: column 'label' is not a number: 'cat'"),
+        ("f0,f1,label\n1,,0\n", 2, ":2: column 'f1' is not a number: ''"),
+        ("f0,f1,label\n1,2,0\n1,2\n", 2, ":3: expected 3 cells, got 2"),
+        ("f0,label\n", 1, ": expected a header row and at least one data row"),
+    ],
+    ids=["without-label-column", "non-numeric-cell", "non-numeric-label", "empty-cell",
+         "ragged-row", "header-only"],
+)  # fmt: skip
+def test_csv_error_names_the_file_line_and_column(tmp_path, text, features, expected):
     path = tmp_path / "d.csv"
-    path.write_text("a,b,class\n1,2,0\n", encoding="utf-8")
-    message = data_error(path, input_shape=(2,))
-    assert message == (
-        f"{path}: no label column 'label' (columns: a, b, class); set data.label_column"
-    )
-
-
-def test_csv_non_numeric_cell_names_line_and_column(tmp_path):
-    path = tmp_path / "d.csv"
-    path.write_text("f0,f1,label\n1,2,0\n3,abc,1\n", encoding="utf-8")
-    assert data_error(path, input_shape=(2,)) == f"{path}:3: column 'f1' is not a number: 'abc'"
-
-
-def test_csv_non_numeric_label(tmp_path):
-    path = tmp_path / "d.csv"
-    path.write_text("f0,label\n1,0\n2,1\n3,cat\n", encoding="utf-8")
-    assert data_error(path, input_shape=(1,)) == f"{path}:4: column 'label' is not a number: 'cat'"
-
-
-def test_csv_empty_cell(tmp_path):
-    path = tmp_path / "d.csv"
-    path.write_text("f0,f1,label\n1,,0\n", encoding="utf-8")
-    assert data_error(path, input_shape=(2,)) == f"{path}:2: column 'f1' is not a number: ''"
-
-
-def test_csv_ragged_row(tmp_path):
-    path = tmp_path / "d.csv"
-    path.write_text("f0,f1,label\n1,2,0\n1,2\n", encoding="utf-8")
-    assert data_error(path, input_shape=(2,)) == f"{path}:3: expected 3 cells, got 2"
-
-
-def test_csv_header_only(tmp_path):
-    path = tmp_path / "d.csv"
-    path.write_text("f0,label\n", encoding="utf-8")
-    message = data_error(path, input_shape=(1,))
-    assert message == f"{path}: expected a header row and at least one data row"
+    path.write_text(text, encoding="utf-8")
+    assert data_error(path, input_shape=(features,)) == f"{path}{expected}"
 
 
 # --- DataError for folders and files -----------------------------------------------------

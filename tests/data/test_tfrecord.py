@@ -132,36 +132,29 @@ def test_tfrecord_validation_split_is_seeded_and_disjoint(tmp_path):
     np.testing.assert_array_equal(train, np.delete(x, held, axis=0))
 
 
-def test_tfrecord_end_to_end_float_features(cli, make_model, tmp_path):
-    float_shards(tmp_path)
+@pytest.mark.parametrize(
+    ("kind", "write", "features"),
+    [
+        ("dense", float_shards, "x: {dtype: float32, shape: [6]}"),
+        ("cnn", png_shards, "image: {dtype: string, shape: [8, 8, 1]}"),
+    ],
+    ids=["float-features", "png-images"],
+)
+def test_tfrecord_end_to_end(cli, make_model, tmp_path, kind, write, features):
+    pattern = write(tmp_path)
     cfg = write_config(tmp_path / "cfg.yaml", (
-        "data:\n  train: shards/train-*.tfrecord\n  validation_split: 0.2\n"
-        "  tfrecord:\n    features:\n      x: {dtype: float32, shape: [6]}\n"
-        "      label: {dtype: int64}\n"
+        f"data:\n  train: {pattern.relative_to(tmp_path)}\n  validation_split: 0.2\n"
+        f"  tfrecord:\n    features:\n      {features}\n      label: {{dtype: int64}}\n"
     ))  # fmt: skip
-    report = prune_report(
-        cli, make_model("dense"), "--config", cfg, "-o", tmp_path / "out.keras", "--epochs", "1"
-    )
+    target = tmp_path / "out.keras"
+    report = prune_report(cli, make_model(kind), "--config", cfg, "-o", target, "--epochs", "1")
     assert (report["data"]["train_samples"], report["data"]["validation_samples"]) == (72, 18)
     assert report["data"]["task"] == "sparse"
-    assert report["before"]["accuracy"] > 0.8  # the fixture model learnt this task
-    assert report["after"]["accuracy"] is not None
-    assert (tmp_path / "out.keras").exists()
-
-
-def test_tfrecord_end_to_end_png_images(cli, make_model, tmp_path):
-    png_shards(tmp_path)
-    cfg = write_config(tmp_path / "cfg.yaml", (
-        "data:\n  train: pngs/train-*.tfrecord\n  validation_split: 0.2\n"
-        "  tfrecord:\n    features:\n      image: {dtype: string, shape: [8, 8, 1]}\n"
-        "      label: {dtype: int64}\n"
-    ))  # fmt: skip
-    report = prune_report(
-        cli, make_model("cnn"), "--config", cfg, "-o", tmp_path / "out.keras", "--epochs", "1"
-    )
-    assert (report["data"]["train_samples"], report["data"]["validation_samples"]) == (72, 18)
-    # the fixture model was trained on these very images (seed 5): decoded right, it knows them
+    # the fixture models learnt these very samples (the PNGs are its training images, seed
+    # 5): decoded right, the model knows them
     assert report["before"]["accuracy"] > 0.8
+    assert report["after"]["accuracy"] is not None
+    assert target.exists()
 
 
 @pytest.mark.parametrize(

@@ -206,8 +206,7 @@ def test_inspect_lists_variables_and_supports(cli: Callable, module_dir: Path) -
 def test_nm_pattern_on_savedmodel_kernels(cli: Callable, module_dir: Path, tmp_path: Path) -> None:
     output = tmp_path / "nm"
     rows = prune_report(
-        cli, module_dir, "--epochs", "0", "--set", 'prune.granularity="2:4"',
-        "-o", output, "-q",
+        cli, module_dir, "--epochs", "0", "--set", 'prune.granularity="2:4"', "-o", output, "-q",
     )["layers"]  # fmt: skip
     assert [row["pattern_ok"] for row in rows] == [True, True, None]
     assert [row["sparsity"] for row in rows] == [0.5, 0.5, None]
@@ -355,8 +354,7 @@ def test_savedmodel_input_to_tflite_keeps_the_pruned_zeros(
     """A signature-only input converts to .tflite: through its re-saved signatures."""
     output = tmp_path / "pruned.tflite"
     report = prune_report(
-        cli, module_dir, "--epochs", "0", "--sparsity", "0.6",
-        "--set", f"data.train={npz_data}",
+        cli, module_dir, "--epochs", "0", "--sparsity", "0.6", "--set", f"data.train={npz_data}",
         "--set", "output.tflite.sparse=false", "-o", output, "-q",
     )  # fmt: skip
     [export] = report["exports"]

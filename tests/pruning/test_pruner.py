@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from helpers import (
     CLASSES,
+    NESTED_KERNELS,
     build_cnn,
     build_nested,
     kernels_of,
@@ -26,8 +27,8 @@ from helpers import (
 from prunecli.config import Prune
 from prunecli.core import schedules
 
-# nested model: base/conv 3*3*1*4 = 36, hidden (6*6*4)*16 = 2304, out 16*3 = 48 kernel weights
-NESTED_KERNELS = {"base/conv/kernel": 36, "hidden/kernel": 2304, "out/kernel": 48}
+# the pruner's kernel keys: "<layer path>/kernel"
+KERNELS = {f"{path}/kernel": size for path, size in NESTED_KERNELS.items()}
 
 
 # --- Pruner.update -----------------------------------------------------------------------
@@ -37,7 +38,7 @@ def test_update_layer_scope_exact_counts_and_lowest_magnitudes():
     model = seeded(build_nested)
     prune = Prune(sparsity=0.5, layers={"overrides": {"out": 0.25}})
     pruner = make_pruner(model, prune)
-    assert sorted(pruner.kernels) == sorted(NESTED_KERNELS)
+    assert sorted(pruner.kernels) == sorted(KERNELS)
     before = kernels_of(pruner)
     returned = pruner.update(0)
     after = kernels_of(pruner)
@@ -74,11 +75,11 @@ def test_update_global_scope_one_threshold_with_floor():
     pruner = make_pruner(model, prune)
     before = kernels_of(pruner)
     pruner.update(0)
-    total = sum(NESTED_KERNELS.values())  # 2388
+    total = sum(KERNELS.values())  # 2388
     zeros = {key: int(np.sum(np.array(v) == 0)) for key, v in pruner.kernels.items()}
     assert sum(zeros.values()) == round(0.9 * total)  # 2149: the floors (1 + 47 + 1) fit
     kept_min, pruned_max = math.inf, 0.0
-    for key, n in NESTED_KERNELS.items():
+    for key, n in KERNELS.items():
         mask = np.array(pruner.masks[key])
         assert n - zeros[key] >= math.ceil(0.02 * n), key
         if mask.sum() > math.ceil(0.02 * n):  # above its floor: kept by the global threshold
@@ -91,7 +92,7 @@ def test_update_global_099_leaves_every_layer_its_floor():
     model = seeded(build_nested)
     pruner = make_pruner(model, Prune(sparsity=0.99, scope="global", min_layer_density=0.05))
     pruner.update(0)
-    for key, n in NESTED_KERNELS.items():
+    for key, n in KERNELS.items():
         nonzero = int(np.count_nonzero(np.array(pruner.kernels[key])))
         assert nonzero >= math.ceil(0.05 * n), key
         assert nonzero / n >= 0.05

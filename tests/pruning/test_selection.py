@@ -16,10 +16,6 @@ from prunecli.config import Prune
 from prunecli.errors import ConfigError
 from prunecli.pruning import selection
 
-# nested model: base/conv 3*3*1*4 = 36, hidden (6*6*4)*16 = 2304, out 16*3 = 48 kernel weights
-NESTED_KERNELS = {"base/conv/kernel": 36, "hidden/kernel": 2304, "out/kernel": 48}
-
-
 # --- describe / select -------------------------------------------------------------------
 
 

@@ -21,10 +21,6 @@ from prunecli.pruning import selection
 from prunecli.pruning.pruner import Pruner
 from prunecli.training import finetune
 
-# nested model: base/conv 3*3*1*4 = 36, hidden (6*6*4)*16 = 2304, out 16*3 = 48 kernel weights
-NESTED_KERNELS = {"base/conv/kernel": 36, "hidden/kernel": 2304, "out/kernel": 48}
-
-
 # --- finetune.run: the product's own loop --------------------------------------------------
 
 
