@@ -142,7 +142,7 @@ def _measure(case: dict[str, Any], sparsity: float, epochs: int) -> dict[str, An
             )
             path = Path(folder) / f"{label.replace(' ', '_')}.tflite"
             path.write_bytes(flat)
-            measured = exporting.measure(exporting.Artifact("tflite", path), path, val, task)
+            measured = measure.artifact("tflite", path, val, task)
             variants[label] = measured | {"fallback": note is not None}
     kernels = [np.asarray(v) for info in layers if info.selected for v in info.kernels.values()]
     return {

@@ -17,9 +17,7 @@ Nothing here imports TensorFlow at module level: ``plan`` runs in preflight.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +30,7 @@ from prunecli.config import TFLite
 from prunecli.errors import OutputError, first_line
 from prunecli.formats import staging
 from prunecli.formats.base import InputFormat
-from prunecli.reporting.measure import sizes
+from prunecli.reporting import measure
 
 # Suffix -> format of the main output; "" (no suffix) is a SavedModel folder.
 SUFFIXES = {".keras": "keras", ".h5": "h5", ".hdf5": "h5", ".tflite": "tflite", "": "savedmodel"}
@@ -41,9 +39,6 @@ EXTRA_SUFFIX = {"savedmodel": ".savedmodel", "tflite": ".tflite", "keras": ".ker
 DEPLOYABLE = ("savedmodel", "tflite")  # measured by running the artifact itself
 
 CALIBRATION_SAMPLES = 100  # int8: representative batches of one, from data.train
-WARMUP_RUNS = 5
-TIMED_RUNS = 30
-_EVAL_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -166,55 +161,13 @@ def _representative(calibration: np.ndarray | None) -> Callable[[], Iterator[lis
 def _run_problem(flat: bytes) -> str | None:
     """None if the model allocates and runs one zero sample in LiteRT; else why not."""
     try:
-        interpreter = _interpreter(flat)
+        interpreter = measure.litert_interpreter(flat)
         detail = interpreter.get_input_details()[0]
         interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
         interpreter.invoke()
     except Exception as exc:  # LiteRT raises RuntimeError/ValueError with the C++ message
         return first_line(exc)
     return None
-
-
-def _interpreter(flat: bytes) -> Any:
-    """A LiteRT interpreter with its default delegate (XNNPack), allocated; its "Created
-    TensorFlow Lite XNNPACK delegate" line is kept off the user's stderr."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from prunecli import runtime
-
-    with runtime.native_stderr_muted():
-        interpreter = Interpreter(model_content=flat)
-        interpreter.allocate_tensors()
-    return interpreter
-
-
-def measure(
-    artifact: Artifact, path: Path, samples: data.Source | None, task: Any
-) -> dict[str, Any]:
-    """``{size_bytes, size_gzip_bytes, accuracy, latency_ms}`` of the artifact at ``path``,
-    measured by running it: accuracy over ``samples`` streamed in batches (None without
-    samples or a classification task), latency the median batch-1 CPU call after warm-up."""
-    from prunecli.reporting import evaluate
-
-    size, gzipped = sizes(path)
-    runner = _tflite_runner(path) if artifact.format == "tflite" else _savedmodel_runner(path)
-    accuracy = sample = None
-    if samples is not None and len(samples):
-        batches = (np.asarray(x) for x, _ in samples.dataset(_EVAL_BATCH, cache=False))
-        if task is None:  # nothing to score: one sample times the artifact
-            sample = next(batches)[:1]
-        else:
-            predictions = []
-            for batch in batches:
-                sample = batch[:1] if sample is None else sample
-                predictions.append(runner(batch))
-            accuracy = evaluate.accuracy(np.concatenate(predictions), samples.y, task)
-    return {
-        "size_bytes": size,
-        "size_gzip_bytes": gzipped,
-        "accuracy": accuracy,
-        "latency_ms": _latency_ms(runner, sample),
-    }
 
 
 def measure_input(
@@ -234,7 +187,7 @@ def measure_input(
             if artifact.format in DEPLOYABLE:
                 path = Path(folder) / f"before{EXTRA_SUFFIX[artifact.format]}"
                 write(model, source, artifact, path, settings, _calibration(splits))
-                found[artifact.format] = measure(artifact, path, samples, scored)
+                found[artifact.format] = measure.artifact(artifact.format, path, samples, scored)
     return found
 
 
@@ -261,7 +214,7 @@ def stage_all(
         if artifact.format in DEPLOYABLE:
             entries.append(
                 {"format": artifact.format, "path": str(artifact.path)}
-                | measure(artifact, staged, samples, scored)
+                | measure.artifact(artifact.format, staged, samples, scored)
                 | {"before": before.get(artifact.format), "note": note}
             )
     return staged_paths[0], entries
@@ -281,50 +234,3 @@ def _calibration(splits: data.Splits) -> np.ndarray | None:
         return None
     first = splits.train.dataset(CALIBRATION_SAMPLES, cache=False).take(1)
     return next(np.asarray(x) for x, _ in first)
-
-
-def _tflite_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """Runs a batch through the interpreter, resizing its batch dimension as needed."""
-    interpreter = _interpreter(path.read_bytes())
-    source = interpreter.get_input_details()[0]
-    target = interpreter.get_output_details()[0]["index"]
-    shape = [tuple(source["shape"])]
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(batch, dtype=source["dtype"])
-        if batch.shape != shape[0]:
-            interpreter.resize_tensor_input(source["index"], batch.shape)
-            interpreter.allocate_tensors()
-            shape[0] = batch.shape
-        interpreter.set_tensor(source["index"], batch)
-        interpreter.invoke()
-        return interpreter.get_tensor(target).copy()
-
-    return run
-
-
-def _savedmodel_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """Calls ``serving_default`` with the batch as its one input; the first output back."""
-    import tensorflow as tf
-
-    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
-    (name, spec), *_ = signature.structured_input_signature[1].items()
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        result = signature(**{name: tf.constant(batch, dtype=spec.dtype)})
-        return np.asarray(result[sorted(result)[0]])
-
-    return run
-
-
-def _latency_ms(run: Callable[[np.ndarray], np.ndarray], sample: np.ndarray | None) -> float | None:
-    if sample is None:
-        return None
-    for _ in range(WARMUP_RUNS):
-        run(sample)
-    times = []
-    for _ in range(TIMED_RUNS):
-        start = time.perf_counter()
-        run(sample)
-        times.append(time.perf_counter() - start)
-    return round(1000 * statistics.median(times), 4)
