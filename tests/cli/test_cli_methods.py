@@ -655,7 +655,7 @@ def test_example_config_validates_and_runs(cli, tmp_path, digits, name):
     assert text.startswith("#"), "each example opens with a comment saying when to choose it"
     checked = cli("validate", path)
     assert (checked.exit_code, checked.stdout) == (0, f"{path}: valid\n")
-    cfg = config.load_model(path)
+    cfg = config.load(path)
     method, granularity, scope, schedule = EXAMPLES[name]
     dumped = cfg.prune.model_dump(mode="json")
     assert (dumped["method"], dumped["granularity"], dumped["scope"]) == (
