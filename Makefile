@@ -31,6 +31,7 @@ bench: $(STAMP)  ## benchmarks: print tables, write benchmarks/results/*.json (~
 	$(BIN)/python benchmarks/formats.py
 	$(BIN)/python benchmarks/vs_tfmot.py
 	$(BIN)/python benchmarks/big_model.py
+	$(BIN)/python benchmarks/analyze.py --finetune
 
 sample: $(STAMP)  ## rebuild sample_models/ from scikit-learn's bundled digits
 	$(BIN)/python sample_models/make_sample.py

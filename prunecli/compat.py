@@ -61,6 +61,15 @@ def all_layers(layer: Any) -> list[Any]:
     return list(layer._flatten_layers(include_self=False, recursive=True))
 
 
+def sublayers(layer: Any) -> list[Any]:
+    """The layers ``layer`` holds directly, in the order it tracked them (Keras 3.x
+    ``Layer._flatten_layers(include_self=False, recursive=False)``: what ``Layer.weights``
+    itself walks; only ``Model.layers`` is public, and a custom layer's children are in no
+    public list). The selection walk descends with it one level at a time, so it knows
+    each layer's path."""
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
 def reloaded_object(layer: Any) -> Any:
     """The ``tf.saved_model.load`` result a ``keras.layers.TFSMLayer`` wraps (Keras 3.x
     ``TFSMLayer._reloaded_obj``): its signatures are what a re-saved SavedModel keeps."""

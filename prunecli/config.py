@@ -117,7 +117,12 @@ class Prune(_Section):
     method: Literal[tuple(catalog.METHODS)] = "magnitude"  # type: ignore[valid-type]
     granularity: str | Block = "unstructured"
     scope: Literal["layer", "global"] = "layer"
-    sparsity: float = Field(0.5, ge=0, lt=1)
+    # "auto": per-layer targets from a sensitivity scan within max_accuracy_drop (analysis)
+    sparsity: float | Literal["auto"] = 0.5
+    # The --max-accuracy-drop gate in the config; with sparsity auto also the scan's budget.
+    max_accuracy_drop: float | None = Field(None, ge=0, le=1)
+    # One full prune + fine-tune per target (``--sweep``), plus one combined report.
+    sweep: list[float] | None = None
     min_layer_density: float = Field(0.02, gt=0, le=1)
     score_batches: int = Field(16, ge=1)  # taylor: batches of training data for gradients
     layers: LayerSelection = LayerSelection()
@@ -139,6 +144,27 @@ class Prune(_Section):
                 raise ValueError(f"{{block: [rows, cols]}}: {_describe(exc)}") from None
         parse_granularity(value)  # raises with what is allowed
         return value
+
+    @field_validator("sparsity", mode="before")
+    @classmethod
+    def _number_or_auto(cls, value: Any) -> Any:
+        """A number in [0, 1) or ``auto``; one message either way (no union noise)."""
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"must be a number >= 0 and < 1, or auto, got {value!r}")
+        if value < 0:
+            raise ValueError(f"input should be greater than or equal to 0, got {value}")
+        if value >= 1:
+            raise ValueError(f"input should be less than 1, got {value}")
+        return float(value)
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep_targets(cls, sweep: list[float] | None) -> list[float] | None:
+        if sweep is not None:
+            _check_levels(sweep, "target")
+        return sweep
 
     @property
     def needs(self) -> catalog.Needs:
@@ -164,6 +190,7 @@ class Prune(_Section):
     @model_validator(mode="after")
     def _combination_valid(self) -> Prune:
         fixed = self.pattern.fixed_sparsity
+        _check_auto(self, fixed is not None)
         if fixed is not None:
             if abs(self.sparsity - fixed) > 1e-9:
                 raise ValueError(
@@ -188,6 +215,41 @@ class Prune(_Section):
                 "remove them or use prune.scope layer"
             )
         return self
+
+
+def _check_levels(levels: list[float], what: str) -> None:
+    """Sparsities for a scan or a sweep: each in [0, 1), none twice, at least one."""
+    if not levels:
+        raise ValueError(f"needs at least one {what}, got []")
+    for level in levels:
+        if not 0.0 <= level < 1.0:
+            raise ValueError(f"every {what} must be >= 0 and < 1, got {level}")
+    if len(set(levels)) != len(levels):
+        raise ValueError(f"a {what} is repeated, got {levels}")
+
+
+def _check_auto(prune: Prune, nm: bool) -> None:
+    """``sparsity: auto`` picks one target per layer within ``max_accuracy_drop``."""
+    if prune.sparsity != "auto":
+        return
+    if prune.max_accuracy_drop is None:
+        raise ValueError(
+            "prune.sparsity auto needs an accuracy budget: set prune.max_accuracy_drop "
+            "(or pass --max-accuracy-drop), e.g. 0.01 for one point"
+        )
+    clash = (
+        "prune.granularity N:M fixes every layer's sparsity"
+        if nm
+        else "prune.scope global shares one threshold"
+        if prune.scope == "global"
+        else "prune.layers.overrides sets targets by hand"
+        if prune.layers.overrides
+        else "prune.sweep sets the targets"
+        if prune.sweep
+        else None
+    )
+    if clash:
+        raise ValueError(f"prune.sparsity auto picks a target per layer, but {clash}")
 
 
 class Distill(_Section):
@@ -215,6 +277,9 @@ class Finetune(_Section):
     steps_per_execution: Literal["auto"] | int = "auto"
     checkpoint_dir: Path | None = None
     checkpoint_steps: int | None = Field(None, ge=1)
+    # Frozen layers (trainable=False) that are pruned: unfreeze them for the fine-tune
+    # (they are saved back frozen); false leaves them as pruned, with a warning.
+    train_frozen: bool = False
 
     @field_validator("steps_per_execution")
     @classmethod
@@ -251,7 +316,8 @@ class Data(_Section):
     validation_split: float = Field(0.1, ge=0, lt=1)
     image_size: tuple[int, int] | None = None
     color_mode: Literal["grayscale", "rgb", "rgba"] | None = None
-    rescale: float | None = None
+    # auto: 1 when the model begins with its own Rescaling/Normalization, else 1/255
+    rescale: Literal["auto"] | float | None = "auto"
     label_column: str = "label"
     cache: bool | Path = False  # tf.data cache: true = memory, a path = files there
     tfrecord: TFRecord | None = None
@@ -269,8 +335,22 @@ class TFLite(_Section):
     quantize: Literal["none", "dynamic", "float16", "int8"] = "none"
 
 
+class Analyze(_Section):
+    """``prunecli analyze`` (and ``prune.sparsity: auto``): the sensitivity scan."""
+
+    levels: list[float] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+    samples: int | None = Field(None, ge=1)  # validation samples evaluated; None: all
+
+    @field_validator("levels")
+    @classmethod
+    def _valid_levels(cls, levels: list[float]) -> list[float]:
+        _check_levels(levels, "level")
+        return sorted(levels)
+
+
 class Output(_Section):
     path: Path | None = None
+    html: bool = True  # an HTML report (plots embedded) beside the Markdown one
     report: Path | None = None
     export: list[Literal["savedmodel", "tflite", "keras", "h5"]] = []
     tflite: TFLite = TFLite()
@@ -292,15 +372,32 @@ class Output(_Section):
         return self._folder
 
 
+class Input(_Section):
+    """How to load the input model: ``imports`` are Python modules imported first (user
+    code that registers custom layers with ``keras.saving.register_keras_serializable``)."""
+
+    imports: list[str] = []
+
+    @field_validator("imports")
+    @classmethod
+    def _module_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", name):
+                raise ValueError(f"must be Python module names such as my_layers, got {name!r}")
+        return names
+
+
 class Config(_Section):
     """The whole resolved configuration of one run."""
 
     version: Literal[1] = 1
     seed: int = 0
+    input: Input = Input()
     prune: Prune = Prune()
     finetune: Finetune = Finetune()
     data: Data = Data()
     output: Output = Output()
+    analyze: Analyze = Analyze()
 
     @model_validator(mode="after")
     def _schedule_fits_training(self) -> Config:

@@ -25,16 +25,18 @@ from typing import Any
 import keras
 
 from prunecli import data, interrupts, runtime
+from prunecli.analysis import figures, hooks
 from prunecli.config import Config
 from prunecli.core import schedules
+from prunecli.data import inputs, preprocessing
 from prunecli.errors import ConfigError
 from prunecli.formats import compiling, exporting, model_io, staging
 from prunecli.formats.base import InputFormat
 from prunecli.progress import Reporter
-from prunecli.pruning import selection
+from prunecli.pruning import coverage, selection
 from prunecli.pruning.pruner import Pruner
 from prunecli.reporting import evaluate, measure, report
-from prunecli.training import checkpoints, distribute, finetune
+from prunecli.training import checkpoints, distribute, finetune, frozen, labels
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class Prepared:
     task: evaluate.Task | None
     compile_args: dict[str, Any]
     layers: list[selection.LayerInfo]
+    rescale: float | None = None  # data.rescale as used (auto resolved)
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclass
@@ -111,6 +115,7 @@ def preflight(request: Request) -> Targets:
         )
     for path in (paths.report, paths.markdown):
         staging.check_target(path, force=request.force, inputs=(request.model,))
+    hooks.preflight(request.config, paths.markdown, request.force, request.model)
     _check_data_needs(request)
     if request.config.finetune.epochs > 0:
         checkpoints.preflight(
@@ -168,6 +173,9 @@ def _stages(request: Request, reporter: Reporter, job: distribute.Job) -> dict[s
         loaded = _load(request)
         prepared = _prepare(request, loaded)
     _say_loaded(reporter, request, loaded, prepared)
+    with clock("prune_s"):  # sparsity auto: scan, allocate, select with the targets
+        request, auto = hooks.auto(request, loaded.model, prepared, reporter)
+        cfg = request.config
     with clock("evaluate_s"):
         before_stats = _figures(loaded.model, prepared)
     with clock("measure_s"):
@@ -177,14 +185,17 @@ def _stages(request: Request, reporter: Reporter, job: distribute.Job) -> dict[s
     with clock("prune_s"):
         pruner = _pruner(loaded.model, prepared, cfg)
         updates = _prune(pruner, cfg)
+    losses = figures.LossHistory()  # the loss plot's points
     with clock("finetune_s"):
-        tuned = _finetune(request, paths, loaded, prepared, pruner, reporter, job, teacher)
+        tuned = _finetune(
+            request, paths, loaded, prepared, pruner, reporter, job, teacher, losses.callback()
+        )
         _leave_training(loaded, prepared)
     with clock("evaluate_s"):
         after_stats = _figures(loaded.model, prepared)
     result = _save(request, paths, loaded, prepared, clock, job,
                    before=before, after_stats=after_stats, updates=updates + tuned.updates,
-                   tuned=tuned)  # fmt: skip
+                   tuned=tuned, extras={"losses": losses.rows, "auto": auto})  # fmt: skip
     checkpoints.remove(checkpoint_folder(request, paths))
     written = ", ".join(str(artifact.path) for artifact in paths.artifacts)
     reporter.say("wrote", f"wrote {written}, {paths.report} and {paths.markdown}")
@@ -215,7 +226,9 @@ def _in_scratch(request: Request, scratch: Path | None) -> Request:
 
 
 def _load(request: Request) -> Loaded:
-    model, source = model_io.load(request.model, safe_mode=request.safe_mode)
+    model, source = model_io.load(
+        request.model, safe_mode=request.safe_mode, imports=request.config.input.imports
+    )
     sha256 = _background().submit(measure.sha256, request.model)  # report and checkpoints
     distribute.adopt(model)
     user_compile = model_io.compile_config(model)
@@ -226,7 +239,8 @@ def _load(request: Request) -> Loaded:
 def _prepare(request: Request, loaded: Loaded) -> Prepared:
     """Read the data, infer the task, choose the loss, select the layers."""
     cfg, model = request.config, loaded.model
-    splits = data.load(cfg.data, tuple(model.input_shape[1:]), cfg.seed)
+    settings = preprocessing.resolve(cfg.data, model)  # data.rescale: auto
+    splits = data.load(settings, inputs.signature(model), cfg.seed)
     labelled = splits.train or splits.validation
     activation = loaded.source.output_activation(model)
     task = evaluate.infer_task(model, labelled, cfg.data.train, activation) if labelled else None
@@ -236,18 +250,23 @@ def _prepare(request: Request, loaded: Loaded) -> Prepared:
         raise ConfigError("--max-accuracy-drop needs a classifier: this model has no accuracy")
     inferred = task.compile_args() if task is not None else None
     compile_args = compiling.training_args(loaded.user_compile, inferred, cfg.finetune)
-    return Prepared(splits, task, compile_args, selection.select(model, cfg.prune))
+    splits, task = labels.reconcile(splits, task, compile_args)  # one-hot for a sparse loss
+    layers = selection.select(model, cfg.prune)
+    frozen_stay = cfg.finetune.epochs > 0 and not cfg.finetune.train_frozen
+    warnings = coverage.warnings(layers, model.count_params(), frozen_stay)
+    return Prepared(splits, task, compile_args, layers, settings.rescale, warnings)
 
 
-def _say_loaded(
-    reporter: Reporter, request: Request, loaded: Loaded, prepared: Prepared
-) -> None:
-    selected = sum(info.selected for info in prepared.layers)
+def _say_loaded(reporter: Reporter, request: Request, loaded: Loaded, prepared: Prepared) -> None:
+    total = loaded.model.count_params()
     reporter.say(
         "loaded",
-        f"loaded {request.model} ({loaded.source.name}, {loaded.model.count_params():,} "
-        f"parameters); {_data_line(prepared.splits, prepared.task)}; {selected} layers selected",
+        f"loaded {request.model} ({loaded.source.name}, {total:,} "
+        f"parameters); {_data_line(prepared.splits, prepared.task)}; "
+        f"{coverage.line(prepared.layers, total)}",
     )
+    for warning in prepared.warnings:
+        reporter.say("warning", f"warning: {warning}")
 
 
 def _figures(model: Any, prepared: Prepared) -> dict[str, Any]:
@@ -309,16 +328,21 @@ def _finetune(
     reporter: Reporter,
     job: distribute.Job,
     teacher: finetune.Teacher | None,
+    *callbacks: keras.callbacks.Callback,
 ) -> finetune.Result:
     cfg = request.config
     if cfg.finetune.epochs == 0:
         return finetune.Result()
     tracker = _tracker(request, paths, reporter, loaded.sha256.result())
     # A signal stops training before the next step.
-    with interrupts.deferred(), distribute.precision(loaded.model, job.precision):
+    with (
+        interrupts.deferred(),
+        distribute.precision(loaded.model, job.precision),
+        frozen.unfrozen(loaded.model, cfg.finetune.train_frozen),
+    ):
         return finetune.run(
             loaded.model, pruner, prepared.splits.train, cfg.finetune, prepared.compile_args,
-            reporter, callbacks=[_StopOnSignal()], teacher=teacher, seed=cfg.seed,
+            reporter, callbacks=[_StopOnSignal(), *callbacks], teacher=teacher, seed=cfg.seed,
             checkpoint=tracker,
         )  # fmt: skip
 
@@ -335,6 +359,7 @@ def _save(
     after_stats: dict[str, Any],
     updates: list[dict[str, float]],
     tuned: finetune.Result,
+    extras: dict[str, Any],
 ) -> dict[str, Any]:
     """Stage every artifact, measure them, build and stage the reports, rename all."""
     cfg = request.config
@@ -363,13 +388,21 @@ def _save(
                 after=after_stats | {"size_bytes": size, "size_gzip_bytes": gzipped},
                 layers=report.layer_rows(prepared.layers, cfg.prune.pattern),
                 finetune={"epochs": tuned.epochs, "steps": tuned.steps,
-                          "distill": _distill(prepared, cfg), "mask_updates": updates},
-                data=_data_summary(prepared.splits, prepared.task),
+                          "distill": _distill(prepared, cfg),
+                          "loss": labels.loss_name(prepared.compile_args.get("loss")),
+                          "loss_history": extras["losses"],
+                          "train_frozen": cfg.finetune.train_frozen, "mask_updates": updates},
+                data=_data_summary(prepared.splits, prepared.task)
+                | {"rescale": prepared.rescale},
+                warnings=prepared.warnings,
                 timing=clock.finish(),
                 gate=_gate(request.max_accuracy_drop, before_stats, after_stats),
             )  # fmt: skip
+            hooks.add_auto(result, extras["auto"])
             stage.write_text(paths.report, report.to_json(result))
-            stage.write_text(paths.markdown, report.to_markdown(result))
+            figures.stage(
+                stage, result, paths.markdown, report.to_markdown(result), cfg.output.html
+            )
             stage.commit()
     return result
 

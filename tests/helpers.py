@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -101,6 +102,17 @@ def valued_image_folder(root: Path, classes: dict[str, int], size: int = 8) -> P
         for i in range(count):
             write_png(root / name / f"{i}.png", np.full((size, size), 10 * i + number))
     return root
+
+
+def val_arrays(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The validation PNGs read independently: sorted class folders, pixels / 255."""
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    x, y = [], []
+    for label, name in enumerate(classes):
+        for file in sorted((root / name).glob("*.png")):
+            x.append(np.asarray(Image.open(file).convert("L"), dtype=np.float32) / 255.0)
+            y.append(label)
+    return np.stack(x)[..., None], np.array(y)
 
 
 def write_npz(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
@@ -282,6 +294,32 @@ def mask_checker(pruner: Any) -> Any:
     return MaskChecker()
 
 
+# --- analysis ----------------------------------------------------------------------------------
+
+
+def magnitude_mask(kernel: np.ndarray, sparsity: float) -> np.ndarray:
+    """Zero the round(s * n) smallest |w|; on equal |w| the later position goes first."""
+    flat = np.abs(kernel).ravel()
+    order = np.lexsort((-np.arange(flat.size), flat))  # ascending |w|, later index first
+    keep = np.ones(flat.size, dtype=np.float32)
+    keep[order[: round(sparsity * flat.size)]] = 0.0
+    return keep.reshape(kernel.shape)
+
+
+def evaluate_with(model: Any, masks: dict[str, np.ndarray], x: Any, y: Any) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of ``model`` with ``masks`` (layer -> kernel mask)."""
+    import keras
+
+    saved = {name: model.get_layer(name).kernel.numpy() for name in masks}
+    for name, mask in masks.items():
+        model.get_layer(name).kernel.assign(saved[name] * mask)
+    probabilities = model.predict(x, verbose=0)
+    for name, kernel in saved.items():
+        model.get_layer(name).kernel.assign(kernel)
+    loss = keras.losses.sparse_categorical_crossentropy(y, probabilities)
+    return float(np.mean(np.argmax(probabilities, -1) == y)), float(np.mean(loss))
+
+
 # --- the CLI ---------------------------------------------------------------------------------
 
 
@@ -307,6 +345,15 @@ def report_beside(model: Path) -> dict[str, Any]:
 
 def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
+
+
+def core_outputs(folder: Path) -> list[str]:
+    """Sorted names in ``folder`` without the report's plots and HTML page (every report
+    has them; tests/analysis/test_analysis_prune.py checks them), so a test can assert exactly the
+    model, reports and checkpoints a run left."""
+    return sorted(
+        p.name for p in folder.iterdir() if not re.search(r"\.report(\.\w+\.png|\.html)$", p.name)
+    )
 
 
 # --- child processes -----------------------------------------------------------------------

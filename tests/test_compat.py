@@ -89,6 +89,16 @@ def test_all_layers_finds_sub_layers_still_needed() -> None:
     assert "inner" not in [layer.name for layer in model.layers]  # the public list is shallow
 
 
+def test_sublayers_lists_one_level_of_a_custom_layer_still_needed() -> None:
+    inputs = keras.Input((3,))
+    block = _Block(name="block")
+    model = keras.Model(inputs, block(inputs))
+    assert "block" in [layer.name for layer in compat.sublayers(model)]
+    assert "inner" not in [layer.name for layer in compat.sublayers(model)]
+    assert [layer.name for layer in compat.sublayers(block)] == ["inner"]
+    assert not hasattr(block, "layers")  # no public list of a plain Layer's children
+
+
 def test_tfsm_layer_class_names_weights_and_keeps_the_graph(tmp_path: Path) -> None:
     model = _tiny_model()
     model.export(str(tmp_path / "sm"), format="tf_saved_model", verbose=False)

@@ -435,7 +435,16 @@ def test_parse_set_invalid_yaml_message_is_one_line():
 
 def test_dump_prints_every_key():
     dumped = yaml.safe_load(config.dump(Config()))
-    assert set(dumped) == {"version", "seed", "prune", "finetune", "data", "output"}
+    assert set(dumped) == {
+        "version",
+        "seed",
+        "input",
+        "prune",
+        "finetune",
+        "data",
+        "output",
+        "analyze",
+    }
     assert set(dumped["prune"]["schedule"]) == {
         "type",
         "start_epoch",

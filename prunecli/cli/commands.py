@@ -80,6 +80,7 @@ def main() -> None:
     \b
       prunecli prune model.h5 --config cfg.yaml
       prunecli inspect model.keras
+      prunecli analyze model.h5 --config cfg.yaml -o scan/
       prunecli validate cfg.yaml --print
     """
 
@@ -101,7 +102,15 @@ def main() -> None:
 @click.option(
     "--report", type=click.Path(path_type=Path), help="Report JSON path (Markdown beside it)."
 )
-@click.option("--sparsity", type=float, help="Target sparsity (prune.sparsity).")
+@click.option(
+    "--sparsity",
+    help="Target sparsity (prune.sparsity): a number in [0, 1), or auto (--max-accuracy-drop).",
+)
+@click.option(
+    "--sweep",
+    metavar="S1,S2,...",
+    help="One prune + fine-tune per target, e.g. 0.5,0.7,0.9 (prune.sweep), one combined report.",
+)
 @click.option("--epochs", type=int, help="Fine-tuning epochs (finetune.epochs); 0 prunes only.")
 @click.option("--seed", type=int, help="Random seed.")
 @click.option(
@@ -135,6 +144,13 @@ def main() -> None:
     show_default=True,
     help="Progress on stderr: rich bar, plain lines, or one JSON event per line.",
 )
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    metavar="MODULE",
+    help="Import this Python module first (repeatable): user code registering custom layers.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or logs.")
 @_guarded
 def prune(
@@ -143,7 +159,8 @@ def prune(
     data: Path | None,
     output: str | None,
     report: Path | None,
-    sparsity: float | None,
+    sparsity: str | None,
+    sweep: str | None,
     epochs: int | None,
     seed: int | None,
     assignments: tuple[str, ...],
@@ -153,6 +170,7 @@ def prune(
     no_safe_mode: bool,
     resume: bool,
     log_format: str,
+    imports: tuple[str, ...],
     quiet: bool,
     debug: bool,
 ) -> None:
@@ -166,16 +184,21 @@ def prune(
 
     Exit codes: 0 ok, 1 bug, 2 bad input, 3 gate failed, 130 interrupted.
     """
+    if max_accuracy_drop is not None and not 0 <= max_accuracy_drop <= 1:
+        raise ConfigError(f"--max-accuracy-drop: must be between 0 and 1, got {max_accuracy_drop}")
     flags = {
-        "prune.sparsity": sparsity,
+        "prune.sparsity": _number_or_auto(sparsity),
+        "prune.sweep": _targets(sweep),
+        "prune.max_accuracy_drop": max_accuracy_drop,
         "finetune.epochs": epochs,
         "seed": seed,
         "output.path": output,
         "output.report": report,
     }
     settings = _settings(config_path, data, assignments, flags)
-    if max_accuracy_drop is not None and not 0 <= max_accuracy_drop <= 1:
-        raise ConfigError(f"--max-accuracy-drop: must be between 0 and 1, got {max_accuracy_drop}")
+    if imports:  # --import adds to input.imports
+        added = [*settings.input.imports, *imports]
+        settings = _settings(config_path, data, assignments, flags | {"input.imports": added})
     from prunecli import runtime
 
     runtime.start(settings.seed, native_logs=debug, strategy=settings.finetune.strategy)
@@ -187,14 +210,45 @@ def prune(
         settings,
         force=force,
         safe_mode=not no_safe_mode,
-        max_accuracy_drop=max_accuracy_drop,
+        max_accuracy_drop=settings.prune.max_accuracy_drop,  # the flag, or the config's
         resume=resume,
     )
+    if settings.prune.sweep:
+        from prunecli.analysis import sweep as sweeping
+
+        combined = sweeping.run(request, progress.make(log_format, quiet))
+        click.echo(json.dumps(combined, indent=2) if as_json else sweeping.summary(combined))
+        failed = [run for run in combined["runs"] if run["gate"] and not run["gate"]["passed"]]
+        if failed:
+            _fail(f"{len(failed)} sweep targets failed the accuracy gate", EXIT_GATE)
+        return
     try:
         result = pipeline.run(request, progress.make(log_format, quiet))
     except KeyboardInterrupt as exc:  # say so when a checkpoint is left to resume from
         raise checkpoints.interrupted(pipeline.checkpoint_folder(request), exc) from None
     _print_result(result, as_json)
+
+
+def _number_or_auto(text: str | None) -> float | str | None:
+    """``--sparsity``: ``auto`` or a number (range checked with the config)."""
+    if text is None or text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(
+            f"--sparsity: expected a number in [0, 1) or auto, got {text!r}"
+        ) from None
+
+
+def _targets(text: str | None) -> list[float] | None:
+    """``--sweep 0.5,0.7,0.9`` -> [0.5, 0.7, 0.9] (ranges checked with the config)."""
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--sweep: expected comma-separated sparsities, got {text!r}") from None
 
 
 def _settings(
@@ -232,12 +286,90 @@ def _print_result(result: dict[str, Any], as_json: bool) -> None:
 
 @main.command()
 @click.argument("model", type=click.Path(path_type=Path))
+@click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), help="YAML config.")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="Dataset folder (train/ and val/ inside, or the training set itself).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Output folder (default: <model stem>.analysis/ beside the model).",
+)
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any dotted config key (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print sensitivity.json on stdout.")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option(
+    "--no-safe-mode", is_flag=True, help="Allow Lambda layers (runs code stored in the model)."
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(events.FORMATS),
+    default="auto",
+    show_default=True,
+    help="Progress on stderr: rich bar, plain lines, or one JSON event per line.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or logs.")
+@_guarded
+def analyze(
+    model: Path,
+    config_path: Path | None,
+    data: Path | None,
+    output: Path | None,
+    assignments: tuple[str, ...],
+    as_json: bool,
+    force: bool,
+    no_safe_mode: bool,
+    log_format: str,
+    quiet: bool,
+    debug: bool,
+) -> None:
+    """Sensitivity scan: prune each layer alone at analyze.levels (no fine-tuning), measure.
+
+    \b
+      prunecli analyze model.h5 --config cfg.yaml -o scan/
+      prunecli analyze model.keras --data data/ --set analyze.samples=500
+
+    Writes sensitivity.json, .csv, .png, model.png and sensitivity.html into the folder.
+    """
+    settings = _settings(config_path, data, assignments, {})
+    from prunecli import runtime
+
+    runtime.start(settings.seed, native_logs=debug)
+    from prunecli import progress
+    from prunecli.analysis import sensitivity
+
+    request = sensitivity.Request(model, settings, output, force=force, safe_mode=not no_safe_mode)
+    document = sensitivity.run(request, progress.make(log_format, quiet))
+    if as_json:
+        click.echo(json.dumps(document, indent=2))
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 @click.option(
     "--no-safe-mode", is_flag=True, help="Allow Lambda layers (runs code stored in the model)."
 )
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    metavar="MODULE",
+    help="Import this Python module first (repeatable): user code registering custom layers.",
+)
 @_guarded
-def inspect(model: Path, as_json: bool, no_safe_mode: bool, debug: bool) -> None:
+def inspect(
+    model: Path, as_json: bool, no_safe_mode: bool, imports: tuple[str, ...], debug: bool
+) -> None:
     """List MODEL's layers: parameters, current sparsity, prunable or not and why.
 
     \b
@@ -249,7 +381,7 @@ def inspect(model: Path, as_json: bool, no_safe_mode: bool, debug: bool) -> None
     runtime.start(native_logs=debug)
     from prunecli.reporting import inspection
 
-    summary = inspection.summarize(model, safe_mode=not no_safe_mode)
+    summary = inspection.summarize(model, safe_mode=not no_safe_mode, imports=imports)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:

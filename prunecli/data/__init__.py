@@ -16,15 +16,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from prunecli.config import Data
 from prunecli.data import images, tabular, tfrecord
+from prunecli.data.inputs import InputSpec
 from prunecli.data.source import Source, Splits, from_arrays, materialize
 from prunecli.errors import DataError
 
 __all__ = ["Source", "Splits", "from_arrays", "load", "materialize", "split_dir"]
+
 
 def split_dir(directory: Path) -> tuple[Path, Path | None]:
     """``--data DIR``: DIR/train and DIR/val (or DIR/validation) when present, else DIR."""
@@ -35,8 +38,11 @@ def split_dir(directory: Path) -> tuple[Path, Path | None]:
         return directory / "train", val
     return directory, None
 
-def load(settings: Data, input_shape: tuple[int | None, ...], seed: int) -> Splits:
-    """Train and validation sources for a model whose input is ``(batch, *input_shape)``.
+
+def load(settings: Data, input_shape: tuple[Any, ...], seed: int) -> Splits:
+    """Train and validation sources for a model whose input is ``(batch, *input_shape)``,
+    or whose inputs are ``input_shape`` when it is a signature (``inputs.InputSpec``s,
+    ``inputs.signature(model)``): several inputs are fed by name, each in its dtype.
 
     Without ``data.validation``, a seeded ``validation_split`` of train is held out.
     """
@@ -58,7 +64,13 @@ def load(settings: Data, input_shape: tuple[int | None, ...], seed: int) -> Spli
     keep, hold = np.sort(order[held:]), np.sort(order[:held])
     return Splits(train.subset(keep, "train"), train.subset(hold, "validation"))
 
-def _read(path: Path, name: str, settings: Data, input_shape: tuple[int | None, ...]) -> Source:
+
+def _read(path: Path, name: str, settings: Data, input_shape: tuple[Any, ...]) -> Source:
+    specs: tuple[InputSpec, ...] = ()
+    if input_shape and isinstance(input_shape[0], InputSpec):
+        specs, input_shape = input_shape, input_shape[0].shape
+    if len(specs) > 1:
+        return replace(_read_multi(path, settings, specs), name=name, cache=settings.cache)
     if settings.tfrecord is not None and not path.is_dir() and path.suffix.lower() != ".npz":
         source = tfrecord.read(path, settings)
     elif path.is_dir():
@@ -66,7 +78,7 @@ def _read(path: Path, name: str, settings: Data, input_shape: tuple[int | None, 
     elif not path.exists():
         raise DataError(f"{path}: data not found")
     elif path.suffix.lower() == ".npz":
-        source = tabular.read_npz(path)
+        source = tabular.read_npz(path, specs)
     elif path.suffix.lower() == ".csv":
         source = tabular.read_csv(path, settings.label_column)
     else:
@@ -76,6 +88,23 @@ def _read(path: Path, name: str, settings: Data, input_shape: tuple[int | None, 
         )
     _check_shape(path, source.shape, input_shape)
     return replace(source, name=name, cache=settings.cache)
+
+
+def _read_multi(path: Path, settings: Data, specs: tuple[InputSpec, ...]) -> Source:
+    """A multi-input model's data: an ``.npz`` with one array per input, or TFRecords
+    whose features are named after the inputs."""
+    if settings.tfrecord is not None and not path.is_dir() and path.suffix.lower() != ".npz":
+        return tfrecord.read(path, settings, specs)
+    if not path.exists():
+        raise DataError(f"{path}: data not found")
+    if path.suffix.lower() != ".npz":
+        names = ", ".join(spec.name for spec in specs)
+        raise DataError(
+            f"{path}: the model has {len(specs)} inputs ({names}): give a .npz with one array "
+            "per input, named after it, plus y (or TFRecord features named after them)"
+        )
+    return tabular.read_npz(path, specs)
+
 
 def _check_shape(path: Path, shape: tuple[int, ...], input_shape: tuple[int | None, ...]) -> None:
     fits = len(shape) == len(input_shape) and all(

@@ -22,6 +22,7 @@ _COLOR_CHANNELS = {"grayscale": 1, "rgb": 3, "rgba": 4}
 
 CHANNEL_MODES = {1: "grayscale", 3: "rgb", 4: "rgba"}
 
+
 def read(root: Path, settings: Data, input_shape: tuple[int | None, ...]) -> Source:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     files = [
@@ -38,7 +39,7 @@ def read(root: Path, settings: Data, input_shape: tuple[int | None, ...]) -> Sou
     if len(classes) < 2:
         raise DataError(f"{root}: only one class ({classes[0]}); classification needs at least 2")
     size, channels = _image_format(settings, input_shape)
-    scale = 1.0 / 255.0 if settings.rescale is None else settings.rescale
+    scale = 1.0 / 255.0 if settings.rescale in (None, "auto") else settings.rescale
     for _, path in files:
         _verify(path)
     names = np.array([str(f) for _, f in files])
@@ -59,6 +60,7 @@ def read(root: Path, settings: Data, input_shape: tuple[int | None, ...]) -> Sou
         _decode=decode,
     )  # fmt: skip
 
+
 def _verify(path: Path) -> None:
     """Check a file is a whole image of a known format without decoding its pixels (Pillow
     reads the header and, for PNG, every chunk's checksum): a bad file is named before
@@ -68,6 +70,7 @@ def _verify(path: Path) -> None:
             image.verify()
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{path}: cannot decode image ({exc})") from None
+
 
 def _image_format(
     settings: Data, input_shape: tuple[int | None, ...]
@@ -88,6 +91,7 @@ def _image_format(
             f"cannot infer the color mode from input shape {input_shape}; set data.color_mode"
         )
     return (int(size[0]), int(size[1])), _COLOR_CHANNELS[color]
+
 
 def decode_image(raw: Any, size: tuple[int, int], channels: int, scale: float) -> Any:
     """Encoded PNG/JPEG/BMP/GIF bytes -> float32 ``(height, width, channels)`` * ``scale``.
@@ -114,6 +118,7 @@ def decode_image(raw: Any, size: tuple[int, int], channels: int, scale: float) -
     )
     image = tf.ensure_shape(image, (*size, channels))
     return image * tf.constant(scale, tf.float32)
+
 
 def _convert(image: Any, channels: int) -> Any:
     """Gray / gray+alpha / RGB / RGBA -> ``channels`` (1, 3 or 4); alpha is opaque if new."""

@@ -19,6 +19,7 @@ import numpy as np
 # buffer of decoded samples this long (file lists and in-memory arrays shuffle whole).
 SHUFFLE_BUFFER = 4096
 
+
 @dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class Source:
     """One split of the data: labels in memory, samples decoded on demand by ``tf.data``.
@@ -159,39 +160,65 @@ class Source:
         digest = hashlib.sha1(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()
         return str(folder / f"{self.name}-{digest[:12]}")
 
+
 def _rng(seed: int, epoch: int) -> np.random.Generator:
     """The generator of one epoch's order: a function of (seed, epoch) alone."""
     return np.random.default_rng([seed % 2**32, epoch])
+
 
 @dataclass(frozen=True)
 class Splits:
     train: Source | None
     validation: Source | None
 
+
 def from_arrays(
-    x: np.ndarray, y: np.ndarray, classes: tuple[str, ...] = (), name: str = "train"
+    x: np.ndarray | dict[str, np.ndarray],
+    y: np.ndarray,
+    classes: tuple[str, ...] = (),
+    name: str = "train",
+    dtype: str | None = None,
 ) -> Source:
-    """A source over arrays already in memory (a ``.npz``; tests and benchmarks)."""
-    x = np.asarray(x, dtype=np.float32)
+    """A source over arrays already in memory (a ``.npz``; tests and benchmarks).
+
+    ``x`` is one array (cast to ``dtype``, float32 by default) or, for a multi-input model,
+    a dict of arrays by input name, each kept in its own dtype; samples are then dicts.
+    """
+    if isinstance(x, dict):
+        arrays = {key: np.asarray(value) for key, value in x.items()}
+        shape: tuple[int, ...] = ()
+    else:
+        arrays = np.asarray(x, dtype=dtype or np.float32)
+        shape = tuple(arrays.shape[1:])
 
     def keys(rows: np.ndarray) -> Any:
         import tensorflow as tf
 
-        return tf.data.Dataset.from_tensor_slices(x[rows])
+        if isinstance(arrays, dict):
+            return tf.data.Dataset.from_tensor_slices({k: v[rows] for k, v in arrays.items()})
+        return tf.data.Dataset.from_tensor_slices(arrays[rows])
 
     return Source(
-        name, np.asarray(y), tuple(x.shape[1:]), classes, rows=np.arange(len(y)),
+        name, np.asarray(y), shape, classes, rows=np.arange(len(y)),
         _keys=keys, _decode=_identity,
     )  # fmt: skip
 
+
 def materialize(source: Source) -> tuple[np.ndarray, np.ndarray]:
     """All samples and labels as arrays, in order: only for data known to be small."""
-    batches = [np.asarray(x) for x, _ in source.dataset(256, cache=False)]
-    x = np.concatenate(batches) if batches else np.zeros((0, *source.shape), np.float32)
+    batches = [x for x, _ in source.dataset(256, cache=False)]
+    if batches and isinstance(batches[0], dict):  # a multi-input model's samples
+        return {
+            k: np.concatenate([np.asarray(b[k]) for b in batches]) for k in batches[0]
+        }, source.y
+    arrays = [np.asarray(x) for x in batches]
+    x = np.concatenate(arrays) if arrays else np.zeros((0, *source.shape), np.float32)
     return x, source.y
+
 
 def _identity(value: Any) -> Any:
     return value
+
 
 def pick_rows(records: Any, rows: np.ndarray, total: int) -> Any:
     """The records at ``rows`` (sorted), in order, by enumerate + filter: streamed files
@@ -208,6 +235,7 @@ def pick_rows(records: Any, rows: np.ndarray, total: int) -> Any:
         .filter(lambda index, _: tf.gather(wanted, index))
         .map(lambda _, record: record)
     )
+
 
 def labels_of(y: np.ndarray) -> np.ndarray:
     """Whole-number labels become int64 class ids; anything else stays float (regression)."""

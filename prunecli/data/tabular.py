@@ -9,17 +9,24 @@ from typing import Any
 
 import numpy as np
 
+from prunecli.data import inputs
+from prunecli.data.inputs import InputSpec
 from prunecli.data.source import Source, from_arrays, labels_of, pick_rows
 from prunecli.errors import DataError, first_line
 
 
-def read_npz(path: Path) -> Source:
+def read_npz(path: Path, specs: tuple[InputSpec, ...] = ()) -> Source:
+    """Arrays ``x`` and ``y``; for a model with several inputs (``specs``), one array per
+    input named after it, plus ``y``. A single input's array keeps an integer dtype when
+    the model's input has one (token ids), else it is float32."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             if not isinstance(archive, np.lib.npyio.NpzFile):
                 raise DataError(
                     f"{path}: a single .npy array, expected an .npz with arrays x and y"
                 )
+            if len(specs) > 1:
+                return _multi_input(path, archive, specs)
             missing = [k for k in ("x", "y") if k not in archive.files]
             if missing:
                 raise DataError(
@@ -32,6 +39,10 @@ def read_npz(path: Path) -> Source:
                 f"{path}: x has {len(x) if x.ndim else 0} samples but y has "
                 f"{len(y) if y.ndim else 0}"
             )
+        if len(specs) == 1 and specs[0].integer:
+            return from_arrays(
+                inputs.conform(path, specs[0], x), labels_of(y), dtype=specs[0].dtype
+            )
         return from_arrays(x.astype(np.float32), labels_of(y))
     except DataError:
         raise
@@ -39,6 +50,17 @@ def read_npz(path: Path) -> Source:
         raise DataError(
             f"{path}: not a readable .npz of numeric arrays x and y ({first_line(exc)})"
         ) from None
+
+
+def _multi_input(path: Path, archive: Any, specs: tuple[InputSpec, ...]) -> Source:
+    if "y" not in archive.files:
+        raise DataError(f"{path}: missing array y (the labels; found: {', '.join(archive.files)})")
+    arrays, y = inputs.arrays_for(path, archive, specs), archive["y"]
+    for name, values in arrays.items():
+        if len(values) != len(y):
+            raise DataError(f"{path}: input {name!r} has {len(values)} samples but y has {len(y)}")
+    return from_arrays(arrays, labels_of(y))
+
 
 def read_csv(path: Path, label_column: str) -> Source:
     """One streaming pass in Python checks every cell and keeps only the labels (so errors
@@ -70,6 +92,7 @@ def read_csv(path: Path, label_column: str) -> Source:
         "", labels_of(np.array(labels, dtype=np.float64)), (len(features),),
         rows=np.arange(len(labels)), _keys=keys, _decode=decode, _random_access=False,
     )  # fmt: skip
+
 
 def _scan_csv(path: Path, reader: Any, label_column: str) -> tuple[list[str], list[float]]:
     header_row = next(reader, None)

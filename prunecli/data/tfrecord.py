@@ -21,15 +21,17 @@ import numpy as np
 
 from prunecli.config import Data, Feature
 from prunecli.data import images
+from prunecli.data.inputs import InputSpec
 from prunecli.data.source import Source, labels_of, pick_rows
 from prunecli.errors import DataError, first_line
 
 _LABEL_BATCH = 8192
 
 
-def read(pattern: Path, settings: Data) -> Source:
+def read(pattern: Path, settings: Data, specs: tuple[InputSpec, ...] = ()) -> Source:
     """``tf.train.Example`` shards matching a glob: the label feature is
-    ``data.label_column``, the one other feature is the model's input."""
+    ``data.label_column``, the one other feature is the model's input; for a model with
+    several inputs (``specs``), one feature per input, named after it, cast to its dtype."""
     files = sorted(glob.glob(str(pattern)))
     if not files:
         raise DataError(f"{pattern}: no TFRecord files match")
@@ -41,6 +43,8 @@ def read(pattern: Path, settings: Data) -> Source:
             f"(features: {', '.join(features)}); add it or set data.label_column"
         )
     inputs = [name for name in features if name != label_name]
+    if len(specs) > 1:
+        return _read_multi(files, settings, specs)
     if len(inputs) != 1:
         raise DataError(
             f"data.tfrecord.features: expected one input feature besides the label "
@@ -68,6 +72,47 @@ def read(pattern: Path, settings: Data) -> Source:
     )  # fmt: skip
 
 
+def _read_multi(files: list[str], settings: Data, specs: tuple[InputSpec, ...]) -> Source:
+    """Features mapped to the model's inputs by name: each decoded sample is a dict."""
+    features, label_name = settings.tfrecord.features, settings.label_column
+    missing = [spec.name for spec in specs if spec.name not in features]
+    if missing:
+        raise DataError(
+            f"data.tfrecord.features: no feature for model input(s) {', '.join(missing)}; "
+            f"a multi-input model needs one feature per input, named after it "
+            f"(features: {', '.join(features)})"
+        )
+    parsers = {
+        spec.name: _cast(_feature_parser(spec.name, features[spec.name], settings), spec.dtype)
+        for spec in specs
+    }
+    label = features[label_name]
+    _check_first_record(files[0], parsers | {label_name: _label_parser(label_name, label)})
+    labels = _tfrecord_labels(files, label_name, label)
+
+    def keys(rows: np.ndarray) -> Any:
+        import tensorflow as tf
+
+        return pick_rows(tf.data.TFRecordDataset(files), rows, len(labels))
+
+    def decode(record: Any) -> Any:
+        return {name: parse(record) for name, parse in parsers.items()}
+
+    return Source(
+        "", labels, (), rows=np.arange(len(labels)), _keys=keys, _decode=decode,
+        _random_access=False,
+    )  # fmt: skip
+
+
+def _cast(parse: Callable[[Any], Any], dtype: str) -> Callable[[Any], Any]:
+    def cast(record: Any) -> Any:
+        import tensorflow as tf
+
+        return tf.cast(parse(record), dtype)
+
+    return cast
+
+
 def _feature_parser(name: str, feature: Feature, settings: Data) -> Callable[[Any], Any]:
     """serialized Example -> the feature as a float32 tensor of ``feature.shape``."""
     shape = tuple(feature.shape)
@@ -77,7 +122,7 @@ def _feature_parser(name: str, feature: Feature, settings: Data) -> Callable[[An
                 f"data.tfrecord.features.{name}: a string (encoded image) feature needs shape "
                 f"[height, width, channels] with 1, 3 or 4 channels, got {list(shape)}"
             )
-        scale = 1.0 / 255.0 if settings.rescale is None else settings.rescale
+        scale = 1.0 / 255.0 if settings.rescale in (None, "auto") else settings.rescale
 
         def parse_image(record: Any) -> Any:
             import tensorflow as tf

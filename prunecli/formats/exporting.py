@@ -114,6 +114,8 @@ def convert_tflite(
         source.export_savedmodel(model, exported)
         flat = _convert(exported, settings.sparse, settings.quantize, calibration)
         problem = _run_problem(flat)
+        if problem is None and settings.sparse and settings.quantize != "none":
+            return _smaller_of(flat, exported, settings, calibration)
         if problem is None:
             return flat, None
         if settings.sparse:
@@ -124,6 +126,38 @@ def convert_tflite(
                     f"default delegate ({problem}); written with dense weights instead"
                 )
     raise OutputError(f"{where}: the converted TFLite model does not run in LiteRT ({problem})")
+
+
+def _smaller_of(
+    sparse: bytes, source: Path, settings: TFLite, calibration: np.ndarray | None
+) -> tuple[bytes, str | None]:
+    """Quantised weights are one byte each, so sparse (CSR) storage, which adds an index per
+    kept weight, can come out larger than dense: then the dense file is written."""
+    dense = _convert(source, False, settings.quantize, calibration)
+    if len(dense) >= len(sparse) or _run_problem(dense) is not None:
+        return sparse, None
+    return dense, (
+        f"sparse storage with quantize {settings.quantize} came out larger than dense "
+        f"({len(sparse):,} vs {len(dense):,} bytes: its indices cost more than the zeros "
+        "save); written with dense weights instead"
+    )
+
+
+def larger_note(
+    entry: dict[str, Any], before: dict[str, Any] | None, settings: TFLite
+) -> str | None:
+    """When a written artifact is larger than the input exported the same way, why."""
+    if not before or entry["size_bytes"] <= before["size_bytes"]:
+        return None
+    why = (
+        "sparse storage adds index arrays, which at this sparsity cost more than the zeros save"
+        if entry["format"] == "tflite" and settings.sparse
+        else "pruning zeroes weights without removing them, so only format overhead differs"
+    )
+    return (
+        f"{entry['size_bytes']:,} bytes, larger than the input exported the same way "
+        f"({before['size_bytes']:,} bytes): {why}"
+    )
 
 
 def _convert(source: Path, sparse: bool, quantize: str, calibration: np.ndarray | None) -> bytes:
@@ -149,7 +183,9 @@ def _convert(source: Path, sparse: bool, quantize: str, calibration: np.ndarray 
 def _representative(calibration: np.ndarray | None) -> Callable[[], Iterator[list[np.ndarray]]]:
     if calibration is None or not len(calibration):
         raise OutputError("output.tflite.quantize int8 needs training data (data.train)")
-    samples = np.asarray(calibration[:CALIBRATION_SAMPLES], dtype=np.float32)
+    samples = np.asarray(calibration[:CALIBRATION_SAMPLES])
+    if samples.dtype.kind not in "iu":  # each input in its own dtype: int32 token ids stay ints
+        samples = samples.astype(np.float32)
 
     def batches() -> Iterator[list[np.ndarray]]:
         for sample in samples:
@@ -179,7 +215,15 @@ def measure_input(
     task: Any,
 ) -> dict[str, dict[str, Any]]:
     """The unpruned model exported the same way as each deployable artifact and measured:
-    the ``before`` of each ``exports`` entry (keyed by format)."""
+    the ``before`` of each ``exports`` entry (keyed by format). Refuses, before any work,
+    a deployable export of a model with several inputs: it is measured through one input."""
+    deployable = [a.format for a in artifacts if a.format in DEPLOYABLE]
+    if deployable and len(getattr(model, "inputs", None) or []) > 1:
+        raise OutputError(
+            f"{artifacts[0].path}: {', '.join(deployable)} output of a model with "
+            f"{len(model.inputs)} inputs is not supported yet (measured through one input); "
+            "write .keras or .h5"
+        )
     samples, scored = _eval_source(splits, task)
     found: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="prunecli-") as folder:
@@ -217,6 +261,9 @@ def stage_all(
                 | measure.artifact(artifact.format, staged, samples, scored)
                 | {"before": before.get(artifact.format), "note": note}
             )
+            larger = larger_note(entries[-1], before.get(artifact.format), settings)
+            if larger:
+                entries[-1]["note"] = "; ".join(filter(None, (note, larger)))
     return staged_paths[0], entries
 
 

@@ -29,8 +29,16 @@ from prunecli.errors import ModelLoadError
 from prunecli.formats import compiling
 
 TFMOT_WRAPPER = "PruneLowMagnitude"
-# Keras 2 layer arguments Keras 3 refuses; dropping them changes nothing Keras 3 supports.
-_DROPPED_ARGS = {"LSTM": ("time_major",), "GRU": ("time_major",), "SimpleRNN": ("time_major",)}
+# Keras 2 layer arguments Keras 3 refuses; dropping them changes nothing Keras 3 supports
+# (``groups`` is Keras 2's Conv base argument, always 1 in a depthwise / separable conv).
+_DROPPED_ARGS = {
+    **dict.fromkeys(("LSTM", "GRU", "SimpleRNN"), ("time_major",)),
+    **dict.fromkeys(
+        ("DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D"), ("groups",)
+    ),
+}
+# Keras 2 wrote some axes as a one-element list; Keras 3 takes the int.
+_SINGLE_AXIS = ("BatchNormalization",)
 
 
 def h5_format(attrs: Any) -> str:
@@ -93,7 +101,25 @@ def to_keras3(config: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]
     """The stored Keras 2 config rewritten for Keras 3 (pure; ``renames`` collects
     ``{wrapper name: inner name}`` for every tfmot wrapper removed)."""
     config = _unwrap(config, renames)
+    renames |= _slashed_names(config)
     return _renumber_nodes(_rename_refs(config, renames))
+
+
+def _slashed_names(node: Any) -> dict[str, str]:
+    """``{old: new}`` for every layer name with a ``/`` (MobileNetV3's
+    ``expanded_conv/project``): Keras 3 refuses them, so ``/`` becomes ``_``."""
+    found: dict[str, str] = {}
+    if isinstance(node, list):
+        for item in node:
+            found |= _slashed_names(item)
+    elif isinstance(node, dict):
+        config = node.get("config")
+        name = config.get("name") if isinstance(config, dict) else None
+        if "class_name" in node and isinstance(name, str) and "/" in name:
+            found[name] = name.replace("/", "_")
+        for value in node.values():
+            found |= _slashed_names(value)
+    return found
 
 
 def _unwrap(node: Any, renames: dict[str, str]) -> Any:
@@ -113,9 +139,14 @@ def _unwrap(node: Any, renames: dict[str, str]) -> Any:
             inner["name"] = inner["config"]["name"]
         return _unwrap(inner, renames)
     node = {key: _unwrap(value, renames) for key, value in node.items()}
-    dropped = _DROPPED_ARGS.get(str(node.get("class_name")), ())
-    if dropped and isinstance(node.get("config"), dict):
-        node["config"] = {k: v for k, v in node["config"].items() if k not in dropped}
+    kind, config = str(node.get("class_name")), node.get("config")
+    if isinstance(config, dict):
+        dropped = _DROPPED_ARGS.get(kind, ())
+        config = {k: v for k, v in config.items() if k not in dropped}
+        axis = config.get("axis")
+        if kind in _SINGLE_AXIS and isinstance(axis, list) and len(axis) == 1:
+            config["axis"] = axis[0]
+        node["config"] = config
     return node
 
 

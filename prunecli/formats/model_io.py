@@ -22,7 +22,7 @@ import h5py
 
 from prunecli import compat
 from prunecli.errors import ModelLoadError, OutputError, first_line, os_message
-from prunecli.formats import legacy, savedmodel
+from prunecli.formats import legacy, libraries, savedmodel
 from prunecli.formats.base import InputFormat, load_failure
 
 
@@ -40,7 +40,8 @@ class _KerasFile(InputFormat):
         except ModelLoadError:
             raise
         except Exception as exc:  # Keras raises many types for a bad file: "cannot load"
-            raise load_failure(path, exc) from None
+            missing = libraries.explain(path, exc)  # an unknown class, named
+            raise (ModelLoadError(missing) if missing else load_failure(path, exc)) from None
         if not hasattr(model, "layers"):
             raise ModelLoadError(f"{path}: loaded object is not a Keras model")
         return model
@@ -164,9 +165,17 @@ def detect_format(path: Path) -> str:
     )
 
 
-def load(path: Path, safe_mode: bool = True) -> tuple[Any, InputFormat]:
-    """(model, its input kind's adapter). The file is only read, never written."""
+def load(
+    path: Path, safe_mode: bool = True, imports: list[str] | tuple[str, ...] = ()
+) -> tuple[Any, InputFormat]:
+    """(model, its input kind's adapter). The file is only read, never written.
+    ``imports``: the user's modules to import first (``--import``); a Keras file's own
+    library packages are imported too and its custom classes checked (``libraries``)."""
     adapter = detect(path)
+    if isinstance(adapter, _KerasFile):
+        libraries.prepare(path, adapter.stored_config(path), imports)
+    else:
+        libraries.import_modules(imports)
     return adapter.load(path, safe_mode), adapter
 
 

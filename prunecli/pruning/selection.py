@@ -1,17 +1,19 @@
-"""Which layers and which of their weights are prunable: a data table, then a selection.
+"""Which weights are prunable: a walk over every layer, the layer table, then a selection.
 
-The table is keyed on the exact Keras layer class name. An entry lists the attributes that
-hold prunable kernels; an empty entry means "supported, nothing to prune" (biases and
-normalisation parameters never change). A layer with weights whose class is absent is
-reported with its reason, never skipped silently and never a crash.
+The walk descends into every layer the table does not know (nested models, keras_hub's
+``TransformerEncoder`` or ``BertBackbone``, a user's ``TransformerBlock``), so a kernel is
+found at any depth; the table (``layers.py``) says which weights of a known layer are
+kernels. A layer with weights that is neither known nor made of known layers is reported
+with its reason, never skipped silently and never a crash.
 
-Layer paths are a layer's name, and ``outer/inner`` for a layer inside a nested model (a
-transfer-learning model nests its base model; those layers are prunable too).
+Layer paths are the layer names from the model down, ``outer/inner``; a kernel's path adds
+the owning sub-layer and variable names, e.g.
+``bert_backbone/transformer_layer_0/self_attention_layer/query/kernel``. Selection regexes
+match either.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,58 +21,20 @@ from typing import Any
 
 import numpy as np
 
+from prunecli import compat
 from prunecli.config import Prune
 from prunecli.core import masking
 from prunecli.core.granularity import Pattern
 from prunecli.errors import ConfigError
+from prunecli.pruning import layers
 
-# Each entry: (attribute path, reduction axis) per prunable kernel. The reduction axis is
-# the one a layer's output sums over (a Dense kernel is (in, out): axis -2; a transposed
-# conv kernel is (kh, kw, out, in): axis -1); N:M groups run along it. None: no such axis
-# (an embedding table is looked up, a depthwise kernel sums over space), so N:M skips it.
-# Keras 3 keeps a depthwise kernel in `kernel`; recurrent layers keep theirs in `cell`.
-_KERNEL = (("kernel", -2),)
-_RNN = (("cell.kernel", -2), ("cell.recurrent_kernel", -2))
-PRUNABLE: dict[str, tuple[tuple[str, int | None], ...]] = {
-    **dict.fromkeys(("Dense", "Conv1D", "Conv2D", "Conv3D"), _KERNEL),
-    **dict.fromkeys(("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"), (("kernel", -1),)),
-    **dict.fromkeys(("DepthwiseConv1D", "DepthwiseConv2D"), (("kernel", None),)),
-    **dict.fromkeys(
-        ("SeparableConv1D", "SeparableConv2D"),
-        (("depthwise_kernel", None), ("pointwise_kernel", -2)),
-    ),
-    "Embedding": (("embeddings", None),),
-    **dict.fromkeys(("LSTM", "GRU", "SimpleRNN"), _RNN),
-    "Bidirectional": tuple(
-        (f"{side}.{attr}", axis)
-        for side in ("forward_layer", "backward_layer")
-        for attr, axis in _RNN
-    ),
-    # Query/key/value kernels are (dim, heads, head_dim): they sum over dim. The output
-    # kernel (heads, head_dim, dim) sums over heads and head_dim; groups run along head_dim.
-    "MultiHeadAttention": (
-        ("query_dense.kernel", -3),
-        ("key_dense.kernel", -3),
-        ("value_dense.kernel", -3),
-        ("output_dense.kernel", -2),
-    ),
-    **dict.fromkeys(
-        (
-            "BatchNormalization",
-            "LayerNormalization",
-            "GroupNormalization",
-            "UnitNormalization",
-            "Normalization",
-            "Rescaling",
-        ),
-        (),
-    ),
-}
+PRUNABLE = layers.TABLE  # the layer table (see layers.py); kept under its old name
 
 
 @dataclass
 class LayerInfo:
-    """One leaf layer with weights, and what prunecli will do with it."""
+    """One layer with weights of its own (or a known layer and its parts), and what
+    prunecli will do with it."""
 
     path: str
     type: str
@@ -79,10 +43,20 @@ class LayerInfo:
     axes: dict[str, int | None] = field(default_factory=dict)  # attr -> reduction axis
     target: float | None = None  # None: not pruned (see reason)
     reason: str | None = None
+    paths: dict[str, str] = field(default_factory=dict)  # attr -> kernel path
+    trainable: bool = True  # False: fine-tuning leaves it as pruned (a frozen base)
 
     @property
     def selected(self) -> bool:
         return self.target is not None
+
+    def kernel_paths(self) -> list[str]:
+        """Each kernel's path, e.g. ``enc/attn/query/kernel`` (``<layer>/<attr>`` when the
+        walk did not name it)."""
+        return [self.paths.get(attr, f"{self.path}/{attr}") for attr in self.kernels]
+
+    def kernel_params(self) -> int:
+        return sum(int(np.prod(v.shape)) for v in self.kernels.values())
 
     def kernel_sparsity(self) -> float | None:
         """Zeros over this layer's kernels now (None for a layer without prunable kernels)."""
@@ -92,41 +66,85 @@ class LayerInfo:
 
 
 def walk(model: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """(path, layer) for every leaf layer, descending into nested models."""
-    for layer in model.layers:
+    """(path, layer) for every layer the table knows and every other layer that holds
+    weights of its own, descending into all the rest (nested models, composite layers).
+
+    A layer reached twice (shared) is yielded once, at its first path.
+    """
+    yield from _walk(model, prefix, set())
+
+
+def _walk(parent: Any, prefix: str, seen: set[int]) -> Iterator[tuple[str, Any]]:
+    for layer in compat.sublayers(parent):
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
         path = f"{prefix}{layer.name}"
-        if hasattr(layer, "layers") and hasattr(layer, "inputs"):  # a nested Model
-            yield from walk(layer, prefix=f"{path}/")
-        else:
+        children = compat.sublayers(layer)
+        if layers.lookup(layer) is not None or not _holds_kernels(children):
+            yield path, layer  # known, a leaf, or nothing known inside: one row
+            continue
+        if _own_weights(layer, children):
             yield path, layer
+        yield from _walk(layer, f"{path}/", seen)
+
+
+def _holds_kernels(children: list[Any]) -> bool:
+    """Whether a known kernel sits somewhere below (else an unknown layer is one row)."""
+    for child in children:
+        entry = layers.lookup(child)
+        if isinstance(entry, tuple) or (entry is None and _holds_kernels(compat.sublayers(child))):
+            return True
+    return False
+
+
+def _own_weights(layer: Any, children: list[Any]) -> list[Any]:
+    """The weights ``layer`` holds itself, not through a sub-layer (a ViT class token)."""
+    inner = {id(w) for child in children for w in child.weights}
+    return [w for w in layer.weights if id(w) not in inner]
 
 
 def describe(model: Any) -> list[LayerInfo]:
-    """Every leaf layer that has weights, with its prunable kernels (nothing selected yet)."""
+    """Every layer that has weights, with its prunable kernels (nothing selected yet)."""
     infos = []
+    counted: set[int] = set()  # a tied weight (shared table) counts once
+    trained = {id(w) for w in getattr(model, "trainable_weights", [])}
     for path, layer in walk(model):
         describe_kernels = getattr(layer, "describe_kernels", None)
         if describe_kernels is not None:  # a layer that knows its kernels (a SavedModel's)
             infos.extend(describe_kernels(path))
             continue
-        params = sum(int(np.prod(w.shape)) for w in layer.weights)
-        if not params:
-            continue
-        kind = type(layer).__name__
-        info = LayerInfo(path, kind, params)
-        if kind not in PRUNABLE:
-            info.reason = f"{kind} is not supported for pruning yet"
-        elif not PRUNABLE[kind]:
-            info.reason = f"{kind} has nothing to prune (normalisation and scaling are kept)"
-        else:
-            info.kernels = {attr: _attribute(layer, attr) for attr, _ in PRUNABLE[kind]}
-            info.axes = dict(PRUNABLE[kind])
-        infos.append(info)
+        entry = layers.lookup(layer)
+        children = compat.sublayers(layer) if entry is None else []
+        children = children if _holds_kernels(children) else []
+        weights = [w for w in _own_weights(layer, children) if id(w) not in counted]
+        counted.update(id(w) for w in weights)
+        if sum(int(np.prod(w.shape)) for w in weights):
+            infos.append(_info(path, layer, entry, weights, trained))
     return infos
 
 
-def _attribute(layer: Any, dotted: str) -> Any:
-    return functools.reduce(getattr, dotted.split("."), layer)
+def _info(path: str, layer: Any, entry: Any, weights: list[Any], trained: set[int]) -> LayerInfo:
+    """``weights``: the ones this row counts; ``trained``: ids of the variables fine-tuning
+    updates (the model's trainable ones)."""
+    kind = type(layer).__name__
+    info = LayerInfo(path, kind, sum(int(np.prod(w.shape)) for w in weights))
+    if entry is None:
+        info.reason = f"{kind} is not supported for pruning yet"
+        if len(weights) < len(layer.weights):  # the own weights of a composite
+            info.reason += f" (its own weights {', '.join(str(w.name) for w in weights)})"
+    elif isinstance(entry, layers.Kept):
+        info.reason = f"{kind} has nothing to prune ({entry.reason})"
+    else:
+        for attr, axis in entry:
+            variable = layers.attribute(layer, attr)
+            if variable is not None and hasattr(variable, "shape"):
+                info.kernels[attr], info.axes[attr] = variable, axis
+                info.paths[attr] = layers.kernel_path(path, layer, attr)
+        if not info.kernels:
+            info.reason = f"{kind} holds none of its kernels"
+    info.trainable = all(id(v) in trained for v in info.kernels.values())
+    return info
 
 
 def select(model: Any, prune: Prune) -> list[LayerInfo]:
@@ -144,18 +162,17 @@ def select(model: Any, prune: Prune) -> list[LayerInfo]:
     for info in infos:
         if not info.kernels:
             continue
-        excluded = next((rx for rx in rules.exclude if re.fullmatch(rx, info.path)), None)
+        names = (info.path, *info.kernel_paths())
+        excluded = next((rx for rx in rules.exclude if _matches(rx, names)), None)
         if excluded is not None:
             info.reason = f"excluded by prune.layers.exclude {excluded!r}"
-        elif not any(re.fullmatch(rx, info.path) for rx in rules.include):
+        elif not any(_matches(rx, names) for rx in rules.include):
             info.reason = "not matched by prune.layers.include"
         elif reason := _pattern_problem(info, pattern):
             info.reason = reason
             skipped.append((info.path, reason))
         else:
-            override = next(
-                (s for rx, s in rules.overrides.items() if re.fullmatch(rx, info.path)), None
-            )
+            override = next((s for rx, s in rules.overrides.items() if _matches(rx, names)), None)
             info.target = prune.sparsity if override is None else override
     if not any(info.selected for info in infos):
         prunable = [info.path for info in infos if info.kernels]
@@ -165,6 +182,11 @@ def select(model: Any, prune: Prune) -> list[LayerInfo]:
             + "".join(f"; {path}: {why}" for path, why in skipped)
         )
     return infos
+
+
+def _matches(regex: str, names: tuple[str, ...]) -> bool:
+    """A selection regex names a layer by its path or by any of its kernels' paths."""
+    return any(re.fullmatch(regex, name) for name in names)
 
 
 def _pattern_problem(info: LayerInfo, pattern: Pattern) -> str | None:

@@ -23,10 +23,11 @@ PREDICT_BATCH = 256
 
 @dataclass(frozen=True)
 class Task:
-    """``sparse``: integer class ids, one output unit per class; ``binary``: one unit, 0/1
-    labels; ``regression``: anything else (accuracy is then not defined)."""
+    """``sparse``: integer class ids, one output unit per class; ``categorical``: one-hot
+    (or soft) label rows, one unit per class; ``binary``: one unit, 0/1 labels;
+    ``regression``: anything else (accuracy is then not defined)."""
 
-    kind: Literal["sparse", "binary", "regression"]
+    kind: Literal["sparse", "categorical", "binary", "regression"]
     from_logits: bool = False
 
     def compile_args(self) -> dict[str, Any]:
@@ -34,6 +35,11 @@ class Task:
         if self.kind == "sparse":
             return {
                 "loss": keras.losses.SparseCategoricalCrossentropy(self.from_logits),
+                "metrics": ["accuracy"],
+            }
+        if self.kind == "categorical":
+            return {
+                "loss": keras.losses.CategoricalCrossentropy(self.from_logits),
                 "metrics": ["accuracy"],
             }
         if self.kind == "binary":
@@ -57,6 +63,8 @@ def infer_task(
     from_logits = activation not in ("softmax", "sigmoid")
     y = labels.y
     where = f"{source}: " if source else ""
+    if _distributions(y, units):
+        return Task("categorical", from_logits)
     if y.dtype.kind != "i" or y.ndim != 1:
         return Task("regression")
     found = len(labels.classes) if labels.classes else len(np.unique(y))
@@ -79,6 +87,13 @@ def infer_task(
     return Task("sparse", from_logits)
 
 
+def _distributions(y: np.ndarray, units: int | None) -> bool:
+    """One row per sample, one column per output unit, each row >= 0 summing to 1."""
+    if y.ndim != 2 or units is None or units < 2 or y.shape[1] != units or not len(y):
+        return False
+    return bool(np.all(y >= 0) and np.allclose(y.sum(axis=-1), 1.0, atol=1e-3))
+
+
 def evaluate(model: Any, samples: Source, task: Task, loss: Any) -> tuple[float | None, float]:
     """(accuracy, mean loss) on ``samples``; accuracy None for regression. The samples are
     streamed in order and the predictions (small: one row per sample) compared with the
@@ -92,6 +107,8 @@ def accuracy(predictions: np.ndarray, y: np.ndarray, task: Task) -> float | None
     """Fraction of samples whose predicted class is the label."""
     if task.kind == "sparse":
         return float(np.mean(np.argmax(predictions, axis=-1) == y))
+    if task.kind == "categorical":
+        return float(np.mean(np.argmax(predictions, axis=-1) == np.argmax(y, axis=-1)))
     if task.kind == "binary":
         threshold = 0.0 if task.from_logits else 0.5
         return float(np.mean((predictions.reshape(-1) > threshold) == y))

@@ -13,9 +13,12 @@ from prunecli.formats import model_io
 from prunecli.pruning import selection
 
 
-def summarize(path: Path, safe_mode: bool = True) -> dict[str, Any]:
-    """Every layer with weights: params, current kernel sparsity, prunable or why not."""
-    model, source = model_io.load(path, safe_mode=safe_mode)
+def summarize(
+    path: Path, safe_mode: bool = True, imports: list[str] | tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Every layer with weights: params, current kernel sparsity, prunable or why not, and
+    the paths of its kernels (what ``prune.layers`` regexes match)."""
+    model, source = model_io.load(path, safe_mode=safe_mode, imports=imports)
     weights = [np.asarray(w) for w in model.weights]
     return {
         "path": str(path),
@@ -31,6 +34,8 @@ def summarize(path: Path, safe_mode: bool = True) -> dict[str, Any]:
                 "sparsity": info.kernel_sparsity(),
                 "prunable": bool(info.kernels),
                 "reason": info.reason,
+                "kernels": info.kernel_paths(),
+                "trainable": info.trainable,
             }
             for info in selection.describe(model)
         ],
@@ -49,4 +54,6 @@ def render(summary: dict[str, Any], console: Console) -> None:
         sparsity = "" if row["sparsity"] is None else f"{100 * row['sparsity']:.2f}%"
         prunable = "yes" if row["prunable"] else f"no: {row['reason']}"
         table.add_row(row["path"], row["type"], f"{row['params']:,}", sparsity, prunable)
+        for kernel in row["kernels"] if len(row["kernels"]) > 1 else ():
+            table.add_row(f"  {kernel}", "", "", "", "")
     console.print(table)

@@ -47,6 +47,7 @@ def build(
     data: dict[str, Any],
     timing: dict[str, float],
     gate: dict[str, Any] | None,
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
     """The report (``report.json``; README "Report fields") from the stages' results, in
     its documented key order. The one place a report is assembled."""
@@ -65,6 +66,7 @@ def build(
         "data": data,
         "timing": timing,
         "gate": gate,
+        "warnings": warnings or [],
     }
 
 
@@ -74,10 +76,12 @@ def model_stats(model: Any, layers: list[LayerInfo]) -> dict[str, Any]:
     kernels = [np.asarray(v) for info in layers if info.selected for v in info.kernels.values()]
     prunable = sum(k.size for k in kernels)
     zeros = sum(k.size - np.count_nonzero(k) for k in kernels)
+    total = int(sum(w.size for w in weights))
     return {
-        "params_total": int(sum(w.size for w in weights)),
+        "params_total": total,
         "params_nonzero": int(sum(np.count_nonzero(w) for w in weights)),
         "prunable_params": int(prunable),
+        "prunable_share": float(prunable / total) if total else 0.0,
         "sparsity": float(zeros / prunable) if prunable else 0.0,
     }
 
@@ -95,6 +99,8 @@ def layer_rows(layers: list[LayerInfo], pattern: Pattern) -> list[dict[str, Any]
             "pruned": info.selected,
             "reason": info.reason,
             "pattern_ok": _pattern_ok(info, pattern),
+            "kernels": info.kernel_paths(),
+            "trainable": info.trainable,
         }
         for info in layers
     ]

@@ -582,7 +582,7 @@ def test_a_layer_that_cannot_take_the_pattern_is_listed_and_left_alone(cli, tmp_
         "path": "expand", "type": "Conv2D", "params": 3 * 3 * 6 * 8 + 8,
         "target_sparsity": None, "sparsity": 0.0, "pruned": False,
         "reason": "kernel: 2:4 needs the reduction dimension (6) to be divisible by 4",
-        "pattern_ok": None,
+        "pattern_ok": None, "kernels": ["expand/kernel"], "trainable": True,
     }  # fmt: skip
     assert by_path["stem"]["reason"].endswith("reduction dimension (1) to be divisible by 4")
     assert by_path["bn"]["pruned"] is False and "nothing to prune" in by_path["bn"]["reason"]

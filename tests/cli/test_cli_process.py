@@ -28,7 +28,9 @@ NO_TF_PROBE = """
 import json, sys
 from prunecli.cli.commands import main
 code = main(sys.argv[1:], standalone_mode=False)
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
+heavy = sorted(
+    m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "matplotlib")
+)
 print("PROBE " + json.dumps({"code": code, "heavy": heavy}))
 """
 
@@ -39,10 +41,11 @@ print("PROBE " + json.dumps({"code": code, "heavy": heavy}))
         (["--help"], "Usage: "),
         (["prune", "--help"], "--max-accuracy-drop"),
         (["inspect", "--help"], "--json"),
+        (["analyze", "--help"], "sensitivity"),
         (["validate", "{cfg}"], ": valid"),
         (["validate", "{cfg}", "--print", "--set", "prune.sparsity=0.9"], "sparsity: 0.9"),
     ],
-    ids=["help", "prune-help", "inspect-help", "validate", "validate-print"],
+    ids=["help", "prune-help", "inspect-help", "analyze-help", "validate", "validate-print"],
 )
 def test_never_imports_tensorflow(tmp_path, argv, expected):
     cfg = write_config(tmp_path / "cfg.yaml", "prune:\n  sparsity: 0.8\n")

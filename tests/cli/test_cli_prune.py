@@ -24,26 +24,16 @@ from helpers import (
     DENSE_KERNELS,
     NESTED_KERNELS,
     cfg_yaml,
+    core_outputs,
     dense_conv_kernels,
     load_model,
     prune_report,
     sha256,
     sparsity,
+    val_arrays,
 )
-from PIL import Image
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def val_arrays(root: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The validation PNGs read independently: sorted class folders, pixels / 255."""
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    x, y = [], []
-    for label, name in enumerate(classes):
-        for file in sorted((root / name).glob("*.png")):
-            x.append(np.asarray(Image.open(file).convert("L"), dtype=np.float32) / 255.0)
-            y.append(label)
-    return np.stack(x)[..., None], np.array(y)
 
 
 def accuracy_and_loss(model: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -99,7 +89,7 @@ def test_h5_to_keras_report_numbers_recomputed_from_files(
         cli, model_path, "--config", cfg, "--data", image_data, "-o", target, "--epochs", "1"
     )
 
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert core_outputs(out) == [
         "pruned.keras",
         "pruned.report.json",
         "pruned.report.md",
@@ -113,7 +103,12 @@ def test_h5_to_keras_report_numbers_recomputed_from_files(
     # The JSON file holds the same report as stdout.
     assert json.loads((out / "pruned.report.json").read_text()) == report
     assert report["schema_version"] == 1
-    assert report["data"] == {"train_samples": 60, "validation_samples": 30, "task": "sparse"}
+    assert report["data"] == {
+        "train_samples": 60,
+        "validation_samples": 30,
+        "task": "sparse",
+        "rescale": pytest.approx(1 / 255),
+    }
 
     saved = load_model(target)
     weights = [np.asarray(w) for w in saved.weights]
@@ -199,7 +194,12 @@ def test_keras_input_to_keras_output(cli, make_model, npz_data, out):
 
     assert report["input"]["format"] == "keras"
     # 90 samples, validation_split 0.1 by default: 9 held out.
-    assert report["data"] == {"train_samples": 81, "validation_samples": 9, "task": "sparse"}
+    assert report["data"] == {
+        "train_samples": 81,
+        "validation_samples": 9,
+        "task": "sparse",
+        "rescale": pytest.approx(1 / 255),
+    }
     assert report["after"]["accuracy"] is not None
     for path, kernel in dense_conv_kernels(load_model(target)).items():
         assert sparsity(kernel) == pytest.approx(0.75, abs=0.005), path
@@ -240,7 +240,12 @@ def test_csv_data_with_dense_model(cli, make_model, csv_data, out, tmp_path):
     )
 
     assert report["config"]["data"]["train"] == str(csv_data)  # relative to the config file
-    assert report["data"] == {"train_samples": 81, "validation_samples": 9, "task": "sparse"}
+    assert report["data"] == {
+        "train_samples": 81,
+        "validation_samples": 9,
+        "task": "sparse",
+        "rescale": pytest.approx(1 / 255),
+    }
     assert report["after"]["accuracy"] is not None
     found = dense_conv_kernels(load_model(target))
     assert set(found) == set(DENSE_KERNELS)
@@ -390,7 +395,7 @@ def test_config_omitted_uses_defaults(cli, make_model, image_data):
 
     folder = model_path.parent
     default = folder / "cnn.pruned.keras"
-    assert sorted(p.name for p in folder.iterdir()) == [
+    assert core_outputs(folder) == [
         "cnn.h5",
         "cnn.pruned.keras",
         "cnn.pruned.report.json",
@@ -570,6 +575,8 @@ def test_inspect_table_and_json(cli, make_model):
         "sparsity": 0.0,
         "prunable": True,
         "reason": None,
+        "kernels": ["hidden/kernel"],
+        "trainable": True,
     }
     assert rows["base/bn"]["prunable"] is False and rows["base/bn"]["reason"]
     assert rows["base/bn"]["params"] == 16
@@ -612,4 +619,13 @@ def test_validate_valid_and_print(cli, tmp_path):
     assert resolved["finetune"]["batch_size"] == 32  # a default, printed too
     assert resolved["prune"]["schedule"]["type"] == "one_shot"
     assert resolved["data"]["train"] == str(tmp_path / "data" / "train")
-    assert set(resolved) == {"version", "seed", "prune", "finetune", "data", "output"}
+    assert set(resolved) == {
+        "version",
+        "seed",
+        "input",
+        "prune",
+        "finetune",
+        "data",
+        "output",
+        "analyze",
+    }

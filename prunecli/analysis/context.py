@@ -1,0 +1,98 @@
+"""What a scan needs, from a loaded model and a config: the selected layers, a ``Masker``
+over their kernels and an ``Evaluator`` over the fixed validation subset.
+
+``build`` is shared by ``prunecli analyze`` and by ``prune.sparsity: auto`` (which already
+holds the data, the task and the loss); ``prepare`` does the loading for ``analyze``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from prunecli import data
+from prunecli.analysis.scan import Evaluator, Masker
+from prunecli.config import Config
+from prunecli.errors import ConfigError
+from prunecli.formats.base import InputFormat
+from prunecli.progress import Reporter
+from prunecli.pruning import selection
+from prunecli.pruning.selection import LayerInfo
+from prunecli.reporting import evaluate
+
+
+@dataclass(frozen=True)
+class Scope:
+    layers: list[LayerInfo]
+    masker: Masker
+    evaluator: Evaluator
+    samples: int  # validation samples evaluated per point
+
+
+def build(
+    model: Any,
+    layers: list[LayerInfo],
+    cfg: Config,
+    splits: data.Splits,
+    task: evaluate.Task,
+    loss: Any,
+) -> Scope:
+    """Masker and evaluator for ``layers`` (already selected) on ``analyze.samples`` of the
+    validation split. Taylor scores take their gradients once, from the training data."""
+    if splits.validation is None:
+        raise ConfigError("a sensitivity scan needs validation data (data.validation_split is 0)")
+    chosen = subset(splits.validation, cfg.analyze.samples, cfg.seed)
+    x, y = data.materialize(chosen)
+    gradients = None
+    if cfg.prune.needs.gradients:
+        if splits.train is None:
+            raise ConfigError("prune.method taylor scores weights by gradients: set data.train")
+        from prunecli.training import finetune
+
+        source = finetune.gradient_source(
+            model, splits.train, loss, cfg.prune.score_batches, cfg.finetune.batch_size, cfg.seed
+        )
+        kernels = {
+            f"{info.path}/{attr}": variable
+            for info in layers
+            if info.selected
+            for attr, variable in info.kernels.items()
+        }
+        gradients = source(kernels)
+    masker = Masker(layers, cfg.prune, seed=cfg.seed, gradients=gradients)
+    return Scope(layers, masker, Evaluator(model, x, y, task, loss), len(y))
+
+
+def prepare(model: Any, source: InputFormat, cfg: Config, reporter: Reporter) -> Scope:
+    """``prunecli analyze``: data, task and loss for ``model`` (``source``: its input
+    kind's adapter), then ``build``. The loss is the one a prune run evaluates with."""
+    from prunecli.formats import compiling, model_io
+
+    splits = data.load(cfg.data, tuple(model.input_shape[1:]), cfg.seed)
+    labelled = splits.validation or splits.train
+    if splits.validation is None or labelled is None:
+        raise ConfigError("analyze needs validation data (data.validation_split is 0)")
+    where = cfg.data.train or cfg.data.validation
+    task = evaluate.infer_task(model, labelled, where, source.output_activation(model))
+    layers = selection.select(model, cfg.prune)
+    args = compiling.training_args(
+        model_io.compile_config(model), task.compile_args(), cfg.finetune
+    )
+    scope = build(model, layers, cfg, splits, task, args["loss"])
+    reporter.say(
+        "message",
+        f"scanning {len(scope.masker.layers)} layers x {len(cfg.analyze.levels)} levels "
+        f"on {scope.samples:,} validation samples ({task.kind})",
+    )
+    return scope
+
+
+def subset(source: data.Source, samples: int | None, seed: int) -> data.Source:
+    """``analyze.samples`` validation samples, a seeded choice kept in file order (class
+    folders are sorted: the first N alone could be one class); all when None."""
+    if samples is None or samples >= len(source):
+        return source
+    chosen = np.sort(np.random.default_rng(seed).choice(len(source), samples, replace=False))
+    return source.subset(chosen, source.name)

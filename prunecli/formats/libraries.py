@@ -1,0 +1,103 @@
+"""The Python code a model file needs before Keras can build it: installed model libraries
+and the user's own modules.
+
+- A class from keras_hub, keras_cv or keras_nlp (its ``registered_name`` is
+  ``keras_hub>BertBackbone``, its ``module`` ``keras_hub.src...``) is known once that
+  package is imported: prunecli imports the *package* the file names when it is installed,
+  never a module path taken from the file (that would run code the file chooses).
+- ``--import MODULE`` / ``input.imports`` import the user's modules (from the working
+  directory or the Python path) first: that is how classes registered with
+  ``keras.saving.register_keras_serializable`` become known. It runs the user's code, as
+  ``--no-safe-mode`` runs a Lambda's.
+- A class still unknown is one ``ModelLoadError`` naming it and saying how to supply it,
+  before Keras fails with a message that does not name it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from prunecli.errors import ModelLoadError, first_line
+
+# import name -> the name pip installs it by
+PACKAGES = {"keras_hub": "keras-hub", "keras_cv": "keras-cv", "keras_nlp": "keras-nlp"}
+_UNKNOWN = re.compile(r"(?:Unknown layer|Could not locate class|Unknown object)[^'\"]*['\"](\w+)")
+
+
+def import_modules(names: list[str] | tuple[str, ...]) -> None:
+    """Import each user module (the working directory is searched first, as ``python -m``
+    does); a module that fails to import is a ModelLoadError naming it."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # the user's code may raise anything while importing
+            raise ModelLoadError(
+                f"--import {name}: cannot import module {name!r} "
+                f"({type(exc).__name__}: {first_line(exc)})"
+            ) from None
+
+
+def prepare(path: Path, config: dict[str, Any], imports: list[str] | tuple[str, ...]) -> None:
+    """Import what ``config`` (a stored model config) needs, then check every custom class
+    in it is known; raises ModelLoadError naming the first that is not."""
+    import keras
+
+    import_modules(imports)
+    for package in sorted({p for _, _, p in _custom_classes(config) if p in PACKAGES}):
+        if importlib.util.find_spec(package) is None:
+            raise ModelLoadError(
+                f"{path}: the model is built from {package} classes; install it "
+                f"(pip install {PACKAGES[package]}) and run again"
+            )
+        importlib.import_module(package)
+    for class_name, registered, package in _custom_classes(config):
+        if registered and keras.saving.get_registered_object(registered) is None:
+            raise ModelLoadError(missing_class(path, class_name, package))
+
+
+def missing_class(path: Path, class_name: str, package: str | None) -> str:
+    source = f" (registered by package {package!r})" if package else ""
+    return (
+        f"{path}: the model uses class {class_name!r}{source}, which is not known; pass "
+        f"--import MODULE (or input.imports in the config) naming the Python module that "
+        f"defines it with @keras.saving.register_keras_serializable"
+    )
+
+
+def explain(path: Path, exc: BaseException) -> str | None:
+    """A one-line cause for a Keras load failure that names an unknown class (else None)."""
+    found = _UNKNOWN.search(str(exc))
+    return missing_class(path, found.group(1), None) if found else None
+
+
+def _custom_classes(node: Any) -> Iterator[tuple[str, str | None, str | None]]:
+    """(class name, registered name, package) for every class in a config that is not
+    Keras's own: a ``package>Name`` registration or a module outside ``keras``."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _custom_classes(item)
+        return
+    if not isinstance(node, dict):
+        return
+    class_name, registered = node.get("class_name"), node.get("registered_name")
+    module = node.get("module")
+    if isinstance(class_name, str) and class_name != "__keras_tensor__":
+        package = None
+        if isinstance(registered, str) and ">" in registered:
+            package = registered.split(">")[0]
+        elif isinstance(module, str) and module.split(".")[0] not in ("keras", "builtins"):
+            package = module.split(".")[0]
+        if package is not None:
+            yield class_name, registered if isinstance(registered, str) else None, package
+    for value in node.values():
+        yield from _custom_classes(value)
