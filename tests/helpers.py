@@ -185,6 +185,8 @@ def build_dense(features: int = 6):
     )
 
 
+# The config's top-level sections, as ``validate --print`` and ``config.dump`` write them.
+CONFIG_SECTIONS = {"version", "seed", "input", "prune", "finetune", "data", "output", "analyze"}
 # Kernel sizes of the models above (layer path -> weights in its kernel).
 CNN_KERNELS = {"conv": 36, "hidden": 2304, "out": 48}  # 3*3*1*4, (6*6*4)*16, 16*3
 NESTED_KERNELS = {"base/conv": 36, "hidden": 2304, "out": 48}

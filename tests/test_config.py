@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import write_config
+from helpers import CONFIG_SECTIONS, write_config
 
 from prunecli import config
 from prunecli.config import Config
@@ -435,16 +435,7 @@ def test_parse_set_invalid_yaml_message_is_one_line():
 
 def test_dump_prints_every_key():
     dumped = yaml.safe_load(config.dump(Config()))
-    assert set(dumped) == {
-        "version",
-        "seed",
-        "input",
-        "prune",
-        "finetune",
-        "data",
-        "output",
-        "analyze",
-    }
+    assert set(dumped) == CONFIG_SECTIONS
     assert set(dumped["prune"]["schedule"]) == {
         "type",
         "start_epoch",

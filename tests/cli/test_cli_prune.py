@@ -21,6 +21,7 @@ import pytest
 import yaml
 from helpers import (
     CNN_KERNELS,
+    CONFIG_SECTIONS,
     DENSE_KERNELS,
     NESTED_KERNELS,
     cfg_yaml,
@@ -32,6 +33,10 @@ from helpers import (
     sparsity,
     val_arrays,
 )
+
+# 90 samples, validation_split 0.1 by default: 9 held out; pixels and features / 255.
+DATA_81_9 = {"train_samples": 81, "validation_samples": 9, "task": "sparse",
+             "rescale": pytest.approx(1 / 255)}  # fmt: skip
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -194,12 +199,7 @@ def test_keras_input_to_keras_output(cli, make_model, npz_data, out):
 
     assert report["input"]["format"] == "keras"
     # 90 samples, validation_split 0.1 by default: 9 held out.
-    assert report["data"] == {
-        "train_samples": 81,
-        "validation_samples": 9,
-        "task": "sparse",
-        "rescale": pytest.approx(1 / 255),
-    }
+    assert report["data"] == DATA_81_9
     assert report["after"]["accuracy"] is not None
     for path, kernel in dense_conv_kernels(load_model(target)).items():
         assert sparsity(kernel) == pytest.approx(0.75, abs=0.005), path
@@ -240,12 +240,7 @@ def test_csv_data_with_dense_model(cli, make_model, csv_data, out, tmp_path):
     )
 
     assert report["config"]["data"]["train"] == str(csv_data)  # relative to the config file
-    assert report["data"] == {
-        "train_samples": 81,
-        "validation_samples": 9,
-        "task": "sparse",
-        "rescale": pytest.approx(1 / 255),
-    }
+    assert report["data"] == DATA_81_9
     assert report["after"]["accuracy"] is not None
     found = dense_conv_kernels(load_model(target))
     assert set(found) == set(DENSE_KERNELS)
@@ -619,13 +614,4 @@ def test_validate_valid_and_print(cli, tmp_path):
     assert resolved["finetune"]["batch_size"] == 32  # a default, printed too
     assert resolved["prune"]["schedule"]["type"] == "one_shot"
     assert resolved["data"]["train"] == str(tmp_path / "data" / "train")
-    assert set(resolved) == {
-        "version",
-        "seed",
-        "input",
-        "prune",
-        "finetune",
-        "data",
-        "output",
-        "analyze",
-    }
+    assert set(resolved) == CONFIG_SECTIONS
