@@ -17,8 +17,13 @@ Three commands, each in its own fresh process, on the same ``.keras`` file of
 Wall time is the whole process (interpreter, TensorFlow import, everything), since that is
 what a user waits for; peak RSS is the child's own ``ru_maxrss`` from ``os.wait4``. The
 commands alternate within each repetition (the order rotates each repetition) and the
-medians are compared. Targets: prunecli / load_save time <= 1.2 and memory <= 1.15;
-tfmot / prunecli time >= 5.
+medians are compared. Targets (issue 11): prunecli / load_save time <= 1.3 and memory
+<= 1.15; tfmot / prunecli time >= 3.
+
+``prunecli`` runs cold: its cache of measured sizes (``PRUNECLI_CACHE_DIR``) is emptied
+before every run, so it deflates both models. ``prunecli_warm`` reruns the same command on
+the same file with the cache the cold run left (the input's 'before' figures are then read
+by its digest); the targets are judged on the cold run.
 
 Results go to ``benchmarks/results/big_model.json`` (``time_ratio``, ``memory_ratio``,
 ``tfmot_time_ratio`` = tfmot's time over prunecli's, the medians, every sample, and the
@@ -32,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -105,6 +111,8 @@ def main() -> None:
         stages: list[dict[str, float]] = []
         for rep in range(args.reps):
             for name in order:
+                if name == "prunecli":
+                    shutil.rmtree(tmp / "cache", ignore_errors=True)
                 sample = _measure(*commands[name], log=tmp / f"{name}.log")
                 samples[name].append(sample)
                 print(
@@ -133,6 +141,7 @@ def _scratch() -> str | None:
 
 def _commands(model: Path, weights: Path, tmp: Path) -> dict[str, tuple[list[str], dict]]:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": _pythonpath()}
+    env["PRUNECLI_CACHE_DIR"] = str(tmp / "cache")
     env.pop("TF_USE_LEGACY_KERAS", None)
     prunecli = [
         sys.executable, "-m", "prunecli", "prune", str(model), "--epochs", "0",
@@ -142,6 +151,7 @@ def _commands(model: Path, weights: Path, tmp: Path) -> dict[str, tuple[list[str
     return {
         "load_save": ([sys.executable, "-c", LOAD_SAVE, str(model), str(tmp / "plain.keras")], env),
         "prunecli": (prunecli, env),
+        "prunecli_warm": (prunecli, env),
         "tfmot": (
             [sys.executable, "-c", TFMOT, str(weights), str(tmp / "tfmot.h5"), str(SPARSITY)],
             {**env, "TF_USE_LEGACY_KERAS": "1"},
@@ -196,6 +206,7 @@ def _summarise(
         "input_mb": round(input_mb, 1),
         "sparsity": SPARSITY,
         "time_ratio": round(time_of["prunecli"] / time_of["load_save"], 3),
+        "warm_time_ratio": round(time_of["prunecli_warm"] / time_of["load_save"], 3),
         "memory_ratio": round(rss_of["prunecli"] / rss_of["load_save"], 3),
         "tfmot_time_ratio": None,
         "tfmot_memory_ratio": None,
@@ -206,13 +217,16 @@ def _summarise(
         },
         "samples": samples,
     }
+    stage_sum = sum(v for k, v in row["prunecli_stages_s"].items() if k != "total_s")
+    row["stages_sum_over_total"] = round(stage_sum / row["prunecli_stages_s"]["total_s"], 3)
     if "tfmot" in samples:
         row["tfmot_time_ratio"] = round(time_of["tfmot"] / time_of["prunecli"], 3)
         row["tfmot_memory_ratio"] = round(rss_of["tfmot"] / rss_of["prunecli"], 3)
     row["targets"] = {
-        "time_ratio <= 1.2": row["time_ratio"] <= 1.2,
+        "time_ratio <= 1.3": row["time_ratio"] <= 1.3,
         "memory_ratio <= 1.15": row["memory_ratio"] <= 1.15,
-        "tfmot_time_ratio >= 5": (row["tfmot_time_ratio"] or 0) >= 5,
+        "tfmot_time_ratio >= 3": (row["tfmot_time_ratio"] or 0) >= 3,
+        "stages sum to total_s within 5%": abs(row["stages_sum_over_total"] - 1) <= 0.05,
     }
     return row
 
@@ -223,7 +237,8 @@ def _print_table(row: dict[str, Any]) -> None:
     for name, seconds in row["median_seconds"].items():
         print(f"{name:<10} {seconds:>9.1f} {row['median_peak_rss_mb'][name]:>12.0f}")
     print(
-        f"prunecli / load_save: time {row['time_ratio']:.3f}, memory {row['memory_ratio']:.3f}; "
+        f"prunecli / load_save: time {row['time_ratio']:.3f} (warm cache "
+        f"{row['warm_time_ratio']:.3f}), memory {row['memory_ratio']:.3f}; "
         f"tfmot / prunecli time: {row['tfmot_time_ratio']}"
     )
     print(

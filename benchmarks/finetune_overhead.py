@@ -1,11 +1,14 @@
 """Fine-tune throughput with masks enforced vs plain ``model.fit``, side by side.
 
-For each model, the same weights, data, optimizer and batch size are trained both ways,
-alternating (plain, masked, plain, masked, ...) so that machine noise hits both alike. Each
-repetition trains a few epochs; the first epoch (tracing, warm-up) is dropped and the rest
-give steps/s. The table shows the median of each and the ratios masked / plain (target
->= 0.95), for 80% masks and for all-ones masks (the pure cost of enforcing a mask). Results go to
-``benchmarks/results/finetune_overhead.json``.
+For each model, the same weights, data, optimizer and batch size are trained every way,
+alternating so that machine noise hits all alike. ``plain`` is ``model.fit`` on the very
+same ``tf.data`` dataset prunecli trains on (``Source.epochs``: same batches, same order),
+so masked / plain measures the masks and nothing else; ``plain_numpy`` is ``model.fit`` on
+the numpy arrays (Keras's own input path), a second line that shows what prunecli's
+pipeline costs or buys. Each repetition trains a few epochs; the first epoch (tracing,
+warm-up) is dropped and the rest give steps/s. The table shows the median of each and the
+ratios masked / plain (target >= 0.95), for 80% masks and for all-ones masks (the pure cost
+of enforcing a mask). Results go to ``benchmarks/results/finetune_overhead.json``.
 
     .venv/bin/python benchmarks/finetune_overhead.py [--reps 3] [--epochs 4]
 """
@@ -86,7 +89,7 @@ def _measure(case: dict[str, Any], reps: int, epochs: int) -> dict[str, Any]:
             model = keras.models.clone_model(case["model"])
             model.set_weights(weights)
             timer = _EpochTimer()
-            if VARIANTS[variant] is None:
+            if variant == "plain_numpy":
                 model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=_LOSS)
                 model.fit(
                     case["x"],
@@ -97,6 +100,8 @@ def _measure(case: dict[str, Any], reps: int, epochs: int) -> dict[str, Any]:
                     verbose=0,
                     callbacks=[timer],
                 )
+            elif variant == "plain":
+                _plain_fit(model, case, epochs, timer)
             else:
                 _masked_fit(model, case, epochs, timer, VARIANTS[variant])
             steps = -(-len(case["y"]) // case["batch"])
@@ -110,16 +115,37 @@ def _measure(case: dict[str, Any], reps: int, epochs: int) -> dict[str, Any]:
         **{f"{variant}_steps_per_s": round(value, 2) for variant, value in medians.items()},
         "ratio": round(medians["masked"] / medians["plain"], 3),
         "ratio_dense_masks": round(medians["masked_dense"] / medians["plain"], 3),
+        "ratio_vs_numpy_fit": round(medians["masked"] / medians["plain_numpy"], 3),
+        "pipeline_vs_numpy": round(medians["plain"] / medians["plain_numpy"], 3),
         "samples": {k: [round(v, 2) for v in vals] for k, vals in rates.items()},
     }
 
 
-# variant -> sparsity of prunecli's masks (None: plain model.fit). "masked_dense" holds
-# all-ones masks: it isolates the cost of enforcing masks from any effect of the zeros.
-VARIANTS: dict[str, float | None] = {"plain": None, "masked": 0.8, "masked_dense": 0.0}
+# variant -> sparsity of prunecli's masks (None: plain model.fit, on prunecli's tf.data
+# dataset or on numpy arrays). "masked_dense" holds all-ones masks: it isolates the cost of
+# enforcing masks from any effect of the zeros.
+VARIANTS: dict[str, float | None] = {
+    "plain": None,
+    "plain_numpy": None,
+    "masked": 0.8,
+    "masked_dense": 0.0,
+}
 
 
 _LOSS = "sparse_categorical_crossentropy"
+
+
+def _plain_fit(model: Any, case: dict[str, Any], epochs: int, timer: Any) -> None:
+    """``model.fit`` on the dataset ``finetune.run`` feeds (seed 0: ``finetune.run``'s
+    default), with Keras's defaults otherwise: no masks, nothing else differs."""
+    spe = finetune.steps_per_epoch(len(case["y"]), case["batch"])
+    batches = data.from_arrays(case["x"], case["y"]).epochs(
+        case["batch"], seed=0, first=0, stop=epochs
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=_LOSS)
+    model.fit(
+        batches, epochs=epochs, steps_per_epoch=spe, shuffle=False, verbose=0, callbacks=[timer]
+    )
 
 
 def _masked_fit(model: Any, case: dict[str, Any], epochs: int, timer: Any, sparsity: float) -> None:
@@ -161,16 +187,19 @@ class _EpochTimer(keras.callbacks.Callback):
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
     header = (
-        f"{'case':<18} {'params':>9} {'plain steps/s':>14} {'masked 80%':>11} "
-        f"{'masks all-ones':>15} {'ratio':>6} {'ratio all-ones':>15}"
+        f"{'case':<18} {'params':>9} {'plain steps/s':>14} {'numpy fit':>10} "
+        f"{'masked 80%':>11} {'masks all-ones':>15} {'ratio':>6} {'ratio all-ones':>15} "
+        f"{'vs numpy fit':>13}"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
         print(
             f"{row['case']:<18} {row['params']:>9,} {row['plain_steps_per_s']:>14.1f} "
+            f"{row['plain_numpy_steps_per_s']:>10.1f} "
             f"{row['masked_steps_per_s']:>11.1f} {row['masked_dense_steps_per_s']:>15.1f} "
-            f"{row['ratio']:>6.3f} {row['ratio_dense_masks']:>15.3f}"
+            f"{row['ratio']:>6.3f} {row['ratio_dense_masks']:>15.3f} "
+            f"{row['ratio_vs_numpy_fit']:>13.3f}"
         )
 
 

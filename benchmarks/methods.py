@@ -87,7 +87,9 @@ import tensorflow as tf  # noqa: E402
 
 tf.config.experimental.enable_op_determinism()  # a rerun gives the same numbers
 
-from prunecli import config, data, pipeline  # noqa: E402
+import models  # noqa: E402  (benchmarks/models.py: this folder is on sys.path when run)
+
+from prunecli import config, pipeline  # noqa: E402
 from prunecli.progress import Reporter  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,10 +160,12 @@ def main() -> None:
     dense: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="prunecli-methods-") as folder:
         tmp = Path(folder)
-        models = {"digits_cnn": SAMPLE}
+        inputs = {"digits_cnn": SAMPLE}
         if not args.quick:
-            models["residual_cnn"] = _train_residual_cnn(tmp / "residual_cnn.keras")
-        for name, path in models.items():
+            inputs["residual_cnn"] = models.train_residual_cnn(
+                tmp / "residual_cnn.keras", TRAIN, RESIDUAL_EPOCHS
+            )
+        for name, path in inputs.items():
             runner = _Runner(name, path, tmp / name, results, dense)
             _run_model(runner, quick=args.quick, seeds=seeds)
             _print_table(name, dense[name], [r for r in results if r["model"] == name])
@@ -281,50 +285,6 @@ class _Runner:
 def _score(row: dict[str, Any]) -> tuple[float, float]:
     """Best = highest accuracy, then lowest loss."""
     return row["accuracy"], -row["loss"]
-
-
-def _train_residual_cnn(path: Path) -> Path:
-    """A small functional CNN with two residual Add blocks, trained with fixed seeds on the
-    digits training images exactly as prunecli reads them (pixels / 255), saved to ``path``."""
-    layers = keras.layers
-    splits = data.load(config.Data(train=TRAIN, validation_split=0), (28, 28, 1), seed=0)
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((28, 28, 1))
-    x = layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="stem")(inputs)
-    y = layers.Conv2D(16, 3, padding="same", activation="relu", name="block1_conv1")(x)
-    y = layers.Conv2D(16, 3, padding="same", name="block1_conv2")(y)
-    x = layers.ReLU(name="block1_out")(layers.Add(name="block1_add")([x, y]))
-    x = layers.MaxPooling2D(name="pool")(x)
-    x = layers.Conv2D(32, 1, name="block2_proj")(x)
-    y = layers.Conv2D(32, 3, padding="same", activation="relu", name="block2_conv1")(x)
-    y = layers.Conv2D(32, 3, padding="same", name="block2_conv2")(y)
-    x = layers.ReLU(name="block2_out")(layers.Add(name="block2_add")([x, y]))
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(64, activation="relu", name="dense")(x)
-    outputs = layers.Dense(10, activation="softmax", name="logits")(x)
-    model = keras.Model(inputs, outputs, name="residual_cnn")
-    steps = RESIDUAL_EPOCHS * -(-len(splits.train.y) // 32)
-    model.compile(
-        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(2e-3, steps)),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    start = time.perf_counter()
-    x, y = data.materialize(splits.train)  # the digits set is small: train from arrays
-    model.fit(
-        x,
-        y,
-        batch_size=32,
-        epochs=RESIDUAL_EPOCHS,
-        shuffle=True,
-        verbose=0,
-    )
-    model.save(path)
-    print(
-        f"trained residual_cnn ({model.count_params():,} parameters, {RESIDUAL_EPOCHS} epochs) "
-        f"in {time.perf_counter() - start:.1f}s"
-    )
-    return path
 
 
 def _print_table(model: str, dense: float, rows: list[dict[str, Any]]) -> None:

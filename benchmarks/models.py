@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 
@@ -25,3 +27,54 @@ def cnn_1m() -> Any:
         ],
         name="cnn_1m",
     )
+
+
+def residual_cnn() -> Any:
+    """The ResNet-style sample model (124,906 parameters, 28x28x1 digits, 10 classes): a
+    stride-2 stem, two residual blocks joined by ``Add``, a Dense head on the flattened
+    7x7x32 features. Untrained; ``methods.py`` and ``structured.py`` train it."""
+    import keras
+
+    layers = keras.layers
+    inputs = keras.Input((28, 28, 1))
+    x = layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="stem")(inputs)
+    y = layers.Conv2D(16, 3, padding="same", activation="relu", name="block1_conv1")(x)
+    y = layers.Conv2D(16, 3, padding="same", name="block1_conv2")(y)
+    x = layers.ReLU(name="block1_out")(layers.Add(name="block1_add")([x, y]))
+    x = layers.MaxPooling2D(name="pool")(x)
+    x = layers.Conv2D(32, 1, name="block2_proj")(x)
+    y = layers.Conv2D(32, 3, padding="same", activation="relu", name="block2_conv1")(x)
+    y = layers.Conv2D(32, 3, padding="same", name="block2_conv2")(y)
+    x = layers.ReLU(name="block2_out")(layers.Add(name="block2_add")([x, y]))
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(64, activation="relu", name="dense")(x)
+    outputs = layers.Dense(10, activation="softmax", name="logits")(x)
+    return keras.Model(inputs, outputs, name="residual_cnn")
+
+
+def train_residual_cnn(path: Path, train: Path, epochs: int = 20) -> Path:
+    """``residual_cnn`` trained with fixed seeds on the digits training images ``train``
+    exactly as prunecli reads them (pixels / 255; Adam, cosine decay from 2e-3, batch 32),
+    saved to ``path``."""
+    import keras
+
+    from prunecli import config, data
+
+    splits = data.load(config.Data(train=train, validation_split=0), (28, 28, 1), seed=0)
+    keras.utils.set_random_seed(0)
+    model = residual_cnn()
+    steps = epochs * -(-len(splits.train.y) // 32)
+    model.compile(
+        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(2e-3, steps)),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    start = time.perf_counter()
+    x, y = data.materialize(splits.train)  # the digits set is small: train from arrays
+    model.fit(x, y, batch_size=32, epochs=epochs, shuffle=True, verbose=0)
+    model.save(path)
+    print(
+        f"trained residual_cnn ({model.count_params():,} parameters, {epochs} epochs) "
+        f"in {time.perf_counter() - start:.1f}s"
+    )
+    return path

@@ -104,3 +104,38 @@ def tfsm_layer_class(behaviour: type) -> type:
             self._track_variable(variable)
 
     return SignatureLayer
+
+
+# Keras 3.0 - 3.15: no public API says which layer call produced a symbolic tensor, or with
+# which inputs; Functional walks its own graph with exactly these two attributes
+# (``KerasTensor._keras_history``, ``Operation._inbound_nodes``). The channel-coupling
+# graph (``prunecli.structured.graph``) and the FLOPs counter follow them.
+
+
+def producer(tensor: Any) -> tuple[Any, int, int]:
+    """``(operation, node_index, tensor_index)`` of the call that produced ``tensor``."""
+    history = tensor._keras_history  # Keras 3.15: a KerasHistory namedtuple
+    return history.operation, history.node_index, history.tensor_index
+
+
+def is_symbolic(tensor: Any) -> bool:
+    """Whether ``tensor`` is a symbolic tensor of a recorded layer graph."""
+    return getattr(tensor, "_keras_history", None) is not None  # Keras 3.15
+
+
+def node_inputs(operation: Any, node_index: int) -> list[Any]:
+    """The symbolic input tensors of one call (node) of ``operation``, flattened in call
+    order (``mha(query, value)`` -> ``[query, value]``)."""
+    return list(operation._inbound_nodes[node_index].input_tensors)  # Keras 3.15
+
+
+def node_outputs(operation: Any, node_index: int) -> list[Any]:
+    """The symbolic output tensors of one call of ``operation``."""
+    return list(operation._inbound_nodes[node_index].output_tensors)  # Keras 3.15
+
+
+def node_arguments(operation: Any, node_index: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The positional and keyword arguments of one call, as written (``mha(x, value=y)``:
+    ``((x,), {"value": y})``): flattened inputs lose which argument was which."""
+    arguments = operation._inbound_nodes[node_index].arguments  # Keras 3.15
+    return tuple(arguments.args), dict(arguments.kwargs)

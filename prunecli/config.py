@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import math
 import os
 import re
 from pathlib import Path
@@ -28,8 +29,9 @@ from pydantic import (
     model_validator,
 )
 
+from prunecli import safe_yaml
 from prunecli.core import catalog
-from prunecli.core.granularity import Pattern, parse_granularity
+from prunecli.core.granularity import UNSTRUCTURED, Pattern, parse_granularity
 from prunecli.errors import ConfigError
 
 # Keys whose values are filesystem paths. In a file they are relative to the file's folder;
@@ -44,8 +46,23 @@ PATH_KEYS = (
 )
 
 
+# Upper bounds: far beyond any real run, low enough that no value makes prunecli allocate or
+# loop without end (``prune.schedule.steps: 1e20``, ``finetune.epochs: 1000000``).
+MAX_EPOCHS = 10_000
+MAX_STEPS = 10**9  # optimizer steps (schedule frequency, checkpoint_steps)
+MAX_ROUNDS = 10_000  # iterative prune-retrain rounds
+MAX_BATCHES = 100_000
+MAX_BATCH_SIZE = 65_536
+MAX_LEARNING_RATE = 10.0
+MAX_SEED = 2**32 - 1
+MAX_SIDE = 65_536  # block sides, image sides, feature dimensions
+MAX_FEATURE_VALUES = 2**28  # values in one TFRecord feature
+QUOTE = 200  # characters of a value an error message repeats
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: a NaN or inf anywhere (learning_rate: .inf) would reach the model
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class LayerSelection(_Section):
@@ -83,12 +100,12 @@ class Schedule(_Section):
     """When the masks reach which sparsity; epochs may be fractional."""
 
     type: Literal[catalog.SCHEDULES] = "one_shot"  # type: ignore[valid-type]
-    start_epoch: float = Field(0.0, ge=0)
-    end_epoch: float = Field(1.0, ge=0)
+    start_epoch: float = Field(0.0, ge=0, le=MAX_EPOCHS)
+    end_epoch: float = Field(1.0, ge=0, le=MAX_EPOCHS)
     initial_sparsity: float = Field(0.0, ge=0, lt=1)
-    power: float = Field(3.0, gt=0)
-    frequency: int = Field(100, ge=1)
-    steps: int = Field(3, ge=1)  # iterative: prune-retrain rounds
+    power: float = Field(3.0, gt=0, le=100)
+    frequency: int = Field(100, ge=1, le=MAX_STEPS)
+    steps: int = Field(3, ge=1, le=MAX_ROUNDS)  # iterative: prune-retrain rounds
 
     @model_validator(mode="after")
     def _ordered(self) -> Schedule:
@@ -108,13 +125,13 @@ class Block(_Section):
     @field_validator("block")
     @classmethod
     def _positive(cls, block: tuple[int, int]) -> tuple[int, int]:
-        if min(block) < 1:
-            raise ValueError(f"both sides must be >= 1, got {list(block)}")
+        if min(block) < 1 or max(block) > MAX_SIDE:
+            raise ValueError(f"both sides must be from 1 to {MAX_SIDE}, got {list(block)}")
         return block
 
 
 class Prune(_Section):
-    method: Literal[tuple(catalog.METHODS)] = "magnitude"  # type: ignore[valid-type]
+    method: Literal[tuple(catalog.ALL_METHODS)] = "magnitude"  # type: ignore[valid-type]
     granularity: str | Block = "unstructured"
     scope: Literal["layer", "global"] = "layer"
     # "auto": per-layer targets from a sensitivity scan within max_accuracy_drop (analysis)
@@ -124,9 +141,12 @@ class Prune(_Section):
     # One full prune + fine-tune per target (``--sweep``), plus one combined report.
     sweep: list[float] | None = None
     min_layer_density: float = Field(0.02, gt=0, le=1)
-    score_batches: int = Field(16, ge=1)  # taylor: batches of training data for gradients
+    # taylor: batches of training data whose gradients score the weights
+    score_batches: int = Field(16, ge=1, le=MAX_BATCHES)
     layers: LayerSelection = LayerSelection()
     schedule: Schedule = Schedule()
+    round_to: int = Field(8, ge=1)  # channel: kept counts stay multiples of this (1 = off)
+    heads: bool = True  # channel: MultiHeadAttention loses whole heads
 
     @field_validator("granularity", mode="before")
     @classmethod
@@ -142,6 +162,8 @@ class Prune(_Section):
                 return Block.model_validate(value)
             except ValidationError as exc:
                 raise ValueError(f"{{block: [rows, cols]}}: {_describe(exc)}") from None
+        if value == catalog.CHANNEL:
+            return value
         parse_granularity(value)  # raises with what is allowed
         return value
 
@@ -169,11 +191,17 @@ class Prune(_Section):
     @property
     def needs(self) -> catalog.Needs:
         """What the chosen method needs (gradients, training statistics)."""
+        if self.granularity == catalog.CHANNEL:
+            return catalog.CHANNEL_METHODS[self.method]
         return catalog.METHODS[self.method]
 
     @property
     def pattern(self) -> Pattern:
-        """The granularity parsed once, for every stage that masks or checks kernels."""
+        """The granularity parsed once, for every stage that masks or checks kernels.
+        ``channel`` puts no layout on single weights (whole channels go, see
+        ``prunecli.structured``): unstructured for the stages that check kernels."""
+        if self.granularity == catalog.CHANNEL:
+            return UNSTRUCTURED
         return parse_granularity(self.granularity)
 
     @model_validator(mode="before")
@@ -202,6 +230,7 @@ class Prune(_Section):
                     f"prune.granularity {self.granularity!r} fixes every layer's sparsity; "
                     "prune.scope global has nothing to share: use scope layer"
                 )
+        self._channel_methods_valid()
         gradual = catalog.GRADUAL_SCHEDULES
         if self.needs.training and self.schedule.type not in gradual:
             raise ValueError(
@@ -215,6 +244,20 @@ class Prune(_Section):
                 "remove them or use prune.scope layer"
             )
         return self
+
+    def _channel_methods_valid(self) -> None:
+        """Channel scores and weight scores do not mix: say which granularity a method needs."""
+        channel = catalog.CHANNEL_METHODS
+        if self.granularity == catalog.CHANNEL and self.method not in channel:
+            raise ValueError(
+                f"prune.method {self.method} scores single weights; prune.granularity channel "
+                f"takes {', '.join(m for m in channel if m != 'magnitude')}"
+            )
+        if self.granularity != catalog.CHANNEL and self.method not in catalog.METHODS:
+            raise ValueError(
+                f"prune.method {self.method} scores whole channels: set prune.granularity "
+                f"channel (or use magnitude for {self.granularity!r})"
+            )
 
 
 def _check_levels(levels: list[float], what: str) -> None:
@@ -240,6 +283,9 @@ def _check_auto(prune: Prune, nm: bool) -> None:
     clash = (
         "prune.granularity N:M fixes every layer's sparsity"
         if nm
+        else "prune.granularity channel removes whole channel groups, which the scan does "
+        "not score: give a number"
+        if prune.granularity == catalog.CHANNEL
         else "prune.scope global shares one threshold"
         if prune.scope == "global"
         else "prune.layers.overrides sets targets by hand"
@@ -257,13 +303,13 @@ class Distill(_Section):
     loss = (1 - alpha) * task + alpha * T^2 * KL(teacher || student) at temperature T."""
 
     alpha: float = Field(0.5, ge=0, le=1)
-    temperature: float = Field(4.0, gt=0)
+    temperature: float = Field(4.0, gt=0, le=1000)
 
 
 class Finetune(_Section):
-    epochs: int = Field(2, ge=0)
-    batch_size: int = Field(32, ge=1)
-    learning_rate: float = Field(1e-4, gt=0)
+    epochs: int = Field(2, ge=0, le=MAX_EPOCHS)
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH_SIZE)
+    learning_rate: float = Field(1e-4, gt=0, le=MAX_LEARNING_RATE)
     optimizer: Literal[catalog.OPTIMIZERS] = "adam"  # type: ignore[valid-type]
     momentum: float = Field(0.0, ge=0, lt=1)
     distill: Distill | None = None
@@ -276,7 +322,7 @@ class Finetune(_Section):
     jit_compile: Literal["auto"] | bool = "auto"
     steps_per_execution: Literal["auto"] | int = "auto"
     checkpoint_dir: Path | None = None
-    checkpoint_steps: int | None = Field(None, ge=1)
+    checkpoint_steps: int | None = Field(None, ge=1, le=MAX_STEPS)
     # Frozen layers (trainable=False) that are pruned: unfreeze them for the fine-tune
     # (they are saved back frozen); false leaves them as pruned, with a warning.
     train_frozen: bool = False
@@ -284,8 +330,8 @@ class Finetune(_Section):
     @field_validator("steps_per_execution")
     @classmethod
     def _positive_steps(cls, steps: Literal["auto"] | int) -> Literal["auto"] | int:
-        if steps != "auto" and steps < 1:
-            raise ValueError(f"must be auto or an integer >= 1, got {steps}")
+        if steps != "auto" and not 1 <= steps <= MAX_ROUNDS:
+            raise ValueError(f"must be auto or an integer from 1 to {MAX_ROUNDS}, got {steps}")
         return steps
 
 
@@ -299,8 +345,10 @@ class Feature(_Section):
     @field_validator("shape")
     @classmethod
     def _positive_dims(cls, shape: list[int]) -> list[int]:
-        if any(d < 1 for d in shape):
-            raise ValueError(f"every dimension must be >= 1, got {shape}")
+        if any(not 1 <= d <= MAX_SIDE for d in shape):
+            raise ValueError(f"every dimension must be from 1 to {MAX_SIDE}, got {shape}")
+        if math.prod(shape) > MAX_FEATURE_VALUES:
+            raise ValueError(f"more than {MAX_FEATURE_VALUES:,} values, got shape {shape}")
         return shape
 
 
@@ -325,8 +373,8 @@ class Data(_Section):
     @field_validator("image_size")
     @classmethod
     def _positive_size(cls, size: tuple[int, int] | None) -> tuple[int, int] | None:
-        if size is not None and min(size) < 1:
-            raise ValueError(f"both sides must be >= 1, got {list(size)}")
+        if size is not None and (min(size) < 1 or max(size) > MAX_SIDE):
+            raise ValueError(f"both sides must be from 1 to {MAX_SIDE}, got {list(size)}")
         return size
 
 
@@ -391,7 +439,7 @@ class Config(_Section):
     """The whole resolved configuration of one run."""
 
     version: Literal[1] = 1
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # numpy and TensorFlow take 32-bit seeds
     input: Input = Input()
     prune: Prune = Prune()
     finetune: Finetune = Finetune()
@@ -447,7 +495,7 @@ def parse_set(assignment: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. prune.sparsity=0.9")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = safe_yaml.load(text) if text.strip() else None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"--set {assignment!r}: value is not valid YAML ({problem})") from None
@@ -461,19 +509,19 @@ def dump(config: Config) -> str:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = safe_yaml.read_text(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ConfigError(f"{path}: cannot read config ({exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml.load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         raise ConfigError(f"{where}: YAML syntax error: {exc.problem}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: YAML error: {exc}") from None
+        raise ConfigError(f"{path}: YAML error: {quote(str(exc))}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -529,7 +577,16 @@ def _describe(exc: ValidationError) -> str:
     # Our own validators' messages already echo the value they received.
     if error["type"] in ("missing", "value_error") or isinstance(error["input"], dict):
         return f"{dotted}: {message}"
-    return f"{dotted}: {message}, got {error['input']!r}"
+    return f"{dotted}: {message}, got {quote(repr(error['input']))}"
+
+
+def quote(text: str) -> str:
+    """At most ``QUOTE`` characters of a value for an error message, on one line:
+    ``quote("x" * 10**6)`` is 200 x's and ``... (1,000,000 characters)``."""
+    flat = " ".join(text.split())
+    if len(flat) <= QUOTE:
+        return flat
+    return f"{flat[:QUOTE]}... ({len(text):,} characters)"
 
 
 def _fields_at(loc: list[str]) -> list[str]:

@@ -41,4 +41,6 @@ def os_message(exc: OSError, path: object) -> str:
     the library wraps every OSError where it happens into the error type of that stage,
     so the CLI never reports a full disk or a vanished file as a bug."""
     reason = (exc.strerror or first_line(exc)).lower()
+    if exc.errno == 28 or "errno = 28" in str(exc):  # h5py buries ENOSPC in its own text
+        reason = "no space left on device"
     return f"{path}: {reason}"

@@ -32,7 +32,9 @@ import warnings
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-FORMATS = ("auto", "rich", "plain", "json")
+from prunecli.names import LOG_FORMATS
+
+FORMATS = LOG_FORMATS  # defined where --help reads it without importing this module
 _lock = threading.Lock()
 _STARTED = time.perf_counter()  # elapsed_s counts from here: when the CLI was imported
 

@@ -70,6 +70,12 @@ def deferred() -> Iterator[None]:
     check()
 
 
+def complete() -> None:
+    """The run's outputs are in place: from now on a signal is recorded, never raised, and
+    the command exits 0 (its work is done; stopping now would only hide that)."""
+    _state.deferring = True
+
+
 def _handle(signum: int, frame: FrameType | None) -> None:
     _state.requested = True
     if not _state.deferring:

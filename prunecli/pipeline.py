@@ -24,10 +24,10 @@ from typing import Any
 
 import keras
 
-from prunecli import data, interrupts, runtime
+from prunecli import __version__, data, interrupts, runtime
 from prunecli.analysis import figures, hooks
 from prunecli.config import Config
-from prunecli.core import schedules
+from prunecli.core import catalog, schedule_coverage, schedules
 from prunecli.data import inputs, preprocessing
 from prunecli.errors import ConfigError
 from prunecli.formats import compiling, exporting, model_io, staging
@@ -35,8 +35,9 @@ from prunecli.formats.base import InputFormat
 from prunecli.progress import Reporter
 from prunecli.pruning import coverage, selection
 from prunecli.pruning.pruner import Pruner
-from prunecli.reporting import evaluate, measure, report
-from prunecli.training import checkpoints, distribute, finetune, frozen, labels
+from prunecli.reporting import evaluate, latency, measure, report, sizes
+from prunecli.structured import stage as structured
+from prunecli.training import checkpoints, distribute, finetune, frozen, guards, labels
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Request:
     safe_mode: bool = True
     max_accuracy_drop: float | None = None
     resume: bool = False  # continue from the checkpoint of an interrupted run
+    config_file: Path | None = None  # an input too: no output may replace it
 
 
 @dataclass(frozen=True)
@@ -109,12 +111,12 @@ def preflight(request: Request) -> Targets:
     """All checks that need no TensorFlow: the model file exists and is a model, outputs
     writable and not clobbering, data given where the config needs it."""
     paths = targets(request)  # reads the input's format first: a missing model is named first
-    for artifact in paths.artifacts:
-        staging.check_target(
-            artifact.path, force=request.force, inputs=(request.model,), folder=artifact.folder
-        )
-    for path in (paths.report, paths.markdown):
-        staging.check_target(path, force=request.force, inputs=(request.model,))
+    staging.check_outputs(
+        paths.artifacts, (paths.report, paths.markdown),
+        checkpoint_folder(request, paths) if request.config.finetune.epochs > 0 else None,
+        inputs=staging.run_inputs(request.model, request.config, request.config_file),
+        force=request.force,
+    )  # fmt: skip
     hooks.preflight(request.config, paths.markdown, request.force, request.model)
     _check_data_needs(request)
     if request.config.finetune.epochs > 0:
@@ -184,18 +186,22 @@ def _stages(request: Request, reporter: Reporter, job: distribute.Job) -> dict[s
         teacher = _teacher(loaded.model, prepared.splits, prepared.task, cfg)
     with clock("prune_s"):
         pruner = _pruner(loaded.model, prepared, cfg)
+        _warn_schedule(reporter, prepared, cfg)
         updates = _prune(pruner, cfg)
+        _rebuilt(pruner, loaded, prepared)  # channel, one_shot: the narrower model now
     losses = figures.LossHistory()  # the loss plot's points
     with clock("finetune_s"):
         tuned = _finetune(
             request, paths, loaded, prepared, pruner, reporter, job, teacher, losses.callback()
         )
+        _rebuilt(pruner, loaded, prepared)  # channel, gradual schedules: after the last step
         _leave_training(loaded, prepared)
     with clock("evaluate_s"):
         after_stats = _figures(loaded.model, prepared)
     result = _save(request, paths, loaded, prepared, clock, job,
                    before=before, after_stats=after_stats, updates=updates + tuned.updates,
-                   tuned=tuned, extras={"losses": losses.rows, "auto": auto})  # fmt: skip
+                   tuned=tuned, extras={"losses": losses.rows, "auto": auto},
+                   pruner=pruner)  # fmt: skip
     checkpoints.remove(checkpoint_folder(request, paths))
     written = ", ".join(str(artifact.path) for artifact in paths.artifacts)
     reporter.say("wrote", f"wrote {written}, {paths.report} and {paths.markdown}")
@@ -231,6 +237,7 @@ def _load(request: Request) -> Loaded:
     )
     sha256 = _background().submit(measure.sha256, request.model)  # report and checkpoints
     distribute.adopt(model)
+    structured.check(model, request.config.prune)  # channel: a subclassed model is refused
     user_compile = model_io.compile_config(model)
     source.reset_training_state(model, user_compile)
     return Loaded(model, source, user_compile, sha256)
@@ -270,9 +277,11 @@ def _say_loaded(reporter: Reporter, request: Request, loaded: Loaded, prepared: 
 
 
 def _figures(model: Any, prepared: Prepared) -> dict[str, Any]:
-    """Parameter counts, sparsity, accuracy and loss of the model as it is now."""
+    """Parameter counts, sparsity, accuracy, loss, FLOPs and batch-1 latency of the model
+    as it is now."""
     stats = report.model_stats(model, prepared.layers)
-    return stats | _metrics(model, prepared.splits, prepared.task, prepared.compile_args)
+    metrics = _metrics(model, prepared.splits, prepared.task, prepared.compile_args)
+    return stats | metrics | latency.performance(model)
 
 
 def _measure_input(
@@ -288,11 +297,13 @@ def _measure_input(
     if main:
         size = _done({key: main[key] for key in ("size_bytes", "size_gzip_bytes")})
     else:
-        size = _size_as(loaded.model, paths.model.suffix)
+        size = _size_as(loaded.model, paths.model.suffix, loaded.sha256.result())
     return Measured(stats, size, deployed)
 
 
-def _pruner(model: Any, prepared: Prepared, cfg: Config) -> Pruner:
+def _pruner(model: Any, prepared: Prepared, cfg: Config) -> Any:
+    """The pruner of ``prune.granularity``: masks on weights (``Pruner``), or on whole
+    channels (``structured``'s ``ChannelPruner``, same interface)."""
     spe = (
         finetune.steps_per_epoch(len(prepared.splits.train.y), cfg.finetune.batch_size)
         if prepared.splits.train
@@ -305,7 +316,28 @@ def _pruner(model: Any, prepared: Prepared, cfg: Config) -> Pruner:
             cfg.prune.score_batches, cfg.finetune.batch_size, cfg.seed,
         )  # fmt: skip
     schedule_for = schedules.factory(cfg.prune.schedule, spe, cfg.finetune.epochs)
+    if cfg.prune.granularity == catalog.CHANNEL:
+        return structured.pruner(model, cfg, schedule_for, gradients)
     return Pruner(prepared.layers, cfg.prune, schedule_for, seed=cfg.seed, gradients=gradients)
+
+
+def _rebuilt(pruner: Any, loaded: Loaded, prepared: Prepared) -> None:
+    """Swap in the narrower model once a channel pruner's masks are final (no-op else)."""
+    loaded.model, prepared.layers = structured.rebuilt(pruner, loaded.model, prepared.layers)
+
+
+def _warn_schedule(reporter: Reporter, prepared: Prepared, cfg: Config) -> None:
+    """Say so when fewer than ~10% of the fine-tuning steps run at the final sparsity."""
+    if cfg.finetune.epochs == 0 or prepared.splits.train is None:
+        return
+    if cfg.prune.sparsity == "auto":  # per-layer targets from the scan
+        return
+    spe = finetune.steps_per_epoch(len(prepared.splits.train.y), cfg.finetune.batch_size)
+    schedule = schedules.factory(cfg.prune.schedule, spe, cfg.finetune.epochs)
+    note = schedule_coverage.warning(schedule(cfg.prune.sparsity), spe * cfg.finetune.epochs)
+    if note:
+        prepared.warnings.append(note)  # in the report's warnings too
+        reporter.say("warning", f"warning: {note}")
 
 
 def _prune(pruner: Pruner, cfg: Config) -> list[dict[str, float]]:
@@ -342,7 +374,11 @@ def _finetune(
     ):
         return finetune.run(
             loaded.model, pruner, prepared.splits.train, cfg.finetune, prepared.compile_args,
-            reporter, callbacks=[_StopOnSignal(), *callbacks], teacher=teacher, seed=cfg.seed,
+            reporter, teacher=teacher, seed=cfg.seed, callbacks=[
+                _StopOnSignal(),
+                guards.FiniteLoss(cfg.finetune, checkpoint_folder(request, paths)),
+                *callbacks,
+            ],
             checkpoint=tracker,
         )  # fmt: skip
 
@@ -360,6 +396,7 @@ def _save(
     updates: list[dict[str, float]],
     tuned: finetune.Result,
     extras: dict[str, Any],
+    pruner: Any,
 ) -> dict[str, Any]:
     """Stage every artifact, measure them, build and stage the reports, rename all."""
     cfg = request.config
@@ -386,7 +423,12 @@ def _save(
                 exports=exports,
                 before=before_stats,
                 after=after_stats | {"size_bytes": size, "size_gzip_bytes": gzipped},
-                layers=report.layer_rows(prepared.layers, cfg.prune.pattern),
+                layers=structured.layer_rows(
+                    pruner, report.layer_rows(prepared.layers, cfg.prune.pattern)
+                ),
+                groups=structured.group_rows(pruner),
+                speedup=latency.speedup(before_stats["latency_ms"], after_stats["latency_ms"]),
+                latency_backend=latency.BACKEND,
                 finetune={"epochs": tuned.epochs, "steps": tuned.steps,
                           "distill": _distill(prepared, cfg),
                           "loss": labels.loss_name(prepared.compile_args.get("loss")),
@@ -484,9 +526,14 @@ def _done(value: dict[str, int]) -> concurrent.futures.Future[dict[str, int]]:
     return future
 
 
-def _size_as(model: Any, suffix: str) -> concurrent.futures.Future[dict[str, int]]:
+def _size_as(model: Any, suffix: str, digest: str) -> concurrent.futures.Future[dict[str, int]]:
     """The input model saved in the output's format, the fair 'before' size: saved now
-    (pruning changes the weights next), measured in the background."""
+    (pruning changes the weights next), measured in the background; remembered by the
+    input's digest, so a rerun on the same file skips the save and the deflate."""
+    key = f"{digest}|{suffix}|keras {keras.__version__}|prunecli {__version__}"
+    known = sizes.recall(key)
+    if known is not None:
+        return _done(known)
     folder = Path(tempfile.mkdtemp(prefix="prunecli-"))
     path = folder / f"before{suffix}"
     try:
@@ -500,6 +547,7 @@ def _size_as(model: Any, suffix: str) -> concurrent.futures.Future[dict[str, int
             size, gzipped = measure.sizes(path)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+        sizes.remember(key, {"size_bytes": size, "size_gzip_bytes": gzipped})
         return {"size_bytes": size, "size_gzip_bytes": gzipped}
 
     return _background().submit(measured)

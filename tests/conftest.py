@@ -35,6 +35,13 @@ from helpers import (
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+@pytest.fixture(autouse=True)
+def _size_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own cache of measured sizes: nothing is written to ~/.cache, and
+    no test reads figures another one stored (subprocesses inherit the variable)."""
+    monkeypatch.setenv("PRUNECLI_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture
 def image_data(tmp_path: Path) -> Path:
     """``data/train/<class>/*.png`` and ``data/val/<class>/*.png``, 3 classes."""

@@ -114,3 +114,22 @@ def test_tfsm_layer_class_names_weights_and_keeps_the_graph(tmp_path: Path) -> N
     assert compat.reloaded_object(layer).signatures["serving_default"] is not None
     x = np.ones((2, 3), np.float32)
     np.testing.assert_allclose(np.asarray(layer(x)), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_graph_shims_follow_a_layer_call() -> None:
+    inputs = keras.Input((4, 8))
+    other = keras.Input((4, 8))
+    attention = keras.layers.MultiHeadAttention(2, 4, name="mha")
+    outputs = attention(inputs, value=other)
+    operation, node, index = compat.producer(outputs)
+    assert (operation, index) == (attention, 0)
+    assert compat.node_inputs(operation, node) == [inputs, other]
+    assert compat.node_outputs(operation, node) == [outputs]
+    args, kwargs = compat.node_arguments(operation, node)
+    assert args == (inputs,) and kwargs["value"] is other
+
+
+def test_graph_shims_still_needed() -> None:
+    """No public API maps a symbolic tensor to the call that made it."""
+    tensor = keras.Input((2,))
+    assert not hasattr(tensor, "history") and not hasattr(keras.Operation, "inbound_nodes")

@@ -586,10 +586,10 @@ def test_quoted_nm_in_yaml_is_fine(tmp_path):
 @pytest.mark.parametrize(
     ("value", "fragment"),
     [
-        ({"block": [0, 4]}, "both sides must be >= 1, got [0, 4]"),
+        ({"block": [0, 4]}, "both sides must be from 1 to 65536, got [0, 4]"),
         ({"block": [1]}, "prune.granularity: {block: [rows, cols]}"),
         ({"block": [1, 4], "size": 2}, "prune.granularity: {block: [rows, cols]}"),
-        ("4:2", 'must be unstructured, "N:M" with 0 < N < M'),
+        ("4:2", 'must be unstructured, channel, "N:M" with 0 < N < M'),
         ("0:4", "got '0:4'"),
         ("structured", "got 'structured'"),
     ],

@@ -29,6 +29,7 @@ def page(title: str, blocks: Sequence[str]) -> str:
     body = "\n".join(blocks)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="generator" content="prunecli">'
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n"
         f"<body>\n<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
     )

@@ -33,7 +33,8 @@ def _figure(title: str, xlabel: str, ylabel: str) -> tuple[Any, Any]:
 def _png(figure: Any) -> bytes:
     buffer = io.BytesIO()
     figure.tight_layout()
-    figure.savefig(buffer, format="png", dpi=DPI)
+    # The Software tag lets a later --force run recognise its own plot (formats/outputs).
+    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": "prunecli"})
     return buffer.getvalue()
 
 

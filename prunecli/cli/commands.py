@@ -2,7 +2,9 @@
 
 Only this module talks to the terminal's exit status. TensorFlow is imported inside the
 commands that load a model, after ``runtime.start``: ``--help`` and ``validate`` never pay
-for it.
+for it. Nothing beyond click is imported at module level: ``prunecli --help`` and
+``prunecli prune --help`` build every option and stop, so the config models (pydantic),
+``rich`` and the event machinery are imported by the command that runs, when it runs.
 """
 
 from __future__ import annotations
@@ -13,13 +15,23 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
-from prunecli import __version__, config, events, interrupts
-from prunecli.errors import ConfigError, DataError, ModelLoadError, OutputError, PruneError
+from prunecli import __version__
+from prunecli.errors import (
+    ConfigError,
+    DataError,
+    ModelLoadError,
+    OutputError,
+    PruneError,
+    first_line,
+)
+from prunecli.names import LOG_FORMATS
+
+if TYPE_CHECKING:
+    from prunecli import config
 
 EXIT_OK = 0
 EXIT_BUG = 1
@@ -37,6 +49,8 @@ EXIT_CODES: dict[type[PruneError], int] = {
 
 def _fail(message: str, code: int, as_event: bool = False) -> None:
     if as_event:  # --log-format json: the error is one more event
+        from prunecli import events
+
         events.emit("error", message=message, exit_code=code)
     else:
         click.echo(f"prunecli: error: {message}", err=True)
@@ -49,22 +63,32 @@ def _guarded(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         as_json = kwargs.get("log_format") == "json"
+        from prunecli import events, faults, interrupts  # here, not at import: --help is fast
+
         try:
             # SIGTERM behaves like Ctrl-C, and is never lost; with --log-format json every
             # stderr line is an event, TensorFlow's native lines included.
-            with interrupts.installed(), events.json_stderr(as_json, capture_native=not debug):
+            with (
+                interrupts.installed(),
+                events.json_stderr(as_json, capture_native=not debug),
+                faults.private_tempdir(),
+            ):
                 return command(*args, debug=debug, **kwargs)
         except PruneError as exc:
             if debug:
                 traceback.print_exc()
-            _fail(str(exc), EXIT_CODES.get(type(exc), EXIT_USAGE), as_json)
+            _fail(first_line(exc), EXIT_CODES.get(type(exc), EXIT_USAGE), as_json)
         except KeyboardInterrupt as exc:
             _fail(str(exc) or "interrupted; no output was written", EXIT_INTERRUPTED, as_json)
         except Exception as exc:
             if debug:
                 traceback.print_exc()
+            known = faults.classify(exc)  # a full disk, an input gone: not a bug
+            if known is not None:
+                _fail(first_line(known), EXIT_CODES[type(known)], as_json)
             _fail(
-                f"unexpected {type(exc).__name__}: {exc} (a bug: rerun with --debug and report it)",
+                f"unexpected {type(exc).__name__}: {first_line(exc)} "
+                "(a bug: rerun with --debug and report it)",
                 EXIT_BUG,
                 as_json,
             )
@@ -139,7 +163,7 @@ def main() -> None:
 )
 @click.option(
     "--log-format",
-    type=click.Choice(events.FORMATS),
+    type=click.Choice(LOG_FORMATS),
     default="auto",
     show_default=True,
     help="Progress on stderr: rich bar, plain lines, or one JSON event per line.",
@@ -212,6 +236,7 @@ def prune(
         safe_mode=not no_safe_mode,
         max_accuracy_drop=settings.prune.max_accuracy_drop,  # the flag, or the config's
         resume=resume,
+        config_file=config_path,
     )
     if settings.prune.sweep:
         from prunecli.analysis import sweep as sweeping
@@ -258,6 +283,8 @@ def _settings(
     flags: dict[str, Any],
 ) -> config.Config:
     """The config file, then ``--set`` and the dedicated flags, then ``--data``."""
+    from prunecli import config
+
     overrides = _overrides(assignments, flags)
     if data is not None:
         from prunecli.data import split_dir
@@ -269,6 +296,8 @@ def _settings(
 
 def _print_result(result: dict[str, Any], as_json: bool) -> None:
     """The report on stdout (JSON, or the summary tables); exit 3 if the gate failed."""
+    from rich.console import Console
+
     from prunecli.reporting import report as render
 
     if as_json:
@@ -312,7 +341,7 @@ def _print_result(result: dict[str, Any], as_json: bool) -> None:
 )
 @click.option(
     "--log-format",
-    type=click.Choice(events.FORMATS),
+    type=click.Choice(LOG_FORMATS),
     default="auto",
     show_default=True,
     help="Progress on stderr: rich bar, plain lines, or one JSON event per line.",
@@ -357,6 +386,12 @@ def analyze(
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 @click.option(
+    "--groups",
+    "show_groups",
+    is_flag=True,
+    help="Also list the coupled channel groups (structured pruning): members, frozen or why.",
+)
+@click.option(
     "--no-safe-mode", is_flag=True, help="Allow Lambda layers (runs code stored in the model)."
 )
 @click.option(
@@ -368,24 +403,36 @@ def analyze(
 )
 @_guarded
 def inspect(
-    model: Path, as_json: bool, no_safe_mode: bool, imports: tuple[str, ...], debug: bool
+    model: Path,
+    as_json: bool,
+    show_groups: bool,
+    no_safe_mode: bool,
+    imports: tuple[str, ...],
+    debug: bool,
 ) -> None:
     """List MODEL's layers: parameters, current sparsity, prunable or not and why.
 
     \b
       prunecli inspect model.h5
+      prunecli inspect model.keras --groups
       prunecli inspect model.keras --json | jq '.layers[] | select(.prunable)'
     """
     from prunecli import runtime
 
     runtime.start(native_logs=debug)
+    from rich.console import Console
+
     from prunecli.reporting import inspection
 
-    summary = inspection.summarize(model, safe_mode=not no_safe_mode, imports=imports)
+    summary = inspection.summarize(
+        model, safe_mode=not no_safe_mode, imports=imports, groups=show_groups
+    )
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
         inspection.render(summary, Console())
+        if show_groups:
+            inspection.render_groups(summary, Console())
 
 
 @main.command()
@@ -402,6 +449,8 @@ def validate(config_file: Path, assignments: tuple[str, ...], show: bool, debug:
       prunecli validate configs/quickstart.yaml
       prunecli validate cfg.yaml --set prune.sparsity=0.9 --print
     """
+    from prunecli import config
+
     settings = config.load(config_file, _overrides(assignments, {}))
     if show:
         click.echo(config.dump(settings), nl=False)
@@ -411,6 +460,8 @@ def validate(config_file: Path, assignments: tuple[str, ...], show: bool, debug:
 
 def _overrides(assignments: tuple[str, ...], flags: dict[str, Any]) -> dict[str, Any]:
     """``--set`` pairs, then the dedicated flags (which win); paths become strings."""
+    from prunecli import config
+
     merged = dict(config.parse_set(item) for item in assignments)
     for key, value in flags.items():
         if value is not None:

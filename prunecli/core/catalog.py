@@ -34,6 +34,23 @@ METHODS: dict[str, Needs] = {
     "movement": Needs(training=True),
 }
 
+# prune.granularity channel (structured pruning, ``prunecli.structured``) scores whole
+# channels: its own names (``magnitude`` = l1 there); ``structured.groups.REDUCERS`` has
+# exactly these keys.
+CHANNEL = "channel"
+CHANNEL_METHODS: dict[str, Needs] = {
+    "l1": Needs(),
+    "l2": Needs(),
+    "bn_scale": Needs(),
+    "taylor": Needs(gradients=True),
+    "fpgm": Needs(),
+    "random": Needs(),
+    "magnitude": Needs(),
+    "lamp": Needs(),  # l2 scores, LAMP-normalised within each group (for scope: global)
+}
+# Every name prune.method accepts (weight scores first, then the channel-only ones).
+ALL_METHODS = tuple(dict.fromkeys([*METHODS, *CHANNEL_METHODS]))
+
 # Schedules that raise sparsity step by step during fine-tuning (the rest prune at once).
 GRADUAL_SCHEDULES = ("polynomial", "iterative")
 SCHEDULES = ("one_shot", "constant", *GRADUAL_SCHEDULES)

@@ -67,7 +67,7 @@ def parse_granularity(granularity: Any) -> Pattern:
     found = _NM.fullmatch(str(granularity))
     if not found or not 0 < int(found[1]) < int(found[2]):
         raise ValueError(
-            f'must be unstructured, "N:M" with 0 < N < M such as "2:4", or '
+            f'must be unstructured, channel, "N:M" with 0 < N < M such as "2:4", or '
             f"{{block: [rows, cols]}}, got {granularity!r}"
         )
     return Pattern("nm", n=int(found[1]), m=int(found[2]))

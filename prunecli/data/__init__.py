@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from prunecli.config import Data
-from prunecli.data import images, tabular, tfrecord
+from prunecli.data import checks, images, tabular, tfrecord
 from prunecli.data.inputs import InputSpec
 from prunecli.data.source import Source, Splits, from_arrays, materialize
 from prunecli.errors import DataError
@@ -66,6 +66,7 @@ def load(settings: Data, input_shape: tuple[Any, ...], seed: int) -> Splits:
 
 
 def _read(path: Path, name: str, settings: Data, input_shape: tuple[Any, ...]) -> Source:
+    checks.require_regular(path)  # a FIFO or /dev/zero would block or never end
     specs: tuple[InputSpec, ...] = ()
     if input_shape and isinstance(input_shape[0], InputSpec):
         specs, input_shape = input_shape, input_shape[0].shape

@@ -6,6 +6,7 @@ them; the image size and colour mode come from the model's input unless the conf
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from prunecli.config import Data
+from prunecli.data import checks
 from prunecli.data.source import Source
 from prunecli.errors import DataError
 
@@ -65,9 +67,15 @@ def _verify(path: Path) -> None:
     """Check a file is a whole image of a known format without decoding its pixels (Pillow
     reads the header and, for PNG, every chunk's checksum): a bad file is named before
     training starts rather than failing inside ``tf.data``'s C++ mid-epoch."""
+    checks.require_regular(path)
     try:
-        with Image.open(path) as image:
-            image.verify()
+        with warnings.catch_warnings():  # the pixel budget below says it in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                checks.image(path, image.size, image.format)
+                image.verify()
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path}: {exc}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{path}: cannot decode image ({exc})") from None
 

@@ -43,4 +43,8 @@ def resolve(settings: Data, model: Any) -> Data:
     model, an explicit number kept."""
     if settings.rescale not in (None, "auto"):
         return settings
-    return settings.model_copy(update={"rescale": rescale_for(model)})
+    # still "not set by the user" afterwards: a TFRecord list of numbers is rescaled only
+    # when the user asked for it (tfrecord.py), never by an automatic choice made for images
+    values = dict(settings) | {"rescale": rescale_for(model)}
+    unset = settings.model_fields_set - {"rescale"}
+    return type(settings).model_construct(_fields_set=unset, **values)

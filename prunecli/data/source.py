@@ -107,16 +107,29 @@ class Source:
         Each epoch's order is fixed by ``(seed, epoch)`` alone, never by a shuffle's hidden
         iteration state: a resumed run, or one under a distribution strategy (which rebuilds
         the input pipeline), sees exactly the batches an uninterrupted one-device run sees.
+        Built in constant time whatever ``stop - first`` is (2,000 epochs used to build
+        and concatenate 2,000 pipelines before the first step): one pipeline over the epoch
+        numbers, each epoch's order computed by numpy when tf.data reaches that epoch.
         """
         import tensorflow as tf
 
         targets = self.y if targets is None else targets
         cached = self.cache is not False
         if self._random_access and not cached:  # a fresh permutation of the keys each epoch
+            keys = tf.data.experimental.get_single_element(
+                self._keys(self.rows).batch(max(len(self), 1))
+            )  # every key in row order, gathered by each epoch's permutation
+            labels = tf.constant(targets)
 
-            def epoch(number: int) -> Any:
-                order = _rng(seed, number).permutation(len(self))
-                return self._samples(self.rows[order], targets[order], cached=False)
+            def epoch(number: Any) -> Any:
+                order = tf.numpy_function(
+                    lambda n: _rng(seed, int(n)).permutation(len(self)), [number], tf.int64
+                )
+                positions = tf.data.Dataset.from_tensor_slices(tf.reshape(order, [len(self)]))
+                return positions.map(
+                    lambda i: (self._decode(tf.gather(keys, i)), tf.gather(labels, i)),
+                    num_parallel_calls=tf.data.AUTOTUNE,
+                )
 
         else:  # decoded (and cached) once; each epoch shuffles through a seeded buffer
             order = np.random.default_rng(seed).permutation(len(self))
@@ -125,21 +138,16 @@ class Source:
             base = self._samples(self.rows[order], targets[order], cached=cached)
             buffer = len(self) if self.cache is True else min(len(self), SHUFFLE_BUFFER)
 
-            def epoch(number: int) -> Any:
-                mixed = int(_rng(seed, number).integers(2**31 - 1))
-                return base.shuffle(buffer, seed=mixed, reshuffle_each_iteration=False)
+            def epoch(number: Any) -> Any:
+                mixed = tf.numpy_function(
+                    lambda n: np.int64(_rng(seed, int(n)).integers(2**31 - 1)), [number], tf.int64
+                )
+                return _seeded_shuffle(base, buffer, tf.reshape(mixed, []))
 
-        parts = [
-            epoch(number)
-            .apply(tf.data.experimental.assert_cardinality(len(self)))
-            .batch(batch_size)
-            .skip(skip if number == first else 0)
-            for number in range(first, stop)
-        ]
-        joined = parts[0]
-        for part in parts[1:]:
-            joined = joined.concatenate(part)
-        return joined.prefetch(tf.data.AUTOTUNE)
+        joined = tf.data.Dataset.range(first, stop).flat_map(
+            lambda number: epoch(number).batch(batch_size)
+        )
+        return joined.skip(skip).prefetch(tf.data.AUTOTUNE)  # skip < one epoch's batches
 
     def _samples(self, rows: np.ndarray, targets: np.ndarray, cached: bool) -> Any:
         """Unbatched ``(x, target)`` of ``rows`` in that order, decoded in parallel."""
@@ -159,6 +167,35 @@ class Source:
         folder.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha1(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()
         return str(folder / f"{self.name}-{digest[:12]}")
+
+
+def _seeded_shuffle(base: Any, buffer: int, seed: Any) -> Any:
+    """``base.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)`` for a seed that is
+    a tensor (each epoch's, inside tf.data): the same order as the Python int gives.
+
+    TensorFlow 2.21's seed helper compares ``(global seed, seed) == (0, 0)`` in Python, which
+    a symbolic seed cannot answer when the global seed is 0 (``tf.random.set_seed(0)``,
+    prunecli's default): that case, and only it, builds the same shuffle op with the pair
+    the helper would give, ``(0, seed)`` (``(0, 2**31 - 1)`` for seed 0), from public ops.
+    """
+    import tensorflow as tf
+
+    try:
+        return base.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
+    except (TypeError, tf.errors.OperatorNotAllowedInGraphError):
+        pass
+    specs = tf.nest.flatten(base.element_spec)
+    variant = tf.raw_ops.ShuffleDatasetV3(
+        input_dataset=tf.data.experimental.to_variant(base),
+        buffer_size=tf.constant(buffer, tf.int64),
+        seed=tf.constant(0, tf.int64),
+        seed2=tf.where(seed == 0, tf.constant(2**31 - 1, tf.int64), seed),
+        seed_generator=tf.raw_ops.DummySeedGenerator(),
+        output_types=[spec.dtype for spec in specs],
+        output_shapes=[spec.shape for spec in specs],
+        reshuffle_each_iteration=False,
+    )
+    return tf.data.experimental.from_variant(variant, base.element_spec)
 
 
 def _rng(seed: int, epoch: int) -> np.random.Generator:

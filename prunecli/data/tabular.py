@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import csv
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from prunecli.data import inputs
+from prunecli.data import checks, inputs
 from prunecli.data.inputs import InputSpec
 from prunecli.data.source import Source, from_arrays, labels_of, pick_rows
 from prunecli.errors import DataError, first_line
@@ -18,7 +19,9 @@ from prunecli.errors import DataError, first_line
 def read_npz(path: Path, specs: tuple[InputSpec, ...] = ()) -> Source:
     """Arrays ``x`` and ``y``; for a model with several inputs (``specs``), one array per
     input named after it, plus ``y``. A single input's array keeps an integer dtype when
-    the model's input has one (token ids), else it is float32."""
+    the model's input has one (token ids), else it is float32. Header sizes and finite
+    values are checked before anything is trusted (``checks``)."""
+    checks.npz(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -39,6 +42,8 @@ def read_npz(path: Path, specs: tuple[InputSpec, ...] = ()) -> Source:
                 f"{path}: x has {len(x) if x.ndim else 0} samples but y has "
                 f"{len(y) if y.ndim else 0}"
             )
+        checks.finite(path, x, "x")
+        checks.finite(path, y, "y")
         if len(specs) == 1 and specs[0].integer:
             return from_arrays(
                 inputs.conform(path, specs[0], x), labels_of(y), dtype=specs[0].dtype
@@ -46,7 +51,7 @@ def read_npz(path: Path, specs: tuple[InputSpec, ...] = ()) -> Source:
         return from_arrays(x.astype(np.float32), labels_of(y))
     except DataError:
         raise
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(
             f"{path}: not a readable .npz of numeric arrays x and y ({first_line(exc)})"
         ) from None
@@ -67,9 +72,12 @@ def read_csv(path: Path, label_column: str) -> Source:
     name the line and column); ``tf.data`` then re-reads the lines when iterated."""
     try:
         with path.open(newline="", encoding="utf-8") as handle:
-            header, labels = _scan_csv(path, csv.reader(handle), label_column)
+            reader = csv.reader(handle)
+            header, labels = _scan_csv(path, reader, label_column)
+    except csv.Error as exc:  # a field over csv's limit (128 KiB), a stray NUL byte
+        raise DataError(f"{path}:{reader.line_num}: cannot read csv ({first_line(exc)})") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read csv ({exc})") from None
+        raise DataError(f"{path}: cannot read csv ({first_line(exc)})") from None
     label = header.index(label_column)
     features = [i for i in range(len(header)) if i != label]
     defaults = [[0.0]] * len(features)
@@ -107,13 +115,13 @@ def _scan_csv(path: Path, reader: Any, label_column: str) -> tuple[list[str], li
     for number, row in enumerate(reader, start=2):
         if len(row) != len(header):
             raise DataError(f"{path}:{number}: expected {len(header)} cells, got {len(row)}")
+        if reader.line_num != number:  # TensorFlow reads one sample per line
+            raise DataError(f"{path}:{number}: a quoted cell holds a line break")
         for column, cell in enumerate(row):
             try:
-                value = float(cell)
+                value = checks.cell_value(cell)
             except ValueError:
-                raise DataError(
-                    f"{path}:{number}: column {header[column]!r} is not a number: {cell!r}"
-                ) from None
+                raise checks.cell_error(path, number, header[column], cell) from None
             if column == label:
                 labels.append(value)
     if not labels:

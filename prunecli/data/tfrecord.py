@@ -2,7 +2,8 @@
 
 ``data.tfrecord.features`` names the features: the label is ``data.label_column`` (one
 int64 or float32 value), the one other feature is the model's input. A ``float32`` or
-``int64`` feature is a flat list of its shape's values (``[28, 28, 1]``: 784 floats); a
+``int64`` feature is a flat list of its shape's values (``[28, 28, 1]``: 784 floats),
+multiplied by ``data.rescale`` when that is set (by default taken as is); a
 ``string`` feature holds an encoded PNG/JPEG image decoded to its shape like an image
 folder's files. The spec is checked on the first record, feature by feature, so a mismatch
 is one ``DataError`` naming the feature; the labels are read in one pass (parsing only the
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from prunecli.config import Data, Feature
-from prunecli.data import images
+from prunecli.data import checks, images
 from prunecli.data.inputs import InputSpec
 from prunecli.data.source import Source, labels_of, pick_rows
 from prunecli.errors import DataError, first_line
@@ -58,7 +59,7 @@ def read(pattern: Path, settings: Data, specs: tuple[InputSpec, ...] = ()) -> So
         )
     parse_x = _feature_parser(name, features[name], settings)
     _check_first_record(files[0], {name: parse_x, label_name: _label_parser(label_name, label)})
-    labels = _tfrecord_labels(files, label_name, label)
+    labels = _tfrecord_labels(files, label_name, label, (name, features[name]))
     shape = tuple(features[name].shape)
 
     def keys(rows: np.ndarray) -> Any:
@@ -139,12 +140,19 @@ def _feature_parser(name: str, feature: Feature, settings: Data) -> Callable[[An
             "(e.g. [28, 28, 1]); got none"
         )
 
+    # A list of values is taken as is unless the user set data.rescale to a number: then it
+    # is applied, like an image's pixels (uint8 pixels stored as int64, 1/255: [0, 1]).
+    chosen = "rescale" in settings.model_fields_set and settings.rescale not in (None, "auto")
+    scale = settings.rescale if chosen else None
+
     def parse_values(record: Any) -> Any:
         import tensorflow as tf
 
         spec = tf.io.FixedLenFeature([math.prod(shape)], getattr(tf, feature.dtype))
-        values = tf.io.parse_single_example(record, {name: spec})[name]
-        return tf.reshape(tf.cast(values, tf.float32), shape)
+        values = tf.cast(tf.io.parse_single_example(record, {name: spec})[name], tf.float32)
+        if scale is not None:
+            values = values * scale
+        return tf.reshape(values, shape)
 
     return parse_values
 
@@ -177,19 +185,45 @@ def _check_first_record(file: str, parsers: dict[str, Callable[[Any], Any]]) -> 
             ) from None
 
 
-def _tfrecord_labels(files: list[str], name: str, label: Feature) -> np.ndarray:
-    """Every record's label (parsing only that feature): the count and the task."""
+def _tfrecord_labels(
+    files: list[str], name: str, label: Feature, sample: tuple[str, Feature]
+) -> np.ndarray:
+    """Every record's label, in one pass that also parses every record's input feature
+    (``sample``: its name and spec), so a later record with a short or missing feature, or
+    a NaN/inf value, is a DataError now rather than a TensorFlow error mid-epoch."""
     import tensorflow as tf
 
     spec = {name: tf.io.FixedLenFeature([1], getattr(tf, label.dtype))}
-    labels = (
-        tf.data.TFRecordDataset(files)
-        .batch(_LABEL_BATCH)
-        .map(lambda records: tf.io.parse_example(records, spec)[name][:, 0])
+    x_name, x_feature = sample
+    x_spec = (
+        tf.io.FixedLenFeature([], tf.string)
+        if x_feature.dtype == "string"
+        else tf.io.FixedLenFeature([math.prod(x_feature.shape)], getattr(tf, x_feature.dtype))
     )
-    try:
-        values = [np.asarray(batch) for batch in labels]
-    except tf.errors.OpError as exc:
-        reason = first_line(exc)[:200]
-        raise DataError(f"{files[0]}: cannot read label feature {name!r}: {reason}") from None
-    return labels_of(np.concatenate(values))
+
+    def parse(records: Any) -> Any:
+        parsed = tf.io.parse_example(records, spec | {x_name: x_spec})
+        values = parsed[x_name]
+        finite = tf.constant(True)
+        if values.dtype.is_floating:
+            finite = tf.reduce_all(tf.math.is_finite(values))
+        return parsed[name][:, 0], finite
+
+    labels = []
+    for file in files:  # one file at a time: an error names the shard it is in
+        try:
+            read = [
+                (np.asarray(batch), bool(ok))
+                for batch, ok in tf.data.TFRecordDataset(file).batch(_LABEL_BATCH).map(parse)
+            ]
+        except tf.errors.OpError as exc:
+            raise DataError(
+                f"{file}: cannot read the records' features: {first_line(exc)[:200]}"
+            ) from None
+        if not all(ok for _, ok in read):
+            raise DataError(f"{file}: feature {x_name!r} holds NaN or inf values")
+        labels.extend(batch for batch, _ in read)
+        checks.finite(
+            Path(file), np.concatenate([b for b, _ in read] or [np.zeros(0)]), f"label {name!r}"
+        )
+    return labels_of(np.concatenate(labels))

@@ -57,7 +57,12 @@ class InputFormat:
             return
         import keras
 
-        model.compile(**keras.saving.deserialize_keras_object(config))
+        from prunecli.formats import compiling
+
+        args = keras.saving.deserialize_keras_object(config)
+        if "loss" in args:  # "mse" as written would make a saved .h5 unreadable to Keras 3.15
+            args["loss"] = compiling.portable_loss(args["loss"])
+        model.compile(**args)
 
     def export_savedmodel(self, model: Any, path: Path) -> None:
         """A SavedModel whose ``serving_default`` takes the model's inputs (names, shapes)."""

@@ -182,3 +182,28 @@ def _metric(node: Any) -> Any:
         )
     except (ValueError, TypeError):
         return config.get("name") or config.get("fn")
+
+
+def portable_loss(loss: Any) -> Any:
+    """``loss`` with every short alias spelled out, so each file prunecli writes loads back.
+
+    Keras 3.15 writes ``loss="mse"`` into an ``.h5``'s ``training_config`` as is, and its own
+    reader then looks the alias up among the metrics and fails ("Could not deserialize
+    'keras.metrics.mse'"); the full function name reads in every format. Per-output lists
+    and dicts are spelled out entry by entry; objects and unknown names pass unchanged.
+
+    Example: ``portable_loss({"head": "mse", "aux": "mae"})`` ->
+    ``{"head": "mean_squared_error", "aux": "mean_absolute_error"}``.
+    """
+    import keras
+
+    def spelled(node: Any) -> Any:
+        if not isinstance(node, str):
+            return node
+        try:
+            name = getattr(keras.losses.get(node), "__name__", node)
+        except (ValueError, TypeError):
+            return node
+        return name if name != node and keras.losses.get(name) is not None else node
+
+    return _nested(loss, spelled)

@@ -22,7 +22,7 @@ import h5py
 
 from prunecli import compat
 from prunecli.errors import ModelLoadError, OutputError, first_line, os_message
-from prunecli.formats import legacy, libraries, savedmodel
+from prunecli.formats import legacy, libraries, safety, savedmodel, signatures
 from prunecli.formats.base import InputFormat, load_failure
 
 
@@ -121,7 +121,23 @@ class Keras2SavedModel(_KerasFile):
 
     def _load(self, path: Path, safe_mode: bool) -> Any:
         with compat.safe_mode_scope(safe_mode):
-            return legacy.load_savedmodel(path)
+            model = legacy.load_savedmodel(path)
+        signatures.remember(model, signatures.read(path))  # written back with its names
+        return model
+
+    def export_savedmodel(self, model: Any, path: Path) -> None:
+        """With the input's ``serving_default`` input and output names (tf.keras names the
+        outputs after their layers, e.g. ``head``; Keras 3 would say ``output_0``)."""
+        names = signatures.names_of(model)
+        if names is None:
+            super().export_savedmodel(model, path)
+            return
+        try:
+            signatures.export(model, path, names)
+        except OSError as exc:
+            raise OutputError(os_message(exc, path)) from exc
+        except Exception as exc:
+            raise OutputError(f"cannot export a SavedModel to {path}: {first_line(exc)}") from exc
 
 
 INPUT_FORMATS: dict[str, InputFormat] = {
@@ -158,7 +174,7 @@ def detect_format(path: Path) -> str:
         if h5py.is_hdf5(path):
             with h5py.File(path, "r") as handle:
                 return legacy.h5_format(handle.attrs)
-    except OSError as exc:
+    except (OSError, ValueError, TypeError) as exc:  # ValueError: a non-text model_config
         raise ModelLoadError(f"{path}: damaged or unreadable model file ({exc})") from None
     raise ModelLoadError(
         f"{path}: not a Keras model (expected a .keras zip archive or an .h5 HDF5 file)"
@@ -171,7 +187,9 @@ def load(
     """(model, its input kind's adapter). The file is only read, never written.
     ``imports``: the user's modules to import first (``--import``); a Keras file's own
     library packages are imported too and its custom classes checked (``libraries``)."""
-    adapter = detect(path)
+    fmt = detect_format(path)
+    safety.check(path, fmt, safe_mode)  # structure, sizes, code and I/O: before any loader
+    adapter = INPUT_FORMATS[fmt]
     if isinstance(adapter, _KerasFile):
         libraries.prepare(path, adapter.stored_config(path), imports)
     else:

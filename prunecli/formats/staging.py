@@ -11,26 +11,44 @@ any output already renamed by this run is taken back: a failed run leaves nothin
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from prunecli import interrupts
 from prunecli.errors import OutputError
+from prunecli.formats import outputs
 
 
 def check_target(
-    path: Path, *, force: bool, inputs: tuple[Path, ...] = (), folder: bool = False
+    path: Path,
+    *,
+    force: bool,
+    inputs: tuple[Path, ...] = (),
+    folder: bool = False,
+    kind: str | None = None,
 ) -> None:
     """Refuse an output that would replace an input, clobber a file, or cannot be written.
 
     ``folder``: the output is a folder (a SavedModel), so an existing folder is what
-    ``--force`` replaces and an existing file is in the way."""
+    ``--force`` replaces and an existing file is in the way. ``kind`` (``outputs.kind_of``
+    the path by default) is what is written there: ``--force`` replaces only a file of
+    that kind, e.g. a Keras archive where a ``.keras`` goes, a prunecli report where a
+    report goes. A symbolic link at the path is refused, never followed."""
+    if path.is_symlink():
+        raise OutputError(
+            f"{path}: is a symbolic link (to {os.readlink(path)}); refusing to write through it"
+        )
     for source in inputs:
-        if path.resolve() == source.resolve() or (path.exists() and os.path.samefile(path, source)):
-            raise OutputError(f"{path}: output would replace the input model; choose another path")
+        if _real(path) == _real(source) or (path.exists() and _same(path, source)):
+            raise OutputError(
+                f"{path}: output would replace the input {source}; choose another path"
+            )
     parent = path.parent
     if not parent.is_dir():
         raise OutputError(f"{path}: output folder {parent} does not exist")
@@ -43,6 +61,8 @@ def check_target(
     if path.is_dir() and folder and not (path / "saved_model.pb").is_file():
         # --force replaces a SavedModel folder, never a user's other folder.
         raise OutputError(f"{path}: is a folder that holds no SavedModel; refusing to replace it")
+    if path.exists():
+        outputs.require_kind(path, kind or outputs.kind_of(path, folder))
     try:
         fd, probe = tempfile.mkstemp(dir=parent, prefix=".prunecli-probe-")
     except OSError as exc:
@@ -51,6 +71,86 @@ def check_target(
         ) from None
     os.close(fd)
     os.unlink(probe)
+
+
+def check_outputs(
+    artifacts: Sequence[Any],
+    reports: tuple[Path, Path],
+    checkpoint: Path | None,
+    *,
+    inputs: tuple[Path, ...],
+    force: bool,
+) -> None:
+    """Every check of a run's outputs: the model and exports (``exporting.Artifact``), the
+    JSON and Markdown reports, the checkpoint folder (None when not fine-tuning)."""
+    written = [artifact.path for artifact in artifacts] + list(reports)
+    check_distinct(written + ([checkpoint] if checkpoint is not None else []), inputs)
+    for artifact in artifacts:
+        check_target(artifact.path, force=force, inputs=inputs, folder=artifact.folder)
+    for path, kind in zip(reports, ("report", "markdown"), strict=True):
+        check_target(path, force=force, inputs=inputs, kind=kind)
+
+
+def check_distinct(targets: Sequence[Path], inputs: Sequence[Path]) -> None:
+    """Every output path differs from every other, and none is, holds or lies inside an
+    input (the model file or folder, data paths, the config file). Each refusal names
+    both paths, e.g. ``out/p.keras: output is also the report out/p.keras``."""
+    seen: dict[Path, Path] = {}
+    for target in targets:
+        if target.is_symlink():
+            raise OutputError(
+                f"{target}: is a symbolic link (to {os.readlink(target)}); refusing to write "
+                "through it"
+            )
+        real = _real(target)
+        if real in seen:
+            raise OutputError(
+                f"{target}: two outputs would be written to the same path ({seen[real]}); "
+                "give each its own path"
+            )
+        seen[real] = target
+        for source in inputs:
+            origin = Path(os.path.realpath(source))
+            if real in (origin, _real(source)) or (target.exists() and _same(target, source)):
+                raise OutputError(
+                    f"{target}: output would replace the input {source}; choose another path"
+                )
+            if origin in real.parents:
+                raise OutputError(
+                    f"{target}: output lies inside the input folder {source}; write it elsewhere"
+                )
+            if real in origin.parents:
+                raise OutputError(
+                    f"{target}: output folder holds the input {source}; write it elsewhere"
+                )
+
+
+def run_inputs(model: Path, config: Any, config_file: Path | None) -> tuple[Path, ...]:
+    """What a run reads: the model, every data file (a TFRecord glob expanded), the config
+    file; outputs must stay clear of all of them."""
+    found = [model]
+    for data in (config.data.train, config.data.validation):
+        if data is None:
+            continue
+        matches = glob.glob(str(data)) if glob.has_magic(str(data)) else []
+        found.extend([Path(match) for match in matches] or [data])
+    if config_file is not None:
+        found.append(config_file)
+    return tuple(found)
+
+
+def _real(path: Path) -> Path:
+    """The absolute path with every folder's symlinks resolved, the last part kept as is
+    (a symlink there is refused, never followed)."""
+    absolute = Path(os.path.abspath(path))
+    return Path(os.path.realpath(absolute.parent)) / absolute.name
+
+
+def _same(path: Path, source: Path) -> bool:
+    try:
+        return os.path.samefile(path, source)
+    except OSError:
+        return False
 
 
 class Staging(contextlib.AbstractContextManager["Staging"]):
@@ -93,6 +193,7 @@ class Staging(contextlib.AbstractContextManager["Staging"]):
             os.replace(temp, final)
             self._committed.append(final)
         self._pending.clear()
+        interrupts.complete()  # every output is renamed: a signal now must not say "failed"
         for old, _ in self._aside:
             shutil.rmtree(old, ignore_errors=True)
         self._aside.clear()

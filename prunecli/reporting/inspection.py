@@ -9,17 +9,24 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from prunecli.errors import ConfigError
 from prunecli.formats import model_io
 from prunecli.pruning import selection
 
 
 def summarize(
-    path: Path, safe_mode: bool = True, imports: list[str] | tuple[str, ...] = ()
+    path: Path,
+    safe_mode: bool = True,
+    imports: list[str] | tuple[str, ...] = (),
+    groups: bool = False,
 ) -> dict[str, Any]:
     """Every layer with weights: params, current kernel sparsity, prunable or why not, and
-    the paths of its kernels (what ``prune.layers`` regexes match)."""
+    the paths of its kernels (what ``prune.layers`` regexes match); and the channel groups
+    structured pruning would see (``groups`` None with ``groups_reason`` when the model has
+    no layer graph; with ``groups=True`` that is an error, since the user asked for them)."""
     model, source = model_io.load(path, safe_mode=safe_mode, imports=imports)
     weights = [np.asarray(w) for w in model.weights]
+    found, reason = _groups(model, required=groups)
     return {
         "path": str(path),
         "format": source.name,
@@ -39,7 +46,24 @@ def summarize(
             }
             for info in selection.describe(model)
         ],
+        "groups": found,
+        "groups_reason": reason,
     }
+
+
+def _groups(model: Any, required: bool) -> tuple[list[dict[str, Any]] | None, str | None]:
+    from prunecli.structured import graph, stage
+
+    try:
+        return [stage.describe(group) for group in graph.build(model).groups()], None
+    except ConfigError as exc:
+        if required:
+            raise
+        return None, str(exc)
+    except Exception as exc:  # a graph it cannot follow must not break plain inspect
+        if required:
+            raise
+        return None, f"the layer graph could not be followed ({type(exc).__name__}: {exc})"
 
 
 def render(summary: dict[str, Any], console: Console) -> None:
@@ -56,4 +80,16 @@ def render(summary: dict[str, Any], console: Console) -> None:
         table.add_row(row["path"], row["type"], f"{row['params']:,}", sparsity, prunable)
         for kernel in row["kernels"] if len(row["kernels"]) > 1 else ():
             table.add_row(f"  {kernel}", "", "", "", "")
+    console.print(table)
+
+
+def render_groups(summary: dict[str, Any], console: Console) -> None:
+    """``inspect --groups``: one row per coupled group (members, channels, frozen or why)."""
+    table = Table(title="channel groups (removed together)", title_justify="left")
+    for name in ("group", "kind", "channels", "members", "prunable"):
+        table.add_column(name, justify="right" if name in ("group", "channels") else "left")
+    for row in summary["groups"] or []:
+        prunable = f"no: {row['reason']}" if row["frozen"] else "yes"
+        members = ", ".join(row["members"])
+        table.add_row(str(row["id"]), row["kind"], f"{row['channels']:,}", members, prunable)
     console.print(table)

@@ -7,10 +7,8 @@ release the GIL.
 
 from __future__ import annotations
 
-import hashlib
 import statistics
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,52 +16,15 @@ from typing import Any
 import numpy as np
 
 from prunecli.data.source import Source
+from prunecli.reporting import sizes as sizes_module
 
 WARMUP_RUNS = 5
 TIMED_RUNS = 30
 _EVAL_BATCH = 64
 
 
-def sha256(path: Path) -> str:
-    """A file's SHA-256; for a folder, that of its ``<relative path> <file sha256>`` lines."""
-    if path.is_dir():
-        lines = "".join(f"{name} {sha256(path / name)}\n" for name in files(path))
-        return hashlib.sha256(lines.encode()).hexdigest()
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def sizes(path: Path) -> tuple[int, int]:
-    """(bytes on disk, bytes gzipped at level 9): the second shows what zeros buy.
-
-    A folder counts the sum over its files, each gzipped on its own."""
-    if path.is_dir():
-        pairs = [sizes(path / name) for name in files(path)]
-        return sum(size for size, _ in pairs), sum(gzipped for _, gzipped in pairs)
-    return path.stat().st_size, _gzip_size(path)
-
-
-_GZIP_WRAPPER = 10 + 8  # gzip's header (no file name) and trailer around the deflate stream
-_CHUNK = 1 << 20
-
-
-def _gzip_size(path: Path) -> int:
-    """``len(gzip.compress(file_bytes, 9))``, streamed: deflate's output does not depend on
-    how its input is split, so a 100 MB model costs a megabyte of memory, not two copies."""
-    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    total = _GZIP_WRAPPER
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(_CHUNK), b""):
-            total += len(deflate.compress(block))
-    return total + len(deflate.flush())
-
-
-def files(folder: Path) -> list[str]:
-    """Every file under ``folder``, as sorted POSIX relative paths."""
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+# Digests and sizes live in ``sizes`` (gzip level 6, parallel blocks, the input's cache).
+sha256, sizes, files = sizes_module.sha256, sizes_module.sizes, sizes_module.files
 
 
 def artifact(fmt: str, path: Path, samples: Source | None, task: Any) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from prunecli.core.granularity import Pattern
 from prunecli.pruning.selection import LayerInfo
 
 SCHEMA_VERSION = 1
+CONSOLE_LAYERS = 40  # a longer layer table is summarised on the console (full in JSON / .md)
+CONSOLE_LARGEST = 30  # how many of the largest layers that summary shows
 
 # (field, label, how to show one value) for the summary rows.
 _ROWS: tuple[tuple[str, str, str], ...] = (
@@ -30,6 +32,8 @@ _ROWS: tuple[tuple[str, str, str], ...] = (
     ("size_gzip_bytes", "size gzipped", "bytes"),
     ("accuracy", "accuracy", "pct"),
     ("loss", "loss", "float"),
+    ("flops", "FLOPs (MACs, batch 1)", "int"),
+    ("latency_ms", "latency ms (batch 1, CPU)", "ms"),
 )
 
 
@@ -48,9 +52,13 @@ def build(
     timing: dict[str, float],
     gate: dict[str, Any] | None,
     warnings: list[str] | None = None,
+    speedup: float | None = None,
+    latency_backend: str | None = None,
+    groups: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The report (``report.json``; README "Report fields") from the stages' results, in
-    its documented key order. The one place a report is assembled."""
+    its documented key order. The one place a report is assembled. ``speedup`` is
+    before / after ``latency_ms``; ``groups`` the channel groups (granularity channel)."""
     return {
         "schema_version": SCHEMA_VERSION,
         "prunecli_version": __version__,
@@ -61,7 +69,10 @@ def build(
         "exports": exports,
         "before": before,
         "after": after,
+        "speedup": speedup,
+        "latency_backend": latency_backend,
         "layers": layers,
+        "groups": groups,
         "finetune": finetune,
         "data": data,
         "timing": timing,
@@ -128,17 +139,27 @@ def render(report: dict[str, Any], console: Console) -> None:
         summary.add_row(*row)
     layers = Table(title="layers", title_justify="left")
     for name in ("layer", "type", "params", "target", "sparsity", "note"):
-        layers.add_column(
-            name, justify="right" if name in ("params", "target", "sparsity") else "left"
-        )
-    for row in _layer_cells(report):
-        layers.add_row(*row)
+        numeric = name in ("params", "target", "sparsity")
+        # fold: a long layer path wraps onto the next line, never ends in "…" (CI logs are
+        # not terminals and rich gives them 80 columns)
+        layers.add_column(name, justify="right" if numeric else "left", overflow="fold")
+    cells = _layer_cells(report)
+    shown, hidden = _console_layers(report["layers"])
+    for index in shown:
+        layers.add_row(*cells[index])
     console.print(summary)
     console.print(layers)
+    if hidden:
+        console.print(
+            f"… {hidden} more layers (the JSON and Markdown reports list every layer)",
+            highlight=False,
+            soft_wrap=True,
+        )
     if report.get("exports"):
         deployed = Table(title="deployed (before → after)", title_justify="left")
         for name in _EXPORT_COLUMNS:
-            deployed.add_column(name, justify="left" if name == "artifact" else "right")
+            justify = "left" if name == "artifact" else "right"
+            deployed.add_column(name, justify=justify, overflow="fold")
         for entry in report["exports"]:
             deployed.add_row(*_export_cells(entry))
         console.print(deployed)
@@ -146,11 +167,23 @@ def render(report: dict[str, Any], console: Console) -> None:
             console.print(note, highlight=False, soft_wrap=True)
 
 
+def _console_layers(rows: list[dict[str, Any]]) -> tuple[list[int], int]:
+    """Which layer rows the console shows, in model order, and how many it leaves out: all
+    of them up to ``CONSOLE_LAYERS``, else the ``CONSOLE_LARGEST`` largest by parameters
+    (1,366 rows of NASNetMobile help nobody in a terminal)."""
+    if len(rows) <= CONSOLE_LAYERS:
+        return list(range(len(rows))), 0
+    largest = sorted(range(len(rows)), key=lambda i: -rows[i]["params"])[:CONSOLE_LARGEST]
+    return sorted(largest), len(rows) - CONSOLE_LARGEST
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# prunecli report: {report['input']['path']}",
         "",
         f"Output: `{report['output']['path']}` ({report['output']['format']})",
+        "",
+        *_config_lines(report),
         "",
         "| | before | after | change |",
         "|---|---:|---:|---:|",
@@ -161,6 +194,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         *("| " + " | ".join(row) + " |" for row in _layer_cells(report)),
         "",
         *_export_lines(report.get("exports") or []),
+        *_timing_lines(report.get("timing") or {}),
     ]
     gate = report.get("gate")
     if gate:
@@ -171,6 +205,67 @@ def to_markdown(report: dict[str, Any]) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _config_lines(report: dict[str, Any]) -> list[str]:
+    """What was run, in one table: method, granularity, scope, target, schedule, epochs."""
+    prune, tune = report["config"]["prune"], report["config"]["finetune"]
+    done = report.get("finetune") or {}
+    rows = [
+        ("method", prune["method"]),
+        ("granularity", _granularity(prune["granularity"])),
+        ("scope", prune["scope"]),
+        ("target sparsity", _fmt(prune["sparsity"], "pct")),
+        ("schedule", _schedule(prune["schedule"])),
+        ("epochs", f"{tune['epochs']} ({done.get('steps', 0):,} steps run)"),
+        ("loss", _loss_text(done.get("loss"))),
+    ]
+    return ["| setting | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+
+
+def _granularity(value: Any) -> str:
+    if isinstance(value, dict):
+        return "block " + "x".join(str(n) for n in value["block"])
+    return str(value)
+
+
+def _schedule(settings: dict[str, Any]) -> str:
+    """``polynomial`` with its curve, ``iterative`` with its rounds: what shapes the run."""
+    kind = settings["type"]
+    if kind == "polynomial":
+        return (
+            f"polynomial, epochs {settings['start_epoch']:g} → {settings['end_epoch']:g}, "
+            f"from {_fmt(settings['initial_sparsity'], 'pct')}, power {settings['power']:g}, "
+            f"masks every {settings['frequency']} steps"
+        )
+    if kind == "constant":
+        return f"constant from epoch {settings['start_epoch']:g}"
+    if kind == "iterative":
+        return f"iterative, {settings['steps']} rounds"
+    return kind.replace("_", "-")
+
+
+def _loss_text(loss: Any) -> str:
+    if loss is None:
+        return "n/a"
+    if isinstance(loss, dict):
+        return ", ".join(f"{key}: {value}" for key, value in loss.items())
+    return ", ".join(map(str, loss)) if isinstance(loss, list) else str(loss)
+
+
+def _timing_lines(timing: dict[str, float]) -> list[str]:
+    """Seconds per stage; ``total_s`` last, the whole run."""
+    if not timing:
+        return []
+    stages = [(k, v) for k, v in timing.items() if k != "total_s"] + [
+        ("total_s", timing.get("total_s", 0.0))
+    ]
+    return [
+        "| stage | seconds |",
+        "|---|---:|",
+        *(f"| {key.removesuffix('_s')} | {value:.2f} |" for key, value in stages),
+        "",
+    ]
 
 
 _EXPORT_COLUMNS = ("artifact", "size", "gzipped", "accuracy", "latency ms (batch 1)")
@@ -211,9 +306,9 @@ def _summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return [
         (
             label,
-            _fmt(before[key], kind),
-            _fmt(after[key], kind),
-            _change(before[key], after[key], kind),
+            _fmt(before.get(key), kind),
+            _fmt(after.get(key), kind),
+            _change(before.get(key), after.get(key), kind),
         )
         for key, label, kind in _ROWS
     ]
@@ -230,10 +325,19 @@ def _layer_cells(report: dict[str, Any]) -> list[tuple[str, ...]]:
             f"{row['params']:,}",
             _fmt(row["target_sparsity"], "pct"),
             _fmt(row["sparsity"], "pct"),
-            row["reason"] or ("global threshold" if shared and row["pruned"] else ""),
+            row["reason"]
+            or _channels(row)
+            or ("global threshold" if shared and row["pruned"] else ""),
         )
         for row in report["layers"]
     ]
+
+
+def _channels(row: dict[str, Any]) -> str:
+    """``channels 16 -> 8 (group 1)`` under granularity channel (else empty)."""
+    if row.get("channels_before") is None:
+        return ""
+    return f"channels {row['channels_before']} → {row['channels_after']} (group {row['group']})"
 
 
 def _fmt(value: Any, kind: str) -> str:
@@ -253,7 +357,7 @@ def _change(before: Any, after: Any, kind: str) -> str:
         return ""
     if kind == "pct":
         return f"{100 * (after - before):+.2f} pt"
-    if kind in ("int", "bytes") and before:
+    if kind in ("int", "bytes", "ms") and before:
         return f"{after / before:.2f}x"
     if kind == "float":
         return f"{after - before:+.4f}"

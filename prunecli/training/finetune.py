@@ -204,27 +204,43 @@ def gradient_source(
     |dL/dw|, on a seeded shuffle of the training data (class folders are sorted: the first
     batches alone would hold one class), with the model's current (masked) weights. The
     batches are drawn once, on first use, so every mask update scores the same samples."""
-    import tensorflow as tf
 
     loss_fn = keras.losses.get(loss)
     picked: list[tuple[Any, Any]] = []
+    compiled: dict[tuple[str, ...], Any] = {}
 
     def gradients(kernels: dict[str, Any]) -> dict[str, np.ndarray]:
         if not picked:
             picked.extend(samples.dataset(batch_size, seed=seed, cache=False).take(batches))
-        keys = list(kernels)
+        keys = tuple(kernels)
+        if keys not in compiled:  # traced once per kernel set (twice: a short last batch)
+            compiled[keys] = _abs_gradients(model, loss_fn, [kernels[k] for k in keys])
         sums = [np.zeros(kernels[key].shape, dtype=np.float32) for key in keys]
         for x, y in picked:
-            with tf.GradientTape() as tape:
-                value = keras.ops.mean(loss_fn(y, model(x, training=False)))
-            for total, grad in zip(
-                sums, tape.gradient(value, [kernels[k] for k in keys]), strict=True
-            ):
-                if grad is not None:
-                    total += np.abs(keras.ops.convert_to_numpy(grad))
+            for total, grad in zip(sums, compiled[keys](x, y), strict=True):
+                total += grad.numpy()
         return dict(zip(keys, sums, strict=True))
 
     return gradients
+
+
+def _abs_gradients(model: Any, loss_fn: Any, variables: list[Any]) -> Any:
+    """A compiled ``(x, y) -> [|dL/dw| for w in variables]`` (zeros where the loss does not
+    depend on w): one graph call per batch instead of eager ops per layer, which ran taylor
+    at about twice magnitude's time."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def step(x: Any, y: Any) -> list[Any]:
+        with tf.GradientTape() as tape:
+            value = keras.ops.mean(loss_fn(y, model(x, training=False)))
+        grads = tape.gradient(value, variables)
+        return [
+            tf.abs(g) if g is not None else tf.zeros_like(v)
+            for g, v in zip(grads, variables, strict=True)
+        ]
+
+    return step
 
 
 class _ScheduleHook(keras.callbacks.Callback):

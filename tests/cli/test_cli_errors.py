@@ -360,6 +360,13 @@ def test_output_exists_needs_force(cli, make_model, image_data, out):
     assert existing.read_bytes() == b"precious"
     assert core_outputs(out) == ["p.keras"]
 
+    # --force replaces prunecli's own kind of output only, never foreign bytes
+    line = one_error_line(cli(*args, "--force"))
+    assert str(existing) in line and "not a Keras archive" in line
+    assert existing.read_bytes() == b"precious"
+
+    existing.unlink()
+    assert cli(*args).exit_code == 0
     forced = cli(*args, "--force")
     assert forced.exit_code == 0, forced.stderr
     assert zipfile.is_zipfile(existing)

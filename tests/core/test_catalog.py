@@ -15,8 +15,12 @@ def _choices(model: type, field: str) -> tuple[str, ...]:
 
 
 def test_methods_registry_matches_config() -> None:
+    from prunecli.structured import groups
+
     assert set(scoring.REGISTRY) == set(catalog.METHODS)
-    assert _choices(config.Prune, "method") == tuple(catalog.METHODS)
+    assert set(groups.REDUCERS) == set(catalog.CHANNEL_METHODS)  # granularity: channel
+    assert _choices(config.Prune, "method") == catalog.ALL_METHODS
+    assert catalog.ALL_METHODS[: len(catalog.METHODS)] == tuple(catalog.METHODS)
 
 
 def test_schedules_registry_matches_config() -> None:

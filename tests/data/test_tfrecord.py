@@ -8,43 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import prune_report, synthetic_images, tabular, write_config
+from helpers import (
+    example,
+    prune_report,
+    synthetic_images,
+    tabular,
+    tfrecord,
+    write_config,
+    write_shards,
+)
 from PIL import Image
 
 from prunecli import data
-from prunecli.config import Data, TFRecord
 from prunecli.errors import DataError
 
 INPUT = (8, 8, 1)
-
-
-def example(features: dict[str, tuple[str, object]]) -> bytes:
-    """A serialized ``tf.train.Example``; each feature is (kind, values)."""
-    import tensorflow as tf
-
-    def feature(kind: str, values: object) -> tf.train.Feature:
-        if kind == "float":
-            return tf.train.Feature(float_list=tf.train.FloatList(value=list(values)))
-        if kind == "int":
-            return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[values]))
-
-    named = {name: feature(kind, values) for name, (kind, values) in features.items()}
-    return tf.train.Example(features=tf.train.Features(feature=named)).SerializeToString()
-
-
-def write_shards(folder: Path, records: list[bytes], shards: int = 2) -> Path:
-    """``folder/train-<i>.tfrecord``, the records in contiguous runs: reading the shards in
-    sorted order gives them back in order."""
-    import tensorflow as tf
-
-    folder.mkdir(parents=True, exist_ok=True)
-    per = -(-len(records) // shards)
-    for i in range(shards):
-        with tf.io.TFRecordWriter(str(folder / f"train-{i}.tfrecord")) as writer:
-            for record in records[i * per : (i + 1) * per]:
-                writer.write(record)
-    return folder / "train-*.tfrecord"
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
@@ -73,10 +51,6 @@ def png_shards(tmp_path: Path, count: int = 90) -> Path:
 
 FLOAT_SPEC = {"x": {"dtype": "float32", "shape": [6]}, "label": {"dtype": "int64"}}
 PNG_SPEC = {"image": {"dtype": "string", "shape": [8, 8, 1]}, "label": {"dtype": "int64"}}
-
-
-def tfrecord(pattern: Path, spec: dict, **settings: object) -> Data:
-    return Data(train=pattern, tfrecord=TFRecord.model_validate({"features": spec}), **settings)
 
 
 # --- TFRecord ----------------------------------------------------------------------------

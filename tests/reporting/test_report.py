@@ -62,8 +62,11 @@ def test_build_keeps_the_documented_key_order_and_passes_parts_through():
     found = built(gate={"max_accuracy_drop": 0.1, "accuracy_drop": 0.05, "passed": True})
     assert list(found) == [
         "schema_version", "prunecli_version", "environment", "config", "input", "output",
-        "exports", "before", "after", "layers", "finetune", "data", "timing", "gate",
+        "exports", "before", "after", "speedup", "latency_backend", "layers", "groups",
+        "finetune", "data", "timing", "gate", "warnings",
     ]  # fmt: skip
+    assert (found["speedup"], found["latency_backend"], found["groups"]) == (None, None, None)
+    assert found["warnings"] == []  # a list even when no stage warned
     assert found["schema_version"] == report.SCHEMA_VERSION == 1
     assert found["prunecli_version"] == __version__
     assert found["config"]["prune"]["sparsity"] == config.load(None).prune.sparsity
@@ -76,11 +79,12 @@ def test_model_stats_counts_every_weight_and_the_selected_kernels_only():
     model = SimpleNamespace(weights=[HIDDEN, BIAS, OUT, np.zeros(4)])
     found = report.model_stats(model, layers())
     # weights: 8 + 2 + 4 + 4 = 18; non-zero: 5 + 1 + 3 + 0 = 9
-    # selected kernels: hidden (8) + out (4) = 12 weights, 3 + 1 = 4 zeros
+    # selected kernels: hidden (8) + out (4) = 12 weights (12 / 18 of all), 3 + 1 = 4 zeros
     assert found == {
         "params_total": 18,
         "params_nonzero": 9,
         "prunable_params": 12,
+        "prunable_share": 12 / 18,
         "sparsity": 4 / 12,
     }
     nothing = [LayerInfo("bn", "BatchNormalization", 4)]
@@ -91,8 +95,10 @@ def test_layer_rows_one_per_layer_with_its_kernel_sparsity():
     rows = report.layer_rows(layers(), Pattern())
     assert list(rows[0]) == [
         "path", "type", "params", "target_sparsity", "sparsity", "pruned", "reason",
-        "pattern_ok",
+        "pattern_ok", "kernels", "trainable",
     ]  # fmt: skip
+    assert [r["kernels"] for r in rows] == [["hidden/kernel"], ["out/kernel"], []]
+    assert {r["trainable"] for r in rows} == {True}
     assert [(r["path"], r["target_sparsity"], r["sparsity"], r["pruned"]) for r in rows] == [
         ("hidden", 0.5, 3 / 8, True),
         ("out", 0.25, 1 / 4, True),

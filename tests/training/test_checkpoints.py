@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import (
-    DEFAULT_SIGNALS,
-    PRUNECLI_MAIN,
     Events,
-    child_env,
     core_outputs,
+    prune_args,
     reaped,
     run_prunecli,
     saved_weights,
-    start_python,
+    start,
     write_config,
 )
 
@@ -41,45 +38,6 @@ finetune:
   learning_rate: 0.01
   checkpoint_steps: 10
 """
-
-# The child gets the default signal handlers. With SIGNAL_AT_STEP set, a last callback of
-# fine-tuning sends SIGINT during that training step (after the others have looked for a
-# waiting signal): the signal is seen before the next step, as a real one at that step.
-CHILD = (
-    DEFAULT_SIGNALS
-    + """
-at = int(os.environ.get("SIGNAL_AT_STEP", "-1"))
-if at >= 0:
-    from prunecli import runtime
-    runtime.start()
-    import keras
-    from prunecli.training import finetune
-
-    class SignalAt(keras.callbacks.Callback):
-        steps = iter(range(10**9))
-
-        def on_train_batch_begin(self, batch, logs=None):
-            if next(self.steps) == at:
-                os.kill(os.getpid(), signal.SIGINT)
-
-    run = finetune.run
-
-    def with_signal(*args, callbacks=(), **kwargs):
-        return run(*args, callbacks=[*callbacks, SignalAt()], **kwargs)
-
-    finetune.run = with_signal
-"""
-    + PRUNECLI_MAIN
-)
-
-
-def prune_args(model: Path, data: Path, config: Path, output: Path) -> list[str]:
-    return ["prune", str(model), "--set", f"data.train={data}", "-c", str(config), "-o",
-            str(output)]  # fmt: skip
-
-
-def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-    return start_python(CHILD, *args, env=child_env(**(env or {})))
 
 
 def assert_same_model(resumed: Path, reference: Path) -> None:

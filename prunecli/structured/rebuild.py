@@ -1,0 +1,218 @@
+"""A new, narrower model from a plan: configs with smaller widths, weights sliced.
+
+Only the width keys of a layer's config change (``filters``, ``units``, ``num_heads``,
+``output_shape`` of attention, ``target_shape`` of a Reshape); every other key passes
+through, and the layer names, inputs, outputs and compile config stay. Weights are copied
+with the removed channels sliced out of every axis that carries them: a Conv2D kernel
+``(3, 3, in, out)`` loses rows of ``in`` (what it reads) and columns of ``out`` (what it
+makes), a BatchNorm its gamma/beta/mean/variance entries, an attention layer whole heads.
+
+Each weight's axes are a data table (``_AXES``): ``"in"`` = the first input's channels,
+``"out"`` = the channels the layer makes, ``"heads"``, and for attention ``"query"`` /
+``"value"`` / ``"key"`` = the rows read from each input.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+
+from prunecli.pruning.selection import walk
+from prunecli.structured.graph import Use
+from prunecli.structured.groups import Plan, weight
+
+_DENSE = {"kernel": {0: "in", 1: "out"}, "bias": {0: "out"}}
+_CONV = {"kernel": {-2: "in", -1: "out"}, "bias": {0: "out"}}
+_CONV_T = {"kernel": {-1: "in", -2: "out"}, "bias": {0: "out"}}
+_DEPTHWISE = {"kernel": {-2: "in"}, "bias": {0: "in"}}
+_NORM = {name: {0: "in"} for name in ("gamma", "beta", "moving_mean", "moving_variance")}
+_SEPARABLE = {
+    "depthwise_kernel": {-2: "in"},
+    "pointwise_kernel": {-2: "in", -1: "out"},
+    "bias": {0: "out"},
+}
+_MHA = {
+    "query/kernel": {0: "query", 1: "heads"},
+    "query/bias": {0: "heads"},
+    "key/kernel": {0: "key", 1: "heads"},
+    "key/bias": {0: "heads"},
+    "value/kernel": {0: "value", 1: "heads"},
+    "value/bias": {0: "heads"},
+    "attention_output/kernel": {0: "heads", 2: "out"},
+    "attention_output/bias": {0: "out"},
+}
+_AXES: dict[str, dict[str, dict[int, str]]] = {
+    "Dense": _DENSE,
+    **dict.fromkeys(("Conv1D", "Conv2D", "Conv3D"), _CONV),
+    **dict.fromkeys(("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"), _CONV_T),
+    **dict.fromkeys(("DepthwiseConv1D", "DepthwiseConv2D"), _DEPTHWISE),
+    "SeparableConv1D": _SEPARABLE,
+    "SeparableConv2D": _SEPARABLE,
+    **dict.fromkeys(("BatchNormalization", "LayerNormalization"), _NORM),
+    "MultiHeadAttention": _MHA,
+}
+# The config key that holds a producer's width.
+_WIDTH_KEY = {"Dense": "units", "MultiHeadAttention": "num_heads"}
+
+
+def keep_indices(plan: Plan, use: Use) -> dict[str, np.ndarray]:
+    """Axis role -> surviving positions, for one layer call."""
+    roles: dict[str, np.ndarray] = {}
+    names = ("query", "value", "key") if use.rule == "mha" else ("in",)
+    for name, channels in zip(names, use.inputs, strict=False):
+        roles[name] = channels.positions(plan.kept_of)
+    if use.output is not None:
+        roles["out"] = plan.kept_of(use.output)
+    if use.heads is not None:
+        roles["heads"] = plan.kept_of(use.heads)
+    return roles
+
+
+def config_edits(plan: Plan, use: Use) -> dict[str, Any]:
+    """The width keys of one layer's config that change (empty when nothing does)."""
+    kind, config = type(use.layer).__name__, use.layer.get_config()
+    roles = keep_indices(plan, use)
+    edits: dict[str, Any] = {}
+    if use.rule in ("producer", "separable"):
+        edits[_WIDTH_KEY.get(kind, "filters")] = len(roles["out"])
+    if use.rule == "mha":
+        edits["num_heads"] = len(roles["heads"])
+        if len(roles["out"]) != use.shapes[1][0][-1] or len(roles["query"]) != use.shapes[0][0][-1]:
+            edits["output_shape"] = len(roles["out"])
+    if use.rule == "reshape" and -1 not in config["target_shape"]:
+        target = list(config["target_shape"])
+        kept = len(roles["in"])  # positions of the input's last axis that survive
+        target[-1] = kept * int(np.prod(use.shapes[0][0][1:-1])) if len(target) == 1 else kept
+        edits["target_shape"] = tuple(target)
+    return {key: value for key, value in edits.items() if config.get(key) != value}
+
+
+def slice_weights(plan: Plan, use: Use) -> list[np.ndarray]:
+    """The layer's weights, in ``layer.weights`` order, with removed positions dropped."""
+    table = _AXES.get(type(use.layer).__name__, {}) if use.rule != "frozen" else {}
+    roles = keep_indices(plan, use)
+    sliced = []
+    for variable in use.layer.weights:
+        values = np.asarray(variable)
+        axes = next((a for name, a in table.items() if _named(variable, name)), {})
+        for axis, role in axes.items():
+            values = np.take(values, roles[role], axis=axis)
+        sliced.append(values)
+    return sliced
+
+
+def _named(variable: Any, name: str) -> bool:
+    parts = variable.path.split("/")
+    return "/".join(parts[-len(name.split("/")) :]) == name
+
+
+def rebuild(model: Any, plan: Plan) -> Any:
+    """The narrower model: a fresh model from the edited config, weights copied sliced,
+    compiled like the original when it was compiled."""
+    edits = {
+        path: found for path, use in plan.graph.uses.items() if (found := config_edits(plan, use))
+    }
+    import keras
+
+    serialized = keras.saving.serialize_keras_object(model)
+    serialized.pop("build_config", None)  # the old input shapes; compiled below instead
+    serialized.pop("compile_config", None)
+    serialized["config"] = _edited(serialized["config"], edits, prefix="")
+    # The model's code (a Lambda's function) is already loaded in this process: rebuilding
+    # it from its own in-memory config runs nothing new, so safe mode has nothing to guard.
+    rebuilt = keras.saving.deserialize_keras_object(serialized, safe_mode=False)
+    old = dict(walk(model))
+    for path, layer in walk(rebuilt):
+        if not layer.weights:
+            continue
+        use = plan.graph.uses.get(path)
+        values = slice_weights(plan, use) if use else [np.asarray(w) for w in old[path].weights]
+        layer.set_weights(values)
+    if getattr(model, "compiled", False):
+        _compile_like(rebuilt, model)
+    return rebuilt
+
+
+def _compile_like(rebuilt: Any, model: Any) -> None:
+    """Compile as ``model`` was; a loss that cannot be serialised (fine-tuning's
+    distillation closure) leaves only the optimizer's settings."""
+    import keras
+
+    try:
+        rebuilt.compile_from_config(model.get_compile_config())
+    except Exception:  # an unserialisable loss: the optimizer's settings still carry over
+        optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+        rebuilt.compile(
+            optimizer=keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+        )
+
+
+def _edited(config: dict[str, Any], edits: dict[str, dict[str, Any]], prefix: str) -> dict:
+    """A copy of a model config with each layer's width edits applied, nested models
+    included, and every ``build_config`` dropped (it records the old input shapes; the
+    layers build themselves from the new ones when the graph is called)."""
+    config = copy.deepcopy(config)
+    for entry in config.get("layers", []):
+        entry.pop("build_config", None)
+        inner = entry["config"]
+        path = f"{prefix}{inner['name']}"
+        if "layers" in inner:
+            entry["config"] = _edited(inner, edits, prefix=f"{path}/")
+        else:
+            inner.update(edits.get(path, {}))
+    return config
+
+
+def zero_removed(model: Any, plan: Plan) -> None:
+    """In place: the original network with the plan's removed channels zeroed where they
+    are read, i.e. every consumer's rows for a removed channel, every removed head's output
+    rows, and the producers' own columns. Its outputs equal the rebuilt model's (a test's
+    reference, and the masks of gradual schedules)."""
+    for path, layer in walk(model):
+        use = plan.graph.uses.get(path)
+        if use is None or not layer.weights:
+            continue
+        for variable, mask in zip(layer.weights, masks(plan, use), strict=True):
+            if mask is not None:
+                variable.assign(np.asarray(variable) * mask)
+
+
+def maskable(use: Use) -> list[bool]:
+    """Per weight of the layer: does it read or make channels that a plan may remove?
+    Normalisation and depthwise weights never are: their channel is cut off where it is
+    read (masking BatchNorm's variance would divide by zero)."""
+    table = _AXES.get(type(use.layer).__name__, {})
+    return [
+        use.rule not in ("norm", "depthwise", "frozen")
+        and any(_named(variable, name) for name in table)
+        for variable in use.layer.weights
+    ]
+
+
+def masks(plan: Plan, use: Use) -> list[np.ndarray | None]:
+    """Per weight of the layer: a 0/1 mask of its shape zeroing removed channels on the
+    axes that read or make them, or None when nothing of it is removed. Normalisation and
+    depthwise weights are never masked: their channel is cut off where it is read."""
+    table = _AXES.get(type(use.layer).__name__, {})
+    if use.rule in ("norm", "depthwise", "frozen"):
+        return [None] * len(use.layer.weights)
+    roles = keep_indices(plan, use)
+    found: list[np.ndarray | None] = []
+    for variable in use.layer.weights:
+        axes = next((a for name, a in table.items() if _named(variable, name)), {})
+        shape = tuple(variable.shape)
+        mask = np.ones(shape, dtype=np.float32)
+        for axis, role in axes.items():
+            if len(roles[role]) < shape[axis]:
+                keep = np.zeros(shape[axis], dtype=np.float32)
+                keep[roles[role]] = 1.0
+                view = [1] * len(shape)
+                view[axis] = shape[axis]
+                mask = mask * keep.reshape(view)
+        found.append(None if mask.all() else mask)
+    return found
+
+
+__all__ = ["config_edits", "keep_indices", "masks", "rebuild", "slice_weights", "weight"]

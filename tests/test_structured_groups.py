@@ -1,0 +1,149 @@
+"""Channel scores and counts: which channels a method removes, computed by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import randomized, sample
+
+from prunecli.config import Prune
+from prunecli.structured import graph, groups, rebuild
+
+
+def _two_convs():
+    """conv_a (8 filters) -> BN -> conv_b (8) -> GAP -> Dense(2): two open groups."""
+    import keras
+
+    layers = keras.layers
+    inputs = keras.Input((6, 6, 2))
+    a = layers.BatchNormalization(name="bn")(layers.Conv2D(8, 3, name="conv_a")(inputs))
+    b = layers.Conv2D(8, 3, name="conv_b")(layers.ReLU(name="relu")(a))
+    out = layers.Dense(2, name="out")(layers.GlobalAveragePooling2D(name="gap")(b))
+    return randomized(keras.Model(inputs, out), seed=3)
+
+
+def _group_of(plan, member):
+    (found,) = [g for g in plan.groups if g.members[0] == member and not g.frozen]
+    return found
+
+
+def _scale_filters(model, factors):
+    """conv_a's filter k: every weight +-factors[k] (L1 and L2 rank alike); BN gamma the
+    reverse order."""
+    kernel = model.get_layer("conv_a").kernel
+    kernel.assign((np.where(np.asarray(kernel) < 0, -1.0, 1.0) * factors).astype(np.float32))
+    model.get_layer("bn").gamma.assign(np.asarray(factors[::-1], np.float32))
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        ("l1", [4, 5, 6, 7]),
+        ("l2", [4, 5, 6, 7]),
+        ("magnitude", [4, 5, 6, 7]),
+        ("bn_scale", [0, 1, 2, 3]),
+    ],
+)
+def test_magnitude_scores_keep_the_largest_filters(method, expected):
+    model = _two_convs()
+    factors = np.arange(1, 9, dtype=np.float32)  # filter k has norm k + 1
+    _scale_filters(model, factors)
+    plan = groups.plan(
+        graph.build(model), Prune(granularity="channel", sparsity=0.5, method=method), round_to=1
+    )
+    assert plan.kept[_group_of(plan, "conv_a").id].tolist() == expected
+
+
+def test_fpgm_removes_the_filters_nearest_the_others():
+    """Filters 0-5 are near-copies of one filter, 6 and 7 stand apart: fpgm cuts copies."""
+    model = _two_convs()
+    kernel = np.asarray(model.get_layer("conv_a").kernel)
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=kernel.shape[:-1])
+    copies = [base + 0.01 * rng.normal(size=base.shape) for _ in range(6)]
+    apart = [rng.normal(size=base.shape) * 3 for _ in range(2)]
+    model.get_layer("conv_a").kernel.assign(np.stack(copies + apart, axis=-1).astype(np.float32))
+    plan = groups.plan(
+        graph.build(model), Prune(granularity="channel", sparsity=0.5, method="fpgm"), round_to=1
+    )
+    kept = plan.kept[_group_of(plan, "conv_a").id].tolist()
+    assert {6, 7} <= set(kept) and len(kept) == 4
+
+
+def test_taylor_weights_filters_by_their_gradients():
+    model = _two_convs()
+    coupling = graph.build(model)
+
+    def gradients(kernels):
+        found = {key: np.ones(v.shape, np.float32) for key, v in kernels.items()}
+        found["conv_a/kernel"] = np.zeros(kernels["conv_a/kernel"].shape, np.float32)
+        found["conv_a/kernel"][..., [1, 3, 5, 7]] = 1.0  # only odd filters matter
+        return found
+
+    plan = groups.plan(
+        coupling,
+        Prune(granularity="channel", sparsity=0.5, method="taylor"),
+        1,
+        gradients=gradients,
+    )
+    assert plan.kept[_group_of(plan, "conv_a").id].tolist() == [1, 3, 5, 7]
+
+
+def test_random_is_seeded():
+    model = _two_convs()
+    coupling = graph.build(model)
+    first = groups.plan(
+        coupling, Prune(granularity="channel", sparsity=0.5, method="random"), 1, seed=1
+    ).kept
+    again = groups.plan(
+        coupling, Prune(granularity="channel", sparsity=0.5, method="random"), 1, seed=1
+    ).kept
+    other = groups.plan(
+        coupling, Prune(granularity="channel", sparsity=0.5, method="random"), 1, seed=2
+    ).kept
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    assert any(not np.array_equal(first[k], other[k]) for k in first)
+
+
+@pytest.mark.parametrize(
+    ("count", "round_to", "width", "kept"),
+    [(30.4, 8, 64, 32), (3, 8, 6, 6), (2, 8, 64, 8), (63.9, 8, 60, 60), (5, 1, 9, 5)],
+)
+def test_rounding(count, round_to, width, kept):
+    assert groups.rounded(count, round_to, width) == kept
+
+
+def test_masks_during_training_equal_the_rebuilt_model():
+    """What a gradual schedule holds during fine-tuning computes what the rebuild writes."""
+    model = _two_convs()
+    plan = groups.plan(graph.build(model), Prune(granularity="channel", sparsity=0.5), round_to=1)
+    narrow = rebuild.rebuild(model, plan)
+    rebuild.zero_removed(model, plan)
+    x = sample(model)
+    np.testing.assert_allclose(model(x), narrow(x), atol=1e-5)
+
+
+def test_lamp_normalises_each_group():
+    np.testing.assert_allclose(groups.lamp(np.array([3.0, 1.0, 2.0])), [1, 1 / 14, 4 / 13])
+    np.testing.assert_allclose(groups.lamp(np.array([1.0, 2.0, 2.0])), [1 / 9, 0.5, 0.5])
+
+
+def test_lamp_under_global_scope_keeps_every_groups_best_channel():
+    model = _two_convs()
+    coupling = graph.build(model)
+    prune = Prune(granularity="channel", sparsity=0.8, scope="global", method="lamp")
+    plan = groups.plan(coupling, prune, round_to=1, seed=0)
+    for name in ("conv_a", "conv_b"):
+        norms = np.linalg.norm(np.asarray(model.get_layer(name).kernel).reshape(-1, 8), axis=0)
+        assert int(np.argmax(norms)) in plan.kept[_group_of(plan, name).id]
+    assert sum(len(k) for k in plan.kept.values()) < sum(g.width for g in plan.groups)
+
+
+def test_overrides_set_a_groups_sparsity():
+    from prunecli.config import LayerSelection
+
+    layers = LayerSelection(overrides={"conv_b": 0.25})
+    prune = Prune(granularity="channel", sparsity=0.5, layers=layers)
+    plan = groups.plan(graph.build(_two_convs()), prune, round_to=1)
+    assert len(plan.kept[_group_of(plan, "conv_a").id]) == 4
+    assert len(plan.kept[_group_of(plan, "conv_b").id]) == 6
