@@ -128,7 +128,7 @@ def test_check_target_refuses_to_replace_an_input_or_write_through_a_link(tmp_pa
         staging.check_target(model, force=True, inputs=(model,))
     link = tmp_path / "link.keras"
     link.symlink_to(model)
-    with pytest.raises(OutputError, match="is a symbolic link .*; refusing to write through it"):
+    with pytest.raises(OutputError, match=r"is a symbolic link .*; refusing to write through it"):
         staging.check_target(link, force=True, inputs=(model,))
 
 
