@@ -770,7 +770,7 @@ def resnet50() -> Any:
     )
 
 
-BUILDERS: dict[str, Callable[[], Any]] = {
+STRUCTURED_BUILDERS: dict[str, Callable[[], Any]] = {
     "seq_cnn": seq_cnn,
     "residual": residual,
     "concat": concat,
