@@ -1,5 +1,5 @@
 """Real models nobody on this team wrote, built tiny and offline, for
-tests/test_real_transformers.py, tests/test_real_applications.py and
+tests/formats/test_real_transformers.py, tests/formats/test_real_applications.py and
 benchmarks/real_models.py.
 
 keras_hub models come from small configs (no preset, nothing downloaded); keras.applications
@@ -99,30 +99,27 @@ def image_data(path: Path, count: int = 48, seed: int = 0, size: int = IMAGE) ->
     return path
 
 
-def bert(path: Path) -> Path:
+def text_classifier(path: Path, family: str) -> Path:
+    """keras_hub's ``<family>Classifier`` on a tiny ``<family>Backbone``, saved to ``path``."""
     import keras
     import keras_hub
 
     keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.BertBackbone(
+    backbone = getattr(keras_hub.models, f"{family}Backbone")(
         vocabulary_size=VOCABULARY, num_layers=2, num_heads=2, hidden_dim=16,
         intermediate_dim=32, max_sequence_length=16,
     )  # fmt: skip
-    keras_hub.models.BertClassifier(backbone, CLASSES, preprocessor=None).save(path)
+    classifier = getattr(keras_hub.models, f"{family}Classifier")
+    classifier(backbone, CLASSES, preprocessor=None).save(path)
     return path
+
+
+def bert(path: Path) -> Path:
+    return text_classifier(path, "Bert")
 
 
 def distilbert(path: Path) -> Path:
-    import keras
-    import keras_hub
-
-    keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.DistilBertBackbone(
-        vocabulary_size=VOCABULARY, num_layers=2, num_heads=2, hidden_dim=16,
-        intermediate_dim=32, max_sequence_length=16,
-    )  # fmt: skip
-    keras_hub.models.DistilBertClassifier(backbone, CLASSES, preprocessor=None).save(path)
-    return path
+    return text_classifier(path, "DistilBert")
 
 
 def vit(path: Path) -> Path:

@@ -7,22 +7,28 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import CONFIG_SECTIONS, write_config
 
 from prunecli import config
 from prunecli.config import Config
+from prunecli.core.granularity import Pattern, parse_granularity
 from prunecli.errors import ConfigError
 
 
 def load_text(tmp_path: Path, text: str, overrides: dict | None = None, name: str = "cfg.yaml"):
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return config.load(path, overrides)
+    return config.load(write_config(tmp_path / name, text), overrides)
+
+
+def config_error(overrides: dict, path: Path | None = None) -> str:
+    """The one-line ``ConfigError`` of ``config.load(path, overrides)``."""
+    with pytest.raises(ConfigError) as info:
+        config.load(path, overrides)
+    return str(info.value)
 
 
 def error_of(tmp_path: Path, text: str, overrides: dict | None = None) -> str:
-    with pytest.raises(ConfigError) as info:
-        load_text(tmp_path, text, overrides)
-    return str(info.value)
+    """The ``ConfigError`` of a config file holding ``text`` (plus ``overrides``)."""
+    return config_error(overrides or {}, write_config(tmp_path / "cfg.yaml", text))
 
 
 # --- defaults ---------------------------------------------------------------------------
@@ -301,18 +307,21 @@ def test_bad_regex_in_overrides(tmp_path):
 # --- paths -------------------------------------------------------------------------------
 
 
+def config_away_from_cwd(tmp_path: Path, monkeypatch, text: str) -> Path:
+    """``tmp_path/configs/cfg.yaml`` holding ``text``, run from ``tmp_path/work``."""
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    return write_config(tmp_path / "configs" / "cfg.yaml", text)
+
+
 def test_relative_paths_in_a_file_are_relative_to_its_folder(tmp_path, monkeypatch):
-    folder = tmp_path / "configs"
-    folder.mkdir()
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
-    (folder / "cfg.yaml").write_text(
+    path = config_away_from_cwd(tmp_path, monkeypatch, (
         "data:\n  train: data/train\n  validation: ../val\n"
-        "output:\n  path: out/pruned.keras\n  report: r.json\n",
-        encoding="utf-8",
-    )
-    cfg = config.load(folder / "cfg.yaml")
+        "output:\n  path: out/pruned.keras\n  report: r.json\n"
+    ))  # fmt: skip
+    folder = path.parent
+    cfg = config.load(path)
     assert cfg.data.train == folder / "data" / "train"
     assert cfg.data.validation == tmp_path / "val"
     assert cfg.output.path == folder / "out" / "pruned.keras"
@@ -335,15 +344,10 @@ def test_absolute_paths_are_kept(tmp_path):
 
 
 def test_override_paths_are_relative_to_cwd(tmp_path, monkeypatch):
-    folder = tmp_path / "configs"
-    folder.mkdir()
-    cwd = tmp_path / "work"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    (folder / "cfg.yaml").write_text(
-        "data:\n  train: in_file/train\noutput:\n  path: a.keras\n", encoding="utf-8"
-    )
-    cfg = config.load(folder / "cfg.yaml", {"data.train": "cli/train", "output.report": "r.json"})
+    text = "data:\n  train: in_file/train\noutput:\n  path: a.keras\n"
+    path = config_away_from_cwd(tmp_path, monkeypatch, text)
+    folder, cwd = path.parent, tmp_path / "work"
+    cfg = config.load(path, {"data.train": "cli/train", "output.report": "r.json"})
     assert cfg.data.train == cwd / "cli" / "train"
     assert cfg.output.report == cwd / "r.json"
     assert cfg.output.path == folder / "a.keras"  # untouched by overrides: from the file
@@ -431,9 +435,7 @@ def test_parse_set_invalid_yaml_message_is_one_line():
 
 def test_dump_prints_every_key():
     dumped = yaml.safe_load(config.dump(Config()))
-    assert set(dumped) == {
-        "version", "seed", "input", "prune", "finetune", "data", "output", "analyze"
-    }
+    assert set(dumped) == CONFIG_SECTIONS
     assert set(dumped["prune"]["schedule"]) == {
         "type",
         "start_epoch",
@@ -520,3 +522,107 @@ def test_readme_config_reference_lists_every_key_with_its_real_default():
         assert cell.startswith("`") and cell.endswith("`"), (key, cell)
         assert yaml.safe_load(cell.strip("`")) == value, (key, cell, value)
     assert documented["data.train"] == "none"
+
+
+# --- granularity and method checks (issue 6) -------------------------------------------
+
+
+def test_nm_with_a_disagreeing_sparsity_names_both_keys():
+    message = config_error({"prune.granularity": "2:4", "prune.sparsity": 0.8})
+    assert "prune.sparsity (0.8)" in message
+    assert "prune.granularity '2:4'" in message
+    assert "0.5" in message
+
+
+def test_nm_without_sparsity_sets_it():
+    assert config.load(None, {"prune.granularity": "2:4"}).prune.sparsity == 0.5
+    assert config.load(None, {"prune.granularity": "1:4"}).prune.sparsity == 0.75
+    # an explicit sparsity that agrees is fine
+    assert config.load(None, {"prune.granularity": "2:4", "prune.sparsity": 0.5}).prune
+
+
+def test_nm_with_global_scope_is_refused():
+    message = config_error({"prune.granularity": "2:4", "prune.scope": "global"})
+    assert "prune.scope global" in message and "prune.granularity '2:4'" in message
+
+
+@pytest.mark.parametrize("schedule", ["one_shot", "constant"])
+def test_movement_needs_a_gradual_schedule(schedule):
+    message = config_error({"prune.method": "movement", "prune.schedule.type": schedule})
+    assert "prune.schedule.type" in message
+    assert repr(schedule) in message
+
+
+def test_movement_with_its_default_schedule_is_refused():
+    assert "prune.schedule.type" in config_error({"prune.method": "movement"})
+
+
+def test_movement_needs_fine_tuning():
+    message = config_error(
+        {"prune.method": "movement", "prune.schedule.type": "iterative", "finetune.epochs": 0}
+    )
+    assert "finetune.epochs must be > 0" in message
+
+
+@pytest.mark.parametrize("kind", ["polynomial", "iterative"])
+def test_movement_with_a_gradual_schedule_is_valid(kind):
+    overrides = {"prune.method": "movement", "prune.schedule.type": kind}
+    assert config.load(None, overrides).prune.method == "movement"
+
+
+def test_unquoted_nm_in_yaml_gives_the_quoting_hint(tmp_path):
+    path = write_config(tmp_path / "cfg.yaml", "prune:\n  granularity: 2:4\n")
+    message = config_error({}, path)
+    assert message.startswith(f"{path}: prune.granularity: ")
+    assert 'write N:M in quotes, e.g. "2:4"' in message
+    assert "124" in message
+
+
+def test_quoted_nm_in_yaml_is_fine(tmp_path):
+    path = write_config(tmp_path / "cfg.yaml", "prune:\n  granularity: '2:4'\n")
+    assert config.load(path).prune.granularity == "2:4"
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ({"block": [0, 4]}, "both sides must be from 1 to 65536, got [0, 4]"),
+        ({"block": [1]}, "prune.granularity: {block: [rows, cols]}"),
+        ({"block": [1, 4], "size": 2}, "prune.granularity: {block: [rows, cols]}"),
+        ("4:2", 'must be unstructured, channel, "N:M" with 0 < N < M'),
+        ("0:4", "got '0:4'"),
+        ("structured", "got 'structured'"),
+    ],
+    ids=["zero-side", "one-side", "extra-key", "n-above-m", "n-zero", "unknown-word"],
+)
+def test_bad_granularity_is_refused(value, fragment):
+    message = config_error({"prune.granularity": value})
+    assert message.startswith("prune.granularity: ")
+    assert fragment in message
+
+
+def test_block_granularity_round_trips():
+    cfg = config.load(None, {"prune.granularity": {"block": [4, 1]}, "prune.sparsity": 0.7})
+    assert cfg.prune.granularity == config.Block(block=(4, 1))
+    assert parse_granularity(cfg.prune.granularity) == Pattern("block", block=(4, 1))
+    assert "block:\n    - 4\n    - 1" in config.dump(cfg)
+
+
+def test_overrides_with_global_scope_are_refused():
+    message = config_error({"prune.scope": "global", "prune.layers.overrides": {"dense.*": 0.3}})
+    assert "prune.layers.overrides" in message and "prune.scope layer" in message
+
+
+def test_score_batches_and_iterative_steps_are_checked():
+    assert "prune.score_batches" in config_error({"prune.score_batches": 0})
+    assert "prune.schedule.steps" in config_error({"prune.schedule.steps": 0})
+    cfg = config.load(None, {"prune.method": "taylor"})
+    assert cfg.prune.score_batches == 16
+
+
+def test_distill_settings_are_checked():
+    cfg = config.load(None, {"finetune.distill": {}})
+    assert cfg.finetune.distill == config.Distill(alpha=0.5, temperature=4.0)
+    assert config.load(None, {}).finetune.distill is None
+    assert "finetune.distill.alpha" in config_error({"finetune.distill": {"alpha": 1.5}})
+    assert "finetune.distill.temperature" in config_error({"finetune.distill": {"temperature": 0}})

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from conftest import synthetic_images
-from test_data_stream import example, tfrecord, write_shards
+from helpers import example, synthetic_images, tfrecord, write_shards
 
 from prunecli import data
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import synthetic_images
+from helpers import synthetic_images
 
 from prunecli import data
 from prunecli.config import Data
@@ -97,15 +97,14 @@ def test_sigterm_during_set_up_of_a_long_run_stops_it(make_model, npz_data, tmp_
     written (the old set-up built 2,000 pipelines first and ignored SIGTERM for minutes)."""
     import signal
 
-    from conftest import write_config
-    from test_checkpoints import Events, prune_args, start
+    from helpers import Events, prune_args, start, write_config
 
     model = make_model("cnn", ".h5")
     config = write_config(tmp_path / "long.yaml", "finetune:\n  epochs: 2000\n  batch_size: 2\n")
     output = tmp_path / "out" / "p.keras"
     output.parent.mkdir()
     child = start([*prune_args(model, npz_data, config, output), "--log-format", "json"])
-    events = Events(child)
+    events = Events(child.stderr)
     events.until(lambda event: event["event"] == "loaded")
     child.send_signal(signal.SIGTERM)
     assert child.wait(timeout=120) == 130

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import BUILDERS, hand_plan, independent_macs
+from helpers import STRUCTURED_BUILDERS, hand_plan, independent_macs
 
 from prunecli.reporting import flops
 from prunecli.structured import graph, rebuild
@@ -15,7 +15,7 @@ from prunecli.structured import graph, rebuild
 def test_flops_match_an_independent_count_of_the_saved_rebuilt_model(name, tmp_path):
     import keras
 
-    model = BUILDERS[name]()
+    model = STRUCTURED_BUILDERS[name]()
     narrow = rebuild.rebuild(model, hand_plan(graph.build(model), lambda w: list(range(0, w, 2))))
     path = tmp_path / f"{name}.keras"
     narrow.save(path)
@@ -28,7 +28,7 @@ def test_flops_match_an_independent_count_of_the_saved_rebuilt_model(name, tmp_p
 
 def test_flops_of_a_rebuilt_resnet50_match_the_independent_count():
     """In memory (saving 6M weights to disk would only slow the suite down)."""
-    model = BUILDERS["resnet50"]()
+    model = STRUCTURED_BUILDERS["resnet50"]()
     narrow = rebuild.rebuild(model, hand_plan(graph.build(model), lambda w: list(range(0, w, 2))))
     expected = independent_macs(narrow)
     assert abs(flops.count(narrow) - expected) <= 0.02 * expected
@@ -60,4 +60,4 @@ def test_unknown_sizes_give_none():
     inputs = keras.Input((None, 4))
     model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
     assert flops.count(model) is None
-    assert np.isfinite(flops.count(BUILDERS["seq_cnn"]()))
+    assert np.isfinite(flops.count(STRUCTURED_BUILDERS["seq_cnn"]()))

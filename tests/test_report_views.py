@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_config
+from helpers import write_config
 
 from prunecli.core import schedule_coverage as coverage
 from prunecli.core import schedules

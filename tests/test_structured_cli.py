@@ -8,8 +8,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import write_config
-from helpers import independent_macs
+from helpers import independent_macs, write_config
 
 CHANNEL = ["--set", "prune.granularity=channel", "--set", "prune.round_to=1"]
 

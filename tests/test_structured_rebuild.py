@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import BUILDERS, copy_of, hand_plan, randomized, sample, zeroed_at_source
+from helpers import STRUCTURED_BUILDERS, copy_of, hand_plan, randomized, sample, zeroed_at_source
 
 from prunecli.config import LayerSelection, Prune
 from prunecli.structured import graph, groups, rebuild
@@ -29,7 +29,7 @@ def models() -> dict:
     import keras
 
     keras.utils.set_random_seed(0)
-    return {name: randomized(BUILDERS[name]()) for name in ALL}
+    return {name: randomized(STRUCTURED_BUILDERS[name]()) for name in ALL}
 
 
 @pytest.mark.parametrize("name", ALL)

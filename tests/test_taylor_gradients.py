@@ -4,7 +4,7 @@ same sums as an eager GradientTape over the same batches, recomputed here."""
 from __future__ import annotations
 
 import numpy as np
-from conftest import build_dense
+from helpers import build_dense
 
 from prunecli.data.source import from_arrays
 from prunecli.training import finetune

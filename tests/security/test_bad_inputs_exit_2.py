@@ -12,9 +12,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import core_outputs, write_config
-from helpers import child_refused, refused, run_child
-from test_data_stream import example, write_shards
+from helpers import (
+    child_refused,
+    core_outputs,
+    example,
+    refused,
+    run_child,
+    write_config,
+    write_shards,
+)
 
 
 @pytest.fixture

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import synthetic_images, write_config
-from helpers import refused
+from helpers import refused, synthetic_images, write_config
 
 
 @pytest.fixture

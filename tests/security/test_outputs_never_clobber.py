@@ -10,8 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write_config
-from helpers import refused, sha256
+from helpers import refused, sha256, write_config
 
 
 @pytest.fixture

@@ -16,8 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import write_config
-from helpers import child_refused, refused, run_child
+from helpers import child_refused, refused, run_child, write_config
 
 TF_RSS_MIB = 1500  # a child that loads TensorFlow and refuses: well under this
 PLAIN_RSS_MIB = 250  # a child that never imports TensorFlow (validate)

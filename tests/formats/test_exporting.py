@@ -18,12 +18,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import build_cnn, core_outputs, synthetic_images, write_config
-from PIL import Image
+from helpers import (
+    core_outputs,
+    last_json_line,
+    run_python,
+    scaled,
+    synthetic_images,
+    train_cnn,
+    write_config,
+    write_image_splits,
+    write_npz,
+)
 
 from prunecli.cli.commands import main
 from prunecli.errors import OutputError
-from prunecli.formats import exporting, staging
+from prunecli.formats import exporting
 from prunecli.reporting import measure
 
 SPARSITY = 0.8
@@ -94,31 +103,14 @@ print(json.dumps(found))
 """
 
 
-def _images(root: Path) -> None:
-    """The conftest ``image_data`` layout: train/ and val/, class_<k>/ PNGs."""
-    for split, count, seed in (("train", 60, 1), ("val", 30, 2)):
-        x, y = synthetic_images(count, seed)
-        for i, (image, label) in enumerate(zip(x, y, strict=True)):
-            folder = root / split / f"class_{label}"
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image, mode="L").save(folder / f"{i:03d}.png")
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A trained tiny CNN (.h5), its image folders, and 300 probe images (x, y) in .npz."""
-    import keras
-
     root = tmp_path_factory.mktemp("formats")
-    keras.utils.set_random_seed(0)
-    model = build_cnn()
-    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
-    images, y = synthetic_images(90, 5)
-    model.fit((images / 255.0)[..., None], y, epochs=5, batch_size=16, verbose=0)
-    model.save(root / "cnn.h5")
-    _images(root / "data")
+    train_cnn().save(root / "cnn.h5")
+    write_image_splits(root / "data")
     probe, labels = synthetic_images(300, 9)
-    np.savez(root / "probe.npz", x=(probe / 255.0).astype(np.float32)[..., None], y=labels)
+    write_npz(root / "probe.npz", scaled(probe), labels)
     return {"root": root, "model": root / "cnn.h5", "data": root / "data"}
 
 
@@ -142,13 +134,9 @@ def _child(setup: dict[str, Path], artifacts: list[tuple[str, Path]]) -> tuple[d
         "artifacts": [(kind, str(path)) for kind, path in artifacts],
         "weight_shapes": [[4, 3, 3, 1], [16, 144], [3, 16]],  # TFLite's (out, ..., in) kernels
     }
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps(spec)],
-        capture_output=True, text=True, env=env, timeout=240, cwd=setup["root"],
-    )  # fmt: skip
+    done = run_python(CHILD, json.dumps(spec), timeout=240, cwd=setup["root"])
     assert done.returncode == 0, done.stderr[-3000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    found = last_json_line(done.stdout)
     assert found.pop("prunecli") is False
     saved = np.load(out)
     return found, [saved[str(i)] for i in range(len(artifacts))]
@@ -403,25 +391,6 @@ def test_plan_names_extras_from_the_main_stem():
     assert exporting.plan(Path("/o/m.v2"), True, [])[0].format == "savedmodel"
     with pytest.raises(OutputError, match=r"m\.onnx: unsupported output format \.onnx"):
         exporting.plan(Path("/o/m.onnx"), False, [])
-
-
-def test_staging_folder_is_removed_on_failure_and_replaces_on_commit(tmp_path):
-    final = tmp_path / "model"
-    final.mkdir()
-    (final / "old.txt").write_text("old")
-    with pytest.raises(RuntimeError), staging.Staging() as stage:
-        staged = stage.temp_dir_for(final)
-        (staged / "new.txt").write_text("new")
-        raise RuntimeError("before commit")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
-    assert [p.name for p in final.iterdir()] == ["old.txt"]
-    with staging.Staging() as stage:
-        staged = stage.temp_dir_for(final)
-        (staged / "new.txt").write_text("new")
-        stage.commit()
-    assert [p.name for p in tmp_path.iterdir()] == ["model"]
-    assert [p.name for p in final.iterdir()] == ["new.txt"]
-    assert measure.sizes(final) == (3, len(gzip.compress(b"new", 6, mtime=0)))
 
 
 def test_without_validation_data_the_artifact_is_timed_but_has_no_accuracy(setup, tmp_path):

@@ -8,10 +8,10 @@ counted; the report's numbers are recomputed from the files and the data, never 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,47 +19,26 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from conftest import core_outputs, val_arrays, write_config
+from helpers import (
+    CNN_KERNELS,
+    CONFIG_SECTIONS,
+    DENSE_KERNELS,
+    NESTED_KERNELS,
+    cfg_yaml,
+    core_outputs,
+    dense_conv_kernels,
+    load_model,
+    prune_report,
+    sha256,
+    sparsity,
+    val_arrays,
+)
 
-# Kernel sizes of the conftest models (layer path -> weights in the kernel).
-CNN_KERNELS = {"conv": 36, "hidden": 2304, "out": 48}
-NESTED_KERNELS = {"base/conv": 36, "hidden": 2304, "out": 48}
-DENSE_KERNELS = {"hidden": 192, "out": 96}
-
+# 90 samples, validation_split 0.1 by default: 9 held out; pixels and features / 255.
+DATA_81_9 = {"train_samples": 81, "validation_samples": 9, "task": "sparse",
+             "rescale": pytest.approx(1 / 255)}  # fmt: skip
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def load(path: Path) -> Any:
-    import keras
-
-    return keras.models.load_model(path)
-
-
-def kernels(model: Any, prefix: str = "") -> dict[str, np.ndarray]:
-    """Layer path -> kernel of every Dense/Conv layer, descending into nested models."""
-    found: dict[str, np.ndarray] = {}
-    for layer in model.layers:
-        if hasattr(layer, "layers"):
-            found |= kernels(layer, f"{prefix}{layer.name}/")
-        elif type(layer).__name__ in ("Dense", "Conv2D"):
-            found[f"{prefix}{layer.name}"] = np.asarray(layer.kernel)
-    return found
-
-
-def sparsity(kernel: np.ndarray) -> float:
-    return 1.0 - np.count_nonzero(kernel) / kernel.size
-
-
-def prune_ok(cli: Any, *args: Any) -> dict[str, Any]:
-    """Run ``prunecli prune ARGS --json`` expecting success; return the parsed report."""
-    result = cli("prune", *args, "--json")
-    assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def accuracy_and_loss(model: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -68,15 +47,36 @@ def accuracy_and_loss(model: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, 
     return float(np.mean(np.argmax(probs, axis=-1) == y)), float(-np.mean(np.log(picked)))
 
 
-def config(tmp_path: Path, text: str) -> Path:
-    return write_config(tmp_path / "cfg.yaml", text)
+@dataclass
+class Run:
+    """A run of ``prune_cnn``: its report, and the kernels before and after, as saved."""
+
+    report: dict[str, Any]
+    model: Path
+    target: Path
+
+    @property
+    def before(self) -> dict[str, np.ndarray]:
+        return dense_conv_kernels(load_model(self.model))
+
+    @property
+    def after(self) -> dict[str, np.ndarray]:
+        return dense_conv_kernels(load_model(self.target))
 
 
 @pytest.fixture
-def out(tmp_path: Path) -> Path:
-    folder = tmp_path / "out"
-    folder.mkdir()
-    return folder
+def prune_cnn(cli, make_model, image_data, out, tmp_path):
+    """``prune_cnn(CONFIG_TEXT, *ARGS) -> Run``: the trained tiny CNN (.h5) pruned on the
+    image folders into ``out/pruned.keras``, with CONFIG_TEXT as its config file."""
+
+    def run(text: str, *args: str) -> Run:
+        model, target = make_model("cnn", ".h5"), out / "pruned.keras"
+        config = cfg_yaml(tmp_path, text)
+        report = prune_report(cli, model, "--config", config, "--data", image_data, "-o", target,
+                              *args)  # fmt: skip
+        return Run(report, model, target)
+
+    return run
 
 
 # --- formats, model kinds, data kinds -------------------------------------------------------
@@ -88,9 +88,9 @@ def test_h5_to_keras_report_numbers_recomputed_from_files(
     model_path = make_model("cnn", ".h5")
     input_sha = sha256(model_path)
     target = out / "pruned.keras"
-    cfg = config(tmp_path, "prune:\n  sparsity: 0.75\nfinetune:\n  batch_size: 16\n")
+    cfg = cfg_yaml(tmp_path, "prune:\n  sparsity: 0.75\nfinetune:\n  batch_size: 16\n")
 
-    report = prune_ok(
+    report = prune_report(
         cli, model_path, "--config", cfg, "--data", image_data, "-o", target, "--epochs", "1"
     )
 
@@ -115,9 +115,9 @@ def test_h5_to_keras_report_numbers_recomputed_from_files(
         "rescale": pytest.approx(1 / 255),
     }
 
-    saved = load(target)
+    saved = load_model(target)
     weights = [np.asarray(w) for w in saved.weights]
-    found = kernels(saved)
+    found = dense_conv_kernels(saved)
     after = report["after"]
     assert after["params_total"] == sum(w.size for w in weights) == 2411
     assert after["params_nonzero"] == sum(int(np.count_nonzero(w)) for w in weights)
@@ -134,7 +134,7 @@ def test_h5_to_keras_report_numbers_recomputed_from_files(
     accuracy, loss = accuracy_and_loss(saved, x, y)
     assert after["accuracy"] == pytest.approx(accuracy, abs=1e-9)
     assert after["loss"] == pytest.approx(loss, rel=1e-4, abs=1e-5)
-    accuracy, loss = accuracy_and_loss(load(model_path), x, y)
+    accuracy, loss = accuracy_and_loss(load_model(model_path), x, y)
     before = report["before"]
     assert before["accuracy"] == pytest.approx(accuracy, abs=1e-9)
     assert before["loss"] == pytest.approx(loss, rel=1e-4, abs=1e-5)
@@ -169,7 +169,7 @@ def test_h5_to_h5(cli, make_model, image_data, out):
     model_path = make_model("cnn", ".h5")
     target = out / "pruned.h5"
 
-    report = prune_ok(
+    report = prune_report(
         cli, model_path, "--data", image_data, "-o", target, "--epochs", "1", "--sparsity", "0.75"
     )
 
@@ -183,7 +183,7 @@ def test_h5_to_h5(cli, make_model, image_data, out):
         abs(report["before"]["size_bytes"] - report["after"]["size_bytes"])
         < 0.02 * (report["after"]["size_bytes"])
     )
-    for path, kernel in kernels(load(target)).items():
+    for path, kernel in dense_conv_kernels(load_model(target)).items():
         assert sparsity(kernel) == pytest.approx(0.75, abs=0.005), path
     assert (out / "pruned.report.json").exists() and (out / "pruned.report.md").exists()
 
@@ -192,38 +192,27 @@ def test_keras_input_to_keras_output(cli, make_model, npz_data, out):
     model_path = make_model("cnn", ".keras")
     target = out / "pruned.keras"
 
-    report = prune_ok(
-        cli,
-        model_path,
-        "--set",
-        f"data.train={npz_data}",
-        "-o",
-        target,
-        "--epochs",
-        "1",
-        "--sparsity",
-        "0.75",
-    )
+    report = prune_report(
+        cli, model_path, "--set", f"data.train={npz_data}", "-o", target, "--epochs", "1",
+        "--sparsity", "0.75",
+    )  # fmt: skip
 
     assert report["input"]["format"] == "keras"
     # 90 samples, validation_split 0.1 by default: 9 held out.
-    assert report["data"] == {
-        "train_samples": 81,
-        "validation_samples": 9,
-        "task": "sparse",
-        "rescale": pytest.approx(1 / 255),
-    }
+    assert report["data"] == DATA_81_9
     assert report["after"]["accuracy"] is not None
-    for path, kernel in kernels(load(target)).items():
+    for path, kernel in dense_conv_kernels(load_model(target)).items():
         assert sparsity(kernel) == pytest.approx(0.75, abs=0.005), path
 
 
 def test_nested_transfer_learning_model(cli, make_model, image_data, out, tmp_path):
     model_path = make_model("nested", ".keras")
     target = out / "pruned.keras"
-    cfg = config(tmp_path, "prune:\n  sparsity: 0.75\n  layers:\n    overrides: {'base/.*': 0.5}\n")
+    cfg = cfg_yaml(
+        tmp_path, "prune:\n  sparsity: 0.75\n  layers:\n    overrides: {'base/.*': 0.5}\n"
+    )
 
-    report = prune_ok(
+    report = prune_report(
         cli, model_path, "--config", cfg, "--data", image_data, "-o", target, "--epochs", "1"
     )
 
@@ -232,9 +221,9 @@ def test_nested_transfer_learning_model(cli, make_model, image_data, out, tmp_pa
     assert rows["hidden"]["target_sparsity"] == 0.75
     assert rows["base/bn"]["pruned"] is False
     assert "nothing to prune" in rows["base/bn"]["reason"]
-    saved = load(target)
+    saved = load_model(target)
     assert saved.get_layer("base").__class__.__name__ in ("Sequential", "Functional")
-    found = kernels(saved)
+    found = dense_conv_kernels(saved)
     assert set(found) == set(NESTED_KERNELS)
     assert sparsity(found["base/conv"]) == pytest.approx(0.5, abs=0.005)
     assert sparsity(found["hidden"]) == pytest.approx(0.75, abs=0.005)
@@ -244,21 +233,16 @@ def test_nested_transfer_learning_model(cli, make_model, image_data, out, tmp_pa
 def test_csv_data_with_dense_model(cli, make_model, csv_data, out, tmp_path):
     model_path = make_model("dense", ".h5")
     target = out / "pruned.keras"
-    cfg = config(tmp_path, f"data:\n  train: {csv_data.name}\n  label_column: label\n")
+    cfg = cfg_yaml(tmp_path, f"data:\n  train: {csv_data.name}\n  label_column: label\n")
 
-    report = prune_ok(
+    report = prune_report(
         cli, model_path, "--config", cfg, "-o", target, "--epochs", "1", "--sparsity", "0.75"
     )
 
     assert report["config"]["data"]["train"] == str(csv_data)  # relative to the config file
-    assert report["data"] == {
-        "train_samples": 81,
-        "validation_samples": 9,
-        "task": "sparse",
-        "rescale": pytest.approx(1 / 255),
-    }
+    assert report["data"] == DATA_81_9
     assert report["after"]["accuracy"] is not None
-    found = kernels(load(target))
+    found = dense_conv_kernels(load_model(target))
     assert set(found) == set(DENSE_KERNELS)
     for path, kernel in found.items():
         assert sparsity(kernel) == pytest.approx(0.75, abs=0.005), path
@@ -268,11 +252,13 @@ def test_data_folder_layouts(cli, make_model, image_data, out):
     """``--data DIR``: train/ with val/ or validation/ inside, else DIR is the training set."""
     model_path = make_model("cnn", ".h5", train=False)
     (image_data / "val").rename(image_data / "validation")
-    report = prune_ok(cli, model_path, "--data", image_data, "-o", out / "a.keras", "--epochs", "0")
+    report = prune_report(
+        cli, model_path, "--data", image_data, "-o", out / "a.keras", "--epochs", "0"
+    )
     assert report["data"]["train_samples"] == 60 and report["data"]["validation_samples"] == 30
     assert report["config"]["data"]["validation"] == str(image_data / "validation")
 
-    report = prune_ok(
+    report = prune_report(
         cli, model_path, "--data", image_data / "train", "-o", out / "b.keras", "--epochs", "0"
     )
     # No validation folder: validation_split (0.1) of the 60 training images is held out.
@@ -287,11 +273,11 @@ def test_layer_scope_each_saved_layer_within_half_a_point(cli, make_model, image
     model_path = make_model("cnn", ".h5")
     target = out / "pruned.keras"
 
-    prune_ok(
+    prune_report(
         cli, model_path, "--data", image_data, "-o", target, "--epochs", "1", "--sparsity", "0.8"
     )
 
-    for path, kernel in kernels(load(target)).items():
+    for path, kernel in dense_conv_kernels(load_model(target)).items():
         zeros = kernel.size - np.count_nonzero(kernel)
         # Exactly round(s * n) zeros: the nearest a layer of n weights can get to s. For the
         # 2,304-weight kernel that is within 0.5 points; a 36-weight one moves in 2.8-point
@@ -300,16 +286,12 @@ def test_layer_scope_each_saved_layer_within_half_a_point(cli, make_model, image
         assert abs(zeros / kernel.size - 0.8) <= max(0.005, 0.5 / kernel.size), path
 
 
-def test_global_scope_099_keeps_min_layer_density(cli, make_model, image_data, out, tmp_path):
-    model_path = make_model("cnn", ".h5")
-    target = out / "pruned.keras"
-    cfg = config(tmp_path, "prune:\n  scope: global\n  sparsity: 0.99\n  min_layer_density: 0.05\n")
-
-    report = prune_ok(
-        cli, model_path, "--config", cfg, "--data", image_data, "-o", target, "--epochs", "1"
+def test_global_scope_099_keeps_min_layer_density(prune_cnn):
+    run = prune_cnn(
+        "prune:\n  scope: global\n  sparsity: 0.99\n  min_layer_density: 0.05\n", "--epochs", "1"
     )
 
-    found = kernels(load(target))
+    found = run.after
     for path, kernel in found.items():
         kept = np.count_nonzero(kernel)
         assert kept >= math.ceil(0.05 * kernel.size), path
@@ -317,130 +299,94 @@ def test_global_scope_099_keeps_min_layer_density(cli, make_model, image_data, o
     # 0.99 asks for 24 survivors of 2,388; the density floors (2 + 116 + 3) win over it.
     kept = sum(np.count_nonzero(k) for k in found.values())
     assert kept == 2 + 116 + 3
-    assert report["after"]["sparsity"] == pytest.approx(1 - kept / 2388, abs=1e-12)
+    assert run.report["after"]["sparsity"] == pytest.approx(1 - kept / 2388, abs=1e-12)
 
 
-def test_global_scope_one_threshold(cli, make_model, image_data, out, tmp_path):
-    model_path = make_model("cnn", ".h5")
-    target = out / "pruned.keras"
-    cfg = config(tmp_path, "prune:\n  scope: global\n  sparsity: 0.7\n")
+def test_global_scope_one_threshold(prune_cnn):
+    run = prune_cnn("prune:\n  scope: global\n  sparsity: 0.7\n", "--epochs", "0")
 
-    report = prune_ok(
-        cli, model_path, "--config", cfg, "--data", image_data, "-o", target, "--epochs", "0"
-    )
-
-    found = kernels(load(target))
+    found = run.after
     zeros = sum(k.size - np.count_nonzero(k) for k in found.values())
     assert zeros == round(0.7 * 2388)
-    assert report["after"]["sparsity"] == pytest.approx(zeros / 2388, abs=1e-12)
+    assert run.report["after"]["sparsity"] == pytest.approx(zeros / 2388, abs=1e-12)
     # One threshold on |w| over all kernels: every kept weight outranks every pruned one.
-    original = kernels(load(model_path))
+    original = run.before
     kept = np.concatenate([np.abs(original[p][found[p] != 0]) for p in found])
     cut = np.concatenate([np.abs(original[p][found[p] == 0]) for p in found])
     assert kept.min() >= cut.max()
 
 
-def test_exclude_and_override_with_epochs_0(cli, make_model, image_data, out, tmp_path):
-    model_path = make_model("cnn", ".h5")
-    target = out / "pruned.keras"
-    cfg = config(
-        tmp_path,
+def test_exclude_and_override_with_epochs_0(prune_cnn):
+    run = prune_cnn(
         "prune:\n  sparsity: 0.5\n  layers:\n    exclude: [out]\n    overrides: {hidden: 0.75}\n",
+        "--epochs",
+        "0",
     )
 
-    report = prune_ok(
-        cli, model_path, "--config", cfg, "--data", image_data, "-o", target, "--epochs", "0"
-    )
-
-    original, found = kernels(load(model_path)), kernels(load(target))
+    original, found = run.before, run.after
     assert sparsity(found["conv"]) == pytest.approx(0.5, abs=1e-12)
     assert sparsity(found["hidden"]) == pytest.approx(0.75, abs=1e-12)
     assert found["out"].tobytes() == original["out"].tobytes()
-    rows = {row["path"]: row for row in report["layers"]}
+    rows = {row["path"]: row for row in run.report["layers"]}
     assert rows["out"]["pruned"] is False and rows["out"]["target_sparsity"] is None
     assert "exclude" in rows["out"]["reason"] and "'out'" in rows["out"]["reason"]
     assert rows["hidden"]["target_sparsity"] == 0.75
 
 
-def test_excluded_layer_trains_but_stays_dense(cli, make_model, image_data, out, tmp_path):
-    model_path = make_model("cnn", ".h5")
-    target = out / "pruned.keras"
-    cfg = config(
-        tmp_path,
+def test_excluded_layer_trains_but_stays_dense(prune_cnn):
+    run = prune_cnn(
         "prune:\n  sparsity: 0.75\n  layers:\n    exclude: [out]\n"
         "finetune:\n  learning_rate: 0.001\n  batch_size: 16\n",
+        "--epochs",
+        "1",
     )
 
-    prune_ok(cli, model_path, "--config", cfg, "--data", image_data, "-o", target, "--epochs", "1")
-
-    original, found = kernels(load(model_path)), kernels(load(target))
+    original, found = run.before, run.after
     assert not np.array_equal(found["out"], original["out"])  # fine-tuning trained it
     assert np.count_nonzero(found["out"]) == found["out"].size  # and gave it no mask
     assert sparsity(found["hidden"]) == pytest.approx(0.75, abs=1e-12)
 
 
-def test_include_selects_only_matching_layers(cli, make_model, image_data, out, tmp_path):
-    model_path = make_model("cnn", ".h5")
-    target = out / "pruned.keras"
-    cfg = config(tmp_path, "prune:\n  sparsity: 0.5\n  layers:\n    include: ['hid.*']\n")
+def test_include_selects_only_matching_layers(prune_cnn):
+    text = "prune:\n  sparsity: 0.5\n  layers:\n    include: ['hid.*']\n"
+    run = prune_cnn(text, "--epochs", "0")
 
-    report = prune_ok(
-        cli, model_path, "--config", cfg, "--data", image_data, "-o", target, "--epochs", "0"
-    )
-
-    original, found = kernels(load(model_path)), kernels(load(target))
+    original, found = run.before, run.after
     assert sparsity(found["hidden"]) == pytest.approx(0.5, abs=1e-12)
     for path in ("conv", "out"):
         assert np.array_equal(found[path], original[path]), path
-    rows = {row["path"]: row for row in report["layers"]}
+    rows = {row["path"]: row for row in run.report["layers"]}
     assert rows["conv"]["reason"] == "not matched by prune.layers.include"
-    assert report["after"]["prunable_params"] == 2304
+    assert run.report["after"]["prunable_params"] == 2304
 
 
 def test_sparsity_zero_epochs_zero_is_bit_identical(cli, make_model, image_data, out):
     model_path = make_model("cnn", ".h5")
     target = out / "pruned.h5"
 
-    report = prune_ok(
+    report = prune_report(
         cli, model_path, "--data", image_data, "-o", target, "--epochs", "0", "--sparsity", "0"
     )
 
-    original, saved = load(model_path), load(target)
+    original, saved = load_model(model_path), load_model(target)
     for before, after in zip(original.weights, saved.weights, strict=True):
         assert np.asarray(before).tobytes() == np.asarray(after).tobytes(), before.path
     assert report["after"]["accuracy"] == report["before"]["accuracy"]
     assert report["after"]["params_nonzero"] == report["before"]["params_nonzero"]
 
 
-def test_set_overrides_config(cli, make_model, image_data, out, tmp_path):
-    model_path = make_model("cnn", ".h5")
-    target = out / "pruned.keras"
-    cfg = config(tmp_path, "prune:\n  sparsity: 0.9\n")
+def test_set_overrides_config(prune_cnn):
+    run = prune_cnn("prune:\n  sparsity: 0.9\n", "--set", "prune.sparsity=0.6", "--epochs", "0")
 
-    report = prune_ok(
-        cli,
-        model_path,
-        "--config",
-        cfg,
-        "--set",
-        "prune.sparsity=0.6",
-        "--data",
-        image_data,
-        "-o",
-        target,
-        "--epochs",
-        "0",
-    )
-
-    assert report["config"]["prune"]["sparsity"] == 0.6
-    for path, kernel in kernels(load(target)).items():
+    assert run.report["config"]["prune"]["sparsity"] == 0.6
+    for path, kernel in run.after.items():
         assert kernel.size - np.count_nonzero(kernel) == round(0.6 * kernel.size), path
 
 
 def test_config_omitted_uses_defaults(cli, make_model, image_data):
     model_path = make_model("cnn", ".h5")
 
-    report = prune_ok(cli, model_path, "--data", image_data)
+    report = prune_report(cli, model_path, "--data", image_data)
 
     folder = model_path.parent
     default = folder / "cnn.pruned.keras"
@@ -458,7 +404,7 @@ def test_config_omitted_uses_defaults(cli, make_model, image_data):
     assert settings["finetune"]["epochs"] == 2
     assert settings["finetune"]["batch_size"] == 32
     assert report["finetune"]["steps"] == 2 * math.ceil(60 / 32)
-    for path, kernel in kernels(load(default)).items():
+    for path, kernel in dense_conv_kernels(load_model(default)).items():
         assert sparsity(kernel) == pytest.approx(0.5, abs=1e-12), path
 
 
@@ -470,40 +416,30 @@ def expected_sparsity(target: float) -> float:
     return sum(round(target * n) for n in CNN_KERNELS.values()) / sum(CNN_KERNELS.values())
 
 
-def test_constant_schedule_prunes_at_start_epoch(cli, make_model, image_data, out, tmp_path):
-    model_path = make_model("cnn", ".h5")
-    target = out / "pruned.keras"
-    cfg = config(
-        tmp_path,
+def test_constant_schedule_prunes_at_start_epoch(prune_cnn):
+    run = prune_cnn(
         "prune:\n  sparsity: 0.75\n  schedule: {type: constant, start_epoch: 1}\n"
-        "finetune:\n  epochs: 2\n  batch_size: 8\n",
+        "finetune:\n  epochs: 2\n  batch_size: 8\n"
     )
 
-    report = prune_ok(cli, model_path, "--config", cfg, "--data", image_data, "-o", target)
-
     spe = math.ceil(60 / 8)
-    updates = report["finetune"]["mask_updates"]
+    updates = run.report["finetune"]["mask_updates"]
     assert [u["step"] for u in updates] == [spe, 2 * spe]  # nothing before start_epoch
     for update in updates:
         assert update["sparsity"] == pytest.approx(expected_sparsity(0.75), abs=1e-12)
-    for path, kernel in kernels(load(target)).items():
+    for path, kernel in run.after.items():
         assert sparsity(kernel) == pytest.approx(0.75, abs=1e-12), path
 
 
-def test_polynomial_schedule_follows_the_curve(cli, make_model, image_data, out, tmp_path):
-    model_path = make_model("cnn", ".h5")
-    target = out / "pruned.keras"
-    cfg = config(
-        tmp_path,
+def test_polynomial_schedule_follows_the_curve(prune_cnn):
+    run = prune_cnn(
         "prune:\n  sparsity: 0.8\n  schedule:\n    type: polynomial\n    start_epoch: 0\n"
         "    end_epoch: 2\n    initial_sparsity: 0.1\n    power: 3\n    frequency: 3\n"
-        "finetune:\n  epochs: 2\n  batch_size: 8\n",
+        "finetune:\n  epochs: 2\n  batch_size: 8\n"
     )
 
-    report = prune_ok(cli, model_path, "--config", cfg, "--data", image_data, "-o", target)
-
     t0, t1, s_i, s_f = 0, 2 * math.ceil(60 / 8), 0.1, 0.8
-    updates = report["finetune"]["mask_updates"]
+    updates = run.report["finetune"]["mask_updates"]
     assert [u["step"] for u in updates] == [0, 3, 6, 9, 12, 15, 16]
     for update in updates:
         t = update["step"]
@@ -513,7 +449,7 @@ def test_polynomial_schedule_follows_the_curve(cli, make_model, image_data, out,
     assert updates[-1]["sparsity"] == pytest.approx(expected_sparsity(0.8), abs=1e-12)
     sparsities = [u["sparsity"] for u in updates]
     assert sparsities == sorted(sparsities)
-    for path, kernel in kernels(load(target)).items():
+    for path, kernel in run.after.items():
         assert kernel.size - np.count_nonzero(kernel) == round(0.8 * kernel.size), path
 
 
@@ -554,20 +490,9 @@ def test_gate_fails_with_exit_3_and_still_writes(cli, make_model, image_data, ou
     target = out / "pruned.keras"
 
     result = cli(
-        "prune",
-        model_path,
-        "--data",
-        image_data,
-        "-o",
-        target,
-        "--epochs",
-        "0",
-        "--sparsity",
-        "0.95",
-        "--max-accuracy-drop",
-        "0",
-        "--json",
-    )
+        "prune", model_path, "--data", image_data, "-o", target, "--epochs", "0", "--sparsity",
+        "0.95", "--max-accuracy-drop", "0", "--json",
+    )  # fmt: skip
 
     assert result.exit_code == 3, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("prunecli: error")]
@@ -586,20 +511,9 @@ def test_loose_gate_passes(cli, make_model, image_data, out):
     model_path = make_model("cnn", ".h5")
 
     result = cli(
-        "prune",
-        model_path,
-        "--data",
-        image_data,
-        "-o",
-        out / "p.keras",
-        "--epochs",
-        "0",
-        "--sparsity",
-        "0.3",
-        "--max-accuracy-drop",
-        "0.5",
-        "--json",
-    )
+        "prune", model_path, "--data", image_data, "-o", out / "p.keras", "--epochs", "0",
+        "--sparsity", "0.3", "--max-accuracy-drop", "0.5", "--json",
+    )  # fmt: skip
 
     assert result.exit_code == 0, result.stderr
     gate = json.loads(result.stdout)["gate"]
@@ -609,24 +523,17 @@ def test_loose_gate_passes(cli, make_model, image_data, out):
 
 def test_same_seed_is_deterministic(cli, make_model, image_data, out, tmp_path):
     model_path = make_model("cnn", ".h5")
-    cfg = config(tmp_path, "seed: 7\nprune:\n  sparsity: 0.6\nfinetune:\n  batch_size: 16\n")
+    cfg = cfg_yaml(tmp_path, "seed: 7\nprune:\n  sparsity: 0.6\nfinetune:\n  batch_size: 16\n")
+    args = ("--config", cfg, "--data", image_data, "--epochs", "1")
     reports = [
-        prune_ok(
-            cli,
-            model_path,
-            "--config",
-            cfg,
-            "--data",
-            image_data,
-            "-o",
-            out / name,
-            "--epochs",
-            "1",
-        )
+        prune_report(cli, model_path, *args, "-o", out / name)
         for name in ("one.keras", "two.keras")
     ]
 
-    first, second = kernels(load(out / "one.keras")), kernels(load(out / "two.keras"))
+    first, second = (
+        dense_conv_kernels(load_model(out / "one.keras")),
+        dense_conv_kernels(load_model(out / "two.keras")),
+    )
     for path in first:
         assert np.array_equal(first[path] == 0, second[path] == 0), path
     for stage in ("before", "after"):
@@ -651,7 +558,7 @@ def test_inspect_table_and_json(cli, make_model):
     result = cli("inspect", model_path, "--json")
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
-    model = load(model_path)
+    model = load_model(model_path)
     assert summary["format"] == "h5"
     assert summary["params_total"] == sum(int(np.prod(w.shape)) for w in model.weights)
     rows = {row["path"]: row for row in summary["layers"]}
@@ -673,7 +580,7 @@ def test_inspect_table_and_json(cli, make_model):
 def test_inspect_shows_sparsity_of_pruned_output(cli, make_model, image_data, out):
     model_path = make_model("cnn", ".h5")
     target = out / "pruned.keras"
-    prune_ok(
+    prune_report(
         cli, model_path, "--data", image_data, "-o", target, "--epochs", "0", "--sparsity", "0.75"
     )
 
@@ -690,7 +597,9 @@ def test_inspect_shows_sparsity_of_pruned_output(cli, make_model, image_data, ou
 
 
 def test_validate_valid_and_print(cli, tmp_path):
-    cfg = config(tmp_path, "prune:\n  sparsity: 0.9\n  scope: global\ndata:\n  train: data/train\n")
+    cfg = cfg_yaml(
+        tmp_path, "prune:\n  sparsity: 0.9\n  scope: global\ndata:\n  train: data/train\n"
+    )
 
     result = cli("validate", cfg)
     assert result.exit_code == 0, result.stderr
@@ -705,6 +614,4 @@ def test_validate_valid_and_print(cli, tmp_path):
     assert resolved["finetune"]["batch_size"] == 32  # a default, printed too
     assert resolved["prune"]["schedule"]["type"] == "one_shot"
     assert resolved["data"]["train"] == str(tmp_path / "data" / "train")
-    assert set(resolved) == {
-        "version", "seed", "input", "prune", "finetune", "data", "output", "analyze"
-    }
+    assert set(resolved) == CONFIG_SECTIONS

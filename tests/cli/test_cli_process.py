@@ -8,31 +8,19 @@
 from __future__ import annotations
 
 import json
-import os
-import queue
 import signal
-import subprocess
-import sys
-import threading
-import time
 import zipfile
-from pathlib import Path
 
 import pytest
-from conftest import write_config
-
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
-
-
-def python(code: str, *args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=timeout,
-    )
-
+from helpers import (
+    DEFAULT_SIGNALS,
+    Lines,
+    reaped,
+    run_prunecli,
+    run_python,
+    start_python,
+    write_config,
+)
 
 # --- no TensorFlow for help and validate ----------------------------------------------------
 
@@ -61,7 +49,7 @@ print("PROBE " + json.dumps({"code": code, "heavy": heavy}))
 )
 def test_never_imports_tensorflow(tmp_path, argv, expected):
     cfg = write_config(tmp_path / "cfg.yaml", "prune:\n  sparsity: 0.8\n")
-    done = python(NO_TF_PROBE, *(arg.format(cfg=cfg) for arg in argv))
+    done = run_python(NO_TF_PROBE, *(arg.format(cfg=cfg) for arg in argv))
     assert done.returncode == 0, done.stderr
     *shown, probe = done.stdout.rstrip("\n").split("\n")
     assert probe.startswith("PROBE ")
@@ -74,10 +62,9 @@ def test_never_imports_tensorflow(tmp_path, argv, expected):
 def test_console_script_validate_and_bad_config(tmp_path):
     good = write_config(tmp_path / "good.yaml", "prune:\n  sparsity: 0.8\n")
     bad = write_config(tmp_path / "bad.yaml", "prune:\n  sparsty: 0.8\n")
-    command = [sys.executable, "-m", "prunecli", "validate"]
-    ok = subprocess.run([*command, good], capture_output=True, text=True, env=ENV, timeout=60)
+    ok = run_prunecli("validate", good, timeout=60)
     assert (ok.returncode, ok.stdout, ok.stderr) == (0, f"{good}: valid\n", "")
-    failed = subprocess.run([*command, bad], capture_output=True, text=True, env=ENV, timeout=60)
+    failed = run_prunecli("validate", bad, timeout=60)
     assert failed.returncode == 2 and failed.stdout == ""
     assert failed.stderr == (
         f"prunecli: error: {bad}: unknown key prune.sparsty (did you mean prune.sparsity?)\n"
@@ -119,21 +106,12 @@ def test_output_loads_without_prunecli(cli, make_model, image_data, tmp_path, ki
     model_path = make_model(kind, ".h5")
     target = tmp_path / f"pruned{suffix}"
     result = cli(
-        "prune",
-        model_path,
-        "--data",
-        image_data,
-        "-o",
-        target,
-        "--epochs",
-        "1",
-        "--sparsity",
-        "0.75",
-        "--quiet",
-    )
+        "prune", model_path, "--data", image_data, "-o", target, "--epochs", "1", "--sparsity",
+        "0.75", "--quiet",
+    )  # fmt: skip
     assert result.exit_code == 0, result.stderr
 
-    done = python(RELOAD, model_path, target)
+    done = run_python(RELOAD, model_path, target)
     assert done.returncode == 0, done.stderr
     original, found = (json.loads(line) for line in done.stdout.strip().splitlines()[-2:])
     # The same layers under the same names and classes: no wrapper, no renaming.
@@ -160,79 +138,31 @@ def test_output_loads_without_prunecli(cli, make_model, image_data, tmp_path, ki
 # --- signals --------------------------------------------------------------------------------
 
 
-# A test runner may start its workers with SIGINT ignored, and an ignored signal stays
-# ignored across exec (prunecli rightly keeps it so): give the child the default handlers.
-DEFAULT_SIGNALS_THEN_PRUNECLI = """
-import os, signal, sys
-for signum in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(signum, signal.SIG_DFL)
+# The child gets the default signal handlers, then becomes ``python -m prunecli``.
+DEFAULT_SIGNALS_THEN_PRUNECLI = (
+    DEFAULT_SIGNALS
+    + """
 os.execv(sys.executable, [sys.executable, "-m", "prunecli", *sys.argv[1:]])
 """
-
-
-def _lines(stream, sink: queue.Queue) -> None:
-    for line in stream:
-        sink.put(line)
-    sink.put(None)
+)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_mid_finetune_exits_130_and_leaves_only_its_checkpoint(
-    make_model, image_data, tmp_path, signum
+    make_model, image_data, out, tmp_path, signum
 ):
     model_path = make_model("cnn", ".h5")
     input_bytes = model_path.read_bytes()
-    out = tmp_path / "out"
-    out.mkdir()
-    command = [
-        sys.executable,
-        "-c",
-        DEFAULT_SIGNALS_THEN_PRUNECLI,
-        "prune",
-        model_path,
-        "--data",
-        image_data,
-        "-o",
-        out / "p.keras",
-        "--epochs",
-        "300",
-        "--set",
-        "finetune.batch_size=1",
-    ]
-    child = subprocess.Popen(
-        [str(part) for part in command],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
-        start_new_session=True,
-    )
-    lines: queue.Queue = queue.Queue()
-    reader = threading.Thread(target=_lines, args=(child.stderr, lines), daemon=True)
-    reader.start()
-    seen: list[str] = []
-    deadline = time.monotonic() + 90
-    try:
-        while time.monotonic() < deadline:  # wait until fine-tuning is under way
-            try:
-                line = lines.get(timeout=1)
-            except queue.Empty:
-                continue
-            assert line is not None, "".join(seen)  # the run ended before fine-tuning
-            seen.append(line)
-            if line.startswith("epoch 2/"):
-                break
-        else:
-            pytest.fail("no epoch log line within 90 s:\n" + "".join(seen))
+    child = start_python(
+        DEFAULT_SIGNALS_THEN_PRUNECLI, "prune", model_path, "--data", image_data,
+        "-o", out / "p.keras", "--epochs", "300", "--set", "finetune.batch_size=1",
+    )  # fmt: skip
+    lines = Lines(child.stderr)
+    with reaped(child):
+        lines.until(lambda line: line.startswith("epoch 2/"), timeout=90)  # fine-tuning runs
         child.send_signal(signum)
         code = child.wait(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    reader.join(timeout=10)
-    while (line := lines.get_nowait() if not lines.empty() else None) is not None:
-        seen.append(line)
+    seen = lines.rest()
     assert code == 130, "".join(seen)
     # Fine-tuning checkpoints before it stops: the checkpoint is all that is left.
     assert [line for line in seen if not line.startswith(("epoch ", "loaded "))] == [

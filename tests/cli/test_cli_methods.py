@@ -9,12 +9,8 @@ so a wrong reduction axis or a wrong attribute in prunecli's table fails a test.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +19,18 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from conftest import synthetic_images
+from helpers import (
+    ROOT,
+    last_json_line,
+    load_model,
+    prune_quiet,
+    run_python,
+    synthetic_images,
+    write_npz,
+)
 
 from prunecli import config
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_models" / "digits_cnn.h5"
 CONFIGS = ROOT / "configs"
 
@@ -73,12 +76,6 @@ class Subject:
     nm_skipped: dict[str, str] = field(default_factory=dict)  # layer -> part of the reason
 
 
-def load(path: Path) -> Any:
-    import keras
-
-    return keras.models.load_model(path)
-
-
 def walk(model: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     for layer in model.layers:
         if hasattr(layer, "layers") and hasattr(layer, "inputs"):
@@ -99,7 +96,8 @@ def kernel_variables(model: Any) -> dict[str, tuple[Any, int | None]]:
     return found
 
 
-def kernels(model: Any) -> dict[str, tuple[np.ndarray, int | None]]:
+def table_kernels(model: Any) -> dict[str, tuple[np.ndarray, int | None]]:
+    """``layer/attr`` -> (kernel values, reduction axis), by the table above."""
     return {key: (np.asarray(v), axis) for key, (v, axis) in kernel_variables(model).items()}
 
 
@@ -142,29 +140,17 @@ def block_counts(kernel: np.ndarray, block: tuple[int, int]) -> tuple[int, int]:
     return zero_blocks, total
 
 
-def prune_ok(cli: Any, *args: Any) -> dict[str, Any]:
-    result = cli("prune", *args, "--json", "-q")
-    assert result.exit_code == 0, result.stderr
-    assert result.stderr == ""
-    return json.loads(result.stdout)
-
-
 def rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {row["path"]: row for row in report["layers"]}
 
 
 def masks(path: Path) -> dict[str, np.ndarray]:
-    return {key: kernel != 0 for key, (kernel, _) in kernels(load(path)).items()}
+    return {key: kernel != 0 for key, (kernel, _) in table_kernels(load_model(path)).items()}
 
 
 def differs(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
     assert a.keys() == b.keys()
     return any(not np.array_equal(a[key], b[key]) for key in a)
-
-
-def write_npz(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
-    np.savez(path, x=x, y=y)
-    return path
 
 
 def npz_args(path: Path) -> tuple[str, ...]:
@@ -333,8 +319,8 @@ def test_every_combination(cli, request, tmp_path, subject, method, granularity,
         assert not target.exists()
         return
 
-    report = prune_ok(cli, *args)
-    saved = kernels(load(target))
+    report = prune_quiet(cli, *args)
+    saved = table_kernels(load_model(target))
     by_path = rows(report)
     skipped = case.nm_skipped if granularity == "2:4" else {}
     pruned = {key: value for key, value in saved.items() if key.split("/")[0] not in skipped}
@@ -404,11 +390,11 @@ def test_lamp_global_keeps_every_layer_above_the_floor_and_differs_from_magnitud
     found = {}
     for method in ("lamp", "magnitude"):
         target = tmp_path / f"{method}.keras"
-        prune_ok(
+        prune_quiet(
             cli, SAMPLE, *digits.data, "-o", target, "--epochs", "0", "--sparsity", "0.95",
             "--set", f"prune.method={method}", "--set", "prune.scope=global",
         )  # fmt: skip
-        found[method] = {key: k != 0 for key, (k, _) in kernels(load(target)).items()}
+        found[method] = {key: k != 0 for key, (k, _) in table_kernels(load_model(target)).items()}
     total = sum(m.size for m in found["lamp"].values())
     for method, kept in found.items():
         assert sum(m.size - np.count_nonzero(m) for m in kept.values()) == round(0.95 * total)
@@ -424,7 +410,7 @@ def test_lamp_global_keeps_every_layer_above_the_floor_and_differs_from_magnitud
 
 def sample_masks(cli: Any, target: Path, digits: Subject, method: str, seed: int = 0) -> Any:
     """The sample pruned to 0.5 per layer by ``method`` without fine-tuning: kernel != 0."""
-    prune_ok(
+    prune_quiet(
         cli, SAMPLE, *digits.data, "-o", target, "--epochs", "0", "--seed", seed,
         "--set", f"prune.method={method}",
     )  # fmt: skip
@@ -452,11 +438,11 @@ def test_distillation_changes_the_result(cli, tmp_path, digits):
     found = {}
     for name, extra in (("plain", ()), ("distill", ("--set", "finetune.distill={alpha: 0.7}"))):
         target = tmp_path / f"{name}.keras"
-        report = prune_ok(
+        report = prune_quiet(
             cli, SAMPLE, *digits.data, "-o", target, "--epochs", "1", "--seed", "0",
             "--sparsity", "0.8", *extra,
         )  # fmt: skip
-        found[name] = (report, kernels(load(target)))
+        found[name] = (report, table_kernels(load_model(target)))
     assert found["plain"][0]["finetune"]["distill"] is None
     assert found["distill"][0]["finetune"]["distill"] == {"alpha": 0.7, "temperature": 4.0}
     plain, distilled = found["plain"][1], found["distill"][1]
@@ -468,7 +454,7 @@ def test_distillation_changes_the_result(cli, tmp_path, digits):
 def test_iterative_mask_updates_match_the_rounds(cli, tmp_path, digits):
     # 100 images / batch 32 = 4 steps per epoch, 2 epochs = 8 steps; 3 rounds start at
     # steps 0, 8 // 3 = 2 and 16 // 3 = 5, reaching 1 - 0.125 ** (k / 3) = 0.5, 0.75, 0.875
-    report = prune_ok(
+    report = prune_quiet(
         cli, SAMPLE, *digits.data, "-o", tmp_path / "it.keras", "--epochs", "2",
         "--sparsity", "0.875", "--set", "prune.schedule={type: iterative, steps: 3}",
     )  # fmt: skip
@@ -477,7 +463,7 @@ def test_iterative_mask_updates_match_the_rounds(cli, tmp_path, digits):
     expected = [0.5, 0.75, 0.875, 0.875]
     assert [u["sparsity"] for u in updates] == pytest.approx(expected, abs=2e-3)
     assert report["finetune"]["steps"] == 8
-    saved = kernels(load(tmp_path / "it.keras"))
+    saved = table_kernels(load_model(tmp_path / "it.keras"))
     for key, (kernel, _) in saved.items():
         assert zeros(kernel) == round(0.875 * kernel.size), key
 
@@ -544,13 +530,13 @@ def test_more_layer_kinds_are_pruned_by_default(cli, tmp_path, kinds, kind, gran
     target = tmp_path / "pruned.keras"
     sets = ["--set", f"prune.granularity={GRANULARITIES[granularity]}"]
     epochs = 1 if granularity == "2:4" else 0
-    report = prune_ok(cli, case.model, *case.data, "-o", target, "--epochs", epochs, *sets)
+    report = prune_quiet(cli, case.model, *case.data, "-o", target, "--epochs", epochs, *sets)
     row = rows(report)["layer"]
     assert (row["type"], row["pruned"], row["reason"]) == (kind, True, None)
     assert row["target_sparsity"] == 0.5
-    saved = load(target)
+    saved = load_model(target)
     assert type(saved.get_layer("layer")).__name__ == kind
-    layer_kernels = {k: v for k, v in kernels(saved).items() if k.startswith("layer/")}
+    layer_kernels = {k: v for k, v in table_kernels(saved).items() if k.startswith("layer/")}
     assert len(layer_kernels) == len(KERNELS[kind])
     for key, (kernel, axis) in layer_kernels.items():
         if granularity == "2:4":
@@ -568,11 +554,11 @@ def test_more_layer_kinds_are_pruned_by_default(cli, tmp_path, kinds, kind, gran
 def test_biases_normalisation_and_interface_never_change(cli, request, tmp_path, subject):
     case: Subject = request.getfixturevalue(subject)
     target = tmp_path / "pruned.keras"
-    prune_ok(
+    prune_quiet(
         cli, case.model, *case.data, "-o", target, "--epochs", "0", "--sparsity", "0.9",
         "--set", "prune.granularity={block: [1, 4]}", "--set", "prune.scope=global",
     )  # fmt: skip
-    before, after = load(case.model), load(target)
+    before, after = load_model(case.model), load_model(target)
     kept, now = other_weights(before), other_weights(after)
     assert now.keys() == kept.keys() and kept
     for path, value in kept.items():
@@ -582,12 +568,12 @@ def test_biases_normalisation_and_interface_never_change(cli, request, tmp_path,
     assert [(p, type(layer).__name__) for p, layer in walk(after)] == [
         (p, type(layer).__name__) for p, layer in walk(before)
     ]
-    assert sum(zeros(k) for k, _ in kernels(after).values()) > 0
+    assert sum(zeros(k) for k, _ in table_kernels(after).values()) > 0
 
 
 def test_a_layer_that_cannot_take_the_pattern_is_listed_and_left_alone(cli, tmp_path, resnet):
     target = tmp_path / "pruned.keras"
-    report = prune_ok(
+    report = prune_quiet(
         cli, resnet.model, *resnet.data, "-o", target, "--epochs", "0",
         "--set", "prune.granularity='2:4'",
     )  # fmt: skip
@@ -600,7 +586,7 @@ def test_a_layer_that_cannot_take_the_pattern_is_listed_and_left_alone(cli, tmp_
     }  # fmt: skip
     assert by_path["stem"]["reason"].endswith("reduction dimension (1) to be divisible by 4")
     assert by_path["bn"]["pruned"] is False and "nothing to prune" in by_path["bn"]["reason"]
-    before, after = kernels(load(resnet.model)), kernels(load(target))
+    before, after = table_kernels(load_model(resnet.model)), table_kernels(load_model(target))
     for layer in ("stem", "expand"):
         np.testing.assert_array_equal(after[f"{layer}/kernel"][0], before[f"{layer}/kernel"][0])
     for layer in ("res1", "res2", "squeeze", "out"):
@@ -629,22 +615,18 @@ def test_outputs_load_in_a_process_without_prunecli(cli, tmp_path, text, kinds):
         tmp_path / "mha.keras": kinds["MultiHeadAttention"],
     }
     for target, case in targets.items():
-        prune_ok(cli, case.model, *case.data, "-o", target, "--epochs", "0",
-                 "--set", "prune.granularity='2:4'")  # fmt: skip
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, *map(str, targets)],
-        capture_output=True, text=True, env=env, timeout=180, cwd=tmp_path,
-    )  # fmt: skip
+        prune_quiet(cli, case.model, *case.data, "-o", target, "--epochs", "0",
+                    "--set", "prune.granularity='2:4'")  # fmt: skip
+    done = run_python(CHILD, *targets, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    found = last_json_line(done.stdout)
     assert found.pop("prunecli") is False
     for target, case in targets.items():
-        original = load(case.model)
+        original = load_model(case.model)
         child = found[str(target)]
         assert child["layers"] == [[x.name, type(x).__name__] for x in original.layers]
-        assert child["zeros"] == sum(zeros(np.asarray(w)) for w in load(target).weights)
-        assert sum(zeros(k) for k, _ in kernels(load(target)).values()) > 0
+        assert child["zeros"] == sum(zeros(np.asarray(w)) for w in load_model(target).weights)
+        assert sum(zeros(k) for k, _ in table_kernels(load_model(target)).values()) > 0
 
 
 # --- configs/ -----------------------------------------------------------------------------
@@ -686,10 +668,12 @@ def test_example_config_validates_and_runs(cli, tmp_path, digits, name):
     assert yaml.safe_load(text)["version"] == 1
 
     target = tmp_path / "out.keras"
-    report = prune_ok(cli, SAMPLE, "--config", path, *digits.data, "--set", f"output.path={target}")
+    report = prune_quiet(
+        cli, SAMPLE, "--config", path, *digits.data, "--set", f"output.path={target}"
+    )
     assert Path(report["output"]["path"]) == target and target.exists()
     assert report["data"]["train_samples"] == 100
-    saved = kernels(load(target))
+    saved = table_kernels(load_model(target))
     by_path = rows(report)
     pruned = {k: v for k, v in saved.items() if by_path[k.split("/")[0]]["pruned"]}
     if granularity == "2:4":
@@ -718,9 +702,9 @@ def test_example_config_validates_and_runs(cli, tmp_path, digits, name):
 def test_distilling_a_model_saved_without_compile_config(cli, make_model, npz_data, tmp_path):
     """The output carries the task's loss, not the distillation closure nobody could load."""
     target = tmp_path / "d.keras"
-    prune_ok(
+    prune_quiet(
         cli, make_model("cnn", ".keras", compiled=False, train=False), "-o", target,
         "--set", f"data.train={npz_data}", "--set", "finetune.distill={}", "--epochs", "1",
     )  # fmt: skip
-    config = load(target).get_compile_config()
+    config = load_model(target).get_compile_config()
     assert config["loss"]["class_name"] == "SparseCategoricalCrossentropy"

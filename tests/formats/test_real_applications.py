@@ -3,7 +3,7 @@ MobileNet ``.h5``: loaded, pruned end to end, saved, and counted in a clean proc
 
 ``--epochs 0``: the point here is loading, selection (depthwise and pointwise kernels at
 every depth) and the saved kernels; fine-tuning is the same for every Keras model and is
-run on the transformers (tests/test_real_transformers.py) and in benchmarks/real_models.py.
+run on the transformers (tests/formats/test_real_transformers.py) and in benchmarks/real_models.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Build Keras 2 model files with tf_keras (and tfmot) for tests/test_formats_in.py.
+"""Build Keras 2 model files with tf_keras (and tfmot) for tests/formats/test_model_io.py.
 
-Run as ``TF_USE_LEGACY_KERAS=1 python tests/legacy_models.py OUT DATA.npz``, in its own
+Run as ``TF_USE_LEGACY_KERAS=1 python tests/formats/legacy_models.py OUT DATA.npz``, in its own
 process: tfmot needs tf_keras as ``tf.keras``, which is set before TensorFlow is imported.
 Writes into OUT: ``k2.h5`` + ``k2_sm/`` (a nested base model with Conv2D, BatchNormalization,
 MaxPooling2D, Dropout, Dense), ``k2_rnn.h5`` (Embedding, LSTM, GRU), ``k2_plain.h5`` (no

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import build_nested, synthetic_images
+from helpers import build_nested, synthetic_images
 from real_models import load_elsewhere, token_data
 
 

@@ -9,17 +9,23 @@ real ``python -m prunecli prune`` subprocesses: two logical CPUs stand in for tw
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import core_outputs, write_config
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers import (
+    PRUNECLI_MAIN,
+    ROOT,
+    build_nested,
+    child_env,
+    core_outputs,
+    finish,
+    report_beside,
+    start_python,
+    weights_by_path,
+    write_config,
+)
 
 # Runs prunecli with two logical CPU devices: they must be set before TensorFlow starts.
 TWO_CPUS = """
@@ -42,29 +48,8 @@ data: {validation_split: 0}
 
 
 def _run(args: list[str | Path], cwd: Path, env: dict[str, str] | None = None, code: str = ""):
-    command = [sys.executable, *(["-c", code] if code else ["-m", "prunecli"])]
-    environ = os.environ | {"PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"} | (env or {})
-    return subprocess.Popen(
-        [*command, *map(str, args)], cwd=cwd, env=environ,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-
-
-def _finish(process: subprocess.Popen, timeout: float = 240) -> str:
-    out, err = process.communicate(timeout=timeout)
-    assert process.returncode == 0, err[-3000:]
-    return out
-
-
-def _weights(path: Path) -> dict[str, np.ndarray]:
-    import keras
-
-    model = keras.saving.load_model(path, compile=False)
-    return {v.path: np.asarray(v) for v in model.weights}
-
-
-def _report(path: Path) -> dict:
-    return json.loads(path.with_name(f"{path.stem}.report.json").read_text())
+    environ = child_env(PYTHONPATH=str(ROOT), **(env or {}))
+    return start_python(code or PRUNECLI_MAIN, *args, env=environ, cwd=cwd)
 
 
 def test_mirrored_over_two_devices_matches_one_device(make_model, npz_data, tmp_path):
@@ -78,13 +63,13 @@ def test_mirrored_over_two_devices_matches_one_device(make_model, npz_data, tmp_
     single = _run(
         [*common, "--set", "finetune.strategy=none", "-o", tmp_path / "one.keras"], tmp_path
     )
-    _finish(single)
-    _finish(mirrored)
+    finish(single)
+    finish(mirrored)
 
-    env = _report(tmp_path / "two.keras")["environment"]
+    env = report_beside(tmp_path / "two.keras")["environment"]
     assert (env["strategy"], env["replicas"], len(env["devices"])) == ("mirrored", 2, 2)
-    assert _report(tmp_path / "one.keras")["environment"]["replicas"] == 1
-    one, two = _weights(tmp_path / "one.keras"), _weights(tmp_path / "two.keras")
+    assert report_beside(tmp_path / "one.keras")["environment"]["replicas"] == 1
+    one, two = weights_by_path(tmp_path / "one.keras"), weights_by_path(tmp_path / "two.keras")
     assert one.keys() == two.keys()
     for key in ("conv/kernel", "hidden/kernel", "out/kernel"):
         # The masks held on both replicas: zeros exactly where the one-device run has them.
@@ -104,11 +89,9 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-def test_multi_worker_writes_one_model_and_report(make_model, npz_data, tmp_path):
+def test_multi_worker_writes_one_model_and_report(make_model, npz_data, out, tmp_path):
     model = make_model(suffix=".keras")
     cfg = write_config(tmp_path / "cfg.yaml", CONFIG)
-    out = tmp_path / "out"
-    out.mkdir()
     scratch = tmp_path / "scratch"  # each worker's TMPDIR: the non-chief's folder goes here
     scratch.mkdir()
     cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
@@ -129,7 +112,7 @@ def test_multi_worker_writes_one_model_and_report(make_model, npz_data, tmp_path
     ]
     try:
         for worker in workers:
-            _finish(worker, timeout=300)
+            finish(worker, timeout=300)
     finally:
         for worker in workers:
             worker.kill()
@@ -138,9 +121,9 @@ def test_multi_worker_writes_one_model_and_report(make_model, npz_data, tmp_path
         "pruned.keras", "pruned.report.json", "pruned.report.md",
     ]  # fmt: skip
     assert not list(scratch.glob("prunecli-worker-*")), "the non-chief's outputs stay behind"
-    env = _report(out / "pruned.keras")["environment"]
+    env = report_beside(out / "pruned.keras")["environment"]
     assert (env["strategy"], env["replicas"]) == ("multi_worker", 2)
-    weights = _weights(out / "pruned.keras")
+    weights = weights_by_path(out / "pruned.keras")
     assert 0.55 < np.mean(weights["hidden/kernel"] == 0) < 0.65
 
 
@@ -151,9 +134,9 @@ def test_mixed_precision_saves_float32_with_exact_zeros(cli, make_model, npz_dat
     result = cli("prune", model, "--config", cfg, "--set", f"data.train={npz_data}", "-q",
                  "--set", "finetune.mixed_precision=true", "-o", out)  # fmt: skip
     assert result.exit_code == 0, result.stderr
-    env = _report(out)["environment"]
+    env = report_beside(out)["environment"]
     assert env["precision"] == "mixed_bfloat16"
-    rows = {row["path"]: row for row in _report(out)["layers"]}
+    rows = {row["path"]: row for row in report_beside(out)["layers"]}
 
     import zipfile
 
@@ -161,7 +144,7 @@ def test_mixed_precision_saves_float32_with_exact_zeros(cli, make_model, npz_dat
     layers = [layer["config"] for layer in stored["config"]["layers"]]
     policies = {c["dtype"]["config"]["name"] for c in layers if isinstance(c["dtype"], dict)}
     assert policies == {"float32"}
-    weights = _weights(out)
+    weights = weights_by_path(out)
     for key in ("conv/kernel", "hidden/kernel", "out/kernel"):
         assert weights[key].dtype == np.float32
         zeros = np.mean(weights[key] == 0.0)  # exactly 0.0, not a bfloat16 round-off
@@ -171,7 +154,6 @@ def test_mixed_precision_saves_float32_with_exact_zeros(cli, make_model, npz_dat
 
 def test_precision_context_sets_and_restores_every_layer():
     import keras
-    from conftest import build_nested
 
     from prunecli.training import distribute
 
@@ -193,7 +175,7 @@ def test_report_environment_names_strategy_replicas_devices_precision(
     result = cli("prune", make_model(), "--set", f"data.train={npz_data}", "--epochs", "1",
                  "-q", "-o", out)  # fmt: skip
     assert result.exit_code == 0, result.stderr
-    env = _report(out)["environment"]
+    env = report_beside(out)["environment"]
     assert env["strategy"] == "default"  # auto, and no GPU here
     assert env["replicas"] == 1
     assert env["precision"] == "float32"
@@ -209,7 +191,7 @@ def test_report_environment_names_strategy_replicas_devices_precision(
         ({"chief": ["c:0"], "worker": ["a:1"]}, ("worker", 0), False),
     ],
 )
-def test_chief_is_the_chief_task_or_worker_zero(cluster, task, chief):
+def test_chief_is_the_chief_task_or_worker_zero(monkeypatch, cluster, task, chief):
     import tensorflow as tf
 
     from prunecli.training import distribute
@@ -221,7 +203,8 @@ def test_chief_is_the_chief_task_or_worker_zero(cluster, task, chief):
     class Strategy:
         cluster_resolver = resolver
 
-    assert distribute._is_chief(Strategy()) is chief
+    monkeypatch.setitem(distribute.STRATEGIES, "none", lambda: ("default", Strategy()))
+    assert distribute.start("none", mixed_precision=False).is_chief is chief
 
 
 def test_malformed_tf_config_is_a_config_error(monkeypatch):
@@ -230,4 +213,4 @@ def test_malformed_tf_config_is_a_config_error(monkeypatch):
 
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1"]}, "task": {"index": 3}}')
     with pytest.raises(ConfigError, match="TF_CONFIG: expected JSON"):
-        distribute._check_tf_config()
+        distribute.start("multi_worker", mixed_precision=False)

@@ -9,32 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 import warnings
 
-from conftest import write_config
+from helpers import parsed_events, run_json_logged, write_config
 
 from prunecli import events
 
 EPOCH_FIELDS = {"event", "epoch", "epochs", "step", "loss", "metrics", "sparsity", "elapsed_s"}
-
-
-def run(*args: object, level: str = "0") -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": level, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "prunecli", *map(str, args)],
-        capture_output=True, text=True, env=env, timeout=180,
-    )  # fmt: skip
-
-
-def parsed(stderr: str) -> list[dict]:
-    lines = stderr.splitlines()
-    assert lines, "nothing on stderr"
-    records = [json.loads(line) for line in lines]  # raises on any line that is not JSON
-    assert all(isinstance(r, dict) and isinstance(r.get("event"), str) for r in records)
-    assert all(r["elapsed_s"] >= 0 for r in records)
-    return records
 
 
 def untimed(records: list[dict]) -> list[dict]:
@@ -47,11 +28,12 @@ def test_a_prune_run_is_json_events_only(make_model, npz_data, tmp_path):
         tmp_path / "cfg.yaml",
         f"finetune: {{epochs: 2, batch_size: 16}}\ndata: {{train: {npz_data}}}\n",
     )
-    done = run("prune", model, "-c", config, "-o", tmp_path / "p.keras", "--log-format", "json",
-               "--json")  # fmt: skip
+    done = run_json_logged(
+        "prune", model, "-c", config, "-o", tmp_path / "p.keras", "--log-format", "json", "--json"
+    )
     assert done.returncode == 0, done.stderr
     json.loads(done.stdout)  # the report alone on stdout
-    records = parsed(done.stderr)
+    records = parsed_events(done.stderr)
     kinds = [r["event"] for r in records]
     assert kinds[0] == "loaded" and kinds[-1] == "wrote", kinds
     epochs = [r for r in records if r["event"] == "epoch"]
@@ -71,9 +53,9 @@ def test_a_prune_run_is_json_events_only(make_model, npz_data, tmp_path):
 
 def test_errors_are_events_too(tmp_path):
     bad = write_config(tmp_path / "bad.yaml", "prune:\n  sparsty: 0.8\n")
-    done = run("prune", tmp_path / "m.h5", "-c", bad, "--log-format", "json")
+    done = run_json_logged("prune", tmp_path / "m.h5", "-c", bad, "--log-format", "json")
     assert done.returncode == 2 and done.stdout == ""
-    assert untimed(parsed(done.stderr)) == [
+    assert untimed(parsed_events(done.stderr)) == [
         {
             "event": "error",
             "message": f"{bad}: unknown key prune.sparsty (did you mean prune.sparsity?)",
@@ -88,7 +70,7 @@ def test_native_lines_warnings_and_logging_become_events(capfd):
         warnings.warn("a Python warning", UserWarning, stacklevel=1)
         logging.getLogger("absl").error("an absl record")
         events.emit("epoch", epoch=1, loss=float("nan"), sparsity=0.5)
-    records = untimed(parsed(capfd.readouterr().err))
+    records = untimed(parsed_events(capfd.readouterr().err))
     assert {"event": "epoch", "epoch": 1, "loss": None, "sparsity": 0.5} in records
     assert {"event": "warning", "category": "UserWarning", "message": "a Python warning"} in records
     assert {"event": "log", "source": "absl", "level": "ERROR", "message": "an absl record"} in (

@@ -1,7 +1,7 @@
 """Input formats beyond Keras 3 files: tf.keras/tf_keras ``.h5`` and SavedModel folders,
 tfmot-wrapped ``.h5``, Keras 3 ``.h5`` compiled with string losses, and ``finetune.loss``.
 
-The Keras 2 files are built once per module by tests/legacy_models.py in its own process
+The Keras 2 files are built once per module by tests/formats/legacy_models.py in its own process
 (tfmot needs ``TF_USE_LEGACY_KERAS=1`` before TensorFlow loads), with reference predictions
 to compare what prunecli rebuilds against.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import synthetic_images, write_config
+from helpers import load_model, prune_report, scaled, synthetic_images, write_config, write_npz
 
 HERE = Path(__file__).parent
 
@@ -26,7 +26,7 @@ HERE = Path(__file__).parent
 def legacy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("legacy")
     x, y = synthetic_images(90, 5)
-    np.savez(folder / "train.npz", x=(x / 255.0).astype(np.float32)[..., None], y=y)
+    write_npz(folder / "train.npz", scaled(x), y)
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run(
         [sys.executable, str(HERE / "legacy_models.py"), str(folder), str(folder / "train.npz")],
@@ -41,10 +41,9 @@ def reference(legacy: Path) -> dict:
     return json.loads((legacy / "reference.json").read_text())
 
 
-def _kernels(path: Path) -> dict[str, np.ndarray]:
-    import keras
-
-    model = keras.saving.load_model(path)
+def kernels_by_layer(path: Path) -> dict[str, np.ndarray]:
+    """Every kernel of a saved model keyed "layer/kernel"."""
+    model = load_model(path)
     # keyed "layer/kernel": Keras 3 paths of a nested model's weights vary by how it was built
     return {
         "/".join(w.path.split("/")[-2:]): np.asarray(w)
@@ -53,10 +52,9 @@ def _kernels(path: Path) -> dict[str, np.ndarray]:
     }
 
 
-def _prune(cli, model: Path, out: Path, *args: str) -> dict:
-    result = cli("prune", model, "-o", out, "--json", "--quiet", "--force", *args)
-    assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
+def prune_forced(cli, model: Path, out: Path, *args: str) -> dict:
+    """``prune MODEL -o OUT --quiet --force ARGS``: the report of a run that must succeed."""
+    return prune_report(cli, model, "-o", out, "--quiet", "--force", *args)
 
 
 # --- rebuilt models match what tf_keras computed --------------------------------------------
@@ -112,11 +110,11 @@ def test_tfmot_h5_unwrapped_like_strip_pruning(legacy, reference):
 @pytest.mark.parametrize("name", ["k2.h5", "k2_sm"])
 def test_prune_keras2_inputs_end_to_end(cli, legacy, image_data, tmp_path, name):
     out = tmp_path / "pruned.keras"
-    report = _prune(cli, legacy / name, out, "--data", image_data, "--epochs", "1",
+    report = prune_forced(cli, legacy / name, out, "--data", image_data, "--epochs", "1",
                     "--sparsity", "0.6")  # fmt: skip
     assert report["input"]["format"] == ("h5-keras2" if name == "k2.h5" else "savedmodel-keras2")
     assert report["after"]["accuracy"] is not None
-    kernels = _kernels(out)
+    kernels = kernels_by_layer(out)
     assert set(kernels) == {"conv/kernel", "hidden/kernel", "out/kernel"}
     for path, kernel in kernels.items():
         assert np.mean(kernel == 0) == pytest.approx(0.6, abs=0.02), path
@@ -124,7 +122,7 @@ def test_prune_keras2_inputs_end_to_end(cli, legacy, image_data, tmp_path, name)
 
 def test_tfmot_convert_keeps_existing_zeros(cli, legacy, reference, tmp_path):
     out = tmp_path / "stripped.keras"
-    report = _prune(cli, legacy / "tfmot.h5", out, "--epochs", "0", "--sparsity", "0")
+    report = prune_forced(cli, legacy / "tfmot.h5", out, "--epochs", "0", "--sparsity", "0")
     assert report["input"]["format"] == "h5-tfmot"
     # Loaded in a process that never imports prunecli (nor tfmot): a plain Keras 3 model.
     code = (
@@ -149,10 +147,10 @@ def test_tfmot_convert_keeps_existing_zeros(cli, legacy, reference, tmp_path):
 
 def test_tfmot_prune_further_with_finetuning(cli, legacy, image_data, tmp_path):
     out = tmp_path / "pruned.h5"
-    report = _prune(cli, legacy / "tfmot.h5", out, "--data", image_data, "--epochs", "1",
+    report = prune_forced(cli, legacy / "tfmot.h5", out, "--data", image_data, "--epochs", "1",
                     "--sparsity", "0.8")  # fmt: skip
     assert report["finetune"]["epochs"] == 1
-    kernels = _kernels(out)
+    kernels = kernels_by_layer(out)
     assert set(kernels) == {"conv/kernel", "hidden/kernel", "out/kernel"}
     for path, kernel in kernels.items():
         assert np.mean(kernel == 0) == pytest.approx(0.8, abs=0.03), path
@@ -173,7 +171,7 @@ def test_keras3_h5_with_string_losses_keeps_its_compile_config(cli, tmp_path):
     model.save(source)
     np.savez(tmp_path / "reg.npz", x=x, y=y)
     out = tmp_path / "pruned.keras"
-    report = _prune(
+    report = prune_forced(
         cli, source, out, "--set", f"data.train={tmp_path / 'reg.npz'}", "--epochs", "1"
     )
     assert report["input"]["format"] == "h5"
@@ -200,7 +198,7 @@ def test_finetune_loss_wins_for_uncompiled_keras2_model(cli, legacy, tmp_path):
     cfg = write_config(tmp_path / "cfg.yaml", "finetune:\n  loss: mae\n  metrics: [mse]\n")
     out = tmp_path / "pruned.keras"
     data = _regression_npz(tmp_path)
-    report = _prune(cli, legacy / "k2_plain.h5", out, "--config", cfg,
+    report = prune_forced(cli, legacy / "k2_plain.h5", out, "--config", cfg,
                     "--set", f"data.train={data}", "--epochs", "1")  # fmt: skip
     assert report["input"]["format"] == "h5-keras2"
     compiled = keras.saving.load_model(out).get_compile_config()

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.conftest import build_cnn, synthetic_images, write_config
+from helpers import last_json_line, prune_report, run_python, train_cnn, write_config
 
 # Reads SavedModels with TensorFlow alone: signatures (names, input and output specs),
 # the sparsity of every rank >= 2 variable, and the serving_default predictions on x.
@@ -62,29 +61,16 @@ def read_clean(source: Path, output: Path, x: np.ndarray, tmp_path: Path) -> dic
     """Run READER in a fresh interpreter (no prunecli on its path)."""
     x_path = tmp_path / "x.npy"
     np.save(x_path, x)
-    done = subprocess.run(
-        [sys.executable, "-c", READER, str(source), str(output), str(x_path)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"},
-        check=True,
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    env = {"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"}
+    done = run_python(READER, source, output, x_path, env=env, cwd=tmp_path, check=True)
+    return last_json_line(done.stdout)
 
 
 @pytest.fixture
 def exported(tmp_path: Path) -> Path:
     """(a) A trained Keras 3 CNN written by ``model.export(dir)``."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    model = build_cnn()
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
-    images, y = synthetic_images(90, 5)
-    model.fit((images / 255.0).astype(np.float32)[..., None], y, epochs=5, verbose=0)
     folder = tmp_path / "models" / "exported"
-    model.export(folder, verbose=False)
+    train_cnn(batch_size=32).export(folder, verbose=False)
     return folder
 
 
@@ -132,12 +118,10 @@ def _prune_and_check(
     output = tmp_path / "out" / "pruned"
     output.parent.mkdir()
     source_sha = measure.sha256(source)
-    result = cli(
-        "prune", source, "--set", f"data.train={npz}", "--epochs", "1", "--sparsity", "0.6",
-        "-o", output, "--json", "-q", *extra,
+    report = prune_report(
+        cli, source, "--set", f"data.train={npz}", "--epochs", "1", "--sparsity", "0.6",
+        "-o", output, "-q", *extra,
     )  # fmt: skip
-    assert result.exit_code == 0, result.stderr
-    report = json.loads(result.stdout)
     assert report["input"]["format"] == "savedmodel"
     assert report["input"]["sha256"] == source_sha == measure.sha256(source)  # input untouched
     assert report["output"] == {
@@ -221,12 +205,9 @@ def test_inspect_lists_variables_and_supports(cli: Callable, module_dir: Path) -
 
 def test_nm_pattern_on_savedmodel_kernels(cli: Callable, module_dir: Path, tmp_path: Path) -> None:
     output = tmp_path / "nm"
-    result = cli(
-        "prune", module_dir, "--epochs", "0", "--set", 'prune.granularity="2:4"',
-        "-o", output, "--json", "-q",
-    )  # fmt: skip
-    assert result.exit_code == 0, result.stderr
-    rows = json.loads(result.stdout)["layers"]
+    rows = prune_report(
+        cli, module_dir, "--epochs", "0", "--set", 'prune.granularity="2:4"', "-o", output, "-q",
+    )["layers"]  # fmt: skip
     assert [row["pattern_ok"] for row in rows] == [True, True, None]
     assert [row["sparsity"] for row in rows] == [0.5, 0.5, None]
 
@@ -359,12 +340,10 @@ def test_distillation_from_the_unpruned_savedmodel(
     cli: Callable, module_dir: Path, npz_data: Path, tmp_path: Path
 ) -> None:
     output = tmp_path / "distilled"
-    result = cli(
-        "prune", module_dir, "--set", f"data.train={npz_data}", "--set", "finetune.distill={}",
-        "--epochs", "1", "-o", output, "--json", "-q",
+    report = prune_report(
+        cli, module_dir, "--set", f"data.train={npz_data}", "--set", "finetune.distill={}",
+        "--epochs", "1", "-o", output, "-q",
     )  # fmt: skip
-    assert result.exit_code == 0, result.stderr
-    report = json.loads(result.stdout)
     assert report["finetune"]["distill"] == {"alpha": 0.5, "temperature": 4.0}
     assert (output / "saved_model.pb").is_file()
 
@@ -374,13 +353,10 @@ def test_savedmodel_input_to_tflite_keeps_the_pruned_zeros(
 ) -> None:
     """A signature-only input converts to .tflite: through its re-saved signatures."""
     output = tmp_path / "pruned.tflite"
-    result = cli(
-        "prune", module_dir, "--epochs", "0", "--sparsity", "0.6",
-        "--set", f"data.train={npz_data}",
-        "--set", "output.tflite.sparse=false", "-o", output, "--json", "-q",
+    report = prune_report(
+        cli, module_dir, "--epochs", "0", "--sparsity", "0.6", "--set", f"data.train={npz_data}",
+        "--set", "output.tflite.sparse=false", "-o", output, "-q",
     )  # fmt: skip
-    assert result.exit_code == 0, result.stderr
-    report = json.loads(result.stdout)
     [export] = report["exports"]
     assert export["format"] == "tflite" and export["size_bytes"] == output.stat().st_size
     assert abs(export["accuracy"] - report["after"]["accuracy"]) <= 0.01

@@ -9,21 +9,21 @@ without one, or ignoring one are each one line on stderr and exit 2.
 from __future__ import annotations
 
 import json
-import os
-import queue
 import signal
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import core_outputs, write_config
-
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+from helpers import (
+    Events,
+    core_outputs,
+    prune_args,
+    reaped,
+    run_prunecli,
+    saved_weights,
+    start,
+    write_config,
+)
 
 # Six epochs of 41 steps (81 training samples, batch 2), masks growing over four epochs:
 # a resume at the wrong step, with the wrong batches or the wrong optimizer state shows.
@@ -39,80 +39,9 @@ finetune:
   checkpoint_steps: 10
 """
 
-# The child gets the default signal handlers (a test runner may start workers with SIGINT
-# ignored, and prunecli rightly keeps an ignored signal ignored). With SIGNAL_AT_STEP set,
-# the child sends itself SIGINT before that training step: a signal at an exact step.
-CHILD = """
-import os, signal, sys
-for signum in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(signum, signal.SIG_DFL)
-at = int(os.environ.get("SIGNAL_AT_STEP", "-1"))
-if at >= 0:
-    from prunecli import runtime
-    runtime.start()
-    from prunecli import pipeline
-    steps = iter(range(10**9))
-    check = pipeline._StopOnSignal.on_train_batch_begin
-    def begin(self, batch, logs=None):
-        if next(steps) == at:
-            os.kill(os.getpid(), signal.SIGINT)  # seen before the next step, as a real one
-        else:
-            check(self, batch, logs)
-    pipeline._StopOnSignal.on_train_batch_begin = begin
-from prunecli.cli.commands import main
-main(sys.argv[1:], prog_name="prunecli")
-"""
-
-
-def prune_args(model: Path, data: Path, config: Path, output: Path) -> list[str]:
-    return ["prune", str(model), "--set", f"data.train={data}", "-c", str(config), "-o",
-            str(output)]  # fmt: skip
-
-
-def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-c", CHILD, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env={**ENV, **(env or {})}, start_new_session=True,
-    )  # fmt: skip
-
-
-class Events:
-    """The child's stderr as JSON events (every line must parse), read by one thread."""
-
-    def __init__(self, child: subprocess.Popen) -> None:
-        self.lines: queue.Queue = queue.Queue()
-        self.seen: list[dict] = []
-        threading.Thread(target=self._pump, args=(child.stderr,), daemon=True).start()
-
-    def _pump(self, stream) -> None:
-        for line in stream:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def until(self, done: Callable[[dict], bool], timeout: float = 120) -> list[dict]:
-        """Events up to and including the first for which ``done`` holds."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=1)
-            except queue.Empty:
-                continue
-            if line is None:
-                pytest.fail(f"stderr ended before the awaited event: {self.seen}")
-            self.seen.append(json.loads(line))
-            if done(self.seen[-1]):
-                return self.seen
-        pytest.fail(f"no awaited event within {timeout} s: {self.seen}")
-
-
-def weights(path: Path) -> list[np.ndarray]:
-    import keras
-
-    return [np.asarray(w) for w in keras.models.load_model(path).weights]
-
 
 def assert_same_model(resumed: Path, reference: Path) -> None:
-    got, want = weights(resumed), weights(reference)
+    got, want = saved_weights(resumed), saved_weights(reference)
     assert len(got) == len(want)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
@@ -139,24 +68,17 @@ def reference(cli, make_model, npz_data, tmp_path) -> tuple[Path, Path, Path]:
 
 
 def test_sigterm_leaves_a_checkpoint_and_resume_matches_uninterrupted(
-    reference, npz_data, tmp_path
+    reference, npz_data, out, tmp_path
 ):
     model, config, expected = reference
-    out = tmp_path / "out"
-    out.mkdir()
     args = [*prune_args(model, npz_data, config, out / "p.keras"), "--log-format", "json"]
-    child = start(args)
-    stream = Events(child)
-    try:
+    with reaped(start(args)) as child:
+        stream = Events(child.stderr)
         seen = stream.until(lambda e: e["event"] == "checkpoint" and e["reason"] == "steps")
         assert seen[-1]["step"] == 10
         child.send_signal(signal.SIGTERM)
         seen = stream.until(lambda e: e["event"] == "error")
         code = child.wait(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
     assert code == 130, seen
     assert seen[-1]["exit_code"] == 130 and "--resume" in seen[-1]["message"]
     assert seen[-2]["event"] == "checkpoint"  # the last one, written on the signal
@@ -164,10 +86,7 @@ def test_sigterm_leaves_a_checkpoint_and_resume_matches_uninterrupted(
     assert [p.name for p in (out / "p.ckpt").iterdir()] == ["checkpoint.npz"]
     assert child.stdout.read() == ""
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "prunecli", *args, "--resume"], capture_output=True, text=True,
-        env=ENV, timeout=180,
-    )  # fmt: skip
+    resumed = run_prunecli(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     stream = [json.loads(line) for line in resumed.stderr.splitlines()]
     assert [e["step"] for e in stream if e["event"] == "resumed"] == [seen[-2]["step"]]
@@ -177,17 +96,15 @@ def test_sigterm_leaves_a_checkpoint_and_resume_matches_uninterrupted(
 
 
 def test_signal_at_a_known_step_mid_epoch_then_wrong_and_right_resumes(
-    reference, npz_data, tmp_path, cli
+    reference, npz_data, out, tmp_path, cli
 ):
     model, config, expected = reference
-    out = tmp_path / "out"
-    out.mkdir()
     args = prune_args(model, npz_data, config, out / "p.keras")
     # The signal comes during step 53 (batch 12 of the second epoch, 41 steps an epoch): the
     # last periodic save was at step 50, the last checkpoint is before step 54.
-    child = start([*args, "--log-format", "json"], env={"SIGNAL_AT_STEP": "53"})
-    seen = Events(child).until(lambda e: e["event"] == "error")
-    assert child.wait(timeout=60) == 130
+    with reaped(start([*args, "--log-format", "json"], env={"SIGNAL_AT_STEP": "53"})) as child:
+        seen = Events(child.stderr).until(lambda e: e["event"] == "error")
+        assert child.wait(timeout=60) == 130
     assert [(e["reason"], e["step"]) for e in seen if e["event"] == "checkpoint"][-2:] == [
         ("steps", 50), ("signal", 54),
     ]  # fmt: skip

@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 
 from prunecli.core import masking
+from prunecli.core.granularity import Pattern
+
+NM_2_4 = Pattern("nm", n=2, m=4)
 
 # --- unstructured (one kernel) -----------------------------------------------------------
 
@@ -220,3 +223,154 @@ def test_masking_docstring_examples_hold():
     result = doctest.testmod(masking, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+# --- N:M -----------------------------------------------------------------------------------
+
+
+def test_n_of_m_dense_kernel_groups_run_down_each_column():
+    # Dense (in=8, out=2): column 0 holds groups (4, 1, 3, 2) and (.5, .9, .1, .7)
+    scores = np.array(
+        [[4.0, 1.0], [1.0, 2.0], [3.0, 3.0], [2.0, 4.0],
+         [0.5, 8.0], [0.9, 7.0], [0.1, 6.0], [0.7, 5.0]]
+    )  # fmt: skip
+    mask = masking.n_of_m(scores, 0.5, 4, axis=0)
+    expected = np.array(
+        [[1, 0], [0, 0], [1, 1], [0, 1],
+         [0, 1], [1, 1], [0, 0], [1, 0]], dtype=np.float32
+    )  # fmt: skip
+    np.testing.assert_array_equal(mask, expected)
+    counts = np.count_nonzero(mask.reshape(2, 4, 2), axis=1)
+    np.testing.assert_array_equal(counts, [[2, 2], [2, 2]])
+
+
+def test_n_of_m_conv_kernel_groups_along_input_channels_at_each_position():
+    # Conv2D (kh=1, kw=2, in=4, out=2); scores[0, x, :, o] is one group of 4 input channels
+    scores = np.zeros((1, 2, 4, 2))
+    scores[0, 0, :, 0] = [1, 2, 3, 4]  # keep channels 2, 3
+    scores[0, 0, :, 1] = [5, 1, 1, 5]  # keep 0, 3
+    scores[0, 1, :, 0] = [2, 8, 6, 4]  # keep 1, 2
+    scores[0, 1, :, 1] = [7, 3, 5, 1]  # keep 0, 2
+    mask = masking.n_of_m(scores, 0.5, 4, axis=-2)
+    np.testing.assert_array_equal(mask[0, 0, :, 0], [0, 0, 1, 1])
+    np.testing.assert_array_equal(mask[0, 0, :, 1], [1, 0, 0, 1])
+    np.testing.assert_array_equal(mask[0, 1, :, 0], [0, 1, 1, 0])
+    np.testing.assert_array_equal(mask[0, 1, :, 1], [1, 0, 1, 0])
+    np.testing.assert_array_equal(np.count_nonzero(mask, axis=2), np.full((1, 2, 2), 2))
+    assert masking.pattern_ok(mask, NM_2_4, -2) is True
+
+
+def test_n_of_m_exact_count_per_group_on_a_random_conv_kernel():
+    scores = np.random.default_rng(3).random((3, 3, 16, 8))
+    mask = masking.layer_mask(scores, 0.5, NM_2_4, axis=-2)
+    groups = np.moveaxis(mask, 2, -1).reshape(3, 3, 8, 4, 4)
+    assert np.all(np.count_nonzero(groups, axis=-1) == 2)
+    assert masking.sparsity(mask) == 0.5
+
+
+def test_n_of_m_rises_gradually_one_per_group_at_a_quarter():
+    scores = np.array([[4.0], [1.0], [3.0], [2.0], [8.0], [6.0], [7.0], [5.0]])
+    quarter = masking.layer_mask(scores, 0.25, NM_2_4, axis=-2)
+    np.testing.assert_array_equal(quarter.ravel(), [1, 0, 1, 1, 1, 1, 1, 0])
+    # a polynomial schedule's 0.37 rounds to 1 of 4 too; the final 0.5 to 2 of 4
+    np.testing.assert_array_equal(masking.layer_mask(scores, 0.37, NM_2_4, -2), quarter)
+    half = masking.layer_mask(scores, 0.5, NM_2_4, axis=-2)
+    np.testing.assert_array_equal(half.ravel(), [1, 0, 1, 0, 1, 0, 1, 0])
+    assert np.all(half <= quarter)  # the mask only grows
+
+
+def test_n_of_m_on_the_last_axis_for_transposed_convs():
+    # Conv2DTranspose kernels are (kh, kw, out, in): the reduction axis is -1
+    scores = np.arange(16.0).reshape(1, 1, 2, 8)
+    mask = masking.layer_mask(scores, 0.5, NM_2_4, axis=-1)
+    np.testing.assert_array_equal(mask[0, 0], [[0, 0, 1, 1, 0, 0, 1, 1]] * 2)
+
+
+# --- blocks --------------------------------------------------------------------------------
+
+
+def test_block_scores_with_partial_edge_blocks():
+    # 3x5 in 2x2 blocks: rows {0,1},{2}; columns {0,1},{2,3},{4}
+    #  0  1 |  2  3 |  4
+    #  5  6 |  7  8 |  9
+    # 10 11 | 12 13 | 14
+    scores = np.arange(15.0).reshape(3, 5)
+    units = masking.block_scores(scores, (2, 2))
+    np.testing.assert_allclose(units, [[3.0, 5.0, 6.5], [10.5, 12.5, 14.0]])
+
+
+def test_block_scores_keep_leading_axes_of_a_conv_kernel():
+    # Conv2D (kh=2, kw=1, in=2, out=4) in 1x2 blocks over (in, out) at each position
+    scores = np.arange(16.0).reshape(2, 1, 2, 4)
+    units = masking.block_scores(scores, (1, 2))
+    assert units.shape == (2, 1, 2, 2)
+    np.testing.assert_allclose(units[0, 0], [[0.5, 2.5], [4.5, 6.5]])
+    np.testing.assert_allclose(units[1, 0], [[8.5, 10.5], [12.5, 14.5]])
+
+
+def test_expand_blocks_crops_the_edge():
+    units = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    mask = masking.expand_blocks(units, (2, 2), (3, 5))
+    expected = [[1, 1, 0, 0, 1], [1, 1, 0, 0, 1], [0, 0, 1, 1, 0]]
+    np.testing.assert_array_equal(mask, expected)
+    assert mask.dtype == np.float32
+
+
+def test_block_layer_mask_prunes_whole_blocks():
+    # block means (3, 5, 6.5 / 10.5, 12.5, 14): half of the 6 blocks, the 3 lowest, go
+    scores = np.arange(15.0).reshape(3, 5)
+    mask = masking.layer_mask(scores, 0.5, Pattern("block", block=(2, 2)), axis=-2)
+    np.testing.assert_array_equal(mask, [[0] * 5, [0] * 5, [1] * 5])
+    # 1x4 blocks on a Dense (2, 8): block means 1.5, 5.5 / 9.5, 13.5; a quarter is 1 block
+    dense = masking.layer_mask(
+        np.arange(16.0).reshape(2, 8), 0.25, Pattern("block", block=(1, 4)), axis=-2
+    )
+    np.testing.assert_array_equal(dense, [[0, 0, 0, 0, 1, 1, 1, 1], [1] * 8])
+
+
+def test_global_pattern_masks_let_blocks_compete_as_units():
+    # a (2, 4) kernel: 1x2 block means 1, 5 / 2, 8;  b (2, 2): 3 / 0.
+    a = np.array([[1.0, 1.0, 5.0, 5.0], [2.0, 2.0, 8.0, 8.0]])
+    b = np.array([[3.0, 3.0], [0.0, 0.0]])
+    masks = masking.global_pattern_masks(
+        {"a": a, "b": b}, 0.5, 0.01, Pattern("block", block=(1, 2))
+    )
+    # 6 units, keep 3: floors keep a's 8 and b's 3, the budget's last unit is a's 5
+    np.testing.assert_array_equal(masks["a"], [[0, 0, 1, 1], [0, 0, 1, 1]])
+    np.testing.assert_array_equal(masks["b"], [[1, 1], [0, 0]])
+    assert masking.pattern_ok(a * masks["a"], Pattern("block", block=(1, 2)), -2) is True
+
+
+def test_global_pattern_masks_unstructured_is_global_masks():
+    scores = {"a": np.arange(8.0).reshape(2, 4), "b": np.arange(4.0)}
+    got = masking.global_pattern_masks(scores, 0.5, 0.25, Pattern())
+    want = masking.global_masks(scores, 0.5, 0.25)
+    for key in scores:
+        np.testing.assert_array_equal(got[key], want[key])
+
+
+# --- pattern_ok and unsupported ------------------------------------------------------------
+
+
+def test_pattern_ok_n_of_m():
+    good = np.array([[1.0], [0.0], [2.0], [0.0], [0.0], [3.0], [0.0], [4.0]])
+    assert masking.pattern_ok(good, NM_2_4, -2) is True
+    assert masking.pattern_ok(np.zeros((8, 1)), NM_2_4, -2) is True  # fewer is allowed
+    three = good.copy()
+    three[1] = 5.0
+    assert masking.pattern_ok(three, NM_2_4, -2) is False
+    assert masking.pattern_ok(np.ones((8, 3)), NM_2_4, -2) is False
+
+
+def test_pattern_ok_blocks():
+    pattern = Pattern("block", block=(1, 4))
+    kernel = np.ones((2, 8))
+    kernel[0, 4:] = 0.0  # one whole block
+    assert masking.pattern_ok(kernel, pattern, -2) is True
+    kernel[1, 1] = 0.0  # a stray zero inside a kept block
+    assert masking.pattern_ok(kernel, pattern, -2) is False
+    assert masking.pattern_ok(np.ones((2, 8)), pattern, -2) is True
+
+
+def test_pattern_ok_is_none_for_unstructured():
+    assert masking.pattern_ok(np.zeros((4, 4)), Pattern(), -2) is None

@@ -15,15 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import core_outputs, write_config
-from PIL import Image
-
-
-@pytest.fixture
-def out(tmp_path: Path) -> Path:
-    folder = tmp_path / "out"
-    folder.mkdir()
-    return folder
+from helpers import build_cnn, core_outputs, noise_image_folder, write_config
 
 
 def one_error_line(result: Any, code: int = 2) -> str:
@@ -41,22 +33,6 @@ def one_error_line(result: Any, code: int = 2) -> str:
     return errors[0]
 
 
-def leftovers(folder: Path) -> list[str]:
-    return core_outputs(folder)
-
-
-def image_folder(root: Path, classes: int = 3, per_class: int = 4, size: int = 8) -> Path:
-    """``root/class_<k>/*.png``: ``classes`` folders of ``per_class`` noise images each."""
-    rng = np.random.default_rng(9)
-    for label in range(classes):
-        folder = root / f"class_{label}"
-        folder.mkdir(parents=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 255, size=(size, size)).astype(np.uint8)
-            Image.fromarray(pixels, mode="L").save(folder / f"{i:03d}.png")
-    return root
-
-
 # --- the model file -------------------------------------------------------------------------
 
 
@@ -64,7 +40,7 @@ def test_missing_model_file(cli, tmp_path, image_data, out):
     missing = tmp_path / "nope.h5"
     line = one_error_line(cli("prune", missing, "--data", image_data, "-o", out / "p.keras"))
     assert str(missing) in line and "not found" in line
-    assert leftovers(out) == []
+    assert core_outputs(out) == []
 
 
 def _random_bytes(path: Path, make_model: Callable[..., Path]) -> Path:
@@ -103,17 +79,15 @@ def test_file_that_is_not_a_model(cli, tmp_path, make_model, image_data, out, ma
     line = one_error_line(cli("prune", bad, "--data", image_data, "-o", out / "p.keras"))
     assert str(bad) in line
     assert "model" in line.removeprefix(f"prunecli: error: {bad}")
-    assert leftovers(out) == []
+    assert core_outputs(out) == []
 
 
 def test_weights_only_h5(cli, tmp_path, image_data, out):
-    from conftest import build_cnn
-
     weights = tmp_path / "cnn.weights.h5"
     build_cnn().save_weights(weights)
     line = one_error_line(cli("prune", weights, "--data", image_data, "-o", out / "p.keras"))
     assert str(weights) in line and "weights only" in line
-    assert leftovers(out) == []
+    assert core_outputs(out) == []
 
 
 def _lambda_model(path: Path) -> Path:
@@ -139,22 +113,14 @@ def test_lambda_layer_refused_in_safe_mode(cli, tmp_path, image_data, out):
         cli("prune", model_path, "--data", image_data, "-o", out / "p.keras", "--epochs", "0")
     )
     assert str(model_path) in line and "Lambda" in line and "--no-safe-mode" in line
-    assert leftovers(out) == []
+    assert core_outputs(out) == []
 
     accepted = cli(
-        "prune",
-        model_path,
-        "--data",
-        image_data,
-        "-o",
-        out / "p.keras",
-        "--epochs",
-        "0",
-        "--no-safe-mode",
-        "--json",
-    )
+        "prune", model_path, "--data", image_data, "-o", out / "p.keras", "--epochs", "0",
+        "--no-safe-mode", "--json",
+    )  # fmt: skip
     assert accepted.exit_code == 0, accepted.stderr
-    assert leftovers(out) == ["p.keras", "p.report.json", "p.report.md"]
+    assert core_outputs(out) == ["p.keras", "p.report.json", "p.report.md"]
 
 
 def test_inspect_refuses_lambda_and_missing_file(cli, tmp_path):
@@ -191,7 +157,7 @@ def test_bad_config(cli, make_model, tmp_path, image_data, out, text, expected):
         assert str(cfg) in line
         for part in expected:
             assert part in line, line
-    assert leftovers(out) == []
+    assert core_outputs(out) == []
 
 
 def test_yaml_syntax_error_gives_line_and_column(cli, tmp_path):
@@ -220,7 +186,7 @@ def test_bad_flags(cli, make_model, image_data, out, args, expected):
     )
     for part in expected:
         assert part in line, line
-    assert leftovers(out) == []
+    assert core_outputs(out) == []
 
 
 def test_no_layer_selected(cli, make_model, tmp_path, image_data, out):
@@ -232,7 +198,7 @@ def test_no_layer_selected(cli, make_model, tmp_path, image_data, out):
         )
         assert "no layer selected" in line
         assert "conv, hidden, out" in line  # what could have been selected
-        assert leftovers(out) == []
+        assert core_outputs(out) == []
 
 
 # --- the data -------------------------------------------------------------------------------
@@ -254,22 +220,22 @@ def _empty_class_folders(tmp_path: Path) -> tuple[list[Any], str]:
 
 
 def _one_class(tmp_path: Path) -> tuple[list[Any], str]:
-    root = image_folder(tmp_path / "single", classes=1)
+    root = noise_image_folder(tmp_path / "single", classes=1)
     return ["--data", root], "one class"
 
 
 def _class_count(tmp_path: Path) -> tuple[list[Any], str]:
-    root = image_folder(tmp_path / "two", classes=2)
+    root = noise_image_folder(tmp_path / "two", classes=2)
     return ["--data", root], "2 classes"
 
 
 def _too_many_classes(tmp_path: Path) -> tuple[list[Any], str]:
-    root = image_folder(tmp_path / "four", classes=4)
+    root = noise_image_folder(tmp_path / "four", classes=4)
     return ["--data", root], "4 classes"
 
 
 def _undecodable(tmp_path: Path) -> tuple[list[Any], str]:
-    root = image_folder(tmp_path / "broken")
+    root = noise_image_folder(tmp_path / "broken")
     bad = root / "class_1" / "zz_broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
     return ["--data", root], str(bad)
@@ -288,7 +254,7 @@ def _npz_wrong_shape(tmp_path: Path) -> tuple[list[Any], str]:
 
 
 def _image_size_wrong(tmp_path: Path) -> tuple[list[Any], str]:
-    root = image_folder(tmp_path / "imgs")
+    root = noise_image_folder(tmp_path / "imgs")
     return ["--data", root, "--set", "data.image_size=[10, 10]"], "(8, 8, 1)"
 
 
@@ -328,7 +294,7 @@ def test_bad_data(cli, make_model, tmp_path, out, case):
         model_path = make_model("dense", ".h5", train=False)
     line = one_error_line(cli("prune", model_path, *args, "-o", out / "p.keras", "--epochs", "1"))
     assert expected in line, line
-    assert leftovers(out) == []
+    assert core_outputs(out) == []
 
 
 def test_data_train_missing_from_config(cli, make_model, tmp_path, out):
@@ -336,7 +302,7 @@ def test_data_train_missing_from_config(cli, make_model, tmp_path, out):
     cfg = write_config(tmp_path / "cfg.yaml", "data:\n  train: no/such/folder\n")
     line = one_error_line(cli("prune", model_path, "--config", cfg, "-o", out / "p.keras"))
     assert str(tmp_path / "no" / "such" / "folder") in line and "not found" in line
-    assert leftovers(out) == []
+    assert core_outputs(out) == []
 
 
 def test_csv_features_not_matching_dense_input(cli, make_model, tmp_path, out):
@@ -347,7 +313,7 @@ def test_csv_features_not_matching_dense_input(cli, make_model, tmp_path, out):
         cli("prune", model_path, "--set", f"data.train={path}", "-o", out / "p.keras")
     )
     assert str(path) in line and "(2,)" in line and "(6)" in line
-    assert leftovers(out) == []
+    assert core_outputs(out) == []
 
 
 # --- the output -----------------------------------------------------------------------------
@@ -376,11 +342,11 @@ def test_output_folder_not_writable(cli, make_model, image_data):
     folder = Path("/sys")
     if not folder.is_dir():
         pytest.skip("no /sys on this system")
-    before = leftovers(folder)
+    before = core_outputs(folder)
     model_path = make_model("cnn", ".h5", train=False)
     line = one_error_line(cli("prune", model_path, "--data", image_data, "-o", folder / "p.keras"))
     assert str(folder) in line and "not writable" in line
-    assert leftovers(folder) == before
+    assert core_outputs(folder) == before
 
 
 def test_output_exists_needs_force(cli, make_model, image_data, out):
@@ -392,7 +358,7 @@ def test_output_exists_needs_force(cli, make_model, image_data, out):
     line = one_error_line(cli(*args))
     assert str(existing) in line and "--force" in line
     assert existing.read_bytes() == b"precious"
-    assert leftovers(out) == ["p.keras"]
+    assert core_outputs(out) == ["p.keras"]
 
     # --force replaces prunecli's own kind of output only, never foreign bytes
     line = one_error_line(cli(*args, "--force"))
@@ -404,7 +370,7 @@ def test_output_exists_needs_force(cli, make_model, image_data, out):
     forced = cli(*args, "--force")
     assert forced.exit_code == 0, forced.stderr
     assert zipfile.is_zipfile(existing)
-    assert leftovers(out) == ["p.keras", "p.report.json", "p.report.md"]
+    assert core_outputs(out) == ["p.keras", "p.report.json", "p.report.md"]
 
 
 def test_existing_report_needs_force(cli, make_model, image_data, out):
@@ -413,7 +379,7 @@ def test_existing_report_needs_force(cli, make_model, image_data, out):
     report.write_text("{}")
     line = one_error_line(cli("prune", model_path, "--data", image_data, "-o", out / "p.keras"))
     assert str(report) in line and "--force" in line
-    assert leftovers(out) == ["p.report.json"] and report.read_text() == "{}"
+    assert core_outputs(out) == ["p.report.json"] and report.read_text() == "{}"
 
 
 @pytest.mark.parametrize("force", [(), ("--force",)], ids=["plain", "force"])
@@ -421,7 +387,7 @@ def test_output_same_as_input_refused(cli, make_model, image_data, force):
     model_path = make_model("cnn", ".keras", train=False)
     original = model_path.read_bytes()
     folder = model_path.parent
-    before = leftovers(folder)
+    before = core_outputs(folder)
     relative = Path("..") / folder.name / model_path.name  # another spelling of the same file
     for target in (model_path, folder / relative):
         line = one_error_line(
@@ -429,7 +395,7 @@ def test_output_same_as_input_refused(cli, make_model, image_data, force):
         )
         assert "replace the input" in line
     assert model_path.read_bytes() == original
-    assert leftovers(folder) == before
+    assert core_outputs(folder) == before
 
 
 def test_output_hard_link_to_input_refused(cli, make_model, image_data, out):
@@ -443,14 +409,14 @@ def test_output_hard_link_to_input_refused(cli, make_model, image_data, out):
         cli("prune", model_path, "--data", image_data, "-o", link, "--epochs", "0", "--force")
     )
     assert "replace the input" in line
-    assert leftovers(out) == ["p.keras"]
+    assert core_outputs(out) == ["p.keras"]
 
 
 def test_unsupported_output_suffix(cli, make_model, image_data, out):
     model_path = make_model("cnn", ".h5", train=False)
     line = one_error_line(cli("prune", model_path, "--data", image_data, "-o", out / "p.onnx"))
     assert "p.onnx" in line and ".keras" in line and ".h5" in line
-    assert leftovers(out) == []
+    assert core_outputs(out) == []
 
 
 def test_failed_save_leaves_nothing(cli, make_model, image_data, out, monkeypatch):
@@ -473,10 +439,10 @@ def test_failed_save_leaves_nothing(cli, make_model, image_data, out, monkeypatc
     assert result.exit_code != 0
     assert "disk full" in result.stderr and "Traceback" not in result.stderr
     assert any(path.parent == out for path in calls)
-    assert leftovers(out) == []
+    assert core_outputs(out) == []
 
 
-# --- interrupted runs (in process; test_process.py sends real signals to a child) ----------
+# --- interrupted runs (in process; test_cli_process.py sends real signals to a child) ----------
 
 
 def test_interrupt_while_saving_leaves_nothing(cli, make_model, image_data, out, monkeypatch):
@@ -493,7 +459,7 @@ def test_interrupt_while_saving_leaves_nothing(cli, make_model, image_data, out,
     monkeypatch.setattr(model_io, "save", interrupted_save)
     result = cli("prune", model_path, "--data", image_data, "-o", out / "p.keras", "--epochs", "0")
     assert one_error_line(result, code=130) == "prunecli: error: interrupted; no output was written"
-    assert leftovers(out) == []
+    assert core_outputs(out) == []
 
 
 def test_interrupt_between_renames_takes_back_the_first(
@@ -514,7 +480,7 @@ def test_interrupt_between_renames_takes_back_the_first(
     result = cli("prune", model_path, "--data", image_data, "-o", out / "p.keras", "--epochs", "0")
     one_error_line(result, code=130)
     assert renamed == [out / "p.keras"]  # one output was in place when the interrupt came
-    assert leftovers(out) == []
+    assert core_outputs(out) == []
 
 
 def test_signal_whose_interrupt_was_swallowed_still_stops_the_run(
@@ -540,7 +506,7 @@ def test_signal_whose_interrupt_was_swallowed_still_stops_the_run(
     result = cli("prune", model_path, "--data", image_data, "-o", out / "p.keras", "--epochs", "0")
     one_error_line(result, code=130)
     assert swallowed == [True]
-    assert leftovers(out) == []
+    assert core_outputs(out) == []
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the CLI put it back
 
 
@@ -588,5 +554,5 @@ def test_signal_during_finetune_stops_before_the_next_step(
     one_error_line(result, code=130)
     assert raised_in_step == [False]  # deferred: only recorded inside the train loop
     assert steps == [0, 1]  # and no step ran after it
-    assert leftovers(out) == ["p.ckpt"]  # only the checkpoint written on the signal
-    assert leftovers(out / "p.ckpt") == ["checkpoint.npz"]
+    assert core_outputs(out) == ["p.ckpt"]  # only the checkpoint written on the signal
+    assert core_outputs(out / "p.ckpt") == ["checkpoint.npz"]

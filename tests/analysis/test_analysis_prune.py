@@ -17,11 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import val_arrays, write_config
+from helpers import ROOT, evaluate_with, magnitude_mask, val_arrays, write_config
 from PIL import Image
-from test_analysis import evaluate_with, magnitude_mask
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_models" / "digits_cnn.h5"
 DIGITS = ROOT / "sample_models" / "digits"
 LAYERS = ("conv1", "conv2", "dense1", "logits")

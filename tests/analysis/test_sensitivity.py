@@ -14,33 +14,17 @@ import re
 
 import numpy as np
 import pytest
-from conftest import val_arrays, write_config
+from helpers import (
+    evaluate_with,
+    magnitude_mask,
+    parsed_events,
+    run_json_logged,
+    val_arrays,
+    write_config,
+)
 from PIL import Image
 
 LEVELS = [0.25, 0.5, 0.9]
-
-
-def magnitude_mask(kernel: np.ndarray, sparsity: float) -> np.ndarray:
-    """Zero the round(s * n) smallest |w|; on equal |w| the later position goes first."""
-    flat = np.abs(kernel).ravel()
-    order = np.lexsort((-np.arange(flat.size), flat))  # ascending |w|, later index first
-    keep = np.ones(flat.size, dtype=np.float32)
-    keep[order[: round(sparsity * flat.size)]] = 0.0
-    return keep.reshape(kernel.shape)
-
-
-def evaluate_with(model, masks: dict[str, np.ndarray], x, y) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy of ``model`` with ``masks`` (layer -> kernel mask)."""
-    import keras
-
-    saved = {name: model.get_layer(name).kernel.numpy() for name in masks}
-    for name, mask in masks.items():
-        model.get_layer(name).kernel.assign(saved[name] * mask)
-    probabilities = model.predict(x, verbose=0)
-    for name, kernel in saved.items():
-        model.get_layer(name).kernel.assign(kernel)
-    loss = keras.losses.sparse_categorical_crossentropy(y, probabilities)
-    return float(np.mean(np.argmax(probabilities, -1) == y)), float(np.mean(loss))
 
 
 @pytest.fixture
@@ -215,15 +199,14 @@ def test_knapsack_finds_the_brute_force_optimum():
 
 
 def test_json_log_format_gives_one_scan_event_per_layer(make_model, image_data, tmp_path):
-    from test_log_json import parsed, run  # a real process: JSON mode owns descriptor 2
-
+    # a real process: JSON mode owns descriptor 2
     cfg = write_config(tmp_path / "cfg.yaml", "analyze:\n  levels: [0.5]\n  samples: 12\n")
-    done = run(
+    done = run_json_logged(
         "analyze", make_model(), "-c", cfg, "--data", image_data, "-o", tmp_path / "scan",
         "--log-format", "json", level="3",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    stream = parsed(done.stderr)
+    stream = parsed_events(done.stderr)
     scans = [(e["done"], e["total"], e["layer"]) for e in stream if e["event"] == "scan"]
     assert scans == [
         (0, 5, "conv"), (1, 5, "hidden"), (2, 5, "out"), (3, 5, "<model:layer>"),
