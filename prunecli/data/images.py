@@ -43,7 +43,7 @@ def read(root: Path, settings: Data, input_shape: tuple[int | None, ...]) -> Sou
     size, channels = _image_format(settings, input_shape)
     scale = 1.0 / 255.0 if settings.rescale in (None, "auto") else settings.rescale
     for _, path in files:
-        _verify(path)
+        verify(path)
     names = np.array([str(f) for _, f in files])
 
     def keys(rows: np.ndarray) -> Any:
@@ -58,12 +58,12 @@ def read(root: Path, settings: Data, input_shape: tuple[int | None, ...]) -> Sou
 
     y = np.array([label for label, _ in files], dtype=np.int64)
     return Source(
-        "", y, (*size, channels), tuple(classes), rows=np.arange(len(y)), _keys=keys,
-        _decode=decode,
+        "", y, (*size, channels), tuple(classes), rows=np.arange(len(y)), keys=keys,
+        decode=decode,
     )  # fmt: skip
 
 
-def _verify(path: Path) -> None:
+def verify(path: Path) -> None:
     """Check a file is a whole image of a known format without decoding its pixels (Pillow
     reads the header and, for PNG, every chunk's checksum): a bad file is named before
     training starts rather than failing inside ``tf.data``'s C++ mid-epoch."""

@@ -24,10 +24,10 @@ SHUFFLE_BUFFER = 4096
 class Source:
     """One split of the data: labels in memory, samples decoded on demand by ``tf.data``.
 
-    ``_keys(rows)`` gives one cheap element per sample of ``rows`` (sorted indices into the
+    ``keys(rows)`` gives one cheap element per sample of ``rows`` (sorted indices into the
     whole file), in order: a file name (images), a CSV line, a serialized Example, or the
-    sample itself (npz); ``_decode`` turns a key into the model's input. When keys are
-    cheap to hold (``_random_access``), training shuffles the keys and decodes after, so
+    sample itself (npz); ``decode`` turns a key into the model's input. When keys are
+    cheap to hold (``random_access``), training shuffles the keys and decodes after, so
     a sorted class folder is shuffled whole at the cost of a list of file names.
     """
 
@@ -37,9 +37,9 @@ class Source:
     classes: tuple[str, ...] = ()
     cache: bool | Path = False
     rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    _keys: Callable[[np.ndarray], Any] | None = None
-    _decode: Callable[[Any], Any] | None = None
-    _random_access: bool = True
+    keys: Callable[[np.ndarray], Any] | None = None
+    decode: Callable[[Any], Any] | None = None
+    random_access: bool = True
 
     def __len__(self) -> int:
         return len(self.y)
@@ -65,22 +65,22 @@ class Source:
         autotune = tf.data.AUTOTUNE
         rows, targets = self.rows, self.y if targets is None else targets
         cached = cache and self.cache is not False
-        if seed is not None and self._random_access and cached:
+        if seed is not None and self.random_access and cached:
             # a cache fixes the order it was written in: shuffle the (cheap) keys once,
             # so a sorted class folder is not cached class by class
             order = np.random.default_rng(seed).permutation(len(self))
             rows, targets = rows[order], targets[order]
         labels = tf.data.Dataset.from_tensor_slices(targets)
-        keys = self._keys(rows)
-        if seed is not None and self._random_access and not cached:
+        keys = self.keys(rows)
+        if seed is not None and self.random_access and not cached:
             pairs = tf.data.Dataset.zip(keys, labels).shuffle(
                 len(self), seed=seed, reshuffle_each_iteration=True
             )
             samples = pairs.map(
-                lambda key, target: (self._decode(key), target), num_parallel_calls=autotune
+                lambda key, target: (self.decode(key), target), num_parallel_calls=autotune
             )
         else:
-            features = keys.map(self._decode, num_parallel_calls=autotune)
+            features = keys.map(self.decode, num_parallel_calls=autotune)
             if cached:
                 features = features.cache(self._cache_file(rows))
             samples = tf.data.Dataset.zip(features, labels)
@@ -115,9 +115,9 @@ class Source:
 
         targets = self.y if targets is None else targets
         cached = self.cache is not False
-        if self._random_access and not cached:  # a fresh permutation of the keys each epoch
+        if self.random_access and not cached:  # a fresh permutation of the keys each epoch
             keys = tf.data.experimental.get_single_element(
-                self._keys(self.rows).batch(max(len(self), 1))
+                self.keys(self.rows).batch(max(len(self), 1))
             )  # every key in row order, gathered by each epoch's permutation
             labels = tf.constant(targets)
 
@@ -127,13 +127,13 @@ class Source:
                 )
                 positions = tf.data.Dataset.from_tensor_slices(tf.reshape(order, [len(self)]))
                 return positions.map(
-                    lambda i: (self._decode(_gather(keys, i)), tf.gather(labels, i)),
+                    lambda i: (self.decode(_gather(keys, i)), tf.gather(labels, i)),
                     num_parallel_calls=tf.data.AUTOTUNE,
                 )
 
         else:  # decoded (and cached) once; each epoch shuffles through a seeded buffer
             order = np.random.default_rng(seed).permutation(len(self))
-            if not self._random_access:
+            if not self.random_access:
                 order = np.arange(len(self))
             base = self._samples(self.rows[order], targets[order], cached=cached)
             buffer = len(self) if self.cache is True else min(len(self), SHUFFLE_BUFFER)
@@ -153,7 +153,7 @@ class Source:
         """Unbatched ``(x, target)`` of ``rows`` in that order, decoded in parallel."""
         import tensorflow as tf
 
-        features = self._keys(rows).map(self._decode, num_parallel_calls=tf.data.AUTOTUNE)
+        features = self.keys(rows).map(self.decode, num_parallel_calls=tf.data.AUTOTUNE)
         if cached:
             features = features.cache(self._cache_file(rows))
         return tf.data.Dataset.zip(features, tf.data.Dataset.from_tensor_slices(targets))
@@ -237,7 +237,7 @@ def from_arrays(
 
     return Source(
         name, np.asarray(y), shape, classes, rows=np.arange(len(y)),
-        _keys=keys, _decode=_identity,
+        keys=keys, decode=_identity,
     )  # fmt: skip
 
 

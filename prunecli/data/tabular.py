@@ -98,7 +98,7 @@ def read_csv(path: Path, label_column: str) -> Source:
 
     return Source(
         "", labels_of(np.array(labels, dtype=np.float64)), (len(features),),
-        rows=np.arange(len(labels)), _keys=keys, _decode=decode, _random_access=False,
+        rows=np.arange(len(labels)), keys=keys, decode=decode, random_access=False,
     )  # fmt: skip
 
 

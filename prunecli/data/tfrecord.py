@@ -68,8 +68,8 @@ def read(pattern: Path, settings: Data, specs: tuple[InputSpec, ...] = ()) -> So
         return pick_rows(tf.data.TFRecordDataset(files), rows, len(labels))
 
     return Source(
-        "", labels, shape, rows=np.arange(len(labels)), _keys=keys, _decode=parse_x,
-        _random_access=False,
+        "", labels, shape, rows=np.arange(len(labels)), keys=keys, decode=parse_x,
+        random_access=False,
     )  # fmt: skip
 
 
@@ -100,8 +100,8 @@ def _read_multi(files: list[str], settings: Data, specs: tuple[InputSpec, ...]) 
         return {name: parse(record) for name, parse in parsers.items()}
 
     return Source(
-        "", labels, (), rows=np.arange(len(labels)), _keys=keys, _decode=decode,
-        _random_access=False,
+        "", labels, (), rows=np.arange(len(labels)), keys=keys, decode=decode,
+        random_access=False,
     )  # fmt: skip
 
 

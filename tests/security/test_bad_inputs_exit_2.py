@@ -236,7 +236,7 @@ def test_input_deleted_mid_run(cli, make_model, image_data, out, monkeypatch):
     """An image removed after the up-front check, before training reads it."""
     from prunecli.data import images
 
-    verify = images._verify
+    verify = images.verify
     victim = sorted((image_data / "train" / "class_0").iterdir())[0]
 
     def verify_then_delete(path: Path) -> None:
@@ -244,7 +244,7 @@ def test_input_deleted_mid_run(cli, make_model, image_data, out, monkeypatch):
         if path == victim:
             path.unlink()
 
-    monkeypatch.setattr(images, "_verify", verify_then_delete)
+    monkeypatch.setattr(images, "verify", verify_then_delete)
     model = make_model("cnn", ".keras", train=False)
     result = cli("prune", model, "--data", image_data, "-o", out / "p.keras", "--epochs", "1")
     refused(result, victim.name)

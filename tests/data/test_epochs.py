@@ -83,9 +83,9 @@ def test_set_up_does_not_grow_with_the_epochs(tmp_path: Path, cache: bool) -> No
 
     def counted(rows: np.ndarray):
         calls.append(len(rows))
-        return source._keys(rows)
+        return source.keys(rows)
 
-    watched = dataclasses.replace(source, _keys=counted)
+    watched = dataclasses.replace(source, keys=counted)
     many = watched.epochs(4, seed=0, first=0, stop=20_000)
     assert calls == [len(source)]
     few = source.epochs(4, seed=0, first=0, stop=2)
