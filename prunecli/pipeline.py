@@ -17,7 +17,7 @@ import functools
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,11 +85,12 @@ class Prepared:
 
 @dataclass
 class Measured:
-    """A measure stage: the model's figures, its size (computed beside the main thread)
-    and, before pruning, each deployable format's figures."""
+    """A measure stage: the model's figures, its size (``size()``: computed beside the
+    main thread from the moment the file is written; the caller helps finish it) and,
+    before pruning, each deployable format's figures."""
 
     stats: dict[str, Any]
-    size: concurrent.futures.Future[dict[str, int]]
+    size: Callable[[], dict[str, int]]
     deployed: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
@@ -178,10 +179,10 @@ def _stages(request: Request, reporter: Reporter, job: distribute.Job) -> dict[s
     with clock("prune_s"):  # sparsity auto: scan, allocate, select with the targets
         request, auto = hooks.auto(request, loaded.model, prepared, reporter)
         cfg = request.config
+    with clock("measure_s"):  # first: its size is deflated while the rest runs
+        before = _measure_input(loaded, prepared, paths, cfg)
     with clock("evaluate_s"):
-        before_stats = _figures(loaded.model, prepared)
-    with clock("measure_s"):
-        before = _measure_input(loaded, prepared, paths, cfg, before_stats)
+        before.stats = _figures(loaded.model, prepared)
     with clock("finetune_s"):  # the unpruned model's outputs, when distilling
         teacher = _teacher(loaded.model, prepared.splits, prepared.task, cfg)
     with clock("prune_s"):
@@ -196,10 +197,8 @@ def _stages(request: Request, reporter: Reporter, job: distribute.Job) -> dict[s
         )
         _rebuilt(pruner, loaded, prepared)  # channel, gradual schedules: after the last step
         _leave_training(loaded, prepared)
-    with clock("evaluate_s"):
-        after_stats = _figures(loaded.model, prepared)
     result = _save(request, paths, loaded, prepared, clock, job,
-                   before=before, after_stats=after_stats, updates=updates + tuned.updates,
+                   before=before, updates=updates + tuned.updates,
                    tuned=tuned, extras={"losses": losses.rows, "auto": auto},
                    pruner=pruner)  # fmt: skip
     checkpoints.remove(checkpoint_folder(request, paths))
@@ -284,11 +283,10 @@ def _figures(model: Any, prepared: Prepared) -> dict[str, Any]:
     return stats | metrics | latency.performance(model)
 
 
-def _measure_input(
-    loaded: Loaded, prepared: Prepared, paths: Targets, cfg: Config, stats: dict[str, Any]
-) -> Measured:
+def _measure_input(loaded: Loaded, prepared: Prepared, paths: Targets, cfg: Config) -> Measured:
     """The unpruned model exported as every deployable output is, and its size in the
-    output's format (the fair 'before'); sizes are computed beside the main thread."""
+    output's format (the fair 'before'); sizes are computed beside the main thread. The
+    model's own figures (``stats``) are filled in by the caller."""
     deployed = exporting.measure_input(
         loaded.model, loaded.source, paths.artifacts, cfg.output.tflite,
         prepared.splits, prepared.task,
@@ -298,7 +296,7 @@ def _measure_input(
         size = _done({key: main[key] for key in ("size_bytes", "size_gzip_bytes")})
     else:
         size = _size_as(loaded.model, paths.model.suffix, loaded.sha256.result())
-    return Measured(stats, size, deployed)
+    return Measured({}, size, deployed)
 
 
 def _pruner(model: Any, prepared: Prepared, cfg: Config) -> Any:
@@ -392,13 +390,14 @@ def _save(
     job: distribute.Job,
     *,
     before: Measured,
-    after_stats: dict[str, Any],
     updates: list[dict[str, float]],
     tuned: finetune.Result,
     extras: dict[str, Any],
     pruner: Any,
 ) -> dict[str, Any]:
-    """Stage every artifact, measure them, build and stage the reports, rename all."""
+    """Stage every artifact, measure them and the pruned model, build and stage the
+    reports, rename all. The model is written before its figures are taken, so the
+    file's deflate runs beside the evaluation and latency runs."""
     cfg = request.config
     with staging.Staging() as stage:
         with clock("save_s"):
@@ -406,35 +405,19 @@ def _save(
                 loaded.model, loaded.source, paths.artifacts, stage, cfg.output.tflite,
                 prepared.splits, prepared.task, before.deployed,
             )  # fmt: skip
+            after_size = sizes.Pending(staged, sizes.background_workers())
+            output_sha256 = _background().submit(measure.sha256, staged)
+        with clock("evaluate_s"):
+            after = _figures(loaded.model, prepared)
         with clock("measure_s"):
-            after_size = _background().submit(measure.sizes, staged)
-            output_sha256 = measure.sha256(staged)
-            size, gzipped = after_size.result()
-            before_stats = before.stats | before.size.result()
-            input_sha256 = loaded.sha256.result()
+            after |= _size_fields(after_size.result())
+            before.stats |= before.size()
+            files = {"input": loaded.sha256.result(), "output": output_sha256.result()}
         with clock("save_s"):
-            result = report.build(
-                config=cfg,
-                environment=runtime.environment() | job.environment(),
-                input={"path": str(request.model), "format": loaded.source.name,
-                       "sha256": input_sha256},
-                output={"path": str(paths.model), "format": paths.artifacts[0].format,
-                        "sha256": output_sha256},
-                exports=exports,
-                before=before_stats,
-                after=after_stats | {"size_bytes": size, "size_gzip_bytes": gzipped},
-                layers=structured.layer_rows(
-                    pruner, report.layer_rows(prepared.layers, cfg.prune.pattern)
-                ),
-                groups=structured.group_rows(pruner),
-                speedup=latency.speedup(before_stats["latency_ms"], after_stats["latency_ms"]),
-                latency_backend=latency.BACKEND,
-                finetune=_tuning(prepared, cfg, tuned, updates, extras["losses"]),
-                data=_data_summary(prepared.splits, prepared.task)
-                | {"rescale": prepared.rescale},
-                warnings=prepared.warnings,
-                timing=clock.finish(),
-                gate=_gate(request.max_accuracy_drop, before_stats, after_stats),
+            tuning = _tuning(prepared, cfg, tuned, updates, extras["losses"])
+            result = _report(
+                request, paths, loaded, prepared, clock, job, before.stats, after,
+                files=files, exports=exports, pruner=pruner, finetune=tuning,
             )  # fmt: skip
             hooks.add_auto(result, extras["auto"])
             stage.write_text(paths.report, report.to_json(result))
@@ -443,6 +426,47 @@ def _save(
             )
             stage.commit()
     return result
+
+
+def _report(
+    request: Request,
+    paths: Targets,
+    loaded: Loaded,
+    prepared: Prepared,
+    clock: _Clock,
+    job: distribute.Job,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    *,
+    files: dict[str, str],
+    exports: list[dict[str, Any]],
+    pruner: Any,
+    finetune: dict[str, Any],
+) -> dict[str, Any]:
+    """The report of a finished run (``files``: the input's and output's SHA-256)."""
+    cfg = request.config
+    return report.build(
+        config=cfg,
+        environment=runtime.environment() | job.environment(),
+        input={"path": str(request.model), "format": loaded.source.name,
+               "sha256": files["input"]},
+        output={"path": str(paths.model), "format": paths.artifacts[0].format,
+                "sha256": files["output"]},
+        exports=exports,
+        before=before,
+        after=after,
+        layers=structured.layer_rows(
+            pruner, report.layer_rows(prepared.layers, cfg.prune.pattern)
+        ),
+        groups=structured.group_rows(pruner),
+        speedup=latency.speedup(before["latency_ms"], after["latency_ms"]),
+        latency_backend=latency.BACKEND,
+        finetune=finetune,
+        data=_data_summary(prepared.splits, prepared.task) | {"rescale": prepared.rescale},
+        warnings=prepared.warnings,
+        timing=clock.finish(),
+        gate=_gate(request.max_accuracy_drop, before, after),
+    )  # fmt: skip
 
 
 def _tuning(
@@ -535,16 +559,15 @@ def _background() -> concurrent.futures.ThreadPoolExecutor:
     return concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="prunecli")
 
 
-def _done(value: dict[str, int]) -> concurrent.futures.Future[dict[str, int]]:
-    future: concurrent.futures.Future[dict[str, int]] = concurrent.futures.Future()
-    future.set_result(value)
-    return future
+def _done(value: dict[str, int]) -> Callable[[], dict[str, int]]:
+    return lambda: value
 
 
-def _size_as(model: Any, suffix: str, digest: str) -> concurrent.futures.Future[dict[str, int]]:
+def _size_as(model: Any, suffix: str, digest: str) -> Callable[[], dict[str, int]]:
     """The input model saved in the output's format, the fair 'before' size: saved now
-    (pruning changes the weights next), measured in the background; remembered by the
-    input's digest, so a rerun on the same file skips the save and the deflate."""
+    (pruning changes the weights next), deflated beside the main work from this moment;
+    remembered by the input's digest, so a rerun on the same file skips the save and the
+    deflate."""
     key = f"{digest}|{suffix}|keras {keras.__version__}|prunecli {__version__}"
     known = sizes.recall(key)
     if known is not None:
@@ -557,15 +580,17 @@ def _size_as(model: Any, suffix: str, digest: str) -> concurrent.futures.Future[
         shutil.rmtree(folder, ignore_errors=True)
         raise
 
-    def measured() -> dict[str, int]:
-        try:
-            size, gzipped = measure.sizes(path)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-        sizes.remember(key, {"size_bytes": size, "size_gzip_bytes": gzipped})
-        return {"size_bytes": size, "size_gzip_bytes": gzipped}
+    def done(figures: tuple[int, int] | None) -> None:  # in whichever thread ends it
+        shutil.rmtree(folder, ignore_errors=True)
+        if figures is not None:
+            sizes.remember(key, _size_fields(figures))
 
-    return _background().submit(measured)
+    pending = sizes.Pending(path, sizes.background_workers(), on_done=done)
+    return lambda: _size_fields(pending.result())
+
+
+def _size_fields(figures: tuple[int, int]) -> dict[str, int]:
+    return {"size_bytes": figures[0], "size_gzip_bytes": figures[1]}
 
 
 def _data_summary(splits: data.Splits, task: evaluate.Task | None) -> dict[str, Any]:

@@ -96,7 +96,9 @@ class Pruner:
                     self.axes[key] = info.axes.get(attr)
                     self.schedules[key] = schedule_for(info.target)
         self.global_schedule = schedule_for(prune.sparsity)
-        self.masks = {key: _state_like(v, 1.0) for key, v in self.kernels.items()}
+        # Made on first use (``update`` or ``attach``): a one-shot run without fine-tuning
+        # never needs them, and on ResNet50 25M ones cost as much as the masking itself.
+        self.masks: dict[str, keras.Variable] = {}
         self.movement = {
             key: _Movement(_state_like(v, 0.0), _state_like(v, 0.0), _state_like(v, None))
             for key, v in self.kernels.items()
@@ -130,13 +132,27 @@ class Pruner:
             )
         else:
             masks = masking.layer_masks(scores, targets, self.pattern, self.axes)
+        zeros = 0
         for key, mask in masks.items():
-            self.masks[key].assign(mask)
-            self.kernels[key].assign(weights[key] * mask)
+            self._set_mask(key, mask)
+            masked = np.multiply(weights[key], mask, out=weights[key])  # weights are copies
+            self.kernels[key].assign(masked)
             if key in self.movement:
-                self.movement[key].previous.assign(weights[key] * mask)
+                self.movement[key].previous.assign(masked)
+            zeros += masked.size - np.count_nonzero(masked)
         self._applied = targets
-        return self.sparsity()
+        total = sum(mask.size for mask in masks.values())
+        return float(zeros / total) if total else 0.0
+
+    def _set_mask(self, key: str, mask: np.ndarray) -> None:
+        """Give kernel ``key`` its mask: a new variable holding it, or the same variable
+        assigned (a compiled train step reads the variable, so it is never replaced)."""
+        if key in self.masks:
+            self.masks[key].assign(mask)
+        else:
+            dtype = np.dtype(self.kernels[key].dtype)
+            start = mask.astype(dtype, copy=False)
+            self.masks[key] = keras.Variable(start, trainable=False, name="prune_state")
 
     def _scores(self, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         wanted = self.prune.needs.gradients
@@ -172,6 +188,10 @@ class Pruner:
     def attach(self) -> None:
         """Enforce the masks after every optimizer step (constraint on each kernel)."""
         for key, variable in self.kernels.items():
+            if key not in self.masks:  # no update yet (a schedule starting later)
+                self._set_mask(key, np.ones(variable.shape, np.float32))
+        self.masks = {key: self.masks[key] for key in self.kernels}  # kernel order: checkpoints
+        for key, variable in self.kernels.items():
             self._inner[key] = variable.constraint
             if key in self.movement:
                 self.movement[key].previous.assign(variable)
@@ -187,19 +207,18 @@ class Pruner:
 
     def sparsity(self) -> float:
         """Zeros over all selected kernels, measured on the weights themselves."""
-        return masking.sparsity(_flat(self.kernels.values()))
+        arrays = [np.asarray(v) for v in self.kernels.values()]
+        total = sum(a.size for a in arrays)
+        zeros = sum(a.size - np.count_nonzero(a) for a in arrays)
+        return float(zeros / total) if total else 0.0
 
 
 def _state_like(variable: Any, value: float | None) -> keras.Variable:
     """A non-trainable variable of the kernel's shape and dtype, filled with ``value``
     (None: a copy of the kernel's current values)."""
-    start = np.asarray(variable) if value is None else np.full(variable.shape, value)
-    return keras.Variable(start.astype(variable.dtype), trainable=False, name="prune_state")
-
-
-def _flat(variables: Any) -> np.ndarray:
-    """Every value of ``variables`` in one 1-D array (empty when there are none)."""
-    return np.concatenate([np.ravel(v) for v in variables] or [np.zeros(0)])
+    dtype = np.dtype(variable.dtype)
+    start = np.asarray(variable, dtype) if value is None else np.full(variable.shape, value, dtype)
+    return keras.Variable(start, trainable=False, name="prune_state")
 
 
 # A step past the end of every schedule: where each reaches its final sparsity.

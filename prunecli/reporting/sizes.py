@@ -15,13 +15,13 @@ file), a few bytes per block longer than the serial stream. A smaller file gives
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import hashlib
 import json
 import os
+import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 GZIP_LEVEL = 6
@@ -47,23 +47,103 @@ def sha256(path: Path) -> str:
 def sizes(path: Path) -> tuple[int, int]:
     """(bytes on disk, bytes gzipped at level 6): the second shows what zeros buy.
 
-    A folder counts the sum over its files, each gzipped on its own."""
-    if path.is_dir():
-        pairs = [sizes(path / name) for name in files(path)]
-        return sum(size for size, _ in pairs), sum(gzipped for _, gzipped in pairs)
-    return path.stat().st_size, _gzip_size(path)
+    A folder counts the sum over its files, each gzipped on its own. Deflated on every
+    core: ``background_workers()`` threads and the caller."""
+    return Pending(path).result()
 
 
-def _gzip_size(path: Path) -> int:
-    """The gzip size of ``path`` without holding the file or its compressed copy."""
-    size = path.stat().st_size
+def background_workers() -> int:
+    """Threads that deflate beside the main thread: one core is left to it (at least one
+    thread), so a figure measured meanwhile (batch-1 latency) keeps a core of its own."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+class Pending:
+    """``sizes(path)`` being computed: from the moment the file exists, ``workers``
+    threads deflate its blocks; ``result()`` joins in with the blocks still left, then
+    waits. So a file written early is measured while the main thread does other work,
+    and whoever waits for the figure helps finish it instead of idling.
+
+    ``on_done`` gets the figures (or None after an error) from the thread that finishes
+    last, whether or not anyone asks for them: it removes a scratch copy, fills a cache.
+    The threads are not daemons: a run that stops early still lets them clean up.
+
+    Example: ``Pending(staged, 1).result()`` == ``sizes(staged)``.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        workers: int | None = None,
+        on_done: Callable[[tuple[int, int] | None], None] | None = None,
+    ) -> None:
+        names = files(path) if path.is_dir() else [""]
+        self._files = [path / name if name else path for name in names]
+        self._raw = sum(file.stat().st_size for file in self._files)
+        self._items = [item for file in self._files for item in _pieces(file)]
+        self._lengths: list[int] = [0] * len(self._items)
+        self._next, self._left, self._error = 0, len(self._items), None
+        self._on_done = on_done
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        if not self._items:
+            self._finish()
+        count = background_workers() if workers is None else workers
+        for _ in range(min(count, len(self._items))):
+            threading.Thread(target=self._work, name="prunecli-gzip").start()
+
+    def result(self) -> tuple[int, int]:
+        """(bytes on disk, bytes gzipped at level 6), helping with what is left first."""
+        self._work()
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._figures()
+
+    def _figures(self) -> tuple[int, int]:
+        return self._raw, _GZIP_WRAPPER * len(self._files) + sum(self._lengths)
+
+    def _work(self) -> None:
+        while (index := self._take()) is not None:
+            file, start = self._items[index]
+            try:
+                self._lengths[index] = _piece_length(file, start)
+            except Exception as exc:  # reported by result(); the other pieces still count
+                self._error = self._error or exc
+            with self._lock:
+                self._left -= 1
+                last = self._left == 0
+            if last:
+                self._finish()
+
+    def _take(self) -> int | None:
+        with self._lock:
+            if self._next >= len(self._items):
+                return None
+            self._next += 1
+            return self._next - 1
+
+    def _finish(self) -> None:
+        try:
+            if self._on_done is not None:
+                self._on_done(None if self._error else self._figures())
+        finally:
+            self._done.set()
+
+
+def _pieces(file: Path) -> list[tuple[Path, int]]:
+    """The independent pieces of one file's deflate: ``(file, -1)`` for a whole small
+    file (one serial stream, byte-exact with gzip), ``(file, start)`` per parallel block."""
+    size = file.stat().st_size
     if size < PARALLEL_MIN:
-        return _GZIP_WRAPPER + sum(map(len, _serial_deflate(path)))
-    starts = range(0, size, BLOCK)
-    workers = min(len(starts), os.cpu_count() or 1)
-    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="gzip") as pool:
-        blocks = pool.map(lambda start: len(deflate_block(path, start, size)), starts)
-        return _GZIP_WRAPPER + sum(blocks)
+        return [(file, -1)]
+    return [(file, start) for start in range(0, size, BLOCK)]
+
+
+def _piece_length(file: Path, start: int) -> int:
+    if start < 0:
+        return sum(map(len, _serial_deflate(file)))
+    return len(deflate_block(file, start, file.stat().st_size))
 
 
 def _serial_deflate(path: Path) -> Iterator[bytes]:
