@@ -96,9 +96,10 @@ class Pruner:
                     self.axes[key] = info.axes.get(attr)
                     self.schedules[key] = schedule_for(info.target)
         self.global_schedule = schedule_for(prune.sparsity)
-        # Made on first use (``update`` or ``attach``): a one-shot run without fine-tuning
-        # never needs them, and on ResNet50 25M ones cost as much as the masking itself.
-        self.masks: dict[str, keras.Variable] = {}
+        # numpy arrays until ``attach`` makes them variables for the train step: a one-shot
+        # run without fine-tuning never needs one (on ResNet50, 25M ones in variables cost
+        # as much as the masking itself).
+        self.masks: dict[str, Any] = {}
         self.movement = {
             key: _Movement(_state_like(v, 0.0), _state_like(v, 0.0), _state_like(v, None))
             for key, v in self.kernels.items()
@@ -145,14 +146,13 @@ class Pruner:
         return float(zeros / total) if total else 0.0
 
     def _set_mask(self, key: str, mask: np.ndarray) -> None:
-        """Give kernel ``key`` its mask: a new variable holding it, or the same variable
-        assigned (a compiled train step reads the variable, so it is never replaced)."""
-        if key in self.masks:
-            self.masks[key].assign(mask)
+        """Give kernel ``key`` its mask: once attached, by assigning the same variable (the
+        compiled train step reads it, so it is never replaced); before, as an array."""
+        current = self.masks.get(key)
+        if isinstance(current, keras.Variable):
+            current.assign(mask)
         else:
-            dtype = np.dtype(self.kernels[key].dtype)
-            start = mask.astype(dtype, copy=False)
-            self.masks[key] = keras.Variable(start, trainable=False, name="prune_state")
+            self.masks[key] = mask.astype(np.dtype(self.kernels[key].dtype), copy=False)
 
     def _scores(self, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         wanted = self.prune.needs.gradients
@@ -190,7 +190,12 @@ class Pruner:
         for key, variable in self.kernels.items():
             if key not in self.masks:  # no update yet (a schedule starting later)
                 self._set_mask(key, np.ones(variable.shape, np.float32))
-        self.masks = {key: self.masks[key] for key in self.kernels}  # kernel order: checkpoints
+        self.masks = {  # in kernel order, as checkpoints store them
+            key: mask
+            if isinstance(mask := self.masks[key], keras.Variable)
+            else keras.Variable(mask, trainable=False, name="prune_state")
+            for key in self.kernels
+        }
         for key, variable in self.kernels.items():
             self._inner[key] = variable.constraint
             if key in self.movement:
