@@ -22,6 +22,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "startup.json"
 ENTRY = "import sys; from prunecli.cli import main; sys.argv[0] = 'prunecli'; main()"
+FLOOR_MODEL = (
+    "import click, yaml\nfrom pydantic import BaseModel, Field\n"
+    "class A(BaseModel):\n    x: int = Field(1, ge=0)\n"
+    "A.model_validate(yaml.safe_load('x: 2'))"
+)
 COMMANDS = {
     "import click": ["-c", "import click"],
     "prunecli --help": ["-c", ENTRY, "--help"],
@@ -29,6 +34,9 @@ COMMANDS = {
     "prunecli validate": ["-c", ENTRY, "validate", str(ROOT / "configs" / "quickstart.yaml")],
     # not a prunecli command: the floor of any validate that parses YAML into pydantic models
     "floor: click+yaml+pydantic": ["-c", "import click, yaml; from pydantic import BaseModel"],
+    # ... and with one model defined and validated (what any pydantic config must do:
+    # pydantic.fields, annotated_types, the schema builder, the plugin lookup)
+    "floor: + one model": ["-c", FLOOR_MODEL],
 }
 TARGET = 2.0
 

@@ -11,10 +11,10 @@ value received and say what is allowed, e.g.::
 from __future__ import annotations
 
 import contextlib
-import difflib
 import math
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,8 +61,17 @@ QUOTE = 200  # characters of a value an error message repeats
 
 
 class _Section(BaseModel):
-    # allow_inf_nan: a NaN or inf anywhere (learning_rate: .inf) would reach the model
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # allow_inf_nan: a NaN or inf anywhere (learning_rate: .inf) would reach the model.
+    # defer_build: a model's validator is made when first used, not at import; the
+    # sections' defaults are validated through their parent (``_section``), so ``validate``
+    # builds one validator, Config's, instead of one per section plus Config's.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
+
+
+def _section() -> Any:
+    """The default of a nested section: {} validated by the parent's own validator (every
+    key at its default), e.g. ``Config().prune == Prune()``."""
+    return Field(default_factory=dict, validate_default=True)
 
 
 class LayerSelection(_Section):
@@ -143,8 +152,8 @@ class Prune(_Section):
     min_layer_density: float = Field(0.02, gt=0, le=1)
     # taylor: batches of training data whose gradients score the weights
     score_batches: int = Field(16, ge=1, le=MAX_BATCHES)
-    layers: LayerSelection = LayerSelection()
-    schedule: Schedule = Schedule()
+    layers: LayerSelection = _section()
+    schedule: Schedule = _section()
     round_to: int = Field(8, ge=1)  # channel: kept counts stay multiples of this (1 = off)
     heads: bool = True  # channel: MultiHeadAttention loses whole heads
 
@@ -401,7 +410,7 @@ class Output(_Section):
     html: bool = True  # an HTML report (plots embedded) beside the Markdown one
     report: Path | None = None
     export: list[Literal["savedmodel", "tflite", "keras", "h5"]] = []
-    tflite: TFLite = TFLite()
+    tflite: TFLite = _section()
     # ``Path`` drops a trailing separator, which is how a user says "a SavedModel folder"
     # for a name with a dot in it (``model.v2/``): it is remembered here, before parsing.
     _folder: bool = PrivateAttr(False)
@@ -440,12 +449,12 @@ class Config(_Section):
 
     version: Literal[1] = 1
     seed: int = Field(0, ge=0, le=MAX_SEED)  # numpy and TensorFlow take 32-bit seeds
-    input: Input = Input()
-    prune: Prune = Prune()
-    finetune: Finetune = Finetune()
-    data: Data = Data()
-    output: Output = Output()
-    analyze: Analyze = Analyze()
+    input: Input = _section()
+    prune: Prune = _section()
+    finetune: Finetune = _section()
+    data: Data = _section()
+    output: Output = _section()
+    analyze: Analyze = _section()
 
     @model_validator(mode="after")
     def _schedule_fits_training(self) -> Config:
@@ -483,10 +492,28 @@ def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
         _set_dotted(raw, dotted, value)
     _resolve_paths(raw, Path.cwd())
     try:
-        return Config.model_validate(raw)
+        with _without_pydantic_plugins():
+            return Config.model_validate(raw)
     except ValidationError as exc:
         where = f"{path}: " if path is not None else ""
         raise ConfigError(where + _describe(exc)) from None
+
+
+@contextlib.contextmanager
+def _without_pydantic_plugins() -> Iterator[None]:
+    """While the first validation builds Config's validator, pydantic looks for plugins
+    by scanning every installed package's entry points (TensorFlow's venv: hundreds),
+    a noticeable share of ``prunecli validate``. prunecli's own config has no use for
+    them: ``PYDANTIC_DISABLE_PLUGINS`` (pydantic's documented switch) is set for the
+    build unless the user set it, then restored."""
+    if "PYDANTIC_DISABLE_PLUGINS" in os.environ:
+        yield
+        return
+    os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
+    try:
+        yield
+    finally:
+        os.environ.pop("PYDANTIC_DISABLE_PLUGINS", None)
 
 
 def parse_set(assignment: str) -> tuple[str, Any]:
@@ -562,6 +589,8 @@ def _describe(exc: ValidationError) -> str:
     dotted = ".".join(loc)
     if error["type"] == "extra_forbidden":
         valid = _fields_at(loc[:-1])
+        import difflib  # only for a misspelt key: not on every start-up
+
         close = difflib.get_close_matches(loc[-1], valid, n=1)
         hint = (
             f"did you mean {'.'.join([*loc[:-1], close[0]])}?"

@@ -9,11 +9,12 @@ for it. Nothing beyond click is imported at module level: ``prunecli --help`` an
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,22 +58,19 @@ def _fail(message: str, code: int, as_event: bool = False) -> None:
     sys.exit(code)
 
 
-def _guarded(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn prunecli's exceptions into one stderr line and an exit code (traceback: --debug)."""
+def _guarded(command: Callable[..., Any], *, runs: bool = True) -> Callable[..., Any]:
+    """Turn prunecli's exceptions into one stderr line and an exit code (traceback: --debug).
+
+    ``runs``: the command does real work (loads models, writes files), so it also gets the
+    signal handlers, JSON stderr and a private temp folder; ``validate`` (False) only reads
+    a YAML file and starts without importing them.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         as_json = kwargs.get("log_format") == "json"
-        from prunecli import events, faults, interrupts  # here, not at import: --help is fast
-
         try:
-            # SIGTERM behaves like Ctrl-C, and is never lost; with --log-format json every
-            # stderr line is an event, TensorFlow's native lines included.
-            with (
-                interrupts.installed(),
-                events.json_stderr(as_json, capture_native=not debug),
-                faults.private_tempdir(),
-            ):
+            with _run_guards(as_json, debug) if runs else contextlib.nullcontext():
                 return command(*args, debug=debug, **kwargs)
         except PruneError as exc:
             if debug:
@@ -83,6 +81,8 @@ def _guarded(command: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:
             if debug:
                 traceback.print_exc()
+            from prunecli import faults
+
             known = faults.classify(exc)  # a full disk, an input gone: not a bug
             if known is not None:
                 _fail(first_line(known), EXIT_CODES[type(known)], as_json)
@@ -94,6 +94,21 @@ def _guarded(command: Callable[..., Any]) -> Callable[..., Any]:
             )
 
     return click.option("--debug", is_flag=True, help="Show tracebacks.")(wrapper)
+
+
+@contextlib.contextmanager
+def _run_guards(as_json: bool, debug: bool) -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C, and is never lost; with --log-format json every stderr
+    line is an event, TensorFlow's native lines included; temp files go to a folder of
+    the run's own, removed at the end."""
+    from prunecli import events, faults, interrupts  # here, not at import: --help is fast
+
+    with (
+        interrupts.installed(),
+        events.json_stderr(as_json, capture_native=not debug),
+        faults.private_tempdir(),
+    ):
+        yield
 
 
 # Options several commands share (one definition each).
@@ -444,7 +459,7 @@ def inspect(
     "--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Override a dotted key."
 )
 @click.option("--print", "show", is_flag=True, help="Print the fully resolved config as YAML.")
-@_guarded
+@functools.partial(_guarded, runs=False)
 def validate(config_file: Path, assignments: tuple[str, ...], show: bool, debug: bool) -> None:
     """Check CONFIG_FILE without loading TensorFlow; --print shows every key resolved.
 
