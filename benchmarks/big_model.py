@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2, help="alternating repetitions")
     parser.add_argument("--no-tfmot", action="store_true", help="skip tfmot (the slowest)")
     args = parser.parse_args()
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="prunecli-big-", dir=_scratch()) as folder:
         tmp = Path(folder)
         model, weights = tmp / "resnet50.keras", tmp / "resnet50.weights.npz"
@@ -129,7 +129,14 @@ def main() -> None:
     total = time.perf_counter() - started
     print(f"{args.reps} reps in {total / 60:.1f} min")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": _machine(), "reps": args.reps, "seconds": round(total, 1), **row}
+    payload = {
+        "machine": _machine(),
+        "reps": args.reps,
+        "seconds": round(total, 1),
+        # 1/5/15-minute load averages at start and end: other work on a shared box
+        "load_average": {"start": load_before, "end": os.getloadavg()},
+        **row,
+    }
     RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {RESULTS.relative_to(ROOT)}")
 
