@@ -912,3 +912,26 @@ def independent_macs(model) -> int:
             total += 3 * t * c_in * heads * dim + t * heads * dim * out[-1]
             total += heads * t * t * 2 * dim
     return total
+
+
+def embedded_pngs(page: str) -> list[tuple[int, int]]:
+    """Sizes of every ``<img>`` of an HTML page, each of which must be a data URI holding a
+    valid PNG (so the page needs no other file); AssertionError otherwise."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert sources, "the page shows no image"
+    sizes = []
+    for source in sources:
+        prefix = "data:image/png;base64,"
+        assert source.startswith(prefix), source[:60]
+        blob = base64.b64decode(source[len(prefix) :], validate=True)
+        with Image.open(io.BytesIO(blob)) as image:
+            image.verify()
+        with Image.open(io.BytesIO(blob)) as image:
+            assert image.format == "PNG"
+            sizes.append(image.size)
+    return sizes

@@ -9,8 +9,8 @@ Beside ``<stem>.report.md`` (names from the Markdown report's path)::
     <stem>.report.sensitivity.png   the scan's per-layer curves (``sparsity: auto``)
     <stem>.report.html           the tables and the plots (``output.html``)
 
-The Markdown report references the PNGs by file name; the HTML page shows them the same
-way, so both open from disk with no server.
+The Markdown report references the PNGs by file name; the HTML page embeds them (data
+URIs), so it is one self-contained file that opens from disk with no server.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def stage(
     lines = [f"![{_CAPTIONS[name]}]({names[name]})\n" for name in figures]
     stage.write_text(markdown_path, markdown + _auto_markdown(report) + "\n" + "\n".join(lines))
     if page:
-        stage.write_text(markdown_path.with_suffix(".html"), to_html(report, names))
+        stage.write_text(markdown_path.with_suffix(".html"), to_html(report, figures))
 
 
 def _pt(value: float | None) -> str:
@@ -94,7 +94,8 @@ def _auto_markdown(report: dict[str, Any]) -> str:
     return "\n".join([*lines, ""])
 
 
-def to_html(report: dict[str, Any], images: dict[str, str]) -> str:
+def to_html(report: dict[str, Any], images: dict[str, bytes]) -> str:
+    """The HTML report, ``images`` (plot name -> PNG) embedded: one file, nothing beside it."""
     before, after = report["before"], report["after"]
     keys = ("params_nonzero", "sparsity", "size_bytes", "size_gzip_bytes", "accuracy", "loss")
     blocks = [
@@ -108,7 +109,7 @@ def to_html(report: dict[str, Any], images: dict[str, str]) -> str:
             html.paragraph(_auto_summary(auto)),
             html.table(["layer", "sparsity"], list(auto["allocation"].items())),
         ]
-    blocks += [html.image(name, _CAPTIONS[key]) for key, name in images.items()]
+    blocks += [html.image(png, _CAPTIONS[key]) for key, png in images.items()]
     blocks += [
         html.heading("Layers"),
         html.table(

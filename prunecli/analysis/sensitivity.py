@@ -6,7 +6,7 @@ Outputs, in ``-o DIR`` (default ``<model stem>.analysis/`` beside the model)::
     sensitivity.csv    layer, params, sparsity, accuracy, loss (one row per point)
     sensitivity.png    accuracy vs sparsity per layer, the most sensitive highlighted
     model.png          the whole model: layer scope and global scope
-    sensitivity.html   both plots and the table
+    sensitivity.html   both plots (embedded) and the table: one self-contained file
 
 A new DIR is staged as a whole (a temporary folder renamed at the end); in an existing DIR
 each file is staged and the files renamed together, so a failed scan leaves nothing.
@@ -131,7 +131,8 @@ def to_csv(document: dict[str, Any]) -> str:
     return buffer.getvalue()
 
 
-def to_html(document: dict[str, Any]) -> str:
+def to_html(document: dict[str, Any], images: dict[str, bytes]) -> str:
+    """The page, the two plots (``images``: file name -> PNG) embedded in it."""
     base = document["baseline"]
     return html.page(
         f"prunecli sensitivity: {document['model']}",
@@ -142,8 +143,8 @@ def to_html(document: dict[str, Any]) -> str:
                 f"accuracy {_percent(base['accuracy'])}, loss {base['loss']:.4f}. Most sensitive "
                 f"layer: {document['most_sensitive']}."
             ),
-            html.image("sensitivity.png", "each layer pruned alone"),
-            html.image("model.png", "the whole model pruned (layer and global scope)"),
+            html.image(images["sensitivity.png"], "each layer pruned alone"),
+            html.image(images["model.png"], "the whole model pruned (layer and global scope)"),
             html.heading("Points"),
             html.table(COLUMNS, [[p[key] for key in COLUMNS] for p in document["points"]]),
         ],
@@ -152,12 +153,15 @@ def to_html(document: dict[str, Any]) -> str:
 
 def write(out: Path, document: dict[str, Any]) -> None:
     """All five files, atomically (see the module docstring)."""
+    images = {
+        "sensitivity.png": plots.layer_curves(document),
+        "model.png": plots.model_curves(document),
+    }
     contents: dict[str, bytes] = {
         "sensitivity.json": (json.dumps(versions() | document, indent=2) + "\n").encode(),
         "sensitivity.csv": to_csv(document).encode(),
-        "sensitivity.png": plots.layer_curves(document),
-        "model.png": plots.model_curves(document),
-        "sensitivity.html": to_html(document).encode(),
+        **images,
+        "sensitivity.html": to_html(document, images).encode(),
     }
     with staging.Staging() as stage:
         if out.is_dir():
