@@ -234,6 +234,23 @@ def build_dense(features: int = 6):
     )
 
 
+def build_residual_cnn():
+    """Channel coupling in miniature: a residual Add joins stem and branch into one group,
+    conv2 (through BatchNorm, pooling and Flatten) is another; 1,323 weights."""
+    import keras
+
+    layers = keras.layers
+    inputs = keras.Input((SIZE, SIZE, 1))
+    stem = layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    stem = layers.ReLU(name="stem_relu")(layers.BatchNormalization(name="stem_bn")(stem))
+    branch = layers.Conv2D(8, 3, padding="same", activation="relu", name="branch")(stem)
+    joined = layers.Add(name="add")([stem, branch])
+    x = layers.Conv2D(6, 3, activation="relu", name="conv2")(joined)
+    x = layers.MaxPooling2D(2, name="pool")(layers.BatchNormalization(name="bn2")(x))
+    outputs = layers.Dense(CLASSES, activation="softmax", name="out")(layers.Flatten()(x))
+    return keras.Model(inputs, outputs, name="residual_cnn")
+
+
 # The config's top-level sections, as ``validate --print`` and ``config.dump`` write them.
 CONFIG_SECTIONS = {"version", "seed", "input", "prune", "finetune", "data", "output", "analyze"}
 # Kernel sizes of the models above (layer path -> weights in its kernel).
@@ -241,7 +258,12 @@ CNN_KERNELS = {"conv": 36, "hidden": 2304, "out": 48}  # 3*3*1*4, (6*6*4)*16, 16
 NESTED_KERNELS = {"base/conv": 36, "hidden": 2304, "out": 48}
 DENSE_KERNELS = {"hidden": 192, "out": 96}  # 6*32, 32*3
 
-BUILDERS: dict[str, Callable] = {"cnn": build_cnn, "nested": build_nested, "dense": build_dense}
+BUILDERS: dict[str, Callable] = {
+    "cnn": build_cnn,
+    "nested": build_nested,
+    "dense": build_dense,
+    "residual": build_residual_cnn,
+}
 
 
 def train_cnn(epochs: int = 5, batch_size: int = 16, seed: int = 0):

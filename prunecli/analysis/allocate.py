@@ -166,7 +166,7 @@ def _drop(
     """Accuracy drop with every layer at its target at once (no fine-tuning)."""
     masker.apply(targets)
     try:
-        accuracy, _ = evaluator()
+        accuracy, _ = masker.evaluate(evaluator)
     finally:
         masker.restore()
     return base - (accuracy or 0.0)
