@@ -286,6 +286,24 @@ class GroupMasker:
                 macs += base - (call_macs(layer, shapes, view) or 0)
         return params, macs
 
+    def removal(self, targets: Mapping[str, float]) -> dict[str, Any]:
+        """What ``targets`` (group name -> sparsity) remove, all at once: ``sparsity``
+        (channels removed over the open groups' channels, as the channel pruner reports
+        it), ``params_removed``, and ``flops_removed`` (a share of the model's MACs, None
+        when unknown). The weights are as before afterwards."""
+        self.apply(targets)
+        try:
+            point = self.point(scanning.MODEL_LAYER, 0.0, None, 0.0)
+        finally:
+            self.restore()
+        total = self.total_macs()
+        macs = point.flops_removed
+        return {
+            "sparsity": point.channels_removed / point.channels,
+            "params_removed": point.params_removed,
+            "flops_removed": None if macs is None or not total else macs / total,
+        }
+
     def total_macs(self) -> int | None:
         """The unpruned model's MACs (None when unknown)."""
         return None if any(m is None for m in self.base_macs) else int(sum(self.base_macs))

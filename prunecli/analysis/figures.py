@@ -79,7 +79,18 @@ def _auto_summary(auto: dict[str, Any]) -> str:
         f"scanned {_pt(auto['scan_drop'])}, measured {_pt(auto.get('measured_drop'))}. "
         f"Uniform at the same sparsity (no fine-tuning): drop "
         f"{_pt(auto['uniform']['scan_drop'])}; highest uniform sparsity within the budget: "
-        f"{100 * auto['uniform_within_budget']['sparsity']:.2f}%."
+        f"{100 * auto['uniform_within_budget']['sparsity']:.2f}%." + _flops_summary(auto)
+    )
+
+
+def _flops_summary(auto: dict[str, Any]) -> str:
+    """Channel granularity: the shares of FLOPs (MACs) each allocation removes."""
+    if auto.get("flops_removed") is None:
+        return ""
+    within = auto["uniform_within_budget"].get("flops_removed")
+    return (
+        f" FLOPs removed (predicted from the shapes): {100 * auto['flops_removed']:.2f}%; "
+        f"highest uniform within the budget: {100 * (within or 0):.2f}%."
     )
 
 

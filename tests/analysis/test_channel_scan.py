@@ -16,7 +16,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import embedded_pngs, val_arrays, write_config
+from helpers import embedded_pngs, run_python, val_arrays, write_config
 
 LEVELS = [0.25, 0.5, 0.75]
 ROUND_TO = 2
@@ -101,7 +101,7 @@ def test_each_group_point_equals_the_rebuilt_model(scanned, image_data):
             assert point["params_removed"] == model.count_params() - narrow.count_params()
             assert point["flops_removed"] == base_macs - flops.count(narrow)
     assert rows[("stem+branch", 0.75)]["channels_removed"] == 6  # 8 * 0.25 = 2 kept
-    assert rows[("conv2", 0.25)]["channels_removed"] == 2  # 4.5 rounds to 4 kept (of 6)
+    assert rows[("conv2", 0.5)]["channels_removed"] == 8  # 16 * 0.5 = 8 kept
     # the global rows prune something, and the scan really changed accuracy somewhere
     assert rows[("<model:global>", 0.75)]["channels_removed"] > 0
     assert any(p["accuracy"] != document["baseline"]["accuracy"] for p in document["points"])
@@ -184,3 +184,78 @@ def test_a_layer_normalised_group_is_evaluated_on_the_rebuilt_model():
     accuracy, loss = evaluated(narrow, x, y)
     point = result.curve("d1")[0]
     assert point.accuracy == accuracy and point.loss == pytest.approx(loss, rel=1e-5)
+
+
+RELOAD = """
+import json, sys
+import keras
+model = keras.models.load_model(sys.argv[1])
+print(json.dumps({"filters": {n: model.get_layer(n).filters for n in ("stem", "branch", "conv2")},
+                  "prunecli": "prunecli" in sys.modules}))
+"""
+
+
+def test_channel_auto_meets_the_budget_and_removes_more_flops_than_uniform(
+    cli, make_model, image_data, tmp_path
+):
+    """The best uniform channel fraction within the same budget is found here on a grid
+    of 1/32, each candidate rebuilt from independently chosen channels and evaluated."""
+    import keras
+
+    from prunecli.reporting import flops
+
+    model_path, out, budget = make_model("residual", ".keras"), tmp_path / "auto.keras", 0.05
+    result = cli(
+        "prune", model_path, "--data", image_data, "-o", out, "--epochs", "0",
+        "--sparsity", "auto", "--max-accuracy-drop", str(budget), "--json", "-q",
+        "--set", "prune.granularity=channel", "--set", "prune.method=l2",
+        "--set", f"prune.round_to={ROUND_TO}",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    auto = report["auto"]
+    assert set(auto["allocation"]) == set(GROUPS)
+    measured = report["before"]["accuracy"] - report["after"]["accuracy"]
+    assert auto["measured_drop"] == pytest.approx(measured) and measured <= budget
+    assert report["gate"]["passed"]
+    reached = 1 - report["after"]["flops"] / report["before"]["flops"]
+    assert auto["flops_removed"] == pytest.approx(reached)  # predicted from shapes = rebuilt
+    # the saved file (read by plain Keras, no prunecli) has the allocated widths
+    done = run_python(RELOAD, out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    saved = json.loads(done.stdout.strip().splitlines()[-1])
+    model = keras.models.load_model(model_path)
+    for name, producers in GROUPS.items():
+        kept = len(kept_channels(model, producers, auto["allocation"][name]))
+        assert all(saved["filters"][p] == kept for p in producers), name
+    assert saved["prunecli"] is False
+    x, y = val_arrays(image_data / "val")
+    base, base_macs = evaluated(model, x, y)[0], flops.count(model)
+    uniform = 0.0
+    for fraction in np.arange(0, 1, 1 / 32):
+        keep = {name: kept_channels(model, p, fraction) for name, p in GROUPS.items()}
+        narrow = rebuilt_with(model, keep)
+        if base - evaluated(narrow, x, y)[0] <= budget + 1e-12:
+            uniform = max(uniform, 1 - flops.count(narrow) / base_macs)
+    assert reached > uniform, (reached, uniform)
+    assert auto["uniform_within_budget"]["flops_removed"] <= uniform + 1e-9
+    markdown = out.with_name("auto.report.md").read_text()
+    assert "| stem+branch |" in markdown and "FLOPs removed" in markdown
+
+
+def test_channel_auto_gate_fails_with_exit_3(cli, make_model, image_data, tmp_path):
+    """Budget 0 and a wild learning rate: the structured rebuild is fine-tuned into a worse
+    model, and the gate (the same D) fails after the outputs are written."""
+    out = tmp_path / "p.keras"
+    result = cli(
+        "prune", make_model("residual", ".keras"), "--data", image_data, "-o", out,
+        "--epochs", "1", "--sparsity", "auto", "--max-accuracy-drop", "0", "--json", "-q",
+        "--set", "prune.granularity=channel", "--set", f"prune.round_to={ROUND_TO}",
+        "--set", "finetune.learning_rate=1.0",
+    )  # fmt: skip
+    assert result.exit_code == 3, result.stderr
+    report = json.loads(result.stdout)
+    drop = report["before"]["accuracy"] - report["after"]["accuracy"]
+    assert report["auto"]["scan_drop"] <= 0 and report["auto"]["measured_drop"] == drop > 0
+    assert report["after"]["flops"] < report["before"]["flops"]  # channels really went
+    assert out.is_file()
