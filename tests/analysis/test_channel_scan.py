@@ -36,7 +36,7 @@ def scanned(cli, make_model, image_data, tmp_path):
     result = cli("analyze", model_path, "-c", cfg, "--data", image_data, "-o", out, "--json")
     assert result.exit_code == 0, result.stderr
     assert hashlib.sha256(model_path.read_bytes()).hexdigest() == digest
-    return model_path, out, json.loads(result.stdout)
+    return model_path, out, json.loads(result.stdout), result.stderr
 
 
 def kept_channels(model, producers: tuple[str, ...], level: float) -> np.ndarray:
@@ -78,7 +78,7 @@ def test_each_group_point_equals_the_rebuilt_model(scanned, image_data):
 
     from prunecli.reporting import flops
 
-    model_path, _, document = scanned
+    model_path, _, document, _ = scanned
     model = keras.models.load_model(model_path)
     x, y = val_arrays(image_data / "val")
     assert [row["layer"] for row in document["layers"]] == list(GROUPS)
@@ -110,7 +110,7 @@ def test_each_group_point_equals_the_rebuilt_model(scanned, image_data):
 def test_group_outputs_agree_and_the_page_stands_alone(scanned):
     from prunecli.analysis import plots
 
-    _, out, document = scanned
+    _, out, document, stderr = scanned
     with (out / "sensitivity.csv").open(newline="") as handle:
         table = list(csv.DictReader(handle))
     columns = ["layer", "params", "sparsity", "accuracy", "loss", "group", "channels",
@@ -126,6 +126,14 @@ def test_group_outputs_agree_and_the_page_stands_alone(scanned):
     page = (out / "sensitivity.html").read_text()
     assert embedded_pngs(page) == [plots.PIXELS, plots.PIXELS]
     assert "Most sensitive group" in page
+    # progress: not a terminal, so one plain line per group (and per model row), then done
+    lines = [line for line in stderr.splitlines() if line.startswith("scan ")]
+    assert lines == [
+        "scan 0/12 points: stem+branch", "scan 3/12 points: conv2",
+        "scan 6/12 points: <model:layer>", "scan 9/12 points: <model:global>",
+        "scan 12/12 points: done",
+    ]  # fmt: skip
+    assert "scanning 2 channel groups x 3 levels" in stderr
 
 
 def test_weights_are_bit_identical_after_a_group_scan(make_model, image_data):
