@@ -21,8 +21,10 @@ trained as ``benchmarks/structured.py`` trains it: 20 epochs on the digits) at D
 point, ``granularity: channel`` (l2 scores, layer scope, ``round_to`` 8), no fine-tuning:
 ``sparsity: auto`` against the highest uniform channel fraction within D (bisection to
 1/128, real prune runs). The figure compared is the share of FLOPs (MACs) removed, from
-each run's before/after ``flops``. ``--channel-only`` runs just this row and updates that
-key of ``analyze.json`` (the other keys are kept).
+each run's before/after ``flops``. The same again with ``round_to`` 1 (key
+``channel_auto_round_to_1``): with 8, a 16-channel group can only keep 8 or 16.
+``--channel-only`` runs just these rows and updates those keys of ``analyze.json`` (the
+other keys are kept).
 
     .venv/bin/python benchmarks/analyze.py [--finetune] [--channel-only]
 """
@@ -73,8 +75,7 @@ def main() -> None:
         if args.finetune:
             _print_auto("quickstart fine-tune", _auto_vs_uniform(epochs=3))
         results |= {"scan": scans, "auto": auto}
-    results["channel_auto"] = _channel_auto_vs_uniform()
-    _print_channel(results["channel_auto"])
+    results |= _channel_rows()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS.relative_to(ROOT)}")
@@ -187,10 +188,13 @@ def _auto_vs_uniform(epochs: int) -> dict[str, Any]:
     }
 
 
-def _channel_prune(path: Path, sparsity: float | str, folder: Path) -> dict[str, Any]:
+def _channel_prune(
+    path: Path, sparsity: float | str, folder: Path, round_to: int
+) -> dict[str, Any]:
     """One channel prune of the trained residual sample, no fine-tuning; its report."""
     overrides: dict[str, Any] = {
         "prune.granularity": "channel",
+        "prune.round_to": round_to,
         "prune.method": "l2",
         "prune.scope": "layer",
         "prune.sparsity": sparsity,
@@ -211,30 +215,26 @@ def _flops_removed(report: dict[str, Any]) -> float:
     return 1 - report["after"]["flops"] / report["before"]["flops"]
 
 
-def _channel_auto_vs_uniform() -> dict[str, Any]:
+def _channel_auto_vs_uniform(path: Path, folder: Path, round_to: int) -> dict[str, Any]:
     """Auto against the highest uniform channel fraction within D (see the docstring)."""
-    import models  # benchmarks/models.py: this folder is on sys.path when run
-
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(scratch)
-        path = models.train_residual_cnn(folder / "residual_cnn.keras", DIGITS / "train")
-        started = time.perf_counter()
-        auto = _channel_prune(path, "auto", folder)
-        auto_seconds = time.perf_counter() - started
-        low, high, best = 0.0, 1.0, None
-        while high - low > 1 / 128:
-            middle = (low + high) / 2
-            report = _channel_prune(path, middle, folder)
-            if _drop(report) <= BUDGET + 1e-12:
-                low, best = middle, report
-            else:
-                high = middle
+    started = time.perf_counter()
+    auto = _channel_prune(path, "auto", folder, round_to)
+    auto_seconds = time.perf_counter() - started
+    low, high, best = 0.0, 1.0, None
+    while high - low > 1 / 128:
+        middle = (low + high) / 2
+        report = _channel_prune(path, middle, folder, round_to)
+        if _drop(report) <= BUDGET + 1e-12:
+            low, best = middle, report
+        else:
+            high = middle
     section = auto["auto"]
     return {
         "model": "residual_cnn (trained 20 epochs, as benchmarks/structured.py)",
         "max_accuracy_drop": BUDGET,
-        "round_to": 8,
+        "round_to": round_to,
         "auto_allocation": section["allocation"],
+        "auto_channels_kept": {g["group"]: g["channels_kept"] for g in section["groups"]},
         "auto_channel_sparsity": round(section["sparsity"], 4),
         "auto_flops_removed": round(_flops_removed(auto), 4),
         "auto_drop": round(_drop(auto), 4),
@@ -245,11 +245,26 @@ def _channel_auto_vs_uniform() -> dict[str, Any]:
     }
 
 
+def _channel_rows() -> dict[str, Any]:
+    """``channel_auto`` (round_to 8, the default) and ``channel_auto_round_to_1``."""
+    import models  # benchmarks/models.py: this folder is on sys.path when run
+
+    rows = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        path = models.train_residual_cnn(folder / "residual_cnn.keras", DIGITS / "train")
+        for key, round_to in (("channel_auto", 8), ("channel_auto_round_to_1", 1)):
+            rows[key] = _channel_auto_vs_uniform(path, folder, round_to)
+            _print_channel(rows[key])
+    return rows
+
+
 def _print_channel(row: dict[str, Any]) -> None:
     print(
         f"channel auto vs uniform at D = {100 * row['max_accuracy_drop']:.0f} point "
-        f"(residual_cnn, no fine-tuning): auto removes {100 * row['auto_flops_removed']:.1f}% "
-        f"of FLOPs (channels {100 * row['auto_channel_sparsity']:.1f}%, drop "
+        f"(residual_cnn, round_to {row['round_to']}, no fine-tuning): auto removes "
+        f"{100 * row['auto_flops_removed']:.1f}% of FLOPs "
+        f"(channels {100 * row['auto_channel_sparsity']:.1f}%, drop "
         f"{100 * row['auto_drop']:.2f} pt, {row['auto_seconds']:.1f} s), uniform "
         f"{100 * row['uniform_flops_removed']:.1f}% (channels "
         f"{100 * row['uniform_channel_sparsity']:.1f}%, drop {100 * row['uniform_drop']:.2f} pt)"

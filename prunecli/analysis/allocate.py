@@ -160,7 +160,11 @@ def _add_flops(section: dict[str, Any], masker: GroupMasker) -> None:
         "flops_removed"
     ]
     best["flops_removed"] = masker.removal(dict.fromkeys(groups, best["sparsity"]))["flops_removed"]
-    section["groups"] = masker.describe()
+    section["groups"] = [
+        row
+        | {"channels_kept": len(masker.kept_at(row["group"], section["allocation"][row["group"]]))}
+        for row in masker.describe()
+    ]
 
 
 def _fit(
