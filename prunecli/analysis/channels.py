@@ -139,6 +139,7 @@ class GroupMasker:
         self.base_macs = [call_macs(layer, shapes) for _, layer, shapes in self.graph.calls]
         self._kept: dict[tuple[int, float], np.ndarray] = {}
         self._params: dict[int, int] = {}
+        self._every: set[str] | None = None
 
     @property
     def layers(self) -> list[str]:
@@ -245,7 +246,9 @@ class GroupMasker:
         return found
 
     def _all_carrying(self) -> set[str]:
-        return set().union(*(self._carried_by(g) for g in self.open.values()))
+        if self._every is None:  # asked for by every whole-model row: computed once
+            self._every = set().union(*(self._carried_by(g) for g in self.open.values()))
+        return self._every
 
     def point(self, layer: str, level: float, accuracy: float | None, loss: float) -> GroupPoint:
         """The scan's row for the plan as it is now (``layer``: a group or a model row)."""
