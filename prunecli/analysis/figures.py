@@ -99,10 +99,26 @@ def _auto_markdown(report: dict[str, Any]) -> str:
     auto = report.get("auto")
     if not auto:
         return ""
-    rows = [f"| {layer} | {100 * level:.1f}% |" for layer, level in auto["allocation"].items()]
+    header, rows = _allocation_rows(auto)
     title = f"## sparsity: auto (max accuracy drop {_pt(auto['max_accuracy_drop'])})"
-    lines = ["", title, "", "| layer | sparsity |", "|---|---:|", *rows, "", _auto_summary(auto)]
+    table = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    table += ["| " + " | ".join(row) + " |" for row in rows]
+    lines = ["", title, "", *table, "", _auto_summary(auto)]
     return "\n".join([*lines, ""])
+
+
+def _allocation_rows(auto: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The allocation table: layer and sparsity; under channel granularity each group's
+    channels kept of its channels too (``| conv2 | 50.0% | 8 of 16 |``)."""
+    groups = {g["group"]: g for g in auto.get("groups") or []}
+    header = ["layer", "sparsity"] + (["channels kept"] if groups else [])
+    rows = []
+    for layer, level in auto["allocation"].items():
+        row = [layer, f"{100 * level:.1f}%"]
+        if layer in groups:
+            row.append(f"{groups[layer]['channels_kept']} of {groups[layer]['channels']}")
+        rows.append(row)
+    return header, rows
 
 
 def to_html(report: dict[str, Any], images: dict[str, bytes]) -> str:
@@ -118,7 +134,7 @@ def to_html(report: dict[str, Any], images: dict[str, bytes]) -> str:
         blocks += [
             html.heading(f"sparsity: auto (max accuracy drop {_pt(auto['max_accuracy_drop'])})"),
             html.paragraph(_auto_summary(auto)),
-            html.table(["layer", "sparsity"], list(auto["allocation"].items())),
+            html.table(*_allocation_rows(auto)),
         ]
     blocks += [html.image(png, _CAPTIONS[key]) for key, png in images.items()]
     blocks += [

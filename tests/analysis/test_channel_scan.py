@@ -259,7 +259,10 @@ def test_channel_auto_meets_the_budget_and_removes_more_flops_than_uniform(
     assert reached > uniform, (reached, uniform)
     assert auto["uniform_within_budget"]["flops_removed"] <= uniform + 1e-9
     markdown = out.with_name("auto.report.md").read_text()
-    assert "| stem+branch |" in markdown and "FLOPs removed" in markdown
+    assert "FLOPs removed" in markdown
+    stem = auto["allocation"]["stem+branch"]
+    kept = len(kept_channels(model, GROUPS["stem+branch"], stem))
+    assert f"| stem+branch | {100 * stem:.1f}% | {kept} of 8 |" in markdown
 
 
 def test_channel_auto_gate_fails_with_exit_3(cli, make_model, image_data, tmp_path):
