@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -469,6 +470,26 @@ def test_dump_round_trips_through_load(tmp_path):
     assert again == original
     assert again.data.train == tmp_path / "data" / "train"  # absolute in the dump
     assert config.dump(again) == config.dump(original)
+
+
+def test_section_defaults_are_the_sections_own_defaults():
+    # a section left out is validated from {} by Config's own validator
+    defaults = config.Config()
+    assert defaults.prune == config.Prune() and defaults.output == config.Output()
+    assert defaults.prune.layers == config.LayerSelection()
+    assert defaults.output.tflite == config.TFLite()
+    assert defaults.prune is not config.Config().prune  # each config has its own
+
+
+def test_load_leaves_the_pydantic_plugin_switch_as_it_found_it(tmp_path, monkeypatch):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("prune:\n  sparsity: 0.7\n", encoding="utf-8")
+    monkeypatch.delenv("PYDANTIC_DISABLE_PLUGINS", raising=False)
+    assert config.load(path).prune.sparsity == 0.7
+    assert "PYDANTIC_DISABLE_PLUGINS" not in os.environ
+    monkeypatch.setenv("PYDANTIC_DISABLE_PLUGINS", "someplugin")
+    assert config.load(path).prune.sparsity == 0.7
+    assert os.environ["PYDANTIC_DISABLE_PLUGINS"] == "someplugin"
 
 
 def test_loading_config_does_not_import_tensorflow(tmp_path):

@@ -59,6 +59,20 @@ def test_never_imports_tensorflow(tmp_path, argv, expected):
     assert expected in "\n".join(shown)
 
 
+def test_validate_starts_without_the_run_guards(tmp_path):
+    # validate only reads YAML: no signal handlers, JSON stderr, temp folder or fuzzy
+    # matcher are imported for it (start-up time, benchmarks/startup.py)
+    cfg = write_config(tmp_path / "cfg.yaml", "prune:\n  sparsity: 0.8\n")
+    probe = NO_TF_PROBE.replace(
+        'in ("tensorflow", "keras", "matplotlib")', 'in ("tensorflow", "keras", "difflib")'
+    ).replace("print(", "heavy += [m for m in ('prunecli.events', 'prunecli.faults', "
+              "'prunecli.interrupts') if m in sys.modules]\nprint(")  # fmt: skip
+    done = run_python(probe, "validate", str(cfg))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.rstrip("\n").split("\n")[-1].removeprefix("PROBE "))
+    assert report["heavy"] == [] and report["code"] in (0, None)
+
+
 def test_console_script_validate_and_bad_config(tmp_path):
     good = write_config(tmp_path / "good.yaml", "prune:\n  sparsity: 0.8\n")
     bad = write_config(tmp_path / "bad.yaml", "prune:\n  sparsty: 0.8\n")

@@ -374,3 +374,39 @@ def test_pattern_ok_blocks():
 
 def test_pattern_ok_is_none_for_unstructured():
     assert masking.pattern_ok(np.zeros((4, 4)), Pattern(), -2) is None
+
+
+def _sorted_global_masks(scores, sparsity, min_density):
+    """An independent reference: stable sorts, each kernel's floor first, then the pool in
+    (kernel, position) order with ties to the earlier entry (the documented rule)."""
+    keep = {key: np.zeros(s.size, dtype=bool) for key, s in scores.items()}
+    total = sum(s.size for s in scores.values())
+    budget = total - round(sparsity * total)
+    for key, s in scores.items():
+        order = np.argsort(-s.reshape(-1), kind="stable")
+        keep[key][order[: math.ceil(min_density * s.size)]] = True
+        budget -= int(keep[key].sum())
+    pool = [(-float(v), k, i) for k, (key, s) in enumerate(scores.items())
+            for i, v in enumerate(s.reshape(-1)) if not keep[key][i]]  # fmt: skip
+    keys = list(scores)
+    for _, k, i in sorted(pool)[: max(budget, 0)]:
+        keep[keys[k]][i] = True
+    return {key: keep[key].reshape(s.shape).astype(np.float32) for key, s in scores.items()}
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("sparsity", [0.5, 0.8, 0.97])
+def test_global_masks_equal_a_sorted_reference_with_many_ties(seed, sparsity):
+    rng = np.random.default_rng(seed)
+    # few distinct values (ties everywhere), some kernels already mostly zero
+    shapes = [(3, 3, 2, 4), (16, 8), (5,), (4, 4, 4, 2)]
+    scores = {
+        f"k{i}": rng.integers(0, 4, shape).astype(np.float32) for i, shape in enumerate(shapes)
+    }
+    scores["k1"][:12] = 0.0
+    got = masking.global_masks(scores, sparsity, min_density=0.1)
+    want = _sorted_global_masks(scores, sparsity, 0.1)
+    for key in scores:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+        assert got[key].dtype == np.float32
+    assert all(np.array_equal(s, scores[k]) for k, s in scores.items())  # inputs untouched

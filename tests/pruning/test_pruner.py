@@ -108,6 +108,40 @@ def test_update_twice_is_stable():
         np.testing.assert_array_equal(np.array(mask), first[key])
 
 
+def test_masks_are_arrays_until_attach_then_the_same_values_as_variables():
+    # one-shot without fine-tuning never makes a mask variable; attach makes them, in
+    # kernel order (checkpoints store them in that order), holding the masks computed so far
+    model = seeded(build_cnn)
+    pruner = make_pruner(model, Prune(sparsity=0.6))
+    sparsity = pruner.finish()
+    assert all(isinstance(m, np.ndarray) for m in pruner.masks.values())
+    computed = {key: m.copy() for key, m in pruner.masks.items()}
+    zeros = sum(int(np.sum(np.array(v) == 0)) for v in pruner.kernels.values())
+    assert sparsity == pytest.approx(zeros / sum(m.size for m in computed.values()))
+    pruner.attach()
+    try:
+        assert list(pruner.masks) == list(pruner.kernels)
+        for key, mask in pruner.masks.items():
+            assert isinstance(mask, keras.Variable) and not mask.trainable
+            np.testing.assert_array_equal(np.array(mask), computed[key])
+        variable = pruner.masks[next(iter(pruner.masks))]
+        pruner.update(1)  # targets unchanged: nothing recomputed, the variable kept
+        assert pruner.masks[next(iter(pruner.masks))] is variable
+    finally:
+        pruner.detach()
+
+
+def test_attach_before_any_update_masks_nothing():
+    model = seeded(build_cnn)
+    pruner = make_pruner(model, Prune(sparsity=0.6))
+    before = kernels_of(pruner)
+    pruner.attach()
+    pruner.detach()
+    assert all(np.array(m).min() == 1.0 for m in pruner.masks.values())
+    for key, values in kernels_of(pruner).items():
+        np.testing.assert_array_equal(values, before[key])
+
+
 def test_polynomial_masks_grow_with_the_schedule():
     model = seeded(build_cnn)
     pruner = make_pruner(

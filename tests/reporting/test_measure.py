@@ -90,3 +90,42 @@ def test_rerun_takes_the_inputs_before_figures_from_the_cache(
     entries[0].write_text(json.dumps({"size_bytes": 123, "size_gzip_bytes": 45}))
     second = json.loads(cli(*args).stdout)["before"]
     assert (second["size_bytes"], second["size_gzip_bytes"]) == (123, 45)  # read, not redone
+
+
+def test_pending_equals_sizes_whoever_deflates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a folder: one small file (serial stream) and one in 64 KiB parallel blocks
+    monkeypatch.setattr(measure, "BLOCK", 1 << 16)
+    monkeypatch.setattr(measure, "PARALLEL_MIN", 1 << 17)
+    (tmp_path / "m").mkdir()
+    small = _sparse_floats(tmp_path / "m" / "small.bin", 1000)
+    big = _sparse_floats(tmp_path / "m" / "big.bin", 75_000)
+    starts = range(0, len(big), measure.BLOCK)
+    blocks = b"".join(
+        measure.deflate_block(tmp_path / "m" / "big.bin", s, len(big)) for s in starts
+    )
+    expected = (len(small) + len(big), len(gzip.compress(small, 6)) + len(blocks) + 18)
+    seen: list[tuple[int, int] | None] = []
+    assert measure.Pending(tmp_path / "m", 0).result() == expected  # the caller alone
+    pending = measure.Pending(tmp_path / "m", 3, on_done=seen.append)  # threads and caller
+    assert pending.result() == expected == measure.sizes(tmp_path / "m")
+    assert seen == [expected]  # told once, by whichever thread finished last
+
+
+def test_pending_on_done_runs_without_a_caller_and_errors_reach_result(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "k.bin"
+    data = _sparse_floats(path, 5000)
+    finished = threading.Event()
+    seen: list[tuple[int, int] | None] = []
+    measure.Pending(path, 1, on_done=lambda f: (seen.append(f), finished.set()))
+    assert finished.wait(30) and seen == [(len(data), len(gzip.compress(data, 6)))]
+    doomed = tmp_path / "gone.bin"
+    doomed.write_bytes(b"x" * 10)
+    failed = measure.Pending(doomed, 0, on_done=seen.append)
+    doomed.unlink()  # removed after its size was read: the deflate fails
+    with pytest.raises(FileNotFoundError):
+        failed.result()
+    assert seen[-1] is None
