@@ -410,3 +410,18 @@ def test_global_masks_equal_a_sorted_reference_with_many_ties(seed, sparsity):
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
         assert got[key].dtype == np.float32
     assert all(np.array_equal(s, scores[k]) for k, s in scores.items())  # inputs untouched
+
+
+@pytest.mark.parametrize("zeros", [0.0, 0.5, 0.7, 0.95])
+@pytest.mark.parametrize("sparsity", [0.3, 0.7, 0.8, 0.99])
+def test_unstructured_on_large_kernels_with_ties_equals_a_stable_sort(zeros, sparsity):
+    # large enough for the sampled bracket (a re-masked kernel: many scores tied at 0)
+    rng = np.random.default_rng(round(100 * zeros + sparsity * 10))
+    scores = np.abs(rng.standard_normal((64, 40, 50))).astype(np.float32)
+    scores[rng.random(scores.shape) < zeros] = 0.0
+    scores[:, :, :5] = 1.0  # another tie block, inside the scores' range
+    flat = scores.reshape(-1)
+    keep = flat.size - round(sparsity * flat.size)
+    expected = np.zeros(flat.size, dtype=np.float32)
+    expected[np.argsort(-flat, kind="stable")[:keep]] = 1.0  # ties: earlier index kept
+    np.testing.assert_array_equal(masking.unstructured(scores, sparsity).reshape(-1), expected)
