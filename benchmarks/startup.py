@@ -3,7 +3,10 @@
 Each command runs in a fresh interpreter, the way the ``prunecli`` console script starts
 (``from prunecli.cli import main; main()``), ``REPS`` times alternating; the median wall
 time is compared with ``python -c "import click"`` measured the same way (issue 11 target:
-<= 2x for ``prunecli --help``, ``prunecli prune --help`` and ``prunecli validate``).
+<= 2x for ``prunecli --help``, ``prunecli prune --help`` and ``prunecli validate``). prunecli
+runs byte-compiled, as pip installs it (one untimed run of each command first writes its
+``__pycache__``). Two floor rows: importing click, PyYAML and pydantic, and that plus one
+pydantic model defined and validated (what any pydantic-validated config costs).
 
     .venv/bin/python benchmarks/startup.py [--reps 5]
 """
@@ -49,6 +52,12 @@ def main() -> None:
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
+    # As installed: pip byte-compiles a package (click's and pydantic's .pyc are there), so
+    # prunecli's own modules get theirs too, written by one untimed run of each command;
+    # with PYTHONDONTWRITEBYTECODE every start would recompile prunecli from source.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    for command in COMMANDS.values():
+        subprocess.run([sys.executable, *command], env=env, check=True, capture_output=True)
     samples: dict[str, list[float]] = {name: [] for name in COMMANDS}
     for _ in range(args.reps):
         for name, command in COMMANDS.items():
