@@ -280,7 +280,8 @@ def _figures(model: Any, prepared: Prepared) -> dict[str, Any]:
     as it is now."""
     stats = report.model_stats(model, prepared.layers)
     metrics = _metrics(model, prepared.splits, prepared.task, prepared.compile_args)
-    return stats | metrics | latency.performance(model)
+    with sizes.paused():  # latency uses every core: no deflate beside it
+        return stats | metrics | latency.performance(model)
 
 
 def _measure_input(loaded: Loaded, prepared: Prepared, paths: Targets, cfg: Config) -> Measured:
@@ -630,15 +631,24 @@ class _Clock:
     def __init__(self) -> None:
         self.started = time.perf_counter()
         self.seconds: dict[str, float] = dict.fromkeys(self.STAGES, 0.0)
+        self.running: tuple[str, float] | None = None  # the stage open now, since when
 
     @contextlib.contextmanager
     def __call__(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
+        self.running = (name, start)
         try:
             yield
         finally:
+            self.running = None
             self.seconds[name] += time.perf_counter() - start
 
     def finish(self) -> dict[str, float]:
-        total = {"total_s": time.perf_counter() - self.started}
-        return {key: round(value, 4) for key, value in (self.seconds | total).items()}
+        """The seconds so far; the stage still open (the report is built inside
+        ``save_s``) counts up to now, as ``total_s`` does."""
+        now = time.perf_counter()
+        seconds = dict(self.seconds)
+        if self.running is not None:
+            seconds[self.running[0]] += now - self.running[1]
+        total = {"total_s": now - self.started}
+        return {key: round(value, 4) for key, value in (seconds | total).items()}

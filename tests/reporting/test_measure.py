@@ -129,3 +129,17 @@ def test_pending_on_done_runs_without_a_caller_and_errors_reach_result(tmp_path:
     with pytest.raises(FileNotFoundError):
         failed.result()
     assert seen[-1] is None
+
+
+def test_pending_waits_while_paused_and_its_caller_never_does(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "k.bin"
+    data = _sparse_floats(path, 5000)
+    finished = threading.Event()
+    with measure.paused():
+        measure.Pending(path, 1, on_done=lambda _: finished.set())
+        assert not finished.wait(0.5)  # the background thread holds off
+        held = measure.Pending(path, 1)
+        assert held.result() == (len(data), len(gzip.compress(data, 6)))  # the caller works
+    assert finished.wait(30)  # released when the pause ends
