@@ -165,20 +165,6 @@ def _edited(config: dict[str, Any], edits: dict[str, dict[str, Any]], prefix: st
     return config
 
 
-def zero_removed(model: Any, plan: Plan) -> None:
-    """In place: the original network with the plan's removed channels zeroed where they
-    are read, i.e. every consumer's rows for a removed channel, every removed head's output
-    rows, and the producers' own columns. Its outputs equal the rebuilt model's (a test's
-    reference, and the masks of gradual schedules)."""
-    for path, layer in walk(model):
-        use = plan.graph.uses.get(path)
-        if use is None or not layer.weights:
-            continue
-        for variable, mask in zip(layer.weights, masks(plan, use), strict=True):
-            if mask is not None:
-                variable.assign(np.asarray(variable) * mask)
-
-
 def maskable(use: Use) -> list[bool]:
     """Per weight of the layer: does it read or make channels that a plan may remove?
     Normalisation and depthwise weights never are: their channel is cut off where it is

@@ -7,7 +7,9 @@ import pytest
 from helpers import randomized, sample
 
 from prunecli.config import Prune
-from prunecli.structured import graph, groups, rebuild
+from prunecli.core.schedules import OneShot
+from prunecli.structured import graph, groups
+from prunecli.structured.pruner import ChannelPruner
 
 
 def _two_convs():
@@ -114,13 +116,34 @@ def test_rounding(count, round_to, width, kept):
 
 
 def test_masks_during_training_equal_the_rebuilt_model():
-    """What a gradual schedule holds during fine-tuning computes what the rebuild writes."""
+    """What a gradual schedule holds during fine-tuning computes what the rebuild writes:
+    the reference zeroes each conv's removed filters by hand (kernel columns and bias), and
+    cancels BatchNorm's shift for conv_a's (beta and moving mean 0), so they stay 0
+    downstream."""
     model = _two_convs()
-    plan = groups.plan(graph.build(model), Prune(granularity="channel", sparsity=0.5), round_to=1)
-    narrow = rebuild.rebuild(model, plan)
-    rebuild.zero_removed(model, plan)
+    original = [np.asarray(w).copy() for w in model.weights]
+    prune = Prune(granularity="channel", sparsity=0.5, round_to=1)
+    pruner = ChannelPruner(model, prune, OneShot)
+    pruner.update(0)
+    gone = {
+        name: np.setdiff1d(np.arange(8), pruner.plan.kept[_group_of(pruner.plan, name).id])
+        for name in ("conv_a", "conv_b")
+    }
+    assert [len(g) for g in gone.values()] == [4, 4]
+    reference = _two_convs()
+    for variable, values in zip(reference.weights, original, strict=True):
+        layer, name = variable.path.split("/")
+        if layer in gone and name in ("kernel", "bias"):
+            values[..., gone[layer]] = 0
+        if layer == "bn" and name in ("beta", "moving_mean"):
+            values[gone["conv_a"]] = 0
+        variable.assign(values)
     x = sample(model)
-    np.testing.assert_allclose(model(x), narrow(x), atol=1e-5)
+    assert np.abs(np.asarray(reference(x)) - np.asarray(_two_convs()(x))).max() > 1e-3
+    np.testing.assert_allclose(model(x), reference(x), atol=1e-5)
+    narrow, _ = pruner.rebuilt(model)
+    assert narrow.get_layer("conv_a").filters == narrow.get_layer("conv_b").filters == 4
+    np.testing.assert_allclose(narrow(x), reference(x), atol=1e-5)
 
 
 def test_lamp_normalises_each_group():
