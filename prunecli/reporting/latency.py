@@ -46,7 +46,7 @@ RUNS = 30
 BUDGET_S = 2.0  # stop timing early past this (a large model still gets >= 5 runs)
 LOOP_MS = 10.0  # one timed loop call lasts about this long
 MAX_LOOP = 1000
-XLA_BELOW_MS = 5.0  # XLA is tried when one plain-graph inference is shorter than this
+XLA_BELOW_MS = 1.0  # XLA is tried when one plain-graph inference is shorter than this
 BACKEND = (
     "tensorflow (CPU, batch 1, per inference of back-to-back runs in one compiled "
     "while_loop; the faster of XLA and the plain graph)"
