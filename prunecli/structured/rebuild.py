@@ -52,7 +52,12 @@ _AXES: dict[str, dict[str, dict[int, str]]] = {
     "SeparableConv2D": _SEPARABLE,
     **dict.fromkeys(("BatchNormalization", "LayerNormalization"), _NORM),
     "MultiHeadAttention": _MHA,
+    "PReLU": {"alpha": {-1: "in"}},  # alpha (..., C), or (..., 1) shared over channels
+    "GroupNormalization": {name: {0: "in"} for name in ("gamma", "beta")},
 }
+# Rules whose weights are never masked: their channel is cut off where it is read (masking
+# BatchNorm's variance would divide by zero; a zero input stays zero through PReLU).
+_UNMASKED = ("norm", "depthwise", "channelwise", "frozen")
 # The config key that holds a producer's width.
 _WIDTH_KEY = {"Dense": "units", "MultiHeadAttention": "num_heads"}
 
@@ -77,6 +82,8 @@ def config_edits(plan: Plan, use: Use) -> dict[str, Any]:
     edits: dict[str, Any] = {}
     if use.rule in ("producer", "separable"):
         edits[_WIDTH_KEY.get(kind, "filters")] = len(roles["out"])
+    if use.rule == "channelwise" and kind == "GroupNormalization":  # one group per channel
+        edits["groups"] = len(roles["in"])
     if use.rule == "mha":
         edits["num_heads"] = len(roles["heads"])
         if len(roles["out"]) != use.shapes[1][0][-1] or len(roles["query"]) != use.shapes[0][0][-1]:
@@ -98,7 +105,8 @@ def slice_weights(plan: Plan, use: Use) -> list[np.ndarray]:
         values = np.asarray(variable)
         axes = next((a for name, a in table.items() if _named(variable, name)), {})
         for axis, role in axes.items():
-            values = np.take(values, roles[role], axis=axis)
+            if values.shape[axis] > 1:  # size 1: broadcast over the channels, kept as is
+                values = np.take(values, roles[role], axis=axis)
         sliced.append(values)
     return sliced
 
@@ -171,8 +179,7 @@ def maskable(use: Use) -> list[bool]:
     read (masking BatchNorm's variance would divide by zero)."""
     table = _AXES.get(type(use.layer).__name__, {})
     return [
-        use.rule not in ("norm", "depthwise", "frozen")
-        and any(_named(variable, name) for name in table)
+        use.rule not in _UNMASKED and any(_named(variable, name) for name in table)
         for variable in use.layer.weights
     ]
 
@@ -182,7 +189,7 @@ def masks(plan: Plan, use: Use) -> list[np.ndarray | None]:
     axes that read or make them, or None when nothing of it is removed. Normalisation and
     depthwise weights are never masked: their channel is cut off where it is read."""
     table = _AXES.get(type(use.layer).__name__, {})
-    if use.rule in ("norm", "depthwise", "frozen"):
+    if use.rule in _UNMASKED:
         return [None] * len(use.layer.weights)
     roles = keep_indices(plan, use)
     found: list[np.ndarray | None] = []

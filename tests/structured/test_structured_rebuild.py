@@ -17,7 +17,7 @@ from prunecli.core.schedules import OneShot
 from prunecli.structured import graph, groups, rebuild
 from prunecli.structured.pruner import ChannelPruner
 
-FAST = ["seq_cnn", "residual", "concat", "transformer", "mixed"]
+FAST = ["seq_cnn", "residual", "concat", "transformer", "mixed", "channelwise"]
 ALL = [*FAST, "mobilenet", "resnet50"]
 
 
@@ -85,6 +85,28 @@ def test_widths_shrink_where_expected(models):
     assert widths == {"conv1": 10, "conv2": 16, "hidden": 10, "out": 3}
     # Flatten -> Dense: the hidden kernel reads 4*4 positions of the 16 kept channels
     assert narrow.get_layer("hidden").kernel.shape == (4 * 4 * 16, 10)
+
+
+def test_prelu_and_per_channel_group_norm_are_sliced_channel_by_channel(models):
+    model = models["channelwise"]
+    coupling = graph.build(model)
+    narrow = rebuild.rebuild(model, hand_plan(coupling, _every_third))
+    # every third of 16 channels gone: 10 kept, alphas and GroupNorm entries with them
+    assert narrow.get_layer("c1").filters == narrow.get_layer("c2").filters == 10
+    assert narrow.get_layer("prelu_shared").alpha.shape == (1, 1, 10)
+    assert narrow.get_layer("prelu_full").alpha.shape == (4, 4, 10)
+    assert narrow.get_layer("inorm").gamma.shape == (10,)
+    assert narrow.get_layer("gn16").groups == 10 and narrow.get_layer("gn16").beta.shape == (10,)
+    assert narrow.get_layer("prelu_dense").alpha.shape == (10,)  # d1: 16 -> 10 units
+    # gn4 (2 channels per group) freezes c4's channels, with the reason
+    (frozen,) = [g for g in coupling.groups() if g.producers == ["c4"]]
+    assert "gn4" in frozen.frozen[0] and "normalises channels together" in frozen.frozen[0]
+    assert narrow.get_layer("c4").filters == 8 and narrow.get_layer("gn4").groups == 4
+    kept = np.setdiff1d(np.arange(16), _every_third(16))
+    np.testing.assert_array_equal(
+        np.asarray(narrow.get_layer("prelu_full").alpha),
+        np.asarray(model.get_layer("prelu_full").alpha)[..., kept],
+    )
 
 
 def test_residual_add_couples_stem_and_branch(models):
