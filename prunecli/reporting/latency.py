@@ -101,7 +101,7 @@ class Timer:
     and, when one graph inference is short enough for overhead to matter
     (``XLA_BELOW_MS``), XLA (fused, no per-op dispatch). The faster per inference is
     kept, ``backend`` names it and ``probed`` holds each one's per-inference CPU ms: XLA
-    wins on small dense CNNs (0.050 vs 0.074 ms on ``residual_cnn``) but loses 10x on
+    wins on small dense CNNs (0.049 vs 0.074 ms on ``residual_cnn``) but loses 10x on
     depthwise convolutions (MobileNetV2 at 224: 96 vs 9 ms), so neither alone is the
     model's honest cost."""
 

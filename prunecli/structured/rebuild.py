@@ -122,7 +122,8 @@ def sliced_shapes(plan: Plan, use: Use) -> list[tuple[int, ...]]:
         shape = list(variable.shape)
         axes = next((a for name, a in table.items() if _named(variable, name)), {})
         for axis, role in axes.items():
-            shape[axis] = len(roles[role])
+            if shape[axis] > 1:  # size 1: broadcast over the channels (as slice_weights)
+                shape[axis] = len(roles[role])
         shapes.append(tuple(int(d) for d in shape))
     return shapes
 

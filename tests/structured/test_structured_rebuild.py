@@ -90,7 +90,12 @@ def test_widths_shrink_where_expected(models):
 def test_prelu_and_per_channel_group_norm_are_sliced_channel_by_channel(models):
     model = models["channelwise"]
     coupling = graph.build(model)
-    narrow = rebuild.rebuild(model, hand_plan(coupling, _every_third))
+    plan = hand_plan(coupling, _every_third)
+    narrow = rebuild.rebuild(model, plan)
+    for path, use in coupling.uses.items():  # the shapes a plan's counts are made from
+        assert rebuild.sliced_shapes(plan, use) == [
+            tuple(w.shape) for w in narrow.get_layer(path).weights
+        ]
     # every third of 16 channels gone: 10 kept, alphas and GroupNorm entries with them
     assert narrow.get_layer("c1").filters == narrow.get_layer("c2").filters == 10
     assert narrow.get_layer("prelu_shared").alpha.shape == (1, 1, 10)
