@@ -326,19 +326,3 @@ def _plans(masker, levels):
             yield (group, level), lambda g=group, lv=level: masker.apply({g: lv})
         yield ("all", level), lambda lv=level: masker.apply(dict.fromkeys(masker.layers, lv))
         yield ("global", level), lambda lv=level: masker.apply_global(lv)
-
-
-def test_channel_auto_under_a_gradual_schedule_says_targets_are_not_ramped():
-    from prunecli import config
-    from prunecli.analysis import hooks
-
-    def note(**settings):
-        base = {"prune.sparsity": "auto", "prune.max_accuracy_drop": 0.01}
-        return hooks.gradual_channel_note(config.load(None, base | settings))
-
-    gradual = {"prune.schedule.type": "polynomial", "prune.schedule.end_epoch": 2}
-    assert "not ramped by the polynomial schedule" in note(
-        **gradual, **{"prune.granularity": "channel", "prune.method": "l2"}
-    )
-    assert note(**gradual) is None  # unstructured auto ramps per-layer schedules
-    assert note(**{"prune.granularity": "channel", "prune.method": "l2"}) is None  # one_shot

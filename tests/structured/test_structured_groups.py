@@ -170,3 +170,28 @@ def test_overrides_set_a_groups_sparsity():
     plan = groups.plan(graph.build(_two_convs()), prune, round_to=1)
     assert len(plan.kept[_group_of(plan, "conv_a").id]) == 4
     assert len(plan.kept[_group_of(plan, "conv_b").id]) == 6
+
+
+def test_a_gradual_schedule_ramps_each_override_by_its_own_schedule():
+    """An override (what ``sparsity: auto`` sets per group) rises with the schedule like
+    the model-wide target, never jumping to its final width at the first update."""
+    from prunecli.config import LayerSelection
+    from prunecli.core.schedules import Polynomial
+
+    def ramp(target: float) -> Polynomial:
+        return Polynomial(initial=0.0, final=target, begin=0, end=10, frequency=1)
+
+    prune = Prune(
+        granularity="channel",
+        sparsity=0.25,
+        round_to=1,
+        layers=LayerSelection(overrides={"conv_a": 0.75}),
+    )
+    pruner = ChannelPruner(_two_convs(), prune, ramp)
+
+    def removed(step: int) -> int:
+        pruner.update(step)
+        return 8 - len(pruner.plan.kept[_group_of(pruner.plan, "conv_a").id])
+
+    # 8 channels: s_t = 0.75 (1 - (1 - t/10)^3) -> 0, 1.6, 3.9, 6 of them at t = 0, 1, 3, 10
+    assert [removed(step) for step in (0, 1, 3, 10)] == [0, 2, 4, 6]
