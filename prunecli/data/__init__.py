@@ -23,10 +23,12 @@ import numpy as np
 from prunecli.config import Data
 from prunecli.data import checks, images, tabular, tfrecord
 from prunecli.data.inputs import InputSpec
-from prunecli.data.source import Source, Splits, from_arrays, materialize
+from prunecli.data.source import Source, Splits, from_arrays, head, materialize, numpy_batch
 from prunecli.errors import DataError
 
-__all__ = ["Source", "Splits", "from_arrays", "load", "materialize", "split_dir"]
+__all__ = [
+    "Source", "Splits", "from_arrays", "head", "load", "materialize", "numpy_batch", "split_dir",
+]  # fmt: skip
 
 
 def split_dir(directory: Path) -> tuple[Path, Path | None]:

@@ -253,6 +253,21 @@ def materialize(source: Source) -> tuple[np.ndarray, np.ndarray]:
     return x, source.y
 
 
+def numpy_batch(x: Any) -> np.ndarray | dict[str, np.ndarray]:
+    """A batch from ``Source.dataset`` as numpy: one array, or (a multi-input model's)
+    a dict of arrays by input name, each in its own dtype."""
+    if isinstance(x, dict):
+        return {name: np.asarray(values) for name, values in x.items()}
+    return np.asarray(x)
+
+
+def head(batch: np.ndarray | dict[str, np.ndarray], count: int = 1) -> Any:
+    """The first ``count`` samples of a numpy batch (of every input of a dict batch)."""
+    if isinstance(batch, dict):
+        return {name: values[:count] for name, values in batch.items()}
+    return batch[:count]
+
+
 def _identity(value: Any) -> Any:
     return value
 

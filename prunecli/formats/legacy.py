@@ -29,12 +29,16 @@ from prunecli.errors import ModelLoadError
 from prunecli.formats import compiling
 
 TFMOT_WRAPPER = "PruneLowMagnitude"
-# Keras 2 layer arguments Keras 3 refuses; dropping them changes nothing Keras 3 supports
-# (``groups`` is Keras 2's Conv base argument, always 1 in a depthwise / separable conv).
+# Keras 2 layer arguments Keras 3 refuses; dropping them changes nothing Keras 3 supports.
+# Keras 2's depthwise and separable convs inherit its Conv base's ``groups`` (always 1
+# there) and ``kernel_initializer/regularizer/constraint`` (unused: their kernels are the
+# ``depthwise_*`` / ``pointwise_*`` ones), which Keras 3's classes do not take
+# (Xception's ``SeparableConv2D``).
+_CONV_BASE = ("groups", "kernel_initializer", "kernel_regularizer", "kernel_constraint")
 _DROPPED_ARGS = {
     **dict.fromkeys(("LSTM", "GRU", "SimpleRNN"), ("time_major",)),
     **dict.fromkeys(
-        ("DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D"), ("groups",)
+        ("DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D"), _CONV_BASE
     ),
 }
 # Keras 2 wrote some axes as a one-element list; Keras 3 takes the int.
