@@ -62,8 +62,9 @@ def load_h5(path: Path) -> Any:
         config = json.loads(_text(handle.attrs["model_config"]))
         training = handle.attrs.get("training_config")
         renames: dict[str, str] = {}
-        model = compat.legacy_model_from_config(to_keras3(config, renames))
-        _copy_weights(handle["model_weights"], model, renames, path)
+        wrappers: set[str] = set()
+        model = compat.legacy_model_from_config(to_keras3(config, renames, wrappers))
+        _copy_weights(handle["model_weights"], model, renames, wrappers, path)
     if training is not None:
         model.compile(**compiling.from_training_config(json.loads(_text(training))))
     return model
@@ -101,11 +102,17 @@ def load_savedmodel(folder: Path) -> Any:
         return load_h5(staged)
 
 
-def to_keras3(config: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
+def to_keras3(
+    config: dict[str, Any], renames: dict[str, str], wrappers: set[str] | None = None
+) -> dict[str, Any]:
     """The stored Keras 2 config rewritten for Keras 3 (pure; ``renames`` collects
-    ``{wrapper name: inner name}`` for every tfmot wrapper removed)."""
+    ``{stored name: Keras 3 name}`` for every tfmot wrapper removed and every name with a
+    ``/``; ``wrappers`` the stored names that were tfmot wrappers, whose own weights go)."""
     config = _unwrap(config, renames)
-    renames |= _slashed_names(config)
+    if wrappers is not None:
+        wrappers |= set(renames)
+    slashed = _slashed_names(config)
+    renames.update({old: slashed.get(new, new) for old, new in renames.items()} | slashed)
     return _renumber_nodes(_rename_refs(config, renames))
 
 
@@ -211,13 +218,16 @@ def _ref_lists(node: Any) -> list[list[Any]]:
     return []
 
 
-def _copy_weights(group: h5py.Group, model: Any, renames: dict[str, str], path: Path) -> None:
-    """Assign each stored layer's weights to the layer of the same (unwrapped) name, in the
-    order Keras 2 saved them: trainable weights, then non-trainable ones."""
+def _copy_weights(
+    group: h5py.Group, model: Any, renames: dict[str, str], wrappers: set[str], path: Path
+) -> None:
+    """Assign each stored layer's weights to the layer of the same (unwrapped, renamed)
+    name, in the order Keras 2 saved them: trainable weights, then non-trainable ones.
+    (A renamed layer is not a wrapper: ``Conv/BatchNorm``'s weights are all its own.)"""
     for stored in (_text(name) for name in group.attrs["layer_names"]):
         names = [_text(name) for name in group[stored].attrs["weight_names"]]
         values = [np.asarray(group[stored][name]) for name in names]
-        if stored in renames:  # a tfmot wrapper: its own state goes, masks are applied
+        if stored in wrappers:  # a tfmot wrapper: its own state goes, masks are applied
             values = _strip_tfmot_state(stored, names, values)
         if not values:
             continue
