@@ -224,6 +224,45 @@ def tf_keras_application(
     return path, x, np.asarray(model(x, training=False))
 
 
+def tf_keras_constructs(path: Path, seed: int = 0) -> tuple[Path, np.ndarray, np.ndarray]:
+    """``tf_keras_application``'s triple for a 16x16 model made of what the bigger families
+    need rewritten, in a few thousand weights: Xception's / NASNet's SeparableConv2D,
+    MobileNetV3's ``/`` names and TFOpLambda ``x + 3``, ``x * (1/6)``, RegNet's TFOpLambda
+    ``a * b`` and ``a + b``, InceptionResNetV2's CustomScaleLayer, ConvNeXt's LayerScale
+    and StochasticDepth, EfficientNetV2's TensorFlow-module initializer (the family classes
+    are tf_keras's own, from its application modules)."""
+    import tensorflow as tf
+    import tf_keras
+    from tf_keras.src.applications.convnext import LayerScale, StochasticDepth
+    from tf_keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+
+    layers = tf_keras.layers
+    tf_keras.utils.set_random_seed(seed)
+    inputs = tf_keras.Input((16, 16, 3))
+    x = layers.SeparableConv2D(8, 3, padding="same", name="sep")(inputs)
+    x = layers.BatchNormalization(name="block/bn")(x)
+    hard = layers.ReLU(6.0, name="block/relu")(x + 3.0) * (1.0 / 6.0)  # TFOpLambda x2
+    branch = layers.Conv2D(8, 1, name="block/conv")(hard)
+    x = CustomScaleLayer(0.17)([x, branch])
+    squeeze = layers.Conv2D(8, 1, activation="sigmoid", name="excite")(
+        layers.GlobalAveragePooling2D(keepdims=True)(x)
+    )
+    x = squeeze * x + x  # TFOpLambda with tensor operands
+    x = LayerScale(0.5, 8, name="scale")(x)
+    x = StochasticDepth(0.1, name="drop_path")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(CLASSES, bias_initializer=tf.constant_initializer(0.0), name="out")(x)
+    model = tf_keras.Model(inputs, outputs)
+    rng = np.random.default_rng(seed)
+    model.get_layer("scale").gamma.assign(rng.uniform(0.5, 1.5, 8).astype(np.float32))
+    for weight in model.get_layer("block/bn").weights[1:]:
+        weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype(np.float32))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.save(path)
+    x = rng.uniform(0, 1, (2, 16, 16, 3)).astype(np.float32)
+    return path, x, np.asarray(model(x, training=False))
+
+
 # Run in a fresh interpreter: loads each file with plain Keras (keras_hub and the user's
 # modules imported, never prunecli) and lists every weight with its zeros.
 CHILD = """
