@@ -40,6 +40,7 @@ class Source:
     keys: Callable[[np.ndarray], Any] | None = None
     decode: Callable[[Any], Any] | None = None
     random_access: bool = True
+    rescale: float | None = None  # the factor applied to the samples (None: not recorded)
 
     def __len__(self) -> int:
         return len(self.y)
