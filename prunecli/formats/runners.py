@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from prunecli.errors import OutputError
+
 SERVING = "serving_default"
 FIXED_LENGTH = 8  # an open non-batch dimension, when no data gives one
 
@@ -48,7 +50,7 @@ def multi_input(fmt: str, path: Path) -> Callable[[Feed], np.ndarray] | None:
         interpreter = litert_interpreter(path.read_bytes())
         if len(interpreter.get_input_details()) < 2:
             return None
-        return _signature_call(interpreter.get_signature_runner(SERVING))
+        return _signature_call(interpreter.get_signature_runner(SERVING), path)
     import tensorflow as tf
 
     signature = tf.saved_model.load(str(path)).signatures[SERVING]
@@ -57,21 +59,33 @@ def multi_input(fmt: str, path: Path) -> Callable[[Feed], np.ndarray] | None:
         return None
 
     def run(batch: Feed) -> np.ndarray:
+        _same_names(path, specs, batch)
         result = signature(**{k: tf.constant(batch[k], dtype=s.dtype) for k, s in specs.items()})
         return np.asarray(result[sorted(result)[0]])
 
     return run
 
 
-def _signature_call(runner: Any) -> Callable[[Feed], np.ndarray]:
+def _signature_call(runner: Any, path: Path) -> Callable[[Feed], np.ndarray]:
     details = runner.get_input_details()
 
     def run(batch: Feed) -> np.ndarray:
+        _same_names(path, details, batch)
         feed = {k: np.ascontiguousarray(batch[k], dtype=d["dtype"]) for k, d in details.items()}
         result = runner(**feed)
         return np.asarray(result[sorted(result)[0]]).copy()
 
     return run
+
+
+def _same_names(path: Path, expected: dict[str, Any], batch: Feed) -> None:
+    """Raise OutputError when the artifact's inputs are not named as the data's (a tf.keras
+    SavedModel input whose signature names differ from its layers')."""
+    if set(expected) != set(batch):
+        raise OutputError(
+            f"{path}: the artifact's inputs ({', '.join(sorted(expected))}) are not named "
+            f"after the model's inputs ({', '.join(sorted(batch))}); cannot feed them by name"
+        )
 
 
 def zeros_run(interpreter: Any) -> None:
