@@ -230,7 +230,8 @@ def tf_keras_constructs(path: Path, seed: int = 0) -> tuple[Path, np.ndarray, np
     MobileNetV3's ``/`` names and TFOpLambda ``x + 3``, ``x * (1/6)``, RegNet's TFOpLambda
     ``a * b`` and ``a + b``, InceptionResNetV2's CustomScaleLayer, ConvNeXt's LayerScale
     and StochasticDepth, EfficientNetV2's TensorFlow-module initializer (the family classes
-    are tf_keras's own, from its application modules)."""
+    are tf_keras's own, from its application modules: ``tf_keras.src``, as tf_keras exports
+    none of them; benchmarks/keras2_families.py builds the whole families)."""
     import tensorflow as tf
     import tf_keras
     from tf_keras.src.applications.convnext import LayerScale, StochasticDepth
