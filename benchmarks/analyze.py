@@ -16,7 +16,17 @@ real prune runs. Both drops are measured by the runs' own before/after accuracy.
 ``--finetune`` the same comparison also runs with the quickstart fine-tune (3 epochs,
 polynomial schedule), printed only.
 
-    .venv/bin/python benchmarks/analyze.py [--finetune]
+Channel auto (key ``channel_auto``): the ResNet-style sample (``models.residual_cnn``,
+trained as ``benchmarks/structured.py`` trains it: 20 epochs on the digits) at D = 1
+point, ``granularity: channel`` (l2 scores, layer scope, ``round_to`` 8), no fine-tuning:
+``sparsity: auto`` against the highest uniform channel fraction within D (bisection to
+1/128, real prune runs). The figure compared is the share of FLOPs (MACs) removed, from
+each run's before/after ``flops``. The same again with ``round_to`` 1 (key
+``channel_auto_round_to_1``): with 8, a 16-channel group can only keep 8 or 16.
+``--channel-only`` runs just these rows and updates those keys of ``analyze.json`` (the
+other keys are kept).
+
+    .venv/bin/python benchmarks/analyze.py [--finetune] [--channel-only]
 """
 
 from __future__ import annotations
@@ -53,16 +63,21 @@ BUDGET = 0.01
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--finetune", action="store_true", help="also compare with fine-tuning")
+    parser.add_argument("--channel-only", action="store_true", help="only the channel row")
     args = parser.parse_args()
     print(f"machine: {runtime.machine()}")
-    scans = [_timed_scan(*_sample(), reps=5), _timed_scan(*_mobilenet(), reps=1)]
-    _print_scans(scans)
-    auto = _auto_vs_uniform(epochs=0)
-    _print_auto("no fine-tuning", auto)
-    if args.finetune:
-        _print_auto("quickstart fine-tune", _auto_vs_uniform(epochs=3))
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    if not args.channel_only:
+        scans = [_timed_scan(*_sample(), reps=5), _timed_scan(*_mobilenet(), reps=1)]
+        _print_scans(scans)
+        auto = _auto_vs_uniform(epochs=0)
+        _print_auto("no fine-tuning", auto)
+        if args.finetune:
+            _print_auto("quickstart fine-tune", _auto_vs_uniform(epochs=3))
+        results |= {"scan": scans, "auto": auto}
+    results |= _channel_rows()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"scan": scans, "auto": auto}, indent=2) + "\n")
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS.relative_to(ROOT)}")
 
 
@@ -171,6 +186,89 @@ def _auto_vs_uniform(epochs: int) -> dict[str, Any]:
         "uniform_sparsity": round(low, 4),
         "uniform_drop": round(low_drop, 4),
     }
+
+
+def _channel_prune(
+    path: Path, sparsity: float | str, folder: Path, round_to: int
+) -> dict[str, Any]:
+    """One channel prune of the trained residual sample, no fine-tuning; its report."""
+    overrides: dict[str, Any] = {
+        "prune.granularity": "channel",
+        "prune.round_to": round_to,
+        "prune.method": "l2",
+        "prune.scope": "layer",
+        "prune.sparsity": sparsity,
+        "finetune.epochs": 0,
+        "data.train": str(DIGITS / "train"),
+        "data.validation": str(DIGITS / "val"),
+        "output.path": str(folder / f"c{time.perf_counter_ns()}.keras"),
+        "output.html": False,
+    }
+    if sparsity == "auto":
+        overrides["prune.max_accuracy_drop"] = BUDGET
+    cfg = config.load(None, overrides)
+    keras.utils.set_random_seed(cfg.seed)
+    return pipeline.run(pipeline.Request(path, cfg, force=True), Reporter())
+
+
+def _flops_removed(report: dict[str, Any]) -> float:
+    return 1 - report["after"]["flops"] / report["before"]["flops"]
+
+
+def _channel_auto_vs_uniform(path: Path, folder: Path, round_to: int) -> dict[str, Any]:
+    """Auto against the highest uniform channel fraction within D (see the docstring)."""
+    started = time.perf_counter()
+    auto = _channel_prune(path, "auto", folder, round_to)
+    auto_seconds = time.perf_counter() - started
+    low, high, best = 0.0, 1.0, None
+    while high - low > 1 / 128:
+        middle = (low + high) / 2
+        report = _channel_prune(path, middle, folder, round_to)
+        if _drop(report) <= BUDGET + 1e-12:
+            low, best = middle, report
+        else:
+            high = middle
+    section = auto["auto"]
+    return {
+        "model": "residual_cnn (trained 20 epochs, as benchmarks/structured.py)",
+        "max_accuracy_drop": BUDGET,
+        "round_to": round_to,
+        "auto_allocation": section["allocation"],
+        "auto_channels_kept": {g["group"]: g["channels_kept"] for g in section["groups"]},
+        "auto_channel_sparsity": round(section["sparsity"], 4),
+        "auto_flops_removed": round(_flops_removed(auto), 4),
+        "auto_drop": round(_drop(auto), 4),
+        "auto_seconds": round(auto_seconds, 1),
+        "uniform_channel_sparsity": round(low, 4),
+        "uniform_flops_removed": round(_flops_removed(best), 4) if best else 0.0,
+        "uniform_drop": round(_drop(best), 4) if best else 0.0,
+    }
+
+
+def _channel_rows() -> dict[str, Any]:
+    """``channel_auto`` (round_to 8, the default) and ``channel_auto_round_to_1``."""
+    import models  # benchmarks/models.py: this folder is on sys.path when run
+
+    rows = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        path = models.train_residual_cnn(folder / "residual_cnn.keras", DIGITS / "train")
+        for key, round_to in (("channel_auto", 8), ("channel_auto_round_to_1", 1)):
+            rows[key] = _channel_auto_vs_uniform(path, folder, round_to)
+            _print_channel(rows[key])
+    return rows
+
+
+def _print_channel(row: dict[str, Any]) -> None:
+    print(
+        f"channel auto vs uniform at D = {100 * row['max_accuracy_drop']:.0f} point "
+        f"(residual_cnn, round_to {row['round_to']}, no fine-tuning): auto removes "
+        f"{100 * row['auto_flops_removed']:.1f}% of FLOPs "
+        f"(channels {100 * row['auto_channel_sparsity']:.1f}%, drop "
+        f"{100 * row['auto_drop']:.2f} pt, {row['auto_seconds']:.1f} s), uniform "
+        f"{100 * row['uniform_flops_removed']:.1f}% (channels "
+        f"{100 * row['uniform_channel_sparsity']:.1f}%, drop {100 * row['uniform_drop']:.2f} pt)"
+    )
 
 
 def _print_scans(rows: list[dict[str, Any]]) -> None:

@@ -272,7 +272,8 @@ def _check_levels(levels: list[float], what: str) -> None:
 
 
 def _check_auto(prune: Prune, nm: bool) -> None:
-    """``sparsity: auto`` picks one target per layer within ``max_accuracy_drop``."""
+    """``sparsity: auto`` picks one target per layer (per channel group under
+    ``granularity: channel``) within ``max_accuracy_drop``."""
     if prune.sparsity != "auto":
         return
     if prune.max_accuracy_drop is None:
@@ -283,9 +284,6 @@ def _check_auto(prune: Prune, nm: bool) -> None:
     clash = (
         "prune.granularity N:M fixes every layer's sparsity"
         if nm
-        else "prune.granularity channel removes whole channel groups, which the scan does "
-        "not score: give a number"
-        if prune.granularity == catalog.CHANNEL
         else "prune.scope global shares one threshold"
         if prune.scope == "global"
         else "prune.layers.overrides sets targets by hand"

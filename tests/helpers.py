@@ -234,6 +234,24 @@ def build_dense(features: int = 6):
     )
 
 
+def build_residual_cnn():
+    """Channel coupling in miniature: a residual Add joins stem and branch into one group,
+    conv2 (through BatchNorm, pooling and Flatten) is another, wider and cheaper to
+    thin; 2,363 weights."""
+    import keras
+
+    layers = keras.layers
+    inputs = keras.Input((SIZE, SIZE, 1))
+    stem = layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    stem = layers.ReLU(name="stem_relu")(layers.BatchNormalization(name="stem_bn")(stem))
+    branch = layers.Conv2D(8, 3, padding="same", activation="relu", name="branch")(stem)
+    joined = layers.Add(name="add")([stem, branch])
+    x = layers.Conv2D(16, 3, activation="relu", name="conv2")(joined)
+    x = layers.MaxPooling2D(2, name="pool")(layers.BatchNormalization(name="bn2")(x))
+    outputs = layers.Dense(CLASSES, activation="softmax", name="out")(layers.Flatten()(x))
+    return keras.Model(inputs, outputs, name="residual_cnn")
+
+
 # The config's top-level sections, as ``validate --print`` and ``config.dump`` write them.
 CONFIG_SECTIONS = {"version", "seed", "input", "prune", "finetune", "data", "output", "analyze"}
 # Kernel sizes of the models above (layer path -> weights in its kernel).
@@ -241,7 +259,12 @@ CNN_KERNELS = {"conv": 36, "hidden": 2304, "out": 48}  # 3*3*1*4, (6*6*4)*16, 16
 NESTED_KERNELS = {"base/conv": 36, "hidden": 2304, "out": 48}
 DENSE_KERNELS = {"hidden": 192, "out": 96}  # 6*32, 32*3
 
-BUILDERS: dict[str, Callable] = {"cnn": build_cnn, "nested": build_nested, "dense": build_dense}
+BUILDERS: dict[str, Callable] = {
+    "cnn": build_cnn,
+    "nested": build_nested,
+    "dense": build_dense,
+    "residual": build_residual_cnn,
+}
 
 
 def train_cnn(epochs: int = 5, batch_size: int = 16, seed: int = 0):
@@ -912,3 +935,26 @@ def independent_macs(model) -> int:
             total += 3 * t * c_in * heads * dim + t * heads * dim * out[-1]
             total += heads * t * t * 2 * dim
     return total
+
+
+def embedded_pngs(page: str) -> list[tuple[int, int]]:
+    """Sizes of every ``<img>`` of an HTML page, each of which must be a data URI holding a
+    valid PNG (so the page needs no other file); AssertionError otherwise."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert sources, "the page shows no image"
+    sizes = []
+    for source in sources:
+        prefix = "data:image/png;base64,"
+        assert source.startswith(prefix), source[:60]
+        blob = base64.b64decode(source[len(prefix) :], validate=True)
+        with Image.open(io.BytesIO(blob)) as image:
+            image.verify()
+        with Image.open(io.BytesIO(blob)) as image:
+            assert image.format == "PNG"
+            sizes.append(image.size)
+    return sizes

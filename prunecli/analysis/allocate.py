@@ -13,20 +13,26 @@ every layer pruned at once, and the budget shrinks until that measured drop is w
 too (before fine-tuning, which usually wins accuracy back). Beside it, the report shows a
 uniform allocation at the same total sparsity, and the highest uniform sparsity that
 meets D on its own, so the user sees what the allocation bought.
+
+Under ``granularity: channel`` the rows are channel groups and a level's value is the
+multiply-accumulates its channels cost (``flops_removed`` of the scan), so the knapsack
+removes the most FLOPs, not the most weights; the total is the share of channels removed,
+and each allocation's share of the model's MACs is reported beside it (``flops_removed``).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from prunecli.analysis import scan as scanning
 from prunecli.analysis import sensitivity
+from prunecli.analysis.channels import GroupMasker
 from prunecli.analysis.progress import scan_progress
 from prunecli.config import Config
 from prunecli.errors import ConfigError
@@ -40,10 +46,18 @@ class Allocation:
     predicted_drop: float  # the layers' scan drops, summed
 
 
+Value = Callable[[scanning.Point], float]  # what a point removes, to maximise
+
+
 def knapsack(
-    result: scanning.Result, params: Mapping[str, int], samples: int, budget: int
+    result: scanning.Result,
+    params: Mapping[str, int],
+    samples: int,
+    budget: int,
+    value: Value | None = None,
 ) -> Allocation:
-    """The levels maximising removed weights with summed cost <= ``budget`` samples.
+    """The levels maximising removed weights (or ``value`` of the points: the channel
+    scan's MACs removed) with summed cost <= ``budget`` samples.
 
     >>> base = scanning.Point("", 0, 0.0, 1.0, 0.0)
     >>> points = [scanning.Point("a", 10, 0.5, 0.9, 0.0), scanning.Point("b", 90, 0.5, 0.9, 0.0)]
@@ -51,21 +65,22 @@ def knapsack(
     {'a': 0.0, 'b': 0.5}
     """
     base = result.baseline.accuracy or 0.0
-    # best[b]: most weights removed at cost <= b; picks[i][b]: layer i's level there
+    worth = value or (lambda point: point.sparsity * params[point.layer])
+    # best[b]: most removed at cost <= b; picks[i][b]: layer i's level there
     best = np.zeros(budget + 1)
     picks: list[list[tuple[float, int]]] = []
     for layer in result.layers:
-        options = [(0.0, 0)] + [
-            (p.sparsity, max(0, round((base - (p.accuracy or 0.0)) * samples)))
+        options = [(0.0, 0, 0.0)] + [
+            (p.sparsity, max(0, round((base - (p.accuracy or 0.0)) * samples)), worth(p))
             for p in result.curve(layer)
         ]
         new = np.full(budget + 1, -1.0)
         chosen: list[tuple[float, int]] = [(0.0, 0)] * (budget + 1)
-        for level, cost in options:
+        for level, cost, gain in options:
             for b in range(cost, budget + 1):
-                value = best[b - cost] + level * params[layer]
-                if value > new[b]:
-                    new[b], chosen[b] = value, (level, cost)
+                total = best[b - cost] + gain
+                if total > new[b]:
+                    new[b], chosen[b] = total, (level, cost)
         best = new
         picks.append(chosen)
     targets: dict[str, float] = {}
@@ -102,10 +117,14 @@ def plan(scope: Any, cfg: Config, reporter: Reporter) -> dict[str, Any]:
         result = scanning.scan(masker, evaluator, cfg.analyze.levels, progress)
     base = result.baseline.accuracy or 0.0
     params = {layer: masker.params(layer) for layer in result.layers}
-    allocation, drop = _fit(scope, result, params, limit, cfg.analyze.levels)
+    channel = isinstance(masker, GroupMasker)
+    value = _macs_removed if channel else None
+    allocation, drop = _fit(scope, result, params, limit, cfg.analyze.levels, value)
+    if channel:  # the total is the channels removed, as the channel pruner counts it
+        allocation = replace(allocation, sparsity=masker.removal(allocation.targets)["sparsity"])
     same = _drop(masker, evaluator, base, dict.fromkeys(params, allocation.sparsity))
     uniform, uniform_drop = _best_uniform(masker, evaluator, base, limit, list(params))
-    return {
+    section = {
         "max_accuracy_drop": limit,
         "levels": list(cfg.analyze.levels),
         "samples": samples,
@@ -119,6 +138,33 @@ def plan(scope: Any, cfg: Config, reporter: Reporter) -> dict[str, Any]:
         "scan_evaluations": result.evaluations,
         "scan": sensitivity.curves(result, masker),
     }
+    if channel:
+        _add_flops(section, masker)
+    return section
+
+
+def _macs_removed(point: scanning.Point) -> float:
+    """A channel point's value: the MACs it removes (parameters when MACs are unknown)."""
+    removed = getattr(point, "flops_removed", None)
+    return float(removed if removed is not None else getattr(point, "params_removed", 0))
+
+
+def _add_flops(section: dict[str, Any], masker: GroupMasker) -> None:
+    """Channel auto: the share of MACs each allocation removes (predicted from the sliced
+    shapes), and the groups with the layers that make their channels (the overrides)."""
+    uniform, best = section["uniform"], section["uniform_within_budget"]
+    groups = dict.fromkeys(section["allocation"])
+    section["flops"] = masker.total_macs()
+    section["flops_removed"] = masker.removal(section["allocation"])["flops_removed"]
+    uniform["flops_removed"] = masker.removal(dict.fromkeys(groups, uniform["sparsity"]))[
+        "flops_removed"
+    ]
+    best["flops_removed"] = masker.removal(dict.fromkeys(groups, best["sparsity"]))["flops_removed"]
+    section["groups"] = [
+        row
+        | {"channels_kept": len(masker.kept_at(row["group"], section["allocation"][row["group"]]))}
+        for row in masker.describe()
+    ]
 
 
 def _fit(
@@ -127,6 +173,7 @@ def _fit(
     params: dict[str, int],
     limit: float,
     levels: list[float],
+    value: Value | None = None,
 ) -> tuple[Allocation, float]:
     """The knapsack's allocation, its budget tightened until the whole model pruned at
     once stays within ``limit``; if even a budget of 0 does not (layers that cost nothing
@@ -136,7 +183,7 @@ def _fit(
     base = result.baseline.accuracy or 0.0
     units = math.floor(limit * samples + 1e-9)
     while True:
-        allocation = knapsack(result, params, samples, units)
+        allocation = knapsack(result, params, samples, units, value)
         drop = _drop(masker, evaluator, base, allocation.targets)
         if drop <= limit + 1e-12 or units == 0:
             break
@@ -153,8 +200,16 @@ def _fit(
 def resolved(cfg: Config, auto: Mapping[str, Any]) -> Config:
     """The config the prune runs with (``auto``: ``plan``'s section): every allocated
     layer's target as an override (an exact-match regex), and ``sparsity`` the mean target
-    weighted by parameters."""
+    weighted by parameters. Under channel granularity each group's target is set on every
+    layer that makes its channels (what ``structured.groups`` matches overrides against),
+    and ``sparsity`` is the share of channels removed."""
     overrides = {re.escape(layer): float(level) for layer, level in auto["allocation"].items()}
+    if "groups" in auto:
+        overrides = {
+            re.escape(producer): float(auto["allocation"][group["group"]])
+            for group in auto["groups"]
+            for producer in group["producers"]
+        }
     layers = cfg.prune.layers.model_copy(update={"overrides": overrides})
     prune = cfg.prune.model_copy(update={"layers": layers, "sparsity": auto["sparsity"]})
     return cfg.model_copy(update={"prune": prune})
@@ -166,7 +221,7 @@ def _drop(
     """Accuracy drop with every layer at its target at once (no fine-tuning)."""
     masker.apply(targets)
     try:
-        accuracy, _ = evaluator()
+        accuracy, _ = masker.evaluate(evaluator)
     finally:
         masker.restore()
     return base - (accuracy or 0.0)

@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 
 from prunecli import data
+from prunecli.analysis.channels import GroupMasker
 from prunecli.analysis.scan import Evaluator, Masker
 from prunecli.config import Config
+from prunecli.core import catalog
 from prunecli.errors import ConfigError
 from prunecli.formats.base import InputFormat
 from prunecli.progress import Reporter
@@ -26,7 +28,7 @@ from prunecli.reporting import evaluate
 @dataclass(frozen=True)
 class Scope:
     layers: list[LayerInfo]
-    masker: Masker
+    masker: Masker  # or a channels.GroupMasker under granularity channel
     evaluator: Evaluator
     samples: int  # validation samples evaluated per point
 
@@ -45,15 +47,12 @@ def build(
         raise ConfigError("a sensitivity scan needs validation data (data.validation_split is 0)")
     chosen = subset(splits.validation, cfg.analyze.samples, cfg.seed)
     x, y = data.materialize(chosen)
+    source = _gradient_source(model, cfg, splits, loss)
+    if cfg.prune.granularity == catalog.CHANNEL:  # rows are channel groups
+        masker: Any = GroupMasker(model, cfg.prune, seed=cfg.seed, gradients=source)
+        return Scope(layers, masker, Evaluator(model, x, y, task, loss), len(y))
     gradients = None
-    if cfg.prune.needs.gradients:
-        if splits.train is None:
-            raise ConfigError("prune.method taylor scores weights by gradients: set data.train")
-        from prunecli.training import finetune
-
-        source = finetune.gradient_source(
-            model, splits.train, loss, cfg.prune.score_batches, cfg.finetune.batch_size, cfg.seed
-        )
+    if source is not None:
         kernels = {
             f"{info.path}/{attr}": variable
             for info in layers
@@ -63,6 +62,19 @@ def build(
         gradients = source(kernels)
     masker = Masker(layers, cfg.prune, seed=cfg.seed, gradients=gradients)
     return Scope(layers, masker, Evaluator(model, x, y, task, loss), len(y))
+
+
+def _gradient_source(model: Any, cfg: Config, splits: data.Splits, loss: Any) -> Any:
+    """Taylor scores: a function taking gradients of the training loss (None otherwise)."""
+    if not cfg.prune.needs.gradients:
+        return None
+    if splits.train is None:
+        raise ConfigError("prune.method taylor scores weights by gradients: set data.train")
+    from prunecli.training import finetune
+
+    return finetune.gradient_source(
+        model, splits.train, loss, cfg.prune.score_batches, cfg.finetune.batch_size, cfg.seed
+    )
 
 
 def prepare(model: Any, source: InputFormat, cfg: Config, reporter: Reporter) -> Scope:
@@ -83,10 +95,14 @@ def prepare(model: Any, source: InputFormat, cfg: Config, reporter: Reporter) ->
     scope = build(model, layers, cfg, splits, task, args["loss"])
     reporter.say(
         "message",
-        f"scanning {len(scope.masker.layers)} layers x {len(cfg.analyze.levels)} levels "
+        f"scanning {len(scope.masker.layers)} {_rows(cfg)} x {len(cfg.analyze.levels)} levels "
         f"on {scope.samples:,} validation samples ({task.kind})",
     )
     return scope
+
+
+def _rows(cfg: Config) -> str:
+    return "channel groups" if cfg.prune.granularity == catalog.CHANNEL else "layers"
 
 
 def subset(source: data.Source, samples: int | None, seed: int) -> data.Source:

@@ -9,8 +9,8 @@ Beside ``<stem>.report.md`` (names from the Markdown report's path)::
     <stem>.report.sensitivity.png   the scan's per-layer curves (``sparsity: auto``)
     <stem>.report.html           the tables and the plots (``output.html``)
 
-The Markdown report references the PNGs by file name; the HTML page shows them the same
-way, so both open from disk with no server.
+The Markdown report references the PNGs by file name; the HTML page embeds them (data
+URIs), so it is one self-contained file that opens from disk with no server.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def stage(
     lines = [f"![{_CAPTIONS[name]}]({names[name]})\n" for name in figures]
     stage.write_text(markdown_path, markdown + _auto_markdown(report) + "\n" + "\n".join(lines))
     if page:
-        stage.write_text(markdown_path.with_suffix(".html"), to_html(report, names))
+        stage.write_text(markdown_path.with_suffix(".html"), to_html(report, figures))
 
 
 def _pt(value: float | None) -> str:
@@ -79,7 +79,18 @@ def _auto_summary(auto: dict[str, Any]) -> str:
         f"scanned {_pt(auto['scan_drop'])}, measured {_pt(auto.get('measured_drop'))}. "
         f"Uniform at the same sparsity (no fine-tuning): drop "
         f"{_pt(auto['uniform']['scan_drop'])}; highest uniform sparsity within the budget: "
-        f"{100 * auto['uniform_within_budget']['sparsity']:.2f}%."
+        f"{100 * auto['uniform_within_budget']['sparsity']:.2f}%." + _flops_summary(auto)
+    )
+
+
+def _flops_summary(auto: dict[str, Any]) -> str:
+    """Channel granularity: the shares of FLOPs (MACs) each allocation removes."""
+    if auto.get("flops_removed") is None:
+        return ""
+    within = auto["uniform_within_budget"].get("flops_removed")
+    return (
+        f" FLOPs removed (predicted from the shapes): {100 * auto['flops_removed']:.2f}%; "
+        f"highest uniform within the budget: {100 * (within or 0):.2f}%."
     )
 
 
@@ -88,13 +99,30 @@ def _auto_markdown(report: dict[str, Any]) -> str:
     auto = report.get("auto")
     if not auto:
         return ""
-    rows = [f"| {layer} | {100 * level:.1f}% |" for layer, level in auto["allocation"].items()]
+    header, rows = _allocation_rows(auto)
     title = f"## sparsity: auto (max accuracy drop {_pt(auto['max_accuracy_drop'])})"
-    lines = ["", title, "", "| layer | sparsity |", "|---|---:|", *rows, "", _auto_summary(auto)]
+    table = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    table += ["| " + " | ".join(row) + " |" for row in rows]
+    lines = ["", title, "", *table, "", _auto_summary(auto)]
     return "\n".join([*lines, ""])
 
 
-def to_html(report: dict[str, Any], images: dict[str, str]) -> str:
+def _allocation_rows(auto: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The allocation table: layer and sparsity; under channel granularity each group's
+    channels kept of its channels too (``| conv2 | 50.0% | 8 of 16 |``)."""
+    groups = {g["group"]: g for g in auto.get("groups") or []}
+    header = ["layer", "sparsity"] + (["channels kept"] if groups else [])
+    rows = []
+    for layer, level in auto["allocation"].items():
+        row = [layer, f"{100 * level:.1f}%"]
+        if layer in groups:
+            row.append(f"{groups[layer]['channels_kept']} of {groups[layer]['channels']}")
+        rows.append(row)
+    return header, rows
+
+
+def to_html(report: dict[str, Any], images: dict[str, bytes]) -> str:
+    """The HTML report, ``images`` (plot name -> PNG) embedded: one file, nothing beside it."""
     before, after = report["before"], report["after"]
     keys = ("params_nonzero", "sparsity", "size_bytes", "size_gzip_bytes", "accuracy", "loss")
     blocks = [
@@ -106,9 +134,9 @@ def to_html(report: dict[str, Any], images: dict[str, str]) -> str:
         blocks += [
             html.heading(f"sparsity: auto (max accuracy drop {_pt(auto['max_accuracy_drop'])})"),
             html.paragraph(_auto_summary(auto)),
-            html.table(["layer", "sparsity"], list(auto["allocation"].items())),
+            html.table(*_allocation_rows(auto)),
         ]
-    blocks += [html.image(name, _CAPTIONS[key]) for key, name in images.items()]
+    blocks += [html.image(png, _CAPTIONS[key]) for key, png in images.items()]
     blocks += [
         html.heading("Layers"),
         html.table(

@@ -42,15 +42,45 @@ def auto(request: Any, model: Any, prepared: Any, reporter: Reporter) -> tuple[A
     loss = prepared.compile_args.get("loss")
     scope = context.build(model, prepared.layers, cfg, prepared.splits, task, loss)
     section = allocate.plan(scope, cfg, reporter)
-    reporter.say(
-        "message",
-        f"auto: {100 * section['sparsity']:.1f}% sparsity within "
-        f"{100 * section['max_accuracy_drop']:.2f} points (uniform within budget: "
-        f"{100 * section['uniform_within_budget']['sparsity']:.1f}%)",
-    )
+    reporter.say("message", _line(section))
     resolved = allocate.resolved(cfg, section)
     prepared.layers = selection.select(model, resolved.prune)
+    note = gradual_channel_note(cfg)
+    if note:
+        prepared.warnings.append(note)  # in the report's warnings too
+        reporter.say("warning", f"warning: {note}")
     return dataclasses.replace(request, config=resolved), section
+
+
+def gradual_channel_note(cfg: Config) -> str | None:
+    """Channel auto sets each group's target as an override, and the channel pruner holds
+    overrides from its first update on: a gradual schedule does not ramp them."""
+    from prunecli.core import catalog
+
+    gradual = cfg.prune.schedule.type in catalog.GRADUAL_SCHEDULES
+    if cfg.prune.granularity != catalog.CHANNEL or not gradual:
+        return None
+    return (
+        f"sparsity auto with granularity channel: each group's allocated target applies "
+        f"from the first mask update, not ramped by the {cfg.prune.schedule.type} schedule"
+    )
+
+
+def _line(section: dict[str, Any]) -> str:
+    """``auto: 61.5% sparsity within 1.00 points (uniform within budget: 40.2%)``, with
+    the shares of FLOPs under channel granularity."""
+    uniform = section["uniform_within_budget"]
+    text = (
+        f"auto: {100 * section['sparsity']:.1f}% sparsity within "
+        f"{100 * section['max_accuracy_drop']:.2f} points (uniform within budget: "
+        f"{100 * uniform['sparsity']:.1f}%)"
+    )
+    if section.get("flops_removed") is not None:
+        text += (
+            f"; FLOPs removed {100 * section['flops_removed']:.1f}% (uniform within "
+            f"budget: {100 * (uniform['flops_removed'] or 0):.1f}%)"
+        )
+    return text
 
 
 def add_auto(result: dict[str, Any], section: dict[str, Any] | None) -> None:

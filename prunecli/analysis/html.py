@@ -1,7 +1,8 @@
 """A self-contained HTML page: headings, paragraphs, tables and images, no scripts.
 
-Images are referenced by their file name, relative to the page (they are written beside
-it), so the page opens from disk in any browser, no server; copy the folder to share it.
+Images are embedded as ``data:image/png;base64,...`` URIs (the PNG files are still written
+beside the page, for the Markdown report), so the page is one self-contained file: it opens
+from disk in any browser, no server, and can be mailed or attached to a CI run alone.
 Everything that comes from a model or a config is escaped.
 
 >>> "<table>" in page("t", [table(["a"], [[1]])])
@@ -10,6 +11,7 @@ True
 
 from __future__ import annotations
 
+import base64
 import html
 from collections.abc import Sequence
 from typing import Any
@@ -52,9 +54,13 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def image(name: str, caption: str) -> str:
-    """An image file beside the page, by its (relative) file name."""
-    source = html.escape(name, quote=True)
+def image(png: bytes, caption: str) -> str:
+    """A PNG embedded in the page as a data URI (no file needed to show it).
+
+    >>> image(b"x", "c").startswith('<figure><img src="data:image/png;base64,eA=="')
+    True
+    """
+    source = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
     return (
         f'<figure><img src="{source}" alt="{html.escape(caption, quote=True)}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"

@@ -46,7 +46,10 @@ def _metric(scan: dict[str, Any]) -> str:
 def layer_curves(scan: dict[str, Any]) -> bytes:
     """One accuracy-vs-sparsity curve per layer; the most sensitive in red, on top."""
     metric = _metric(scan)
-    figure, axes = _figure("Sensitivity: each layer pruned alone", "sparsity", metric)
+    title, xlabel = "Sensitivity: each layer pruned alone", "sparsity"
+    if "groups" in scan:  # a channel scan: rows are groups, levels shares of their channels
+        title, xlabel = "Sensitivity: each channel group pruned alone", "channels removed"
+    figure, axes = _figure(title, xlabel, metric)
     worst = scan["most_sensitive"]
     for layer in scan["layers"]:
         curve = [p for p in scan["points"] if p["layer"] == layer["layer"]]

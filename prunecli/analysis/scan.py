@@ -14,6 +14,7 @@ the kernel variables, whose values change by assignment (no retrace).
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -105,6 +106,14 @@ class Evaluator:
         self.forward = tf.function(lambda batch: model(batch, training=False))
         self.calls = 0
 
+    def on(self, model: Any) -> Evaluator:
+        """The same samples, task and loss, evaluating ``model`` (e.g. a rebuilt copy)."""
+        import tensorflow as tf
+
+        other = copy.copy(self)
+        other.forward = tf.function(lambda batch: model(batch, training=False))
+        return other
+
     def __call__(self) -> tuple[float | None, float]:
         import keras
 
@@ -192,6 +201,15 @@ class Masker:
                 variable.assign(self.originals[key])
                 self._masked.discard(key)
 
+    def evaluate(self, evaluator: Evaluator) -> tuple[float | None, float]:
+        """The model as masked now (the channel scan sometimes evaluates a rebuilt copy)."""
+        return evaluator()
+
+    def point(self, layer: str, level: float, accuracy: float | None, loss: float) -> Point:
+        """The scan's row for ``layer`` (or a whole-model row) at ``level``."""
+        return Point(layer, self.params(None if layer.startswith("<") else layer), level,
+                     accuracy, loss)  # fmt: skip
+
     def sparsity(self) -> float:
         """Zeros over all selected kernels as they are now."""
         flat = [np.ravel(np.asarray(v)) for v in self.variables.values()]
@@ -199,14 +217,15 @@ class Masker:
 
 
 def scan(
-    masker: Masker,
+    masker: Any,
     evaluator: Evaluator,
     levels: list[float],
     progress: Progress | None = None,
 ) -> Result:
     """Every selected layer alone at every level, then the whole model (layer scope, and
     global scope unless the granularity is N:M, which has no global form); the kernels are
-    restored after each point and at the end, whatever happens."""
+    restored after each point and at the end, whatever happens. ``masker``: a ``Masker``,
+    or under channel granularity a ``channels.GroupMasker`` (rows are groups)."""
     started = time.perf_counter()
     jobs = _jobs(masker, levels)
     report = progress or (lambda done, total, label: None)
@@ -216,9 +235,8 @@ def scan(
         for done, (layer, level, run) in enumerate(jobs):
             report(done, len(jobs), layer)
             run()
-            accuracy, loss = evaluator()
-            params = masker.params(None if layer.startswith("<") else layer)
-            result.points.append(Point(layer, params, level, accuracy, loss))
+            accuracy, loss = masker.evaluate(evaluator)
+            result.points.append(masker.point(layer, level, accuracy, loss))
         report(len(jobs), len(jobs), "")
     finally:
         masker.restore()
@@ -227,7 +245,7 @@ def scan(
     return result
 
 
-def _jobs(masker: Masker, levels: list[float]) -> list[tuple[str, float, Callable[[], None]]]:
+def _jobs(masker: Any, levels: list[float]) -> list[tuple[str, float, Callable[[], None]]]:
     """(row name, level, what to mask) for every point, in scan order."""
     jobs: list[tuple[str, float, Callable[[], None]]] = [
         (layer, level, lambda layer=layer, level=level: masker.apply({layer: level}))

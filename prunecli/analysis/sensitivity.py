@@ -3,10 +3,13 @@
 Outputs, in ``-o DIR`` (default ``<model stem>.analysis/`` beside the model)::
 
     sensitivity.json   baseline, every point, per-layer sensitivity, timing
-    sensitivity.csv    layer, params, sparsity, accuracy, loss (one row per point)
+    sensitivity.csv    layer, params, sparsity, accuracy, loss (one row per point); under
+                       granularity channel a row per group and level, ``layer`` the group's
+                       name, plus group, channels, channels_removed, params_removed and
+                       flops_removed (MACs)
     sensitivity.png    accuracy vs sparsity per layer, the most sensitive highlighted
     model.png          the whole model: layer scope and global scope
-    sensitivity.html   both plots and the table
+    sensitivity.html   both plots (embedded) and the table: one self-contained file
 
 A new DIR is staged as a whole (a temporary folder renamed at the end); in an existing DIR
 each file is staged and the files renamed together, so a failed scan leaves nothing.
@@ -32,6 +35,15 @@ from prunecli.reporting.report import versions
 
 FILES = ("sensitivity.json", "sensitivity.csv", "sensitivity.png", "model.png", "sensitivity.html")
 COLUMNS = ("layer", "params", "sparsity", "accuracy", "loss")
+# granularity channel: each row is a group (``layer`` holds its name), with what it removes
+GROUP_COLUMNS = (
+    *COLUMNS,
+    "group",
+    "channels",
+    "channels_removed",
+    "params_removed",
+    "flops_removed",
+)
 
 
 @dataclass(frozen=True)
@@ -83,7 +95,8 @@ def run(request: Request, reporter: Reporter) -> dict[str, Any]:
     reporter.say(
         "wrote",
         f"wrote {out}: {result.evaluations} evaluations in {result.seconds:.1f} s; most "
-        f"sensitive layer: {document['most_sensitive']}",
+        f"sensitive {'group' if 'groups' in document else 'layer'}: "
+        f"{document['most_sensitive']}",
     )
     return document
 
@@ -104,10 +117,15 @@ def to_document(result: scanning.Result, request: Request, scope: Any, fmt: str)
     }
 
 
-def curves(result: scanning.Result, masker: scanning.Masker) -> dict[str, Any]:
+def curves(result: scanning.Result, masker: Any) -> dict[str, Any]:
     """The scan's points and per-layer sensitivities: what the plots are drawn from (also
-    the ``scan`` inside a prune report's ``auto`` section)."""
-    return {
+    the ``scan`` inside a prune report's ``auto`` section). Under channel granularity the
+    rows are groups, listed with their members in ``groups``, and ``flops`` is the
+    unpruned model's MACs (what ``flops_removed`` is out of)."""
+    extra = {}
+    if hasattr(masker, "describe"):
+        extra = {"groups": masker.describe(), "flops": masker.total_macs()}
+    return extra | {
         "baseline": {"accuracy": result.baseline.accuracy, "loss": result.baseline.loss},
         "layers": [
             {
@@ -122,17 +140,25 @@ def curves(result: scanning.Result, masker: scanning.Masker) -> dict[str, Any]:
     }
 
 
+def columns(document: dict[str, Any]) -> tuple[str, ...]:
+    """The table's columns: ``GROUP_COLUMNS`` for a channel-group scan."""
+    return GROUP_COLUMNS if "groups" in document else COLUMNS
+
+
 def to_csv(document: dict[str, Any]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    names = columns(document)
+    writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")
     writer.writeheader()
     for point in document["points"]:
-        writer.writerow({key: _csv_cell(point[key]) for key in COLUMNS})
+        writer.writerow({key: _csv_cell(point[key]) for key in names})
     return buffer.getvalue()
 
 
-def to_html(document: dict[str, Any]) -> str:
-    base = document["baseline"]
+def to_html(document: dict[str, Any], images: dict[str, bytes]) -> str:
+    """The page, the two plots (``images``: file name -> PNG) embedded in it."""
+    base, names = document["baseline"], columns(document)
+    rows = "group" if "groups" in document else "layer"
     return html.page(
         f"prunecli sensitivity: {document['model']}",
         [
@@ -140,24 +166,27 @@ def to_html(document: dict[str, Any]) -> str:
                 f"{document['method']} scores, {document['granularity']} granularity, "
                 f"{document['samples']} validation samples, no fine-tuning. Unpruned: "
                 f"accuracy {_percent(base['accuracy'])}, loss {base['loss']:.4f}. Most sensitive "
-                f"layer: {document['most_sensitive']}."
+                f"{rows}: {document['most_sensitive']}."
             ),
-            html.image("sensitivity.png", "each layer pruned alone"),
-            html.image("model.png", "the whole model pruned (layer and global scope)"),
+            html.image(images["sensitivity.png"], f"each {rows} pruned alone"),
+            html.image(images["model.png"], "the whole model pruned (layer and global scope)"),
             html.heading("Points"),
-            html.table(COLUMNS, [[p[key] for key in COLUMNS] for p in document["points"]]),
+            html.table(names, [[p[key] for key in names] for p in document["points"]]),
         ],
     )
 
 
 def write(out: Path, document: dict[str, Any]) -> None:
     """All five files, atomically (see the module docstring)."""
+    images = {
+        "sensitivity.png": plots.layer_curves(document),
+        "model.png": plots.model_curves(document),
+    }
     contents: dict[str, bytes] = {
         "sensitivity.json": (json.dumps(versions() | document, indent=2) + "\n").encode(),
         "sensitivity.csv": to_csv(document).encode(),
-        "sensitivity.png": plots.layer_curves(document),
-        "model.png": plots.model_curves(document),
-        "sensitivity.html": to_html(document).encode(),
+        **images,
+        "sensitivity.html": to_html(document, images).encode(),
     }
     with staging.Staging() as stage:
         if out.is_dir():

@@ -88,9 +88,10 @@ def run(request: pipeline.Request, reporter: Reporter) -> dict[str, Any]:
     with staging.Staging() as stage:
         stage.write_text(paths["json"], json.dumps(combined, indent=2) + "\n")
         stage.write_text(paths["md"], to_markdown(combined, paths["png"].name))
-        stage.temp_for(paths["png"]).write_bytes(plots.sweep(rows))
+        png = plots.sweep(rows)
+        stage.temp_for(paths["png"]).write_bytes(png)
         if request.config.output.html:
-            stage.write_text(paths["html"], to_html(combined, paths["png"].name))
+            stage.write_text(paths["html"], to_html(combined, png))
         stage.commit()
     return combined
 
@@ -133,12 +134,13 @@ def to_markdown(combined: dict[str, Any], image: str) -> str:
     return "\n".join(lines)
 
 
-def to_html(combined: dict[str, Any], image: str) -> str:
+def to_html(combined: dict[str, Any], png: bytes) -> str:
+    """The combined table and the plot embedded (one self-contained file)."""
     return html.page(
         f"prunecli sweep: {combined['model']}",
         [
             html.table([label for _, label in _COLUMNS], [_cells(r) for r in combined["runs"]]),
-            html.image(image, "accuracy, size and latency against sparsity"),
+            html.image(png, "accuracy, size and latency against sparsity"),
         ],
     )
 

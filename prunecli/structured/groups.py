@@ -269,6 +269,15 @@ def plan(
     gradients: Gradients | None = None,
 ) -> Plan:
     """Score every open group and choose its survivors under ``prune``."""
+    groups, scores = scored(graph, prune, seed, gradients)
+    return Plan(graph, groups, choose(groups, scores, prune, round_to))
+
+
+def scored(
+    graph: Graph, prune: Prune, seed: int = 0, gradients: Gradients | None = None
+) -> tuple[list[Group], dict[int, np.ndarray]]:
+    """The groups (frozen ones noted) and each open group's channel scores, before any
+    choice: what ``plan`` chooses from, and what a sensitivity scan reuses at every level."""
     groups = graph.groups()
     freeze_unselected(groups, graph, prune)
     method = prune.method
@@ -287,7 +296,7 @@ def plan(
             _note(group, "no layer owns weights for these channels")
         else:
             scores[group.id] = found
-    return Plan(graph, groups, choose(groups, scores, prune, round_to))
+    return groups, scores
 
 
 def _scored_kernels(graph: Graph) -> dict[str, Any]:

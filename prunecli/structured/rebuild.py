@@ -103,6 +103,22 @@ def slice_weights(plan: Plan, use: Use) -> list[np.ndarray]:
     return sliced
 
 
+def sliced_shapes(plan: Plan, use: Use) -> list[tuple[int, ...]]:
+    """The shapes ``slice_weights`` gives, without copying any weight (parameter and MAC
+    counts of a plan). Example: a Conv2D kernel (3, 3, 8, 16) whose output group keeps 4
+    -> (3, 3, 8, 4)."""
+    table = _AXES.get(type(use.layer).__name__, {}) if use.rule != "frozen" else {}
+    roles = keep_indices(plan, use)
+    shapes = []
+    for variable in use.layer.weights:
+        shape = list(variable.shape)
+        axes = next((a for name, a in table.items() if _named(variable, name)), {})
+        for axis, role in axes.items():
+            shape[axis] = len(roles[role])
+        shapes.append(tuple(int(d) for d in shape))
+    return shapes
+
+
 def _named(variable: Any, name: str) -> bool:
     parts = variable.path.split("/")
     return "/".join(parts[-len(name.split("/")) :]) == name
@@ -215,4 +231,12 @@ def masks(plan: Plan, use: Use) -> list[np.ndarray | None]:
     return found
 
 
-__all__ = ["config_edits", "keep_indices", "masks", "rebuild", "slice_weights", "weight"]
+__all__ = [
+    "config_edits",
+    "keep_indices",
+    "masks",
+    "rebuild",
+    "slice_weights",
+    "sliced_shapes",
+    "weight",
+]
