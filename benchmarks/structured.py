@@ -88,7 +88,7 @@ runtime.start(seed=0)  # quiet TensorFlow start-up, before anything imports Kera
 import keras  # noqa: E402
 import models  # noqa: E402  (benchmarks/models.py: this folder is on sys.path when run)
 
-from prunecli import config, data, pipeline  # noqa: E402
+from prunecli import config, pipeline  # noqa: E402
 from prunecli.config import TFLite  # noqa: E402
 from prunecli.formats import exporting, model_io  # noqa: E402
 from prunecli.progress import Reporter  # noqa: E402
@@ -143,23 +143,10 @@ def _norms(model: Any) -> list[Any]:
 def _trained_application(name: str, path: Path) -> Path:
     """``name`` at ``APP_INPUT`` with 10 classes, trained from scratch on the digits as
     prunecli reads them (grey 28x28 -> RGB 32x32, pixels / 255), saved to ``path``."""
-    splits = data.load(config.Data(train=TRAIN, validation_split=0), APP_INPUT, seed=0)
     model = _application(name, APP_INPUT, classes=10)
     for layer in _norms(model):
         layer.momentum = 0.9  # saved with the model: fine-tuning uses it too
-    steps = APP_EPOCHS * -(-len(splits.train.y) // 32)
-    model.compile(
-        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(2e-3, steps)),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    start = time.perf_counter()
-    x, y = data.materialize(splits.train)
-    model.fit(x, y, batch_size=32, epochs=APP_EPOCHS, shuffle=True, verbose=0)
-    model.save(path)
-    print(f"trained {name} at {APP_INPUT} ({model.count_params():,} parameters, "
-          f"{APP_EPOCHS} epochs) in {time.perf_counter() - start:.1f}s", flush=True)  # fmt: skip
-    return path
+    return models.train_on_digits(model, path, TRAIN, APP_EPOCHS)
 
 
 def main() -> None:

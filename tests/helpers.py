@@ -980,3 +980,19 @@ def embedded_pngs(page: str) -> list[tuple[int, int]]:
             assert image.format == "PNG"
             sizes.append(image.size)
     return sizes
+
+
+def auto_report(cli: Any, model: Path, data: Path, out: Path, budget: float, *extra: str) -> dict:
+    """The JSON report of ``prune --sparsity auto --max-accuracy-drop budget`` (no
+    fine-tuning), once checked for what every auto run owes: exit 0, the measured drop
+    (before - after accuracy) recorded and within the budget, the gate passed."""
+    result = cli(
+        "prune", model, "--data", data, "-o", out, "--epochs", "0", "--sparsity", "auto",
+        "--max-accuracy-drop", str(budget), "--json", "-q", *extra,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    measured = report["before"]["accuracy"] - report["after"]["accuracy"]
+    assert report["auto"]["measured_drop"] == pytest.approx(measured) and measured <= budget
+    assert report["gate"]["passed"] and report["gate"]["max_accuracy_drop"] == budget
+    return report

@@ -17,7 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT, embedded_pngs, evaluate_with, magnitude_mask, val_arrays, write_config
+from helpers import (
+    ROOT,
+    auto_report,
+    embedded_pngs,
+    evaluate_with,
+    magnitude_mask,
+    val_arrays,
+    write_config,
+)
 from PIL import Image
 
 SAMPLE = ROOT / "sample_models" / "digits_cnn.h5"
@@ -38,17 +46,9 @@ def test_auto_on_the_sample_meets_the_budget_and_beats_uniform(cli, tmp_path):
 
     out = tmp_path / "auto.keras"
     budget = 0.01
-    result = cli(
-        "prune", SAMPLE, "--data", DIGITS, "-o", out, "--epochs", "0", "--sparsity", "auto",
-        "--max-accuracy-drop", str(budget), "--json", "-q",
-    )  # fmt: skip
-    assert result.exit_code == 0, result.stderr
-    report = json.loads(result.stdout)
+    report = auto_report(cli, SAMPLE, DIGITS, out, budget)
     auto = report["auto"]
     assert set(auto["allocation"]) == set(LAYERS)
-    measured = report["before"]["accuracy"] - report["after"]["accuracy"]
-    assert auto["measured_drop"] == pytest.approx(measured) and measured <= budget
-    assert report["gate"]["passed"] and report["gate"]["max_accuracy_drop"] == budget
     # independently: each layer's saved sparsity is its allocation
     model = keras.models.load_model(out)
     for name, level in auto["allocation"].items():
