@@ -202,16 +202,25 @@ def test_sweep_writes_one_model_per_target_and_a_combined_report(
         assert embedded_pngs((out / "p.sweep.html").read_text()) == [image.size]
 
 
+@pytest.mark.parametrize(
+    ("builder", "suffix", "extra"),
+    [
+        ("cnn", ".h5", ()),
+        ("residual", ".keras", ("--set", "prune.granularity=channel", "--set", "prune.round_to=2")),
+    ],
+    ids=["weights", "channels"],
+)
 def test_auto_gate_fails_with_exit_3_when_fine_tuning_loses_more_than_the_budget(
-    cli, make_model, image_data, tmp_path
+    cli, make_model, image_data, tmp_path, builder, suffix, extra
 ):
     """Budget 0: the allocation keeps only free levels; a wild learning rate then costs
-    accuracy, and the gate (the same D) fails after the outputs are written."""
+    accuracy (under channels: the rebuilt, narrower model is fine-tuned into a worse one),
+    and the gate (the same D) fails after the outputs are written."""
     out = tmp_path / "p.keras"
     result = cli(
-        "prune", make_model(), "--data", image_data, "-o", out, "--epochs", "1",
+        "prune", make_model(builder, suffix), "--data", image_data, "-o", out, "--epochs", "1",
         "--sparsity", "auto", "--max-accuracy-drop", "0", "--json", "-q",
-        "--set", "finetune.learning_rate=1.0",
+        "--set", "finetune.learning_rate=1.0", *extra,
     )  # fmt: skip
     assert result.exit_code == 3, result.stderr
     report = json.loads(result.stdout)
@@ -220,3 +229,5 @@ def test_auto_gate_fails_with_exit_3_when_fine_tuning_loses_more_than_the_budget
     assert report["gate"] == {"max_accuracy_drop": 0.0, "accuracy_drop": drop, "passed": False}
     assert "more than --max-accuracy-drop 0.00 (outputs were written)" in result.stderr
     assert out.is_file() and out.with_name("p.report.json").is_file()
+    if extra:
+        assert report["after"]["flops"] < report["before"]["flops"]  # channels really went
