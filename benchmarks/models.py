@@ -58,11 +58,20 @@ def train_residual_cnn(path: Path, train: Path, epochs: int = 20) -> Path:
     saved to ``path``."""
     import keras
 
+    keras.utils.set_random_seed(0)
+    return train_on_digits(residual_cnn(), path, train, epochs)
+
+
+def train_on_digits(model: Any, path: Path, train: Path, epochs: int) -> Path:
+    """``model`` trained on the digits images ``train`` as prunecli reads them at the
+    model's input shape (pixels / 255; Adam, cosine decay from 2e-3, batch 32), saved to
+    ``path``: one recipe for every benchmark's trained baseline."""
+    import keras
+
     from prunecli import config, data
 
-    splits = data.load(config.Data(train=train, validation_split=0), (28, 28, 1), seed=0)
-    keras.utils.set_random_seed(0)
-    model = residual_cnn()
+    shape = tuple(model.inputs[0].shape[1:])
+    splits = data.load(config.Data(train=train, validation_split=0), shape, seed=0)
     steps = epochs * -(-len(splits.train.y) // 32)
     model.compile(
         optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(2e-3, steps)),
@@ -74,7 +83,8 @@ def train_residual_cnn(path: Path, train: Path, epochs: int = 20) -> Path:
     model.fit(x, y, batch_size=32, epochs=epochs, shuffle=True, verbose=0)
     model.save(path)
     print(
-        f"trained residual_cnn ({model.count_params():,} parameters, {epochs} epochs) "
-        f"in {time.perf_counter() - start:.1f}s"
+        f"trained {model.name} at {shape} ({model.count_params():,} parameters, {epochs} "
+        f"epochs) in {time.perf_counter() - start:.1f}s",
+        flush=True,
     )
     return path

@@ -260,7 +260,8 @@ def _prepare(request: Request, loaded: Loaded) -> Prepared:
     layers = selection.select(model, cfg.prune)
     frozen_stay = cfg.finetune.epochs > 0 and not cfg.finetune.train_frozen
     warnings = coverage.warnings(layers, model.count_params(), frozen_stay)
-    return Prepared(splits, task, compile_args, layers, settings.rescale, warnings)
+    rescale = data.rescale_used(splits, settings.rescale)  # what the samples were read with
+    return Prepared(splits, task, compile_args, layers, rescale, warnings)
 
 
 def _say_loaded(reporter: Reporter, request: Request, loaded: Loaded, prepared: Prepared) -> None:

@@ -777,6 +777,25 @@ def mixed() -> Any:
     return keras.Model(inputs, layers.Dense(3, name="out")(pooled), name="mixed")
 
 
+def channelwise() -> Any:
+    """PReLU (alpha shared over space, full, and after a Flatten) and GroupNormalization
+    with one channel per group (``groups=-1`` and ``groups=16`` of 16), each cut channel by
+    channel; ``gn4`` (4 groups of 2 channels) normalises channels together and freezes."""
+    import keras
+
+    layers = keras.layers
+    inputs = keras.Input((6, 6, 3))
+    x = layers.Conv2D(16, 3, padding="same", name="c1")(inputs)
+    x = layers.PReLU(shared_axes=[1, 2], name="prelu_shared")(x)
+    x = layers.GroupNormalization(groups=-1, name="inorm")(layers.Conv2D(16, 3, name="c2")(x))
+    x = layers.Conv2D(16, 1, name="c3")(layers.PReLU(name="prelu_full")(x))
+    x = layers.Conv2D(8, 1, name="c4")(layers.GroupNormalization(groups=16, name="gn16")(x))
+    x = layers.Flatten(name="flat")(layers.GroupNormalization(groups=4, name="gn4")(x))
+    x = layers.Dense(16, name="d1")(x)
+    x = layers.PReLU(name="prelu_dense")(x)
+    return keras.Model(inputs, layers.Dense(3, name="out")(x), name="channelwise")
+
+
 def mobilenet() -> Any:
     import keras
 
@@ -799,6 +818,7 @@ STRUCTURED_BUILDERS: dict[str, Callable[[], Any]] = {
     "concat": concat,
     "transformer": transformer,
     "mixed": mixed,
+    "channelwise": channelwise,
     "mobilenet": mobilenet,
     "resnet50": resnet50,
 }
@@ -883,7 +903,9 @@ def _zero(array: np.ndarray, key: str, use: Any, removed: dict, plan: Any) -> No
         axis = -2 if kind.endswith("Transpose") and name == "kernel" else -1
         if name in ("kernel", "pointwise_kernel", "bias"):
             np.moveaxis(array, axis if name != "bias" else 0, 0)[gone] = 0
-    elif (use.rule, name) in (("norm", "beta"), ("norm", "moving_mean"), ("depthwise", "bias")):
+    elif (use.rule, name) in (
+        ("norm", "beta"), ("norm", "moving_mean"), ("depthwise", "bias"), ("channelwise", "beta")
+    ):  # fmt: skip
         array[_input_removed(use.inputs[0], removed)] = 0
     elif kind == "MultiHeadAttention":
         if key.endswith("attention_output/kernel"):
@@ -958,3 +980,19 @@ def embedded_pngs(page: str) -> list[tuple[int, int]]:
             assert image.format == "PNG"
             sizes.append(image.size)
     return sizes
+
+
+def auto_report(cli: Any, model: Path, data: Path, out: Path, budget: float, *extra: str) -> dict:
+    """The JSON report of ``prune --sparsity auto --max-accuracy-drop budget`` (no
+    fine-tuning), once checked for what every auto run owes: exit 0, the measured drop
+    (before - after accuracy) recorded and within the budget, the gate passed."""
+    result = cli(
+        "prune", model, "--data", data, "-o", out, "--epochs", "0", "--sparsity", "auto",
+        "--max-accuracy-drop", str(budget), "--json", "-q", *extra,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    measured = report["before"]["accuracy"] - report["after"]["accuracy"]
+    assert report["auto"]["measured_drop"] == pytest.approx(measured) and measured <= budget
+    assert report["gate"]["passed"] and report["gate"]["max_accuracy_drop"] == budget
+    return report

@@ -171,6 +171,99 @@ def tf_keras_mobilenet(path: Path) -> Path:
     return path
 
 
+# Every keras.applications family as tf_keras builds it: (keyword arguments, smallest input
+# side the builder allows); benchmarks/keras2_families.py runs them all,
+# tests/formats/test_keras2_families.py those whose Keras 2 -> 3 rewrite needs its own rules.
+KERAS2_FAMILIES: dict[str, tuple[dict, int]] = {
+    "Xception": ({}, 71),
+    "VGG16": ({}, 32),
+    "VGG19": ({}, 32),
+    "ResNet50": ({}, 32),
+    "ResNet50V2": ({}, 32),
+    "InceptionV3": ({}, 75),
+    "InceptionResNetV2": ({}, 75),
+    "MobileNet": ({"alpha": 0.25}, 32),
+    "MobileNetV2": ({"alpha": 0.35}, 32),
+    "MobileNetV3Small": ({"alpha": 0.75}, 32),
+    "MobileNetV3Large": ({"alpha": 0.75, "minimalistic": True}, 32),
+    "DenseNet121": ({}, 32),
+    "NASNetMobile": ({}, 32),
+    "EfficientNetB0": ({}, 32),
+    "EfficientNetV2B0": ({}, 32),
+    "ConvNeXtTiny": ({}, 32),
+    "RegNetX002": ({}, 32),
+    "RegNetY002": ({}, 32),
+}
+
+
+def tf_keras_application(
+    name: str, path: Path, seed: int = 0
+) -> tuple[Path, np.ndarray, np.ndarray]:
+    """(``.h5`` saved by tf_keras, an input batch, tf_keras's logits on it) for one family of
+    ``KERAS2_FAMILIES``: random weights, 3 classes, no softmax (logits tell a wrong rewrite
+    apart better than near-uniform probabilities), and BatchNormalization statistics and
+    scales randomised, so weights copied in the wrong order would show."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(seed)
+    kwargs, side = KERAS2_FAMILIES[name]
+    model = getattr(tf_keras.applications, name)(
+        weights=None, input_shape=(side, side, 3), classes=CLASSES,
+        classifier_activation=None, **kwargs,
+    )  # fmt: skip
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        leaf = weight.name.rsplit("/", 1)[-1].split(":")[0]
+        if leaf in ("gamma", "moving_variance"):
+            weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype(np.float32))
+        elif leaf in ("beta", "moving_mean"):
+            weight.assign(rng.normal(0, 0.1, weight.shape).astype(np.float32))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.save(path)
+    x = rng.uniform(0, 255, (2, side, side, 3)).astype(np.float32)
+    return path, x, np.asarray(model(x, training=False))
+
+
+def tf_keras_constructs(path: Path, seed: int = 0) -> tuple[Path, np.ndarray, np.ndarray]:
+    """``tf_keras_application``'s triple for a 16x16 model made of what the bigger families
+    need rewritten, in a few thousand weights: Xception's / NASNet's SeparableConv2D,
+    MobileNetV3's ``/`` names and TFOpLambda ``x + 3``, ``x * (1/6)``, RegNet's TFOpLambda
+    ``a * b`` and ``a + b``, InceptionResNetV2's CustomScaleLayer, ConvNeXt's LayerScale
+    and StochasticDepth, EfficientNetV2's TensorFlow-module initializer (the family classes
+    are tf_keras's own, from its application modules: ``tf_keras.src``, as tf_keras exports
+    none of them; benchmarks/keras2_families.py builds the whole families)."""
+    import tensorflow as tf
+    import tf_keras
+    from tf_keras.src.applications.convnext import LayerScale, StochasticDepth
+    from tf_keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+
+    layers = tf_keras.layers
+    tf_keras.utils.set_random_seed(seed)
+    inputs = tf_keras.Input((16, 16, 3))
+    x = layers.SeparableConv2D(8, 3, padding="same", name="sep")(inputs)
+    x = layers.BatchNormalization(name="block/bn")(x)
+    hard = layers.ReLU(6.0, name="block/relu")(x + 3.0) * (1.0 / 6.0)  # TFOpLambda x2
+    branch = layers.Conv2D(8, 1, name="block/conv")(hard)
+    x = CustomScaleLayer(0.17)([x, branch])
+    squeeze = layers.Conv2D(8, 1, activation="sigmoid", name="excite")(
+        layers.GlobalAveragePooling2D(keepdims=True)(x)
+    )
+    x = squeeze * x + x  # TFOpLambda with tensor operands
+    x = LayerScale(0.5, 8, name="scale")(x)
+    x = StochasticDepth(0.1, name="drop_path")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(CLASSES, bias_initializer=tf.constant_initializer(0.0), name="out")(x)
+    model = tf_keras.Model(inputs, outputs)
+    rng = np.random.default_rng(seed)
+    model.get_layer("scale").gamma.assign(rng.uniform(0.5, 1.5, 8).astype(np.float32))
+    for weight in model.get_layer("block/bn").weights[1:]:
+        weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype(np.float32))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.save(path)
+    x = rng.uniform(0, 1, (2, 16, 16, 3)).astype(np.float32)
+    return path, x, np.asarray(model(x, training=False))
+
+
 # Run in a fresh interpreter: loads each file with plain Keras (keras_hub and the user's
 # modules imported, never prunecli) and lists every weight with its zeros.
 CHILD = """

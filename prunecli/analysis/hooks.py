@@ -45,25 +45,7 @@ def auto(request: Any, model: Any, prepared: Any, reporter: Reporter) -> tuple[A
     reporter.say("message", _line(section))
     resolved = allocate.resolved(cfg, section)
     prepared.layers = selection.select(model, resolved.prune)
-    note = gradual_channel_note(cfg)
-    if note:
-        prepared.warnings.append(note)  # in the report's warnings too
-        reporter.say("warning", f"warning: {note}")
     return dataclasses.replace(request, config=resolved), section
-
-
-def gradual_channel_note(cfg: Config) -> str | None:
-    """Channel auto sets each group's target as an override, and the channel pruner holds
-    overrides from its first update on: a gradual schedule does not ramp them."""
-    from prunecli.core import catalog
-
-    gradual = cfg.prune.schedule.type in catalog.GRADUAL_SCHEDULES
-    if cfg.prune.granularity != catalog.CHANNEL or not gradual:
-        return None
-    return (
-        f"sparsity auto with granularity channel: each group's allocated target applies "
-        f"from the first mask update, not ramped by the {cfg.prune.schedule.type} schedule"
-    )
 
 
 def _line(section: dict[str, Any]) -> str:

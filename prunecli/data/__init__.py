@@ -21,12 +21,15 @@ from typing import Any
 import numpy as np
 
 from prunecli.config import Data
-from prunecli.data import checks, images, tabular, tfrecord
+from prunecli.data import checks, images, preprocessing, tabular, tfrecord
 from prunecli.data.inputs import InputSpec
-from prunecli.data.source import Source, Splits, from_arrays, materialize
+from prunecli.data.source import Source, Splits, from_arrays, head, materialize, numpy_batch
 from prunecli.errors import DataError
 
-__all__ = ["Source", "Splits", "from_arrays", "load", "materialize", "split_dir"]
+__all__ = [
+    "Source", "Splits", "from_arrays", "head", "load", "materialize", "numpy_batch", "rescale_used",
+    "split_dir",
+]  # fmt: skip
 
 
 def split_dir(directory: Path) -> tuple[Path, Path | None]:
@@ -74,14 +77,16 @@ def _read(path: Path, name: str, settings: Data, input_shape: tuple[Any, ...]) -
         return replace(_read_multi(path, settings, specs), name=name, cache=settings.cache)
     if settings.tfrecord is not None and not path.is_dir() and path.suffix.lower() != ".npz":
         source = tfrecord.read(path, settings)
+        source = replace(source, rescale=preprocessing.tfrecord_rescale(settings))
     elif path.is_dir():
         source = images.read(path, settings, input_shape)
     elif not path.exists():
         raise DataError(f"{path}: data not found")
     elif path.suffix.lower() == ".npz":
-        source = tabular.read_npz(path, specs)
+        source = preprocessing.apply_to_arrays(tabular.read_npz(path, specs), path, settings, specs)
     elif path.suffix.lower() == ".csv":
         source = tabular.read_csv(path, settings.label_column)
+        source = preprocessing.apply_to_arrays(source, path, settings, specs)
     else:
         raise DataError(
             f"{path}: unsupported data; expected a folder of class sub-folders, a .npz, a .csv "
@@ -95,7 +100,8 @@ def _read_multi(path: Path, settings: Data, specs: tuple[InputSpec, ...]) -> Sou
     """A multi-input model's data: an ``.npz`` with one array per input, or TFRecords
     whose features are named after the inputs."""
     if settings.tfrecord is not None and not path.is_dir() and path.suffix.lower() != ".npz":
-        return tfrecord.read(path, settings, specs)
+        source = tfrecord.read(path, settings, specs)
+        return replace(source, rescale=preprocessing.tfrecord_rescale(settings))
     if not path.exists():
         raise DataError(f"{path}: data not found")
     if path.suffix.lower() != ".npz":
@@ -104,7 +110,7 @@ def _read_multi(path: Path, settings: Data, specs: tuple[InputSpec, ...]) -> Sou
             f"{path}: the model has {len(specs)} inputs ({names}): give a .npz with one array "
             "per input, named after it, plus y (or TFRecord features named after them)"
         )
-    return tabular.read_npz(path, specs)
+    return preprocessing.apply_to_arrays(tabular.read_npz(path, specs), path, settings, specs)
 
 
 def _check_shape(path: Path, shape: tuple[int, ...], input_shape: tuple[int | None, ...]) -> None:
@@ -116,3 +122,13 @@ def _check_shape(path: Path, shape: tuple[int, ...], input_shape: tuple[int | No
         raise DataError(
             f"{path}: samples have shape {tuple(shape)} but the model expects {expected}"
         )
+
+
+def rescale_used(splits: Splits, resolved: float | None) -> float | None:
+    """The ``data.rescale`` the samples were read with, for the report: what the reader
+    applied (an ``.npz`` or ``.csv`` under ``auto`` is taken as is: 1), else ``resolved``
+    (``data.rescale`` after ``auto``: images)."""
+    for source in (splits.train, splits.validation):
+        if source is not None and source.rescale is not None:
+            return source.rescale
+    return resolved

@@ -40,6 +40,7 @@ class Source:
     keys: Callable[[np.ndarray], Any] | None = None
     decode: Callable[[Any], Any] | None = None
     random_access: bool = True
+    rescale: float | None = None  # the factor applied to the samples (None: not recorded)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -251,6 +252,21 @@ def materialize(source: Source) -> tuple[np.ndarray, np.ndarray]:
     arrays = [np.asarray(x) for x in batches]
     x = np.concatenate(arrays) if arrays else np.zeros((0, *source.shape), np.float32)
     return x, source.y
+
+
+def numpy_batch(x: Any) -> np.ndarray | dict[str, np.ndarray]:
+    """A batch from ``Source.dataset`` as numpy: one array, or (a multi-input model's)
+    a dict of arrays by input name, each in its own dtype."""
+    if isinstance(x, dict):
+        return {name: np.asarray(values) for name, values in x.items()}
+    return np.asarray(x)
+
+
+def head(batch: np.ndarray | dict[str, np.ndarray], count: int = 1) -> Any:
+    """The first ``count`` samples of a numpy batch (of every input of a dict batch)."""
+    if isinstance(batch, dict):
+        return {name: values[:count] for name, values in batch.items()}
+    return batch[:count]
 
 
 def _identity(value: Any) -> Any:

@@ -28,7 +28,7 @@ import numpy as np
 from prunecli import data
 from prunecli.config import TFLite
 from prunecli.errors import OutputError, first_line
-from prunecli.formats import staging
+from prunecli.formats import runners, staging
 from prunecli.formats.base import InputFormat
 from prunecli.reporting import measure
 
@@ -39,6 +39,8 @@ EXTRA_SUFFIX = {"savedmodel": ".savedmodel", "tflite": ".tflite", "keras": ".ker
 DEPLOYABLE = ("savedmodel", "tflite")  # measured by running the artifact itself
 
 CALIBRATION_SAMPLES = 100  # int8: representative batches of one, from data.train
+# int8 calibration inputs: one array, or a multi-input model's dict of arrays by input name
+Calibration = np.ndarray | dict[str, np.ndarray] | None
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def write(
     artifact: Artifact,
     path: Path,
     settings: TFLite,
-    calibration: np.ndarray | None,
+    calibration: Calibration,
 ) -> str | None:
     """Write ``model`` (read from an input of kind ``source``) as ``artifact.format`` at
     ``path`` (a staged temporary name); returns a note when the file had to differ from
@@ -103,7 +105,7 @@ def convert_tflite(
     model: Any,
     source: InputFormat,
     settings: TFLite,
-    calibration: np.ndarray | None,
+    calibration: Calibration,
     where: Path,
 ) -> tuple[bytes, str | None]:
     """(flatbuffer, note): the model converted as ``settings`` asks, checked to run in LiteRT
@@ -129,7 +131,7 @@ def convert_tflite(
 
 
 def _smaller_of(
-    sparse: bytes, source: Path, settings: TFLite, calibration: np.ndarray | None
+    sparse: bytes, source: Path, settings: TFLite, calibration: Calibration
 ) -> tuple[bytes, str | None]:
     """Quantised weights are one byte each, so sparse (CSR) storage, which adds an index per
     kept weight, can come out larger than dense: then the dense file is written."""
@@ -160,7 +162,7 @@ def larger_note(
     )
 
 
-def _convert(source: Path, sparse: bool, quantize: str, calibration: np.ndarray | None) -> bytes:
+def _convert(source: Path, sparse: bool, quantize: str, calibration: Calibration) -> bytes:
     """One TFLiteConverter run. int8 keeps float32 inputs and outputs (quantize/dequantize
     ops at the edges), so the file is a drop-in for the float model."""
     import tensorflow as tf
@@ -180,9 +182,11 @@ def _convert(source: Path, sparse: bool, quantize: str, calibration: np.ndarray 
         raise OutputError(f"TFLite conversion failed: {first_line(exc)}") from exc
 
 
-def _representative(calibration: np.ndarray | None) -> Callable[[], Iterator[list[np.ndarray]]]:
+def _representative(calibration: Calibration) -> Callable[[], Iterator[Any]]:
     if calibration is None or not len(calibration):
         raise OutputError("output.tflite.quantize int8 needs training data (data.train)")
+    if isinstance(calibration, dict):  # a multi-input model: each input by name
+        return runners.representative(calibration, CALIBRATION_SAMPLES)
     samples = np.asarray(calibration[:CALIBRATION_SAMPLES])
     if samples.dtype.kind not in "iu":  # each input in its own dtype: int32 token ids stay ints
         samples = samples.astype(np.float32)
@@ -198,6 +202,9 @@ def _run_problem(flat: bytes) -> str | None:
     """None if the model allocates and runs one zero sample in LiteRT; else why not."""
     try:
         interpreter = measure.litert_interpreter(flat)
+        if len(interpreter.get_input_details()) > 1:
+            runners.zeros_run(interpreter)
+            return None
         detail = interpreter.get_input_details()[0]
         interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
         interpreter.invoke()
@@ -215,15 +222,8 @@ def measure_input(
     task: Any,
 ) -> dict[str, dict[str, Any]]:
     """The unpruned model exported the same way as each deployable artifact and measured:
-    the ``before`` of each ``exports`` entry (keyed by format). Refuses, before any work,
-    a deployable export of a model with several inputs: it is measured through one input."""
-    deployable = [a.format for a in artifacts if a.format in DEPLOYABLE]
-    if deployable and len(getattr(model, "inputs", None) or []) > 1:
-        raise OutputError(
-            f"{artifacts[0].path}: {', '.join(deployable)} output of a model with "
-            f"{len(model.inputs)} inputs is not supported yet (measured through one input); "
-            "write .keras or .h5"
-        )
+    the ``before`` of each ``exports`` entry (keyed by format). A multi-input model's
+    artifacts are fed every input by name (``runners``)."""
     samples, scored = _eval_source(splits, task)
     found: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="prunecli-") as folder:
@@ -275,9 +275,10 @@ def _eval_source(splits: data.Splits, task: Any) -> tuple[data.Source | None, An
     return splits.train, None
 
 
-def _calibration(splits: data.Splits) -> np.ndarray | None:
-    """int8: the first CALIBRATION_SAMPLES training inputs, in file order."""
+def _calibration(splits: data.Splits) -> Calibration:
+    """int8: the first CALIBRATION_SAMPLES training inputs, in file order (a dict of them
+    by input name for a multi-input model)."""
     if splits.train is None or not len(splits.train):
         return None
     first = splits.train.dataset(CALIBRATION_SAMPLES, cache=False).take(1)
-    return next(np.asarray(x) for x, _ in first)
+    return next(data.numpy_batch(x) for x, _ in first)

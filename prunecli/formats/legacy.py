@@ -16,8 +16,10 @@ Nothing here imports TensorFlow at module level.
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +28,24 @@ import numpy as np
 
 from prunecli import compat
 from prunecli.errors import ModelLoadError
-from prunecli.formats import compiling
+from prunecli.formats import compiling, keras2_layers, libraries
 
 TFMOT_WRAPPER = "PruneLowMagnitude"
-# Keras 2 layer arguments Keras 3 refuses; dropping them changes nothing Keras 3 supports
-# (``groups`` is Keras 2's Conv base argument, always 1 in a depthwise / separable conv).
+# Keras 2 layer arguments Keras 3 refuses; dropping them changes nothing Keras 3 supports.
+# Keras 2's depthwise and separable convs inherit its Conv base's ``groups`` (always 1
+# there) and ``kernel_initializer/regularizer/constraint`` (unused: their kernels are the
+# ``depthwise_*`` / ``pointwise_*`` ones), which Keras 3's classes do not take
+# (Xception's ``SeparableConv2D``).
+_CONV_BASE = ("groups", "kernel_initializer", "kernel_regularizer", "kernel_constraint")
 _DROPPED_ARGS = {
     **dict.fromkeys(("LSTM", "GRU", "SimpleRNN"), ("time_major",)),
     **dict.fromkeys(
-        ("DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D"), ("groups",)
+        ("DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D"), _CONV_BASE
     ),
 }
+# tf_keras serialised some initializers as TensorFlow's own; Keras 3 has each under
+# keras.initializers.
+_TF_INITIALIZERS = libraries.KERAS_ONES_IN_TF
 # Keras 2 wrote some axes as a one-element list; Keras 3 takes the int.
 _SINGLE_AXIS = ("BatchNormalization",)
 
@@ -58,8 +67,12 @@ def load_h5(path: Path) -> Any:
         config = json.loads(_text(handle.attrs["model_config"]))
         training = handle.attrs.get("training_config")
         renames: dict[str, str] = {}
-        model = compat.legacy_model_from_config(to_keras3(config, renames))
-        _copy_weights(handle["model_weights"], model, renames, path)
+        wrappers: set[str] = set()
+        absorbed: set[str] = set()  # weights written into the rewritten config
+        stored = functools.partial(_stored_weights, handle["model_weights"])
+        rewritten = to_keras3(config, renames, wrappers, stored=stored, absorbed=absorbed)
+        model = compat.legacy_model_from_config(rewritten)
+        _copy_weights(handle["model_weights"], model, renames, wrappers, path, absorbed)
     if training is not None:
         model.compile(**compiling.from_training_config(json.loads(_text(training))))
     return model
@@ -97,12 +110,48 @@ def load_savedmodel(folder: Path) -> Any:
         return load_h5(staged)
 
 
-def to_keras3(config: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
+def to_keras3(
+    config: dict[str, Any],
+    renames: dict[str, str],
+    wrappers: set[str] | None = None,
+    *,
+    stored: keras2_layers.Stored | None = None,
+    absorbed: set[str] | None = None,
+) -> dict[str, Any]:
     """The stored Keras 2 config rewritten for Keras 3 (pure; ``renames`` collects
-    ``{wrapper name: inner name}`` for every tfmot wrapper removed)."""
+    ``{stored name: Keras 3 name}`` for every tfmot wrapper removed and every name with a
+    ``/``; ``wrappers`` the stored names that were tfmot wrappers, whose own weights go).
+    Layers Keras 3 has no class for become plain ones (``keras2_layers``); ``stored``
+    reads a layer's weights from the file, ``absorbed`` collects those written into the
+    config."""
     config = _unwrap(config, renames)
-    renames |= _slashed_names(config)
+    taken = set() if absorbed is None else absorbed
+    config = _each_model(config, lambda layers: keras2_layers.rewrite(layers, stored, taken))
+    if wrappers is not None:
+        wrappers |= set(renames)
+    slashed = _slashed_names(config)
+    renames.update({old: slashed.get(new, new) for old, new in renames.items()} | slashed)
     return _renumber_nodes(_rename_refs(config, renames))
+
+
+def _each_model(node: Any, change: Callable[[list[Any]], list[Any]]) -> Any:
+    """``node`` with ``change`` applied to the layer list of every functional config in it
+    (nested models included)."""
+    if isinstance(node, list):
+        return [_each_model(item, change) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _each_model(value, change) for key, value in node.items()}
+    config = node.get("config")
+    if node.get("class_name") in ("Functional", "Model") and isinstance(config, dict):
+        node["config"] = config | {"layers": change(config.get("layers", []))}
+    return node
+
+
+def _stored_weights(group: h5py.Group, name: str) -> list[np.ndarray]:
+    """The weights the file stores for layer ``name``, in its order."""
+    names = [_text(weight) for weight in group[name].attrs["weight_names"]]
+    return [np.asarray(group[name][weight]) for weight in names]
 
 
 def _slashed_names(node: Any) -> dict[str, str]:
@@ -139,6 +188,8 @@ def _unwrap(node: Any, renames: dict[str, str]) -> Any:
             inner["name"] = inner["config"]["name"]
         return _unwrap(inner, renames)
     node = {key: _unwrap(value, renames) for key, value in node.items()}
+    if str(node.get("module", "")).startswith(_TF_INITIALIZERS):  # EfficientNetV2's Constant
+        node |= {"module": "keras.initializers", "registered_name": None}
     kind, config = str(node.get("class_name")), node.get("config")
     if isinstance(config, dict):
         dropped = _DROPPED_ARGS.get(kind, ())
@@ -207,13 +258,23 @@ def _ref_lists(node: Any) -> list[list[Any]]:
     return []
 
 
-def _copy_weights(group: h5py.Group, model: Any, renames: dict[str, str], path: Path) -> None:
-    """Assign each stored layer's weights to the layer of the same (unwrapped) name, in the
-    order Keras 2 saved them: trainable weights, then non-trainable ones."""
+def _copy_weights(
+    group: h5py.Group,
+    model: Any,
+    renames: dict[str, str],
+    wrappers: set[str],
+    path: Path,
+    absorbed: set[str] = frozenset(),
+) -> None:
+    """Assign each stored layer's weights to the layer of the same (unwrapped, renamed)
+    name, in the order Keras 2 saved them: trainable weights, then non-trainable ones.
+    (A renamed layer is not a wrapper: ``Conv/BatchNorm``'s weights are all its own.)"""
     for stored in (_text(name) for name in group.attrs["layer_names"]):
+        if stored in absorbed:  # already in the config (a LayerScale's gamma)
+            continue
         names = [_text(name) for name in group[stored].attrs["weight_names"]]
-        values = [np.asarray(group[stored][name]) for name in names]
-        if stored in renames:  # a tfmot wrapper: its own state goes, masks are applied
+        values = _stored_weights(group, stored)
+        if stored in wrappers:  # a tfmot wrapper: its own state goes, masks are applied
             values = _strip_tfmot_state(stored, names, values)
         if not values:
             continue

@@ -47,6 +47,12 @@ def import_modules(names: list[str] | tuple[str, ...]) -> None:
             ) from None
 
 
+# tf_keras wrote some initializers as TensorFlow's own (EfficientNetV2's
+# ``tensorflow.python.ops.init_ops_v2.Constant``): Keras's own, once the Keras 2 rewrite
+# (``legacy``) has moved them to keras.initializers.
+KERAS_ONES_IN_TF = "tensorflow.python.ops.init_ops"
+
+
 def prepare(path: Path, config: dict[str, Any], imports: list[str] | tuple[str, ...]) -> None:
     """Import what ``config`` (a stored model config) needs, then check every custom class
     in it is known; raises ModelLoadError naming the first that is not."""
@@ -95,7 +101,11 @@ def _custom_classes(node: Any) -> Iterator[tuple[str, str | None, str | None]]:
         package = None
         if isinstance(registered, str) and ">" in registered:
             package = registered.split(">")[0]
-        elif isinstance(module, str) and module.split(".")[0] not in ("keras", "builtins"):
+        elif (
+            isinstance(module, str)
+            and module.split(".")[0] not in ("keras", "builtins")
+            and not module.startswith(KERAS_ONES_IN_TF)
+        ):
             package = module.split(".")[0]
         if package is not None:
             yield class_name, registered if isinstance(registered, str) else None, package

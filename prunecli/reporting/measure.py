@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from prunecli.data.source import Source
+from prunecli.data.source import Source, head, numpy_batch
+from prunecli.formats import runners
 from prunecli.reporting import sizes as sizes_module
 
 WARMUP_RUNS = 5
@@ -25,6 +26,7 @@ _EVAL_BATCH = 64
 
 # Digests and sizes live in ``sizes`` (gzip level 6, parallel blocks, the input's cache).
 sha256, sizes, files = sizes_module.sha256, sizes_module.sizes, sizes_module.files
+litert_interpreter = runners.litert_interpreter  # LiteRT, its XNNPack line kept off stderr
 
 
 def artifact(fmt: str, path: Path, samples: Source | None, task: Any) -> dict[str, Any]:
@@ -35,16 +37,18 @@ def artifact(fmt: str, path: Path, samples: Source | None, task: Any) -> dict[st
     from prunecli.reporting import evaluate
 
     size, gzipped = sizes(path)
-    runner = _tflite_runner(path) if fmt == "tflite" else _savedmodel_runner(path)
+    runner = runners.multi_input(fmt, path) or (  # several inputs: fed by name
+        _tflite_runner(path) if fmt == "tflite" else _savedmodel_runner(path)
+    )
     accuracy = sample = None
     if samples is not None and len(samples):
-        batches = (np.asarray(x) for x, _ in samples.dataset(_EVAL_BATCH, cache=False))
+        batches = (numpy_batch(x) for x, _ in samples.dataset(_EVAL_BATCH, cache=False))
         if task is None:  # nothing to score: one sample times the artifact
-            sample = next(batches)[:1]
+            sample = head(next(batches))
         else:
             predictions = []
             for batch in batches:
-                sample = batch[:1] if sample is None else sample
+                sample = head(batch) if sample is None else sample
                 predictions.append(runner(batch))
             accuracy = evaluate.accuracy(np.concatenate(predictions), samples.y, task)
     return {
@@ -61,22 +65,9 @@ def _timed(runner: Callable[[np.ndarray], np.ndarray], sample: np.ndarray | None
         return latency_ms(runner, sample)
 
 
-def litert_interpreter(flat: bytes) -> Any:
-    """A LiteRT interpreter with its default delegate (XNNPack), allocated; its "Created
-    TensorFlow Lite XNNPACK delegate" line is kept off the user's stderr."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from prunecli import runtime
-
-    with runtime.native_stderr_muted():
-        interpreter = Interpreter(model_content=flat)
-        interpreter.allocate_tensors()
-    return interpreter
-
-
 def _tflite_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     """Runs a batch through the interpreter, resizing its batch dimension as needed."""
-    interpreter = litert_interpreter(path.read_bytes())
+    interpreter = runners.litert_interpreter(path.read_bytes())
     source = interpreter.get_input_details()[0]
     target = interpreter.get_output_details()[0]["index"]
     shape = [tuple(source["shape"])]

@@ -122,6 +122,8 @@ _PASS = (
 RULES: dict[str, str] = {
     **dict.fromkeys(_PASS.split(), "passthrough"),
     **dict.fromkeys(("BatchNormalization", "LayerNormalization"), "norm"),
+    # one weight per channel, each channel computed on its own: its entries are sliced
+    **dict.fromkeys(("PReLU", "GroupNormalization"), "channelwise"),
     **dict.fromkeys(("DepthwiseConv1D", "DepthwiseConv2D"), "depthwise"),
     **dict.fromkeys(("Dense", "Conv1D", "Conv2D", "Conv3D"), "producer"),
     **dict.fromkeys(("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"), "producer"),
@@ -289,7 +291,7 @@ def _call(
     kind = type(layer).__name__
     rule = RULES.get(kind)
     graph.calls.append((path, layer, shapes))
-    problem = _unsupported(layer, kind, rule, len(shapes[0][0]) if shapes[0] else 0)
+    problem = _unsupported(layer, kind, rule, shapes[0][0] if shapes[0] else ())
     use = Use(path, layer, rule or "frozen", node, tuple(ins), shapes=shapes)
     if path in graph.uses:  # called again: both calls share one set of weights
         problem = f"{path} is called more than once (shared weights)"
@@ -302,8 +304,10 @@ def _call(
     return getattr(_Rules, rule)(graph, use, outs)
 
 
-def _unsupported(layer: Any, kind: str, rule: str | None, rank: int) -> str | None:
-    """Why the graph cannot follow channels through this layer (None when it can)."""
+def _unsupported(layer: Any, kind: str, rule: str | None, shape: tuple[Any, ...]) -> str | None:
+    """Why the graph cannot follow channels through this layer (None when it can);
+    ``shape`` is its first input's."""
+    rank = len(shape)
     if rule is None:
         return f"{kind} has no channel rule (the graph cannot follow it)"
     config = layer.get_config()
@@ -317,6 +321,11 @@ def _unsupported(layer: Any, kind: str, rule: str | None, rank: int) -> str | No
         return f"{kind} with per-channel scale or offset (not a width key to slice)"
     if rule == "norm" and not _last_axis(config.get("axis"), rank):
         return f"{kind} normalises over axis {config.get('axis')}, not the channel axis"
+    if kind == "GroupNormalization" and not _per_channel(config, shape):
+        return (
+            f"{kind} with groups={config.get('groups')} normalises channels together "
+            "(only groups equal to the channels, or -1, is one channel per group)"
+        )
     if rule == "producer" and config.get("groups", 1) != 1:
         return f"{kind} with groups={config['groups']} mixes channels by group"
     if rule in ("depthwise", "separable") and config.get("depth_multiplier", 1) != 1:
@@ -324,6 +333,14 @@ def _unsupported(layer: Any, kind: str, rule: str | None, rank: int) -> str | No
     if rule == "mha" and config.get("use_gate"):
         return f"{kind} with use_gate has no head rule yet"
     return None
+
+
+def _per_channel(config: dict[str, Any], shape: tuple[Any, ...]) -> bool:
+    """GroupNormalization over the last axis with one channel per group (instance norm):
+    removing a channel leaves every other channel's statistics as they were."""
+    if not _last_axis(config.get("axis", -1), len(shape)):
+        return False
+    return config.get("groups") in (-1, shape[-1])
 
 
 def _last_axis(axis: Any, rank: int) -> bool:
@@ -360,7 +377,7 @@ class _Rules:
     def passthrough(graph: Graph, use: Use, outs: list[Any]) -> list[Channels]:
         return [use.inputs[0]]
 
-    norm = depthwise = passthrough
+    norm = depthwise = channelwise = passthrough
 
     @staticmethod
     def producer(graph: Graph, use: Use, outs: list[Any]) -> list[Channels]:

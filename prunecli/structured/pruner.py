@@ -51,6 +51,11 @@ class ChannelPruner:
         self.prune, self.seed, self.gradients = prune, seed, gradients
         self.graph = coupling.build(model, heads=prune.heads)
         self.schedule = schedule_for(prune.sparsity)
+        # each override's target rises by its own schedule, as the unstructured pruner's
+        # per-layer schedules do: a gradual run never jumps a group to its final width
+        self.override_schedules = {
+            pattern: schedule_for(target) for pattern, target in prune.layers.overrides.items()
+        }
         self.plan = groups.keep_all(self.graph)
         self.first = self.plan  # the groups as the input model had them (for the report)
         self.movement: dict[str, Any] = {}  # checkpoints look for movement state
@@ -78,7 +83,7 @@ class ChannelPruner:
         # masked channels score 0, so the same ones go) before the rebuild needs it.
         if self.done or target == self._applied == self._planned:
             return self.sparsity()
-        settings = self.prune.model_copy(update={"sparsity": target})
+        settings = self._settings_at(step, target)
         self.plan = groups.plan(
             self.graph, settings, self.prune.round_to, self.seed, self.gradients
         )
@@ -92,6 +97,12 @@ class ChannelPruner:
                     variable.assign(np.asarray(variable) * full)
         self._applied = self._planned = target
         return self.sparsity()
+
+    def _settings_at(self, step: int, target: float) -> Prune:
+        """``prune`` with the sparsity and every override's target at ``step``."""
+        ramped = {p: s.sparsity_at(step) for p, s in self.override_schedules.items()}
+        layers = self.prune.layers.model_copy(update={"overrides": ramped})
+        return self.prune.model_copy(update={"sparsity": target, "layers": layers})
 
     def finish(self) -> float:
         return self.update(_FOREVER)

@@ -52,7 +52,12 @@ _AXES: dict[str, dict[str, dict[int, str]]] = {
     "SeparableConv2D": _SEPARABLE,
     **dict.fromkeys(("BatchNormalization", "LayerNormalization"), _NORM),
     "MultiHeadAttention": _MHA,
+    "PReLU": {"alpha": {-1: "in"}},  # alpha (..., C), or (..., 1) shared over channels
+    "GroupNormalization": {name: {0: "in"} for name in ("gamma", "beta")},
 }
+# Rules whose weights are never masked: their channel is cut off where it is read (masking
+# BatchNorm's variance would divide by zero; a zero input stays zero through PReLU).
+_UNMASKED = ("norm", "depthwise", "channelwise", "frozen")
 # The config key that holds a producer's width.
 _WIDTH_KEY = {"Dense": "units", "MultiHeadAttention": "num_heads"}
 
@@ -77,6 +82,8 @@ def config_edits(plan: Plan, use: Use) -> dict[str, Any]:
     edits: dict[str, Any] = {}
     if use.rule in ("producer", "separable"):
         edits[_WIDTH_KEY.get(kind, "filters")] = len(roles["out"])
+    if use.rule == "channelwise" and kind == "GroupNormalization":  # one group per channel
+        edits["groups"] = len(roles["in"])
     if use.rule == "mha":
         edits["num_heads"] = len(roles["heads"])
         if len(roles["out"]) != use.shapes[1][0][-1] or len(roles["query"]) != use.shapes[0][0][-1]:
@@ -98,7 +105,8 @@ def slice_weights(plan: Plan, use: Use) -> list[np.ndarray]:
         values = np.asarray(variable)
         axes = next((a for name, a in table.items() if _named(variable, name)), {})
         for axis, role in axes.items():
-            values = np.take(values, roles[role], axis=axis)
+            if values.shape[axis] > 1:  # size 1: broadcast over the channels, kept as is
+                values = np.take(values, roles[role], axis=axis)
         sliced.append(values)
     return sliced
 
@@ -114,7 +122,8 @@ def sliced_shapes(plan: Plan, use: Use) -> list[tuple[int, ...]]:
         shape = list(variable.shape)
         axes = next((a for name, a in table.items() if _named(variable, name)), {})
         for axis, role in axes.items():
-            shape[axis] = len(roles[role])
+            if shape[axis] > 1:  # size 1: broadcast over the channels (as slice_weights)
+                shape[axis] = len(roles[role])
         shapes.append(tuple(int(d) for d in shape))
     return shapes
 
@@ -181,28 +190,13 @@ def _edited(config: dict[str, Any], edits: dict[str, dict[str, Any]], prefix: st
     return config
 
 
-def zero_removed(model: Any, plan: Plan) -> None:
-    """In place: the original network with the plan's removed channels zeroed where they
-    are read, i.e. every consumer's rows for a removed channel, every removed head's output
-    rows, and the producers' own columns. Its outputs equal the rebuilt model's (a test's
-    reference, and the masks of gradual schedules)."""
-    for path, layer in walk(model):
-        use = plan.graph.uses.get(path)
-        if use is None or not layer.weights:
-            continue
-        for variable, mask in zip(layer.weights, masks(plan, use), strict=True):
-            if mask is not None:
-                variable.assign(np.asarray(variable) * mask)
-
-
 def maskable(use: Use) -> list[bool]:
     """Per weight of the layer: does it read or make channels that a plan may remove?
     Normalisation and depthwise weights never are: their channel is cut off where it is
     read (masking BatchNorm's variance would divide by zero)."""
     table = _AXES.get(type(use.layer).__name__, {})
     return [
-        use.rule not in ("norm", "depthwise", "frozen")
-        and any(_named(variable, name) for name in table)
+        use.rule not in _UNMASKED and any(_named(variable, name) for name in table)
         for variable in use.layer.weights
     ]
 
@@ -212,7 +206,7 @@ def masks(plan: Plan, use: Use) -> list[np.ndarray | None]:
     axes that read or make them, or None when nothing of it is removed. Normalisation and
     depthwise weights are never masked: their channel is cut off where it is read."""
     table = _AXES.get(type(use.layer).__name__, {})
-    if use.rule in ("norm", "depthwise", "frozen"):
+    if use.rule in _UNMASKED:
         return [None] * len(use.layer.weights)
     roles = keep_indices(plan, use)
     found: list[np.ndarray | None] = []

@@ -17,7 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT, embedded_pngs, evaluate_with, magnitude_mask, val_arrays, write_config
+from helpers import (
+    ROOT,
+    auto_report,
+    embedded_pngs,
+    evaluate_with,
+    magnitude_mask,
+    val_arrays,
+    write_config,
+)
 from PIL import Image
 
 SAMPLE = ROOT / "sample_models" / "digits_cnn.h5"
@@ -38,17 +46,9 @@ def test_auto_on_the_sample_meets_the_budget_and_beats_uniform(cli, tmp_path):
 
     out = tmp_path / "auto.keras"
     budget = 0.01
-    result = cli(
-        "prune", SAMPLE, "--data", DIGITS, "-o", out, "--epochs", "0", "--sparsity", "auto",
-        "--max-accuracy-drop", str(budget), "--json", "-q",
-    )  # fmt: skip
-    assert result.exit_code == 0, result.stderr
-    report = json.loads(result.stdout)
+    report = auto_report(cli, SAMPLE, DIGITS, out, budget)
     auto = report["auto"]
     assert set(auto["allocation"]) == set(LAYERS)
-    measured = report["before"]["accuracy"] - report["after"]["accuracy"]
-    assert auto["measured_drop"] == pytest.approx(measured) and measured <= budget
-    assert report["gate"]["passed"] and report["gate"]["max_accuracy_drop"] == budget
     # independently: each layer's saved sparsity is its allocation
     model = keras.models.load_model(out)
     for name, level in auto["allocation"].items():
@@ -202,16 +202,25 @@ def test_sweep_writes_one_model_per_target_and_a_combined_report(
         assert embedded_pngs((out / "p.sweep.html").read_text()) == [image.size]
 
 
+@pytest.mark.parametrize(
+    ("builder", "suffix", "extra"),
+    [
+        ("cnn", ".h5", ()),
+        ("residual", ".keras", ("--set", "prune.granularity=channel", "--set", "prune.round_to=2")),
+    ],
+    ids=["weights", "channels"],
+)
 def test_auto_gate_fails_with_exit_3_when_fine_tuning_loses_more_than_the_budget(
-    cli, make_model, image_data, tmp_path
+    cli, make_model, image_data, tmp_path, builder, suffix, extra
 ):
     """Budget 0: the allocation keeps only free levels; a wild learning rate then costs
-    accuracy, and the gate (the same D) fails after the outputs are written."""
+    accuracy (under channels: the rebuilt, narrower model is fine-tuned into a worse one),
+    and the gate (the same D) fails after the outputs are written."""
     out = tmp_path / "p.keras"
     result = cli(
-        "prune", make_model(), "--data", image_data, "-o", out, "--epochs", "1",
+        "prune", make_model(builder, suffix), "--data", image_data, "-o", out, "--epochs", "1",
         "--sparsity", "auto", "--max-accuracy-drop", "0", "--json", "-q",
-        "--set", "finetune.learning_rate=1.0",
+        "--set", "finetune.learning_rate=1.0", *extra,
     )  # fmt: skip
     assert result.exit_code == 3, result.stderr
     report = json.loads(result.stdout)
@@ -220,3 +229,5 @@ def test_auto_gate_fails_with_exit_3_when_fine_tuning_loses_more_than_the_budget
     assert report["gate"] == {"max_accuracy_drop": 0.0, "accuracy_drop": drop, "passed": False}
     assert "more than --max-accuracy-drop 0.00 (outputs were written)" in result.stderr
     assert out.is_file() and out.with_name("p.report.json").is_file()
+    if extra:
+        assert report["after"]["flops"] < report["before"]["flops"]  # channels really went

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 
 from prunecli.formats import legacy
@@ -127,3 +128,80 @@ def test_keras3_style_calls_are_renumbered_as_well():
 )  # fmt: skip
 def test_h5_format_from_the_files_attributes(attrs, expected):
     assert legacy.h5_format(attrs) == expected
+
+
+def op_lambda(name: str, function: str, ref: list, y: object) -> dict:
+    """A tf_keras TFOpLambda call as stored: one call, ``[[layer, node, tensor, kwargs]]``."""
+    return {"class_name": "TFOpLambda", "name": name,
+            "config": {"name": name, "trainable": True, "dtype": "float32", "function": function},
+            "inbound_nodes": [[*ref, {"y": y, "name": None}]]}  # fmt: skip
+
+
+def test_tf_op_lambdas_become_rescaling_or_merge_layers():
+    """MobileNetV3's ``x + 3`` and ``x * (1/6)``, RegNet's ``a * b``; an op without a rule
+    is left for the load to name."""
+    layers = [
+        INPUT,
+        op_lambda("tf.__operators__.add", "__operators__.add", ["input_1", 0, 0], 3.0),
+        op_lambda("tf.math.multiply", "math.multiply", ["tf.__operators__.add", 0, 0], 1 / 6),
+        op_lambda(
+            "tf.math.multiply_1", "math.multiply", ["input_1", 0, 0], ["tf.math.multiply", 0, 0]
+        ),
+        op_lambda("tf.math.truediv", "math.truediv", ["input_1", 0, 0], 4.0),
+        op_lambda("tf.nn.relu", "nn.relu", ["input_1", 0, 0], None),
+    ]
+    config = functional(layers, [["input_1", 0, 0]], [["tf.math.multiply_1", 0, 0]])
+    found = {layer["name"]: layer for layer in legacy.to_keras3(config, {})["config"]["layers"]}
+    add = found["tf.__operators__.add"]
+    assert add["class_name"] == "Rescaling"
+    assert add["config"] == {"name": "tf.__operators__.add", "trainable": True,
+                                 "dtype": "float32", "scale": 1.0, "offset": 3.0}  # fmt: skip
+    assert add["inbound_nodes"] == [[["input_1", 0, 0, {}]]]
+    assert found["tf.math.multiply"]["config"]["scale"] == pytest.approx(1 / 6)
+    assert found["tf.math.truediv"]["config"]["scale"] == 0.25
+    product = found["tf.math.multiply_1"]
+    assert product["class_name"] == "Multiply"
+    assert product["inbound_nodes"] == [[["input_1", 0, 0, {}], ["tf.math.multiply", 0, 0, {}]]]
+    assert found["tf.nn.relu"]["class_name"] == "TFOpLambda"
+
+
+def test_custom_scale_layer_scale_and_stochastic_depth_become_plain_layers():
+    """InceptionResNetV2's ``a + b * scale`` -> Rescaling + Add; ConvNeXt's LayerScale takes
+    its stored gamma into the config (its weights are then not copied), StochasticDepth is
+    a per-sample Dropout."""
+    custom = {"class_name": "Custom>CustomScaleLayer", "name": "csl",
+              "config": {"name": "csl", "scale": 0.17},
+              "inbound_nodes": [[["input_1", 0, 0, {}], ["dense", 0, 0, {}]]]}  # fmt: skip
+    scale = call({"class_name": "LayerScale", "config": {"name": "ls", "init_values": 1e-6,
+                  "projection_dim": 2}}, ["csl", 0, 0])  # fmt: skip
+    drop = call({"class_name": "StochasticDepth", "config": {"name": "sd",
+                 "drop_path_rate": 0.1}}, ["ls", 0, 0])  # fmt: skip
+    layers = [INPUT, call(dense("dense"), ["input_1", 0, 0]), custom, scale, drop]
+    config = functional(layers, [["input_1", 0, 0]], [["sd", 0, 0]])
+    absorbed: set[str] = set()
+    stored = {"ls": [np.array([0.5, 2.0], np.float32)]}
+    rewritten = legacy.to_keras3(config, {}, stored=stored.__getitem__, absorbed=absorbed)
+    found = {layer["name"]: layer for layer in rewritten["config"]["layers"]}
+    assert found["csl_scale"]["class_name"] == "Rescaling"
+    assert found["csl_scale"]["config"]["scale"] == 0.17
+    assert found["csl_scale"]["inbound_nodes"] == [[["dense", 0, 0, {}]]]
+    assert found["csl"]["class_name"] == "Add"
+    assert found["csl"]["inbound_nodes"] == [[["input_1", 0, 0, {}], ["csl_scale", 0, 0, {}]]]
+    assert found["ls"]["class_name"] == "Rescaling"
+    assert found["ls"]["config"]["scale"] == [0.5, 2.0] and absorbed == {"ls"}
+    assert found["sd"]["class_name"] == "Dropout"
+    assert found["sd"]["config"]["rate"] == 0.1
+    assert found["sd"]["config"]["noise_shape"] == [None, 1, 1, 1]
+
+
+def test_tensorflow_module_initializers_move_to_keras():
+    """EfficientNetV2's bias initializer, as tf_keras wrote it."""
+    constant = {"module": "tensorflow.python.ops.init_ops_v2", "class_name": "Constant",
+                "config": {"value": 0}, "registered_name": "Constant"}  # fmt: skip
+    layers = [INPUT, call(dense("out", bias_initializer=constant), ["input_1", 0, 0])]
+    config = functional(layers, [["input_1", 0, 0]], [["out", 0, 0]])
+    (_, out) = legacy.to_keras3(config, {})["config"]["layers"]
+    assert out["config"]["bias_initializer"] == {
+        "module": "keras.initializers", "class_name": "Constant", "config": {"value": 0},
+        "registered_name": None,
+    }  # fmt: skip

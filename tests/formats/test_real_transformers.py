@@ -191,14 +191,6 @@ def test_keras_hub_file_loads_in_a_process_that_never_imported_keras_hub(hub, tm
     assert any(row["type"] == "ReversibleEmbedding" and row["prunable"] for row in rows)
 
 
-def test_deployable_export_of_a_multi_input_model_is_refused_in_one_line(cli, hub, tmp_path):
-    model, _ = hub["bert"]
-    result = cli("prune", model, "--epochs", "0", "-o", tmp_path / "bert.tflite")
-    assert result.exit_code == 2, result.stderr
-    assert "tflite output of a model with 3 inputs is not supported yet" in result.stderr
-    assert not (tmp_path / "bert.tflite").exists()
-
-
 def test_layer_table_looks_up_subclasses_and_reads_einsum_axes():
     import keras
     import keras_hub

@@ -7,7 +7,9 @@ import pytest
 from helpers import randomized, sample
 
 from prunecli.config import Prune
-from prunecli.structured import graph, groups, rebuild
+from prunecli.core.schedules import OneShot
+from prunecli.structured import graph, groups
+from prunecli.structured.pruner import ChannelPruner
 
 
 def _two_convs():
@@ -114,13 +116,34 @@ def test_rounding(count, round_to, width, kept):
 
 
 def test_masks_during_training_equal_the_rebuilt_model():
-    """What a gradual schedule holds during fine-tuning computes what the rebuild writes."""
+    """What a gradual schedule holds during fine-tuning computes what the rebuild writes:
+    the reference zeroes each conv's removed filters by hand (kernel columns and bias), and
+    cancels BatchNorm's shift for conv_a's (beta and moving mean 0), so they stay 0
+    downstream."""
     model = _two_convs()
-    plan = groups.plan(graph.build(model), Prune(granularity="channel", sparsity=0.5), round_to=1)
-    narrow = rebuild.rebuild(model, plan)
-    rebuild.zero_removed(model, plan)
+    original = [np.asarray(w).copy() for w in model.weights]
+    prune = Prune(granularity="channel", sparsity=0.5, round_to=1)
+    pruner = ChannelPruner(model, prune, OneShot)
+    pruner.update(0)
+    gone = {
+        name: np.setdiff1d(np.arange(8), pruner.plan.kept[_group_of(pruner.plan, name).id])
+        for name in ("conv_a", "conv_b")
+    }
+    assert [len(g) for g in gone.values()] == [4, 4]
+    reference = _two_convs()
+    for variable, values in zip(reference.weights, original, strict=True):
+        layer, name = variable.path.split("/")
+        if layer in gone and name in ("kernel", "bias"):
+            values[..., gone[layer]] = 0
+        if layer == "bn" and name in ("beta", "moving_mean"):
+            values[gone["conv_a"]] = 0
+        variable.assign(values)
     x = sample(model)
-    np.testing.assert_allclose(model(x), narrow(x), atol=1e-5)
+    assert np.abs(np.asarray(reference(x)) - np.asarray(_two_convs()(x))).max() > 1e-3
+    np.testing.assert_allclose(model(x), reference(x), atol=1e-5)
+    narrow, _ = pruner.rebuilt(model)
+    assert narrow.get_layer("conv_a").filters == narrow.get_layer("conv_b").filters == 4
+    np.testing.assert_allclose(narrow(x), reference(x), atol=1e-5)
 
 
 def test_lamp_normalises_each_group():
@@ -147,3 +170,28 @@ def test_overrides_set_a_groups_sparsity():
     plan = groups.plan(graph.build(_two_convs()), prune, round_to=1)
     assert len(plan.kept[_group_of(plan, "conv_a").id]) == 4
     assert len(plan.kept[_group_of(plan, "conv_b").id]) == 6
+
+
+def test_a_gradual_schedule_ramps_each_override_by_its_own_schedule():
+    """An override (what ``sparsity: auto`` sets per group) rises with the schedule like
+    the model-wide target, never jumping to its final width at the first update."""
+    from prunecli.config import LayerSelection
+    from prunecli.core.schedules import Polynomial
+
+    def ramp(target: float) -> Polynomial:
+        return Polynomial(initial=0.0, final=target, begin=0, end=10, frequency=1)
+
+    prune = Prune(
+        granularity="channel",
+        sparsity=0.25,
+        round_to=1,
+        layers=LayerSelection(overrides={"conv_a": 0.75}),
+    )
+    pruner = ChannelPruner(_two_convs(), prune, ramp)
+
+    def removed(step: int) -> int:
+        pruner.update(step)
+        return 8 - len(pruner.plan.kept[_group_of(pruner.plan, "conv_a").id])
+
+    # 8 channels: s_t = 0.75 (1 - (1 - t/10)^3) -> 0, 1.6, 3.9, 6 of them at t = 0, 1, 3, 10
+    assert [removed(step) for step in (0, 1, 3, 10)] == [0, 2, 4, 6]

@@ -13,9 +13,11 @@ import pytest
 from helpers import STRUCTURED_BUILDERS, copy_of, hand_plan, randomized, sample, zeroed_at_source
 
 from prunecli.config import LayerSelection, Prune
+from prunecli.core.schedules import OneShot
 from prunecli.structured import graph, groups, rebuild
+from prunecli.structured.pruner import ChannelPruner
 
-FAST = ["seq_cnn", "residual", "concat", "transformer", "mixed"]
+FAST = ["seq_cnn", "residual", "concat", "transformer", "mixed", "channelwise"]
 ALL = [*FAST, "mobilenet", "resnet50"]
 
 
@@ -54,10 +56,23 @@ def test_removed_channels_equal_the_original_with_them_zeroed(models, name):
     assert np.abs(np.asarray(reference(x)) - np.asarray(model(x))).max() > 1e-3
     # ... and the rebuilt model is exactly the zeroed original
     np.testing.assert_allclose(narrow(x), reference(x), atol=1e-4, rtol=1e-4)
-    # the library's own masks (what gradual schedules hold during fine-tuning) agree
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_channel_pruners_masks_equal_the_zeroed_original(models, name):
+    """What a gradual schedule holds during fine-tuning (the pruner's masks on a copy)
+    computes what the original with the plan's channels zeroed by hand computes, and what
+    the rebuild writes."""
+    model = models[name]
     masked = copy_of(model)
-    rebuild.zero_removed(masked, plan)
-    np.testing.assert_allclose(masked(x), narrow(x), atol=1e-4, rtol=1e-4)
+    pruner = ChannelPruner(masked, Prune(granularity="channel", sparsity=0.5), OneShot)
+    pruner.update(0)
+    reference = zeroed_at_source(model, pruner.plan)
+    narrow, _ = pruner.rebuilt(masked)
+    x = sample(model)
+    assert narrow.count_params() < model.count_params()
+    np.testing.assert_allclose(masked(x), reference(x), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(narrow(x), reference(x), atol=1e-4, rtol=1e-4)
 
 
 def test_widths_shrink_where_expected(models):
@@ -70,6 +85,33 @@ def test_widths_shrink_where_expected(models):
     assert widths == {"conv1": 10, "conv2": 16, "hidden": 10, "out": 3}
     # Flatten -> Dense: the hidden kernel reads 4*4 positions of the 16 kept channels
     assert narrow.get_layer("hidden").kernel.shape == (4 * 4 * 16, 10)
+
+
+def test_prelu_and_per_channel_group_norm_are_sliced_channel_by_channel(models):
+    model = models["channelwise"]
+    coupling = graph.build(model)
+    plan = hand_plan(coupling, _every_third)
+    narrow = rebuild.rebuild(model, plan)
+    for path, use in coupling.uses.items():  # the shapes a plan's counts are made from
+        assert rebuild.sliced_shapes(plan, use) == [
+            tuple(w.shape) for w in narrow.get_layer(path).weights
+        ]
+    # every third of 16 channels gone: 10 kept, alphas and GroupNorm entries with them
+    assert narrow.get_layer("c1").filters == narrow.get_layer("c2").filters == 10
+    assert narrow.get_layer("prelu_shared").alpha.shape == (1, 1, 10)
+    assert narrow.get_layer("prelu_full").alpha.shape == (4, 4, 10)
+    assert narrow.get_layer("inorm").gamma.shape == (10,)
+    assert narrow.get_layer("gn16").groups == 10 and narrow.get_layer("gn16").beta.shape == (10,)
+    assert narrow.get_layer("prelu_dense").alpha.shape == (10,)  # d1: 16 -> 10 units
+    # gn4 (2 channels per group) freezes c4's channels, with the reason
+    (frozen,) = [g for g in coupling.groups() if g.producers == ["c4"]]
+    assert "gn4" in frozen.frozen[0] and "normalises channels together" in frozen.frozen[0]
+    assert narrow.get_layer("c4").filters == 8 and narrow.get_layer("gn4").groups == 4
+    kept = np.setdiff1d(np.arange(16), _every_third(16))
+    np.testing.assert_array_equal(
+        np.asarray(narrow.get_layer("prelu_full").alpha),
+        np.asarray(model.get_layer("prelu_full").alpha)[..., kept],
+    )
 
 
 def test_residual_add_couples_stem_and_branch(models):
