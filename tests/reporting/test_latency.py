@@ -38,7 +38,7 @@ def test_one_timed_loop_call_runs_the_model_loop_times():
     assert float(np.asarray(counter.calls)) - before == 7
     before = float(np.asarray(counter.calls))
     timer.inference(runs=5, budget_s=0.0)  # warm-up calls, then 5 timed ones
-    assert float(np.asarray(counter.calls)) - before == (latency.WARMUP + 5) * timer.loop
+    assert float(np.asarray(counter.calls)) - before == (latency.REWARM + 5) * timer.loop
 
 
 def test_measure_reports_per_inference_and_per_call():
