@@ -34,7 +34,10 @@ _state = _State()
 def installed() -> Iterator[None]:
     """Route SIGINT and SIGTERM to ``_handle`` for the block; restore the old handlers after.
 
-    A signal the parent process ignores (SIGINT for a background job) stays ignored.
+    A signal the parent process ignores (SIGINT for a background job) stays ignored. The
+    block's record of a signal ends with it: a later ``check`` outside any command (a
+    library caller in the same process, the next test) must not raise a signal that was
+    meant for this one.
     """
     _state.requested = _state.deferring = False
     previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
@@ -46,6 +49,7 @@ def installed() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        _state.requested = _state.deferring = False
 
 
 def check() -> None:

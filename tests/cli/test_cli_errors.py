@@ -556,3 +556,15 @@ def test_signal_during_finetune_stops_before_the_next_step(
     assert steps == [0, 1]  # and no step ran after it
     assert core_outputs(out) == ["p.ckpt"]  # only the checkpoint written on the signal
     assert core_outputs(out / "p.ckpt") == ["checkpoint.npz"]
+
+
+def test_a_signal_of_one_command_does_not_outlive_it():
+    """After a command stopped on a signal, the same process goes on (a library caller,
+    the next test): ``check`` outside the command raises nothing."""
+    from prunecli import interrupts
+
+    with pytest.raises(KeyboardInterrupt), interrupts.installed():
+        signal.raise_signal(signal.SIGTERM)
+        interrupts.check()
+    interrupts.check()  # raised before: the first command's signal leaked
+    assert not interrupts.requested()
