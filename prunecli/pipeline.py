@@ -81,6 +81,7 @@ class Prepared:
     layers: list[selection.LayerInfo]
     rescale: float | None = None  # data.rescale as used (auto resolved)
     warnings: list[str] = dataclasses.field(default_factory=list)
+    timers: latency.Timers = dataclasses.field(default_factory=latency.Timers)  # before/after
 
 
 @dataclass
@@ -282,7 +283,7 @@ def _figures(model: Any, prepared: Prepared) -> dict[str, Any]:
     stats = report.model_stats(model, prepared.layers)
     metrics = _metrics(model, prepared.splits, prepared.task, prepared.compile_args)
     with sizes.paused():  # latency uses every core: no deflate beside it
-        return stats | metrics | latency.performance(model)
+        return stats | metrics | latency.performance(model, prepared.timers)
 
 
 def _measure_input(loaded: Loaded, prepared: Prepared, paths: Targets, cfg: Config) -> Measured:

@@ -77,3 +77,17 @@ def test_a_variable_size_input_has_no_latency():
                                                         (1.0, 0.0, None)])  # fmt: skip
 def test_speedup_is_before_over_after(before, after, ratio):
     assert latency.speedup(before, after) == ratio
+
+
+def test_a_run_times_one_model_object_with_one_compiled_loop():
+    """Before and after unstructured pruning the model object is the same: its second
+    measurement reuses the timer (no second trace or probe) and sees the new weights,
+    which the compiled loop reads from the variables."""
+    model, counter = _counting_model()
+    timers = latency.Timers()
+    timer = timers.of(model)
+    assert timers.of(model) is timer and timers.of(_counting_model()[0]) is not timer
+    before = float(np.asarray(counter.calls))
+    counter.calls.assign(before + 100.0)  # a variable assigned after the trace
+    timer.run(1)
+    assert float(np.asarray(counter.calls)) == before + 101
