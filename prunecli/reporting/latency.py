@@ -44,7 +44,7 @@ import numpy as np
 WARMUP = 3  # calls before a compiled form's first timing
 REWARM = 1  # before each later timing of a form already compiled and warm
 RUNS = 30
-BUDGET_S = 1.0  # stop timing early past this (a large model still gets >= 5 runs)
+BUDGET_S = 0.5  # stop timing early past this (a large model still gets >= 5 runs)
 LOOP_MS = 10.0  # one timed loop call lasts about this long
 MAX_LOOP = 1000
 XLA_BELOW_MS = 1.0  # XLA is tried when one plain-graph inference is shorter than this
