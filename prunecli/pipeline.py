@@ -169,6 +169,19 @@ def run(request: Request, reporter: Reporter) -> dict[str, Any]:
         return _stages(_in_scratch(request, scratch), reporter, job)
 
 
+@dataclass
+class Run:
+    """What the last stages (save, report) read of a run and never change: the request,
+    its output paths, the loaded model, the prepared data, the stage clock and the job."""
+
+    request: Request
+    paths: Targets
+    loaded: Loaded
+    prepared: Prepared
+    clock: _Clock
+    job: distribute.Job
+
+
 def _stages(request: Request, reporter: Reporter, job: distribute.Job) -> dict[str, Any]:
     clock = _Clock()
     cfg = request.config
@@ -198,7 +211,7 @@ def _stages(request: Request, reporter: Reporter, job: distribute.Job) -> dict[s
         )
         _rebuilt(pruner, loaded, prepared)  # channel, gradual schedules: after the last step
         _leave_training(loaded, prepared)
-    result = _save(request, paths, loaded, prepared, clock, job,
+    result = _save(Run(request, paths, loaded, prepared, clock, job),
                    before=before, updates=updates + tuned.updates,
                    tuned=tuned, extras={"losses": losses.rows, "auto": auto},
                    pruner=pruner)  # fmt: skip
@@ -385,12 +398,7 @@ def _finetune(
 
 
 def _save(
-    request: Request,
-    paths: Targets,
-    loaded: Loaded,
-    prepared: Prepared,
-    clock: _Clock,
-    job: distribute.Job,
+    run: Run,
     *,
     before: Measured,
     updates: list[dict[str, float]],
@@ -401,7 +409,8 @@ def _save(
     """Stage every artifact, measure them and the pruned model, build and stage the
     reports, rename all. The model is written before its figures are taken, so the
     file's deflate runs beside the evaluation and latency runs."""
-    cfg = request.config
+    paths, loaded, prepared, clock = run.paths, run.loaded, run.prepared, run.clock
+    cfg = run.request.config
     with staging.Staging() as stage:
         with clock("save_s"):
             staged, exports = exporting.stage_all(
@@ -419,7 +428,7 @@ def _save(
         with clock("save_s"):
             tuning = _tuning(prepared, cfg, tuned, updates, extras["losses"])
             result = _report(
-                request, paths, loaded, prepared, clock, job, before.stats, after,
+                run, before.stats, after,
                 files=files, exports=exports, pruner=pruner, finetune=tuning,
             )  # fmt: skip
             hooks.add_auto(result, extras["auto"])
@@ -432,12 +441,7 @@ def _save(
 
 
 def _report(
-    request: Request,
-    paths: Targets,
-    loaded: Loaded,
-    prepared: Prepared,
-    clock: _Clock,
-    job: distribute.Job,
+    run: Run,
     before: dict[str, Any],
     after: dict[str, Any],
     *,
@@ -447,10 +451,11 @@ def _report(
     finetune: dict[str, Any],
 ) -> dict[str, Any]:
     """The report of a finished run (``files``: the input's and output's SHA-256)."""
+    request, paths, loaded, prepared = run.request, run.paths, run.loaded, run.prepared
     cfg = request.config
     return report.build(
         config=cfg,
-        environment=runtime.environment() | job.environment(),
+        environment=runtime.environment() | run.job.environment(),
         input={"path": str(request.model), "format": loaded.source.name,
                "sha256": files["input"]},
         output={"path": str(paths.model), "format": paths.artifacts[0].format,
@@ -467,7 +472,7 @@ def _report(
         finetune=finetune,
         data=_data_summary(prepared.splits, prepared.task) | {"rescale": prepared.rescale},
         warnings=prepared.warnings,
-        timing=clock.finish(),
+        timing=run.clock.finish(),
         gate=_gate(request.max_accuracy_drop, before, after),
     )  # fmt: skip
 
