@@ -42,6 +42,25 @@ def symbolic_build(model: Any, data_batch: Any) -> None:
     model._symbolic_build(data_batch=data_batch)
 
 
+def h5_image(model: Any) -> bytes:
+    """``model.save(path.h5)``'s file, built in memory.
+
+    Keras 3.0 - 3.15: its HDF5 writer takes an open ``h5py.File`` only through this private
+    function (``model.save`` wants a path). Written to disk by HDF5, a disk that fills up
+    during the final flush leaves HDF5's state broken and the interpreter crashes at exit
+    (SIGSEGV / double free); written as bytes by Python, the same disk gives a plain OSError.
+    """
+    import io
+
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as file:
+        legacy_h5_format.save_model_to_hdf5(model, file, overwrite=True, include_optimizer=True)
+    return buffer.getvalue()
+
+
 def distribute_strategy(model: Any) -> Any | None:
     """The strategy a model was built under (Keras 3.x ``Model._distribute_strategy``;
     None under the default strategy)."""

@@ -133,3 +133,28 @@ def test_graph_shims_still_needed() -> None:
     """No public API maps a symbolic tensor to the call that made it."""
     tensor = keras.Input((2,))
     assert not hasattr(tensor, "history") and not hasattr(keras.Operation, "inbound_nodes")
+
+
+def test_h5_image_is_the_file_model_save_writes(tmp_path: Path) -> None:
+    import keras
+    import numpy as np
+
+    from prunecli import compat
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")])
+    model.compile("adam", "mean_squared_error")
+    path = tmp_path / "m.h5"
+    path.write_bytes(compat.h5_image(model))
+    again = keras.models.load_model(path)
+    np.testing.assert_array_equal(again.get_layer("d").kernel, model.get_layer("d").kernel)
+    assert again.optimizer is not None  # include_optimizer, as model.save
+
+
+def test_h5_image_still_needed(tmp_path: Path) -> None:
+    """The day keras.saving.save_model takes an open h5py.File, the shim can go."""
+    import h5py
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with h5py.File(tmp_path / "m.h5", "w") as file, pytest.raises(ValueError):
+        keras.saving.save_model(model, file)

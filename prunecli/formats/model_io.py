@@ -205,7 +205,10 @@ def compile_config(model: Any) -> dict[str, Any]:
 def save(model: Any, path: Path) -> None:
     """Write ``model`` to ``path`` (a temporary name: callers rename it into place)."""
     try:
-        model.save(path)
+        if path.suffix == ".h5":  # HDF5 built in memory: a full disk is a plain OSError
+            path.write_bytes(compat.h5_image(model))
+        else:
+            model.save(path)
     except OSError as exc:
         raise OutputError(os_message(exc, path)) from exc
     except Exception as exc:
