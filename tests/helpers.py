@@ -796,6 +796,22 @@ def channelwise() -> Any:
     return keras.Model(inputs, layers.Dense(3, name="out")(x), name="channelwise")
 
 
+def ops_nodes() -> Any:
+    """Bare ``keras.ops`` nodes between convolutions, as MobileNetV3 writes hard-swish
+    (``x * relu6(x + 3) / 6``) and a squeeze-excite gate: operations in the functional
+    graph that are not layers and have no weights; the channels pass through them."""
+    import keras
+
+    layers = keras.layers
+    inputs = keras.Input((6, 6, 3))
+    x = layers.Conv2D(16, 3, padding="same", name="c1")(inputs)
+    x = x * layers.ReLU(6.0, name="relu6")(x + 3.0) * (1.0 / 6.0)
+    gate = layers.Conv2D(16, 1, name="gate")(layers.GlobalAveragePooling2D(keepdims=True)(x))
+    x = layers.Conv2D(16, 3, name="c2")(x * keras.ops.sigmoid(gate))
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, layers.Dense(3, name="out")(x), name="ops_nodes")
+
+
 def mobilenet() -> Any:
     import keras
 
@@ -819,6 +835,7 @@ STRUCTURED_BUILDERS: dict[str, Callable[[], Any]] = {
     "transformer": transformer,
     "mixed": mixed,
     "channelwise": channelwise,
+    "ops_nodes": ops_nodes,
     "mobilenet": mobilenet,
     "resnet50": resnet50,
 }

@@ -126,7 +126,8 @@ _CONFIG = click.option(
 _DATA = click.option(
     "--data",
     type=click.Path(path_type=Path),
-    help="Dataset folder (train/ and val/ inside, or the training set itself).",
+    help="Dataset folder (train/ and val/ inside, or the training set itself), or one "
+    ".npz / .csv / TFRecord file (the training set).",
 )
 _SET = click.option(
     "--set",

@@ -33,7 +33,11 @@ __all__ = [
 
 
 def split_dir(directory: Path) -> tuple[Path, Path | None]:
-    """``--data DIR``: DIR/train and DIR/val (or DIR/validation) when present, else DIR."""
+    """``--data DIR``: DIR/train and DIR/val (or DIR/validation) when present, else DIR;
+    ``--data FILE`` (an ``.npz``, ``.csv`` or TFRecord file): the training set itself, as
+    ``data.train`` would take it, with ``validation_split`` held out."""
+    if directory.is_file():
+        return directory, None
     if not directory.is_dir():
         raise DataError(f"{directory}: data folder not found")
     if (directory / "train").is_dir():

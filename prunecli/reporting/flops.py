@@ -110,7 +110,8 @@ def count(model: Any) -> int | None:
     total = 0
     for _, layer, (ins, outs) in calls:
         counter = COUNTERS.get(type(layer).__name__)
-        if counter is None and layer.weights and type(layer).__name__ not in NO_MACS:
+        weighted = bool(getattr(layer, "weights", None))  # a keras.ops node has none
+        if counter is None and weighted and type(layer).__name__ not in NO_MACS:
             return None
         if counter is None:
             continue

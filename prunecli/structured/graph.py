@@ -96,6 +96,12 @@ class Use:
     heads: int | None = None  # MultiHeadAttention: its head source
     shapes: tuple[tuple[Any, ...], tuple[Any, ...]] = ((), ())  # (input, output) shapes
 
+    @property
+    def weights(self) -> list[Any]:
+        """The layer's variables; none for a bare Keras operation in a functional graph
+        (``x + 3.0`` in MobileNetV3's hard-sigmoid is a ``keras.ops`` Add, not a layer)."""
+        return list(getattr(self.layer, "weights", ()))
+
 
 @dataclass
 class Group:

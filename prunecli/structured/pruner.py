@@ -61,7 +61,7 @@ class ChannelPruner:
         self.movement: dict[str, Any] = {}  # checkpoints look for movement state
         self.variables: dict[str, Any] = {}
         for use in self.graph.uses.values():
-            for variable, maskable in zip(use.layer.weights, rebuild.maskable(use), strict=True):
+            for variable, maskable in zip(use.weights, rebuild.maskable(use), strict=True):
                 if maskable:
                     self.variables[variable.path] = variable
         self.masks = {
@@ -88,9 +88,7 @@ class ChannelPruner:
             self.graph, settings, self.prune.round_to, self.seed, self.gradients
         )
         for use in self.graph.uses.values():
-            for variable, mask in zip(
-                use.layer.weights, rebuild.masks(self.plan, use), strict=True
-            ):
+            for variable, mask in zip(use.weights, rebuild.masks(self.plan, use), strict=True):
                 if variable.path in self.masks:
                     full = np.ones(variable.shape, np.float32) if mask is None else mask
                     self.masks[variable.path].assign(full)

@@ -101,7 +101,7 @@ def slice_weights(plan: Plan, use: Use) -> list[np.ndarray]:
     table = _AXES.get(type(use.layer).__name__, {}) if use.rule != "frozen" else {}
     roles = keep_indices(plan, use)
     sliced = []
-    for variable in use.layer.weights:
+    for variable in use.weights:
         values = np.asarray(variable)
         axes = next((a for name, a in table.items() if _named(variable, name)), {})
         for axis, role in axes.items():
@@ -118,7 +118,7 @@ def sliced_shapes(plan: Plan, use: Use) -> list[tuple[int, ...]]:
     table = _AXES.get(type(use.layer).__name__, {}) if use.rule != "frozen" else {}
     roles = keep_indices(plan, use)
     shapes = []
-    for variable in use.layer.weights:
+    for variable in use.weights:
         shape = list(variable.shape)
         axes = next((a for name, a in table.items() if _named(variable, name)), {})
         for axis, role in axes.items():
@@ -197,7 +197,7 @@ def maskable(use: Use) -> list[bool]:
     table = _AXES.get(type(use.layer).__name__, {})
     return [
         use.rule not in _UNMASKED and any(_named(variable, name) for name in table)
-        for variable in use.layer.weights
+        for variable in use.weights
     ]
 
 
@@ -207,10 +207,10 @@ def masks(plan: Plan, use: Use) -> list[np.ndarray | None]:
     depthwise weights are never masked: their channel is cut off where it is read."""
     table = _AXES.get(type(use.layer).__name__, {})
     if use.rule in _UNMASKED:
-        return [None] * len(use.layer.weights)
+        return [None] * len(use.weights)
     roles = keep_indices(plan, use)
     found: list[np.ndarray | None] = []
-    for variable in use.layer.weights:
+    for variable in use.weights:
         axes = next((a for name, a in table.items() if _named(variable, name)), {})
         shape = tuple(variable.shape)
         mask = np.ones(shape, dtype=np.float32)

@@ -158,11 +158,10 @@ def test_split_dir_missing(tmp_path):
     assert str(tmp_path / "nope") in str(info.value)
 
 
-def test_split_dir_on_a_file(tmp_path):
+def test_split_dir_on_a_file_is_the_training_set(tmp_path):
     path = tmp_path / "data.npz"
     path.write_bytes(b"")
-    with pytest.raises(DataError, match="data folder not found"):
-        data.split_dir(path)
+    assert data.split_dir(path) == (path, None)
 
 
 # --- validation_split --------------------------------------------------------------------
