@@ -112,6 +112,7 @@ class GroupMasker:
                 f"prune.method {prune.method} scores channels by fine-tuning, which a "
                 "sensitivity scan does not do: scan with a method that scores without it"
             )
+        rebuild.check_rebuildable(model)  # LayerNorm-fed groups are evaluated rebuilt
         self.model, self.prune = model, prune
         self.graph = coupling.build(model, heads=prune.heads)
         self.groups, self.scores = grouping.scored(self.graph, prune, seed, gradients)

@@ -49,6 +49,7 @@ class ChannelPruner:
         gradients: groups.Gradients | None = None,
     ) -> None:
         self.prune, self.seed, self.gradients = prune, seed, gradients
+        rebuild.check_rebuildable(model)
         self.graph = coupling.build(model, heads=prune.heads)
         self.schedule = schedule_for(prune.sparsity)
         # each override's target rises by its own schedule, as the unstructured pruner's

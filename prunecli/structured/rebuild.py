@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from prunecli import compat
+from prunecli.errors import ConfigError
 from prunecli.pruning.selection import walk
 from prunecli.structured.graph import Use
 from prunecli.structured.groups import Plan, weight
@@ -131,6 +133,29 @@ def sliced_shapes(plan: Plan, use: Use) -> list[tuple[int, ...]]:
 def _named(variable: Any, name: str) -> bool:
     parts = variable.path.split("/")
     return "/".join(parts[-len(name.split("/")) :]) == name
+
+
+_LAYER_GRAPH_CONFIGS = ("Functional.get_config", "Sequential.get_config")
+
+
+def check_rebuildable(model: Any) -> None:
+    """ConfigError unless ``model`` and every model inside it save their layer graph.
+
+    The rebuild edits each layer's config (``filters``, ``units``) and builds the model
+    again from it. A class with its own ``get_config`` (keras_hub's ``BertTextClassifier``,
+    ``BertBackbone``: hyper-parameters such as ``hidden_dim``, not layers) would be built
+    again at its old widths, so no narrower copy of it can be written."""
+    import keras
+
+    for layer in [model, *compat.all_layers(model)]:
+        own = getattr(type(layer).get_config, "__qualname__", "")
+        if isinstance(layer, keras.Model) and own not in _LAYER_GRAPH_CONFIGS:
+            name = f"{type(layer).__module__.split('.')[0]}.{type(layer).__name__}"
+            raise ConfigError(
+                f"prune.granularity channel writes a narrower copy from the layers' configs, "
+                f"but {layer.name!r} is a {name}, whose config holds hyper-parameters "
+                "rather than layers: prune it with an unstructured granularity"
+            )
 
 
 def rebuild(model: Any, plan: Plan) -> Any:

@@ -146,3 +146,19 @@ def test_a_subclassed_model_is_refused_with_exit_2(cli, tmp_path):
     result = cli("prune", path, "--epochs", "0", "--set", "prune.granularity=channel")
     assert result.exit_code == 2, result.stderr
     assert "subclassed model" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_keras_hub_task_is_refused_for_channels_with_one_line(cli, tmp_path):
+    """keras_hub saves a task and its backbone by hyper-parameters (``hidden_dim``), not
+    layers: a narrower copy cannot be rebuilt from them, so the run stops before pruning."""
+    import real_models
+
+    model = real_models.bert(tmp_path / "bert.keras")
+    data = real_models.token_data(tmp_path / "tokens.npz")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = cli("prune", model, "--data", data, "-o", out / "b.keras", "--epochs", "0",
+                 "--set", "prune.granularity=channel", "--set", "prune.method=l2")  # fmt: skip
+    assert result.exit_code == 2, result.stderr
+    assert "keras_hub.BertTextClassifier, whose config holds hyper-parameters" in result.stderr
+    assert "Traceback" not in result.stderr and list(out.iterdir()) == []
