@@ -10,6 +10,7 @@ before/after accuracy means something after a single epoch.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -107,11 +108,18 @@ def text_classifier(path: Path, family: str) -> Path:
     keras.utils.set_random_seed(0)
     backbone = getattr(keras_hub.models, f"{family}Backbone")(
         vocabulary_size=VOCABULARY, num_layers=2, num_heads=2, hidden_dim=16,
-        intermediate_dim=32, max_sequence_length=16,
+        intermediate_dim=32, max_sequence_length=16, name=_snake(f"{family}Backbone"),
     )  # fmt: skip
     classifier = getattr(keras_hub.models, f"{family}Classifier")
     classifier(backbone, CLASSES, preprocessor=None).save(path)
     return path
+
+
+def _snake(name: str) -> str:
+    """The name Keras gives a first instance of class ``name`` (``BertBackbone`` ->
+    ``bert_backbone``), given explicitly: a second model built in the same process would
+    otherwise be ``bert_backbone_1``, and the tests read layer paths."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 def bert(path: Path) -> Path:
@@ -129,7 +137,7 @@ def vit(path: Path) -> Path:
     keras.utils.set_random_seed(0)
     backbone = keras_hub.models.ViTBackbone(
         image_shape=(16, 16, 3), patch_size=4, num_layers=2, num_heads=2, hidden_dim=16,
-        mlp_dim=32,
+        mlp_dim=32, name="vi_t_backbone",
     )  # fmt: skip
     keras_hub.models.ViTImageClassifier(backbone, CLASSES, preprocessor=None).save(path)
     return path
