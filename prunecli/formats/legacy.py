@@ -101,12 +101,18 @@ def savedmodel_config(folder: Path) -> dict[str, Any]:
 def load_savedmodel(folder: Path) -> Any:
     """A tf.keras SavedModel as a Keras 3 model: tf_keras rebuilds it from its metadata and
     writes it as a Keras 2 ``.h5`` in a temporary folder, which ``load_h5`` then reads."""
+    import io
+
+    import h5py
     import tf_keras
 
     legacy = tf_keras.models.load_model(folder, compile=True)
+    buffer = io.BytesIO()  # built in memory, written by Python: see compat.h5_image
+    with h5py.File(buffer, "w") as file:
+        legacy.save(file)  # tf_keras takes an open h5py.File (public, unlike Keras 3)
     with tempfile.TemporaryDirectory(prefix="prunecli-") as scratch:
         staged = Path(scratch) / "model.h5"
-        legacy.save(staged, save_format="h5")
+        staged.write_bytes(buffer.getvalue())
         return load_h5(staged)
 
 
