@@ -88,3 +88,36 @@ def train_on_digits(model: Any, path: Path, train: Path, epochs: int) -> Path:
         flush=True,
     )
     return path
+
+
+def channel_pruned(model: Any, sparsity: float, round_to: int = 8) -> Any:
+    """``model`` with ``sparsity`` of each group's channels removed (``method: l2``,
+    ``scope: layer``), rebuilt narrow by prunecli's own graph, plan and rebuild."""
+    from prunecli import config
+    from prunecli.structured import graph, groups, rebuild
+
+    plan = groups.plan(graph.build(model), config.Prune(sparsity=sparsity), round_to=round_to)
+    return rebuild.rebuild(model, plan)
+
+
+def tflite_runner(model: Any, path: Path, threads: int) -> Any:
+    """``model`` converted dense (float32) to LiteRT by prunecli's exporter, written to
+    ``path``: a call running one batch-1 random sample through the XNNPack delegate."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    from prunecli.config import TFLite
+    from prunecli.formats import exporting, model_io
+
+    keras_input = model_io.INPUT_FORMATS["keras"]  # a model in memory: exported as .keras
+    flat, _ = exporting.convert_tflite(model, keras_input, TFLite(sparse=False), None, path)
+    interpreter = Interpreter(model_content=flat, num_threads=threads)
+    interpreter.allocate_tensors()
+    source = interpreter.get_input_details()[0]
+    sample = np.random.default_rng(0).random(source["shape"]).astype(np.float32)
+
+    def run() -> None:
+        interpreter.set_tensor(source["index"], sample)
+        interpreter.invoke()
+
+    return run

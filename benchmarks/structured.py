@@ -89,11 +89,8 @@ import keras  # noqa: E402
 import models  # noqa: E402  (benchmarks/models.py: this folder is on sys.path when run)
 
 from prunecli import config, pipeline  # noqa: E402
-from prunecli.config import TFLite  # noqa: E402
-from prunecli.formats import exporting, model_io  # noqa: E402
 from prunecli.progress import Reporter  # noqa: E402
 from prunecli.reporting import flops, latency  # noqa: E402
-from prunecli.structured import graph, groups, rebuild  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "structured.json"
@@ -210,15 +207,14 @@ class _Timed:
 
     def __init__(self, model: Any, name: str, tmp: Path, tflite: bool) -> None:
         self.model, self.timer = model, latency.Timer.of(model)
-        self.lite = _tflite(model, tmp / f"{name}_{id(model)}.tflite") if tflite else None
+        path = tmp / f"{name}_{id(model)}.tflite"
+        self.lite = models.tflite_runner(model, path, ARGS.threads) if tflite else None
 
 
 def _case(name: str, before: _Timed, sparsity: float, tmp: Path) -> dict[str, Any]:
     model = before.model
     start = time.perf_counter()
-    coupling = graph.build(model)
-    plan = groups.plan(coupling, config.Prune(sparsity=sparsity), round_to=8)
-    narrow = rebuild.rebuild(model, plan)
+    narrow = models.channel_pruned(model, sparsity)
     rebuild_s = time.perf_counter() - start
     after = _Timed(narrow, name, tmp, before.lite is not None)
     row = {
@@ -293,24 +289,6 @@ def _paired(first: Callable[[], Timing], second: Callable[[], Timing]) -> tuple[
 
 def _medians(timings: list[Timing]) -> Timing:
     return tuple(round(statistics.median(t[i] for t in timings), 4) for i in (0, 1))  # type: ignore[return-value]
-
-
-def _tflite(model: Any, path: Path) -> Callable[[], Any]:
-    """The model converted dense to LiteRT: a call running one batch-1 sample."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    keras_input = model_io.INPUT_FORMATS["keras"]  # a model in memory: exported as .keras
-    flat, _ = exporting.convert_tflite(model, keras_input, TFLite(sparse=False), None, path)
-    interpreter = Interpreter(model_content=flat, num_threads=ARGS.threads)
-    interpreter.allocate_tensors()
-    source = interpreter.get_input_details()[0]
-    sample = np.random.default_rng(0).random(source["shape"]).astype(np.float32)
-
-    def run() -> None:
-        interpreter.set_tensor(source["index"], sample)
-        interpreter.invoke()
-
-    return run
 
 
 def _lite_ms(call: Callable[[], Any]) -> Timing:

@@ -5,30 +5,32 @@ Measured the same way before and after pruning, in the same process with the sam
 settings, so the two numbers compare; the absolute values depend on the machine.
 
 Why a compiled loop: on a small model the framework, not the arithmetic, dominates a
-single call. Measured on the ResNet-style sample model (``benchmarks/models.py``
-``residual_cnn``, 2M MACs; 1 thread, process CPU time per inference, dense -> 50% channels):
+single call. ``benchmarks/latency_floor.py`` measures it on the ResNet-style sample model
+(``benchmarks/models.py`` ``residual_cnn``, 2M MACs; 1 thread, process CPU time per
+inference, dense -> 50% channels; its last run):
 
-    tf.function called with a numpy batch        0.273 -> 0.265 ms  (1.03x)
-    concrete function, pre-built tf.constant     0.143 -> 0.130 ms  (1.10x)
-    the same with jit_compile (XLA)              0.115 -> 0.093 ms  (1.23x)
-    100 runs in one graph while_loop, / 100      0.074 -> 0.063 ms  (1.18x)
-    100 runs in one XLA while_loop, / 100        0.049 -> 0.032 ms  (1.55x)
-    an identity tf.function (x + 1)              0.039 ms
+    tf.function called with a numpy batch        0.271 -> 0.261 ms  (1.04x)
+    concrete function, pre-built tf.constant     0.159 -> 0.144 ms  (1.11x)
+    the same with jit_compile (XLA)              0.109 -> 0.089 ms  (1.23x)
+    100 runs in one graph while_loop, / 100      0.073 -> 0.060 ms  (1.22x)
+    100 runs in one XLA while_loop, / 100        0.048 -> 0.032 ms  (1.53x)
+    an identity tf.function (x + 1)              0.088 ms
 
-Argument conversion and dispatch (~0.13 ms), the call into the runtime (~0.04 ms) and the
-graph executor's per-op cost (~0.02 ms over ~20 ops) are each as large as the model's own
+Argument conversion, dispatch and the call into the runtime cost more than the model's own
 arithmetic, and none of it shrinks with the model. So ``latency_ms`` is the time of one
 batch-1 inference inside a compiled loop: the model runs ``n`` times back to back in one
 compiled ``tf.while_loop`` (each run's input depends on the previous run's output, so runs
-neither overlap nor fold away), the call's time divided by ``n``. ``n`` makes one call last
-about ``LOOP_MS`` (1 for a large model, whose single call has no overhead worth the name).
-The loop is compiled as a plain graph and, for a small model, with XLA too; the faster is
-kept (``Timer``) and ``backend`` says which. ``call_ms`` is the other view: one call of the
-same compiled function running one inference, what a caller pays per request.
+neither overlap nor fold away), the call's time divided by ``n`` (the loop's own cost is
+~1 us per inference). ``n`` makes one call last about ``LOOP_MS`` (1 for a large model,
+whose single call has no overhead worth the name). The loop is compiled as a plain graph
+and, for a small model, with XLA too; the faster is kept (``Timer``) and ``backend`` says
+which. ``call_ms`` is the other view: one call of the same compiled function running one
+inference, what a caller pays per request.
 
-What is left is the kernels' own fixed cost: per layer, in the XLA loop, ``residual_cnn``'s
-3x3 convolutions at 14x14 take 12.3 -> 8.6 us for 4x fewer MACs (16 -> 8 channels: half an
-AVX-512 vector), the 1-channel stem 8.1 -> 7.1 us; at 7x7 with 32 -> 16 channels 7.8 -> 3.8 us.
+What is left is the kernels' own cost, which at a few channels does not shrink with them:
+per layer in the XLA loop, ``residual_cnn``'s 3x3 convolutions at 14x14 take 9.7-10.2 ->
+7.1-7.3 us for 4x fewer MACs (16 -> 8 channels), the 1-channel stem 8.0 -> 7.1 us; at 7x7
+with 32 -> 16 channels 6.4 -> 2.7-3.4 us.
 """
 
 from __future__ import annotations
@@ -130,11 +132,11 @@ class Timer:
 
         with tf.device("/CPU:0"):
             self.feed = [tf.constant(x) for x in batch]
-            forms = {GRAPH: _looped(model, self.feed, jit=False)}
+            forms = {GRAPH: looped(model, self.feed, jit=False)}
             first = {GRAPH: timed(lambda: forms[GRAPH](1), runs=5, budget_s=1.0)}
             if first[GRAPH][1] < XLA_BELOW_MS:
                 try:
-                    forms[XLA] = _looped(model, self.feed, jit=True)
+                    forms[XLA] = looped(model, self.feed, jit=True)
                     forms[XLA](1)  # XLA compiles on the first call: refused ops show here
                     first[XLA] = timed(lambda: forms[XLA](1), runs=5, budget_s=1.0)
                 except Exception:  # an op XLA lacks: the plain graph stays the only form
@@ -174,7 +176,7 @@ class Timer:
         return timed(lambda: self.run(1), runs, budget_s, REWARM)
 
 
-def _looped(model: Any, feed: list[Any], jit: bool) -> Callable[[int], None]:
+def looped(model: Any, feed: list[Any], jit: bool) -> Callable[[int], None]:
     """``run(n)``: ``model`` applied ``n`` times in one compiled call, the result waited
     for. Each run's inputs are the previous run's plus ``0 * sum(outputs)``: a true data
     dependency (IEEE ``0 * x`` is not folded), so runs are sequential and none is dropped."""
