@@ -92,6 +92,7 @@ NO_MACS = frozenset(
         "Embedding",
         "PReLU",
         "Rescaling",
+        "LayerScale",  # ConvNeXt's x * gamma, one multiply per element like PReLU
     ]
 )
 

@@ -129,7 +129,8 @@ RULES: dict[str, str] = {
     **dict.fromkeys(_PASS.split(), "passthrough"),
     **dict.fromkeys(("BatchNormalization", "LayerNormalization"), "norm"),
     # one weight per channel, each channel computed on its own: its entries are sliced
-    **dict.fromkeys(("PReLU", "GroupNormalization"), "channelwise"),
+    # (ConvNeXt's LayerScale: x * gamma, one gamma per channel)
+    **dict.fromkeys(("PReLU", "GroupNormalization", "LayerScale"), "channelwise"),
     **dict.fromkeys(("DepthwiseConv1D", "DepthwiseConv2D"), "depthwise"),
     **dict.fromkeys(("Dense", "Conv1D", "Conv2D", "Conv3D"), "producer"),
     **dict.fromkeys(("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"), "producer"),
@@ -156,6 +157,9 @@ class Graph:
         self.touched: dict[int, list[str]] = {}  # source -> member layer paths
         # every leaf call in the model's graph, shared layers once per call (for FLOPs)
         self.calls: list[tuple[str, Any, tuple[Any, Any]]] = []
+        # a nested model's InputLayer path -> (its shape, the channels fed to it): its
+        # batch_shape must narrow with them (``keras.Sequential`` saves an InputLayer)
+        self.inner_inputs: dict[str, tuple[tuple[Any, ...], Channels]] = {}
 
     # -- union-find over sources -------------------------------------------------------
     def new_source(
@@ -288,14 +292,18 @@ def _call(
     """Apply ``layer``'s rule (nested models are traced inline)."""
     path = f"{prefix}{layer.name}"
     if _has_graph(layer):  # a nested model: traced inline
-        inner = dict(zip((id(t) for t in inputs_of(layer)), ins, strict=True))
+        tensors = inputs_of(layer)
+        for tensor, channel in zip(tensors, ins, strict=True):
+            entry = f"{path}/{compat.producer(tensor)[0].name}"
+            graph.inner_inputs[entry] = (tuple(tensor.shape), channel)
+        inner = dict(zip((id(t) for t in tensors), ins, strict=True))
         return _trace(graph, layer, inner, prefix=f"{path}/")
     shapes = (
         tuple(tuple(t.shape) for t in compat.node_inputs(layer, node)),
         tuple(tuple(t.shape) for t in outs),
     )
     kind = type(layer).__name__
-    rule = RULES.get(kind)
+    rule = _rule_of(layer, kind, shapes[0][0] if shapes[0] else ())
     graph.calls.append((path, layer, shapes))
     problem = _unsupported(layer, kind, rule, shapes[0][0] if shapes[0] else ())
     use = Use(path, layer, rule or "frozen", node, tuple(ins), shapes=shapes)
@@ -308,6 +316,20 @@ def _call(
     if problem is not None:
         return _frozen(graph, use, outs, problem)
     return getattr(_Rules, rule)(graph, use, outs)
+
+
+def _rule_of(layer: Any, kind: str, shape: tuple[Any, ...]) -> str | None:
+    """The layer's rule; a convolution with ``groups`` equal to its input and output
+    channels is a depthwise one (ConvNeXt writes its 7x7 depthwise conv as
+    ``Conv2D(96, groups=96)``): channel k is made from channel k alone, so it passes
+    channels through like ``DepthwiseConv2D``."""
+    rule = RULES.get(kind)
+    if rule == "producer" and kind.startswith("Conv") and not kind.endswith("Transpose"):
+        config = layer.get_config()
+        groups = config.get("groups", 1)
+        if groups > 1 and shape and groups == shape[-1] == config.get("filters"):
+            return "depthwise"
+    return rule
 
 
 def _unsupported(layer: Any, kind: str, rule: str | None, shape: tuple[Any, ...]) -> str | None:
@@ -332,6 +354,8 @@ def _unsupported(layer: Any, kind: str, rule: str | None, shape: tuple[Any, ...]
             f"{kind} with groups={config.get('groups')} normalises channels together "
             "(only groups equal to the channels, or -1, is one channel per group)"
         )
+    if kind == "LayerScale" and config.get("projection_dim") != (shape[-1] if shape else None):
+        return f"{kind} whose projection_dim is not its input's channels"
     if rule == "producer" and config.get("groups", 1) != 1:
         return f"{kind} with groups={config['groups']} mixes channels by group"
     if rule in ("depthwise", "separable") and config.get("depth_multiplier", 1) != 1:

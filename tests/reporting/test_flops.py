@@ -12,7 +12,7 @@ from prunecli.structured import graph, rebuild
 
 
 @pytest.mark.parametrize(
-    "name", ["seq_cnn", "residual", "concat", "transformer", "ops_nodes", "mobilenet"]
+    "name", ["seq_cnn", "residual", "concat", "transformer", "ops_nodes", "convnext", "mobilenet"]
 )
 def test_flops_match_an_independent_count_of_the_saved_rebuilt_model(name, tmp_path):
     import keras

@@ -195,3 +195,17 @@ def test_a_gradual_schedule_ramps_each_override_by_its_own_schedule():
 
     # 8 channels: s_t = 0.75 (1 - (1 - t/10)^3) -> 0, 1.6, 3.9, 6 of them at t = 0, 1, 3, 10
     assert [removed(step) for step in (0, 1, 3, 10)] == [0, 2, 4, 6]
+
+
+def test_convnext_blocks_couple_through_grouped_depthwise_and_layer_scale():
+    """ConvNeXt's depthwise conv is a ``Conv2D(groups=C)`` and its branch ends in a
+    LayerScale: both pass channels through, so the stem, the block's last Dense and the
+    residual Add are one open group, and the bottleneck Dense its own."""
+    from helpers import convnext
+
+    found = graph.build(convnext()).groups()
+    (stream,) = [g for g in found if "stem" in g.producers]
+    assert stream.producers == ["stem", "pw2"] and not stream.frozen
+    assert {"dw", "ln", "scale", "res", "down/down_ln"} <= set(stream.members)
+    (bottleneck,) = [g for g in found if g.producers == ["pw1"]]
+    assert bottleneck.width == 32 and not bottleneck.frozen
