@@ -429,7 +429,14 @@ class _Rules:
             for c in wide
         )
         if not aligned:
-            return _frozen(graph, use, outs, "its inputs' channels do not line up one to one")
+            split = " vs ".join("+".join(str(s.width) for s in c.segments) for c in wide)
+            return _frozen(
+                graph,
+                use,
+                outs,
+                f"its inputs' channels do not line up one to one ({split} channels from "
+                "different layers)",
+            )
         for channel in wide[1:]:
             for mine, theirs in zip(channel.segments, first.segments, strict=True):
                 graph.union(mine.source, theirs.source)

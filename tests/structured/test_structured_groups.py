@@ -209,3 +209,23 @@ def test_convnext_blocks_couple_through_grouped_depthwise_and_layer_scale():
     assert {"dw", "ln", "scale", "res", "down/down_ln"} <= set(stream.members)
     (bottleneck,) = [g for g in found if g.producers == ["pw1"]]
     assert bottleneck.width == 32 and not bottleneck.frozen
+
+
+def test_an_add_of_one_layer_and_a_concatenation_freezes_saying_how_they_split():
+    """NASNet adds one conv's 44 channels to a concatenation of two 22-channel convs: the
+    graph couples whole sources only, so it freezes them, and the reason says the split."""
+    import keras
+
+    layers = keras.layers
+    inputs = keras.Input((6, 6, 3))
+    whole = layers.Conv2D(16, 1, name="whole")(inputs)
+    halves = layers.Concatenate(name="cat")(
+        [layers.Conv2D(8, 1, name="left")(inputs), layers.Conv2D(8, 1, name="right")(inputs)]
+    )
+    added = layers.Add(name="add")([whole, halves])
+    model = keras.Model(inputs, layers.Dense(2, name="out")(added))
+    found = {p: g for g in graph.build(model).groups() for p in g.producers}
+    for producer in ("whole", "left", "right"):
+        (reason,) = found[producer].frozen
+        assert reason.startswith("read by add: its inputs' channels do not line up one to one")
+        assert "16 vs 8+8" in reason
