@@ -63,6 +63,7 @@ def infer_task(
     from_logits = activation not in ("softmax", "sigmoid")
     y = labels.y
     where = f"{source}: " if source else ""
+    _check_one_row_per_sample(model, y, where)
     if _distributions(y, units):
         return Task("categorical", from_logits)
     if y.dtype.kind != "i" or y.ndim != 1:
@@ -85,6 +86,19 @@ def infer_task(
             f"(class ids 0..{units - 1})"
         )
     return Task("sparse", from_logits)
+
+
+def _check_one_row_per_sample(model: Any, y: np.ndarray, where: str) -> None:
+    """DataError when the labels are one value per sample but the output is more than one
+    row per sample: a backbone's feature map (``include_top=False``, output
+    ``(None, 1, 1, 1280)``) fed class ids would otherwise fail inside the loss."""
+    shape = model.output_shape if isinstance(model.output_shape, tuple) else None
+    if y.ndim == 1 and shape is not None and len(shape) > 2:
+        raise DataError(
+            f"{where}one label per sample, but the model's output is {shape}, not one row "
+            "per sample (a model without its classifier top, such as keras.applications "
+            "with include_top=False?): add a head, or give labels of the output's shape"
+        )
 
 
 def _distributions(y: np.ndarray, units: int | None) -> bool:
