@@ -203,6 +203,7 @@ def _stages(request: Request, reporter: Reporter, job: distribute.Job) -> dict[s
         pruner = _pruner(loaded.model, prepared, cfg)
         _warn_schedule(reporter, prepared, cfg)
         updates = _prune(pruner, cfg)
+        _warn(reporter, prepared, structured.warnings(pruner))
         _rebuilt(pruner, loaded, prepared)  # channel, one_shot: the narrower model now
     losses = figures.LossHistory()  # the loss plot's points
     with clock("finetune_s"):
@@ -338,6 +339,13 @@ def _pruner(model: Any, prepared: Prepared, cfg: Config) -> Any:
 def _rebuilt(pruner: Any, loaded: Loaded, prepared: Prepared) -> None:
     """Swap in the narrower model once a channel pruner's masks are final (no-op else)."""
     loaded.model, prepared.layers = structured.rebuilt(pruner, loaded.model, prepared.layers)
+
+
+def _warn(reporter: Reporter, prepared: Prepared, notes: list[str]) -> None:
+    """Say each note on the console and keep it in the report's warnings."""
+    for note in notes:
+        prepared.warnings.append(note)
+        reporter.say("warning", f"warning: {note}")
 
 
 def _warn_schedule(reporter: Reporter, prepared: Prepared, cfg: Config) -> None:
