@@ -35,7 +35,7 @@ from prunecli.formats.base import InputFormat
 from prunecli.progress import Reporter
 from prunecli.pruning import coverage, selection
 from prunecli.pruning.pruner import Pruner
-from prunecli.reporting import evaluate, latency, measure, report, sizes
+from prunecli.reporting import evaluate, flops, latency, measure, report, sizes
 from prunecli.structured import stage as structured
 from prunecli.training import checkpoints, distribute, finetune, frozen, guards, labels
 
@@ -197,6 +197,7 @@ def _stages(request: Request, reporter: Reporter, job: distribute.Job) -> dict[s
         before = _measure_input(loaded, prepared, paths, cfg)
     with clock("evaluate_s"):
         before.stats = _figures(loaded.model, prepared)
+    _warn(reporter, prepared, [n for n in [flops.null_note(loaded.model, before.stats)] if n])
     with clock("finetune_s"):  # the unpruned model's outputs, when distilling
         teacher = _teacher(loaded.model, prepared.splits, prepared.task, cfg)
     with clock("prune_s"):

@@ -91,7 +91,7 @@ def config_edits(plan: Plan, use: Use) -> dict[str, Any]:
         edits["groups"] = len(roles["in"])
     if use.rule == "channelwise" and kind == "LayerScale":
         edits["projection_dim"] = len(roles["in"])
-    if use.rule == "depthwise" and "groups" in config:  # Conv2D(C, groups=C)
+    if _grouped_depthwise(use):  # Conv2D(C, groups=C)
         edits["filters"] = edits["groups"] = len(roles["in"])
     if use.rule == "mha":
         edits["num_heads"] = len(roles["heads"])
@@ -139,9 +139,14 @@ def _table(use: Use) -> dict[str, dict[int, str]]:
     """Weight name -> {axis: role} for one layer call (empty when frozen)."""
     if use.rule == "frozen":
         return {}
-    if use.rule == "depthwise" and "groups" in use.layer.get_config():
+    if _grouped_depthwise(use):
         return _GROUPED_DEPTHWISE
     return _AXES.get(type(use.layer).__name__, {})
+
+
+def _grouped_depthwise(use: Use) -> bool:
+    """A ``Conv*D`` with ``groups`` = channels, which the graph follows as depthwise."""
+    return use.rule == "depthwise" and type(use.layer).__name__ in ("Conv1D", "Conv2D", "Conv3D")
 
 
 def _axes(use: Use, variable: Any) -> dict[int, str]:
