@@ -160,6 +160,7 @@ class Graph:
         # a nested model's InputLayer path -> (its shape, the channels fed to it): its
         # batch_shape must narrow with them (``keras.Sequential`` saves an InputLayer)
         self.inner_inputs: dict[str, tuple[tuple[Any, ...], Channels]] = {}
+        self.output_layers: set[str] = set()  # the layers that make the model's outputs
 
     # -- union-find over sources -------------------------------------------------------
     def new_source(
@@ -230,6 +231,7 @@ def build(model: Any, heads: bool = True) -> Graph:
     outputs = _trace(graph, model, channels, prefix="")
     for channel in outputs:
         graph.freeze(channel, "model output (its width is the model's contract)")
+        graph.output_layers |= {graph.sources[s.source].path for s in channel.segments}
     return graph
 
 

@@ -100,8 +100,9 @@ def warnings(pruning: Any) -> list[str]:
     channel rule (the graph cannot follow it) x36; the report's groups say which``."""
     if not isinstance(pruning, ChannelPruner):
         return []
-    made = set(groups_module.producers(pruning.graph))
-    found = [g for g in pruning.plan.groups if made & set(g.sources) and not _contract(g)]
+    graph = pruning.graph
+    made = set(groups_module.producers(graph))
+    found = [g for g in pruning.plan.groups if made & set(g.sources) and not _contract(g, graph)]
     frozen = [g for g in found if g.frozen]
     notes = []
     if frozen:
@@ -113,7 +114,7 @@ def warnings(pruning: Any) -> list[str]:
             f"({sum(g.width for g in frozen):,} channels): {listed}{more}; the report's "
             "groups say which"
         )
-    norms = _layer_norms(pruning.graph, [g for g in found if not g.frozen])
+    norms = _layer_norms(graph, [g for g in found if not g.frozen])
     if norms:
         notes.append(
             f"{len(norms)} LayerNormalization layers normalise channels that may be removed "
@@ -124,8 +125,11 @@ def warnings(pruning: Any) -> list[str]:
     return notes
 
 
-def _contract(group: Any) -> bool:
-    return bool(group.frozen) and all(r.startswith(_CONTRACT) for r in group.frozen)
+def _contract(group: Any, graph: Any) -> bool:
+    """Kept whole by the model's inputs and outputs alone: every reason is theirs, or is
+    read by a layer making an output (logits -> softmax: the logits are the output's width)."""
+    ends = tuple(f"read by {path}: " for path in graph.output_layers)
+    return bool(group.frozen) and all(r.startswith(_CONTRACT + ends) for r in group.frozen)
 
 
 def _layer_norms(graph: Any, open_groups: list[Any]) -> list[str]:

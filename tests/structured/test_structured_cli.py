@@ -192,3 +192,20 @@ def test_a_group_excluded_by_prune_layers_is_in_the_warning(cli, make_model, ima
     )
     (kept,) = [w for w in report["warnings"] if "kept whole" in w]
     assert "conv excluded by prune.layers.exclude 'conv'" in kept
+
+
+def test_a_softmax_that_is_the_models_output_is_not_a_warning():
+    """MobileNetV3 ends in logits -> Activation(softmax): the logits' group is the output's
+    width, kept whole by the model's contract, not a limitation worth a warning."""
+    from prunecli.config import Prune
+    from prunecli.core.schedules import OneShot
+    from prunecli.structured import stage
+    from prunecli.structured.pruner import ChannelPruner
+
+    layers = keras.layers
+    inputs = keras.Input((4, 4, 2))
+    x = layers.GlobalAveragePooling2D()(layers.Conv2D(16, 3, name="a")(inputs))
+    outputs = layers.Activation("softmax", name="predictions")(layers.Dense(3, name="logits")(x))
+    pruner = ChannelPruner(keras.Model(inputs, outputs), Prune(granularity="channel"), OneShot)
+    pruner.update(0)
+    assert stage.warnings(pruner) == []
