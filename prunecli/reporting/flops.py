@@ -132,17 +132,22 @@ def measured(model: Any) -> tuple[int | None, str | None]:
 
 def null_note(model: Any, stats: dict[str, Any]) -> str | None:
     """The report's warning when ``flops`` or ``latency_ms`` is null for a reason the
-    user can fix (an input of variable size, a layer without a MAC count); None when both
-    were measured, or when the reason is not known here (a SavedModel signature, a
-    failed timing run)."""
+    user can fix (an image input of variable size, a layer without a MAC count); None when
+    both were measured, or when the reason is not one to fix (a SavedModel signature, a
+    failed timing run, a text model's variable sequence length)."""
+    from prunecli.formats import savedmodel
+
     missing = [key for key in ("flops", "latency_ms") if stats.get(key) is None]
-    if not missing:
+    if not missing or savedmodel.signature_layer(model) is not None:
         return None
     try:
         shapes = [tuple(t.shape) for t in model.inputs]
     except (AttributeError, ValueError, TypeError):
         return None
-    variable = next((s for s in shapes if any(d is None for d in s[1:])), None)
+    images = [s for s in shapes if len(s) >= 4]  # (batch, height, width, channels)
+    variable = next((s for s in images if any(d is None for d in s[1:])), None)
+    if any(d is None for s in shapes for d in s[1:]) and variable is None:
+        return None  # a sequence of variable length: its cost depends on the input
     if variable is not None:
         return (
             f"{' and '.join(missing)} {'are' if len(missing) > 1 else 'is'} null: the "

@@ -106,3 +106,14 @@ def test_a_run_on_a_model_of_variable_input_size_says_why_flops_and_latency_are_
     assert report["before"]["flops"] is None and report["before"]["latency_ms"] is None
     (note,) = [w for w in report["warnings"] if "flops" in w]
     assert note.startswith("flops and latency_ms are null: the model's input (None, None, None, 2)")
+
+
+def test_a_sequence_of_variable_length_is_no_warning():
+    """A text model's cost depends on its input's length: nothing for the user to fix."""
+    import keras
+
+    inputs = keras.Input((None,), dtype="int32")
+    hidden = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(10, 4)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(hidden))
+    assert flops.null_note(model, {"flops": None, "latency_ms": None}) is None
+    assert flops.null_note(model, {"flops": 5, "latency_ms": 1.0}) is None
