@@ -356,8 +356,8 @@ def _unsupported(layer: Any, kind: str, rule: str | None, shape: tuple[Any, ...]
             f"{kind} with groups={config.get('groups')} normalises channels together "
             "(only groups equal to the channels, or -1, is one channel per group)"
         )
-    if kind == "LayerScale" and config.get("projection_dim") != (shape[-1] if shape else None):
-        return f"{kind} whose projection_dim is not its input's channels"
+    if kind == "LayerScale" and not _layer_scale(layer, config, shape):
+        return f"{kind} other than ConvNeXt's (projection_dim and one gamma per channel)"
     if rule == "producer" and config.get("groups", 1) != 1:
         return f"{kind} with groups={config['groups']} mixes channels by group"
     if rule in ("depthwise", "separable") and config.get("depth_multiplier", 1) != 1:
@@ -365,6 +365,14 @@ def _unsupported(layer: Any, kind: str, rule: str | None, shape: tuple[Any, ...]
     if rule == "mha" and config.get("use_gate"):
         return f"{kind} with use_gate has no head rule yet"
     return None
+
+
+def _layer_scale(layer: Any, config: dict[str, Any], shape: tuple[Any, ...]) -> bool:
+    """keras.applications ConvNeXt's LayerScale (matched by name, so checked): its
+    ``projection_dim`` is the channels and its one weight a gamma of that length."""
+    width = shape[-1] if shape else None
+    weights = [tuple(w.shape) for w in layer.weights]
+    return config.get("projection_dim") == width and weights == [(width,)]
 
 
 def _per_channel(config: dict[str, Any], shape: tuple[Any, ...]) -> bool:

@@ -229,3 +229,26 @@ def test_an_add_of_one_layer_and_a_concatenation_freezes_saying_how_they_split()
         (reason,) = found[producer].frozen
         assert reason.startswith("read by add: its inputs' channels do not line up one to one")
         assert "16 vs 8+8" in reason
+
+
+def test_a_user_layer_named_layer_scale_of_another_shape_freezes():
+    """Matched by class name, ConvNeXt's rule applies only to its shape: a user's
+    ``LayerScale`` with a (1, 1, C) gamma is frozen, not sliced (its rebuild would fail)."""
+    import keras
+
+    class LayerScale(keras.layers.Layer):
+        def get_config(self):
+            return super().get_config() | {"projection_dim": 8}
+
+        def build(self, shape):
+            self.gamma = self.add_weight(shape=(1, 1, shape[-1]), name="gamma")
+
+        def call(self, x):
+            return x * self.gamma
+
+    inputs = keras.Input((4, 4, 2))
+    x = LayerScale(name="scale")(keras.layers.Conv2D(8, 1, name="conv")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    (conv,) = [g for g in graph.build(model).groups() if g.producers == ["conv"]]
+    assert conv.frozen == ["read by scale: LayerScale other than ConvNeXt's (projection_dim "
+                           "and one gamma per channel)"]  # fmt: skip
