@@ -102,13 +102,17 @@ def load_savedmodel(folder: Path) -> Any:
     """A tf.keras SavedModel as a Keras 3 model: tf_keras rebuilds it from its metadata and
     writes it as a Keras 2 ``.h5`` in a temporary folder, which ``load_h5`` then reads."""
     import io
+    import warnings
 
     import h5py
     import tf_keras
 
     legacy = tf_keras.models.load_model(folder, compile=True)
     buffer = io.BytesIO()  # built in memory, written by Python: see compat.h5_image
-    with h5py.File(buffer, "w") as file:
+    with h5py.File(buffer, "w") as file, warnings.catch_warnings():
+        # tf_keras's "You are saving your model as an HDF5 file ... legacy": about this
+        # intermediate file, which the user never sees
+        warnings.filterwarnings("ignore", "You are saving your model as an HDF5", UserWarning)
         legacy.save(file)  # tf_keras takes an open h5py.File (public, unlike Keras 3)
     with tempfile.TemporaryDirectory(prefix="prunecli-") as scratch:
         staged = Path(scratch) / "model.h5"
