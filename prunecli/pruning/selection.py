@@ -129,6 +129,8 @@ def _info(path: str, layer: Any, entry: Any, weights: list[Any], trained: set[in
     updates (the model's trainable ones)."""
     kind = type(layer).__name__
     info = LayerInfo(path, kind, sum(int(np.prod(w.shape)) for w in weights))
+    if entry is None and len(weights) == len(layer.weights):  # a leaf of an unknown class
+        entry = layers.kept_by_name(layer, weights)
     if entry is None:
         info.reason = f"{kind} is not supported for pruning yet"
         if len(weights) < len(layer.weights):  # the own weights of a composite
