@@ -160,7 +160,8 @@ class _ScaleOnlyRMSNorm(keras.layers.Layer):
         self.scale = self.add_weight(name="scale", shape=(shape[-1],), initializer="ones")
 
     def call(self, x):
-        return x * keras.ops.rsqrt(keras.ops.mean(x * x, axis=-1, keepdims=True) + 1e-6) * self.scale
+        rms = keras.ops.rsqrt(keras.ops.mean(x * x, axis=-1, keepdims=True) + 1e-6)
+        return x * rms * self.scale
 
 
 class _AddNorm(keras.layers.Layer):
