@@ -65,7 +65,7 @@ def infer_task(
     where = f"{source}: " if source else ""
     if _distributions(y, units):
         return Task("categorical", from_logits)
-    if y.dtype.kind != "i" or y.ndim != 1:
+    if y.dtype.kind != "i" or (y.ndim != 1 and not _per_position(y, model.output_shape)):
         return Task("regression")
     found = len(labels.classes) if labels.classes else len(np.unique(y))
     if found < 2:
@@ -85,6 +85,15 @@ def infer_task(
             f"(class ids 0..{units - 1})"
         )
     return Task("sparse", from_logits)
+
+
+def _per_position(y: np.ndarray, output_shape: Any) -> bool:
+    """Integer labels with one class id per position, ``(samples, length)``, for an output
+    ``(samples, length, classes)``: a language model's next tokens, a tagger's tags (scored
+    per token: ``accuracy`` compares every position)."""
+    if not isinstance(output_shape, tuple) or len(output_shape) != 3 or y.ndim != 2:
+        return False
+    return output_shape[1] in (None, y.shape[1])
 
 
 def _distributions(y: np.ndarray, units: int | None) -> bool:
