@@ -21,6 +21,7 @@ from typing import Any
 import h5py
 
 from prunecli import compat
+from prunecli.data import inputs
 from prunecli.errors import ModelLoadError, OutputError, first_line, os_message
 from prunecli.formats import legacy, libraries, safety, savedmodel, signatures
 from prunecli.formats.base import InputFormat, load_failure
@@ -194,7 +195,9 @@ def load(
         libraries.prepare(path, adapter.stored_config(path), imports)
     else:
         libraries.import_modules(imports)
-    return adapter.load(path, safe_mode), adapter
+    model = adapter.load(path, safe_mode)
+    inputs.signature(model, path)  # a model saved unbuilt is refused here, naming the file
+    return model, adapter
 
 
 def compile_config(model: Any) -> dict[str, Any]:

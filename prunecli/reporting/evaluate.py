@@ -57,15 +57,17 @@ def infer_task(
 
     ``activation`` is the model's output function as its input kind's adapter names it
     (``InputFormat.output_activation``; read from the layers when not given)."""
-    units = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
+    where = f"{source}: " if source else ""
+    _single_output(model, where)
+    shape = output_shape(model)
+    units = shape[-1] if isinstance(shape, tuple) else None
     if activation is None:
         activation = InputFormat().output_activation(model)
     from_logits = activation not in ("softmax", "sigmoid")
     y = labels.y
-    where = f"{source}: " if source else ""
     if _distributions(y, units):
         return Task("categorical", from_logits)
-    if y.dtype.kind != "i" or (y.ndim != 1 and not _per_position(y, model.output_shape)):
+    if y.dtype.kind != "i" or (y.ndim != 1 and not _per_position(y, shape)):
         return Task("regression")
     found = len(labels.classes) if labels.classes else len(np.unique(y))
     if found < 2:
@@ -85,6 +87,33 @@ def infer_task(
             f"(class ids 0..{units - 1})"
         )
     return Task("sparse", from_logits)
+
+
+def _single_output(model: Any, where: str) -> None:
+    """A DataError for a model with several outputs (``{"cls": ..., "reg": ...}``): one
+    ``y`` cannot label them, nor one loss score them."""
+    outputs = getattr(model, "outputs", None) or []
+    if len(outputs) > 1:
+        names = ", ".join(map(repr, getattr(model, "output_names", None) or []))
+        raise DataError(
+            f"{where}the model has {len(outputs)} outputs ({names}); fine-tuning, accuracy and "
+            "loss take one output and one y: prune it without data (--epochs 0, no "
+            "data.train) or save a single-output model"
+        )
+
+
+def output_shape(model: Any) -> Any:
+    """``model.output_shape``; a subclassed model has none (no symbolic output), so its
+    output is traced once from its input signature: ``(None, 3)`` for one built on (1, 6)."""
+    try:
+        return model.output_shape
+    except AttributeError:
+        pass
+    from prunecli.data.inputs import signature
+
+    specs = [keras.KerasTensor((None, *s.shape), s.dtype) for s in signature(model)]
+    traced = model.compute_output_spec(specs[0] if len(specs) == 1 else specs)
+    return tuple(traced.shape) if hasattr(traced, "shape") else None
 
 
 def _per_position(y: np.ndarray, output_shape: Any) -> bool:
