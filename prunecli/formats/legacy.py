@@ -46,6 +46,9 @@ _DROPPED_ARGS = {
 # tf_keras serialised some initializers as TensorFlow's own; Keras 3 has each under
 # keras.initializers.
 _TF_INITIALIZERS = libraries.KERAS_ONES_IN_TF
+# tf_keras wrote a layer's dtype policy as ``{"module": "keras.mixed_precision",
+# "class_name": "Policy", "config": {"name": "mixed_float16"}}``, which Keras 3 cannot read.
+_KERAS2_POLICY = "keras.mixed_precision"
 # Keras 2 wrote some axes as a one-element list; Keras 3 takes the int.
 _SINGLE_AXIS = ("BatchNormalization",)
 
@@ -197,6 +200,8 @@ def _unwrap(node: Any, renames: dict[str, str]) -> Any:
         if "name" in node:
             inner["name"] = inner["config"]["name"]
         return _unwrap(inner, renames)
+    if node.get("class_name") == "Policy" and node.get("module") == _KERAS2_POLICY:
+        return node["config"]["name"]  # a mixed_float16 layer: Keras 3 takes the name
     node = {key: _unwrap(value, renames) for key, value in node.items()}
     if str(node.get("module", "")).startswith(_TF_INITIALIZERS):  # EfficientNetV2's Constant
         node |= {"module": "keras.initializers", "registered_name": None}
