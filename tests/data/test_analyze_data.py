@@ -24,7 +24,8 @@ def _analyze(cli, model, *data):
     return json.loads(done.stdout)["baseline"]
 
 
-def test_analyze_feeds_a_two_input_model_by_name(cli, tmp_path):
+def _two_inputs(tmp_path):
+    """A two-input model saved, train/val ``.npz`` with one array per input, the model."""
     keras.utils.set_random_seed(0)
     left, right = keras.Input((4,), name="left"), keras.Input((3,), name="right")
     joined = keras.layers.Concatenate()([keras.layers.Dense(4, name="l")(left), right])
@@ -34,12 +35,30 @@ def test_analyze_feeds_a_two_input_model_by_name(cli, tmp_path):
     for name, count in (("train", 40), ("val", 20)):
         arrays = {"left": rng.normal(size=(count, 4)), "right": rng.normal(size=(count, 3))}
         np.savez(tmp_path / f"{name}.npz", **arrays, y=np.arange(count) % CLASSES)
-    data = ["--set", f"data.train={tmp_path / 'train.npz'}",
-            "--set", f"data.validation={tmp_path / 'val.npz'}"]  # fmt: skip
-    baseline = _analyze(cli, tmp_path / "two.keras", *data)
+    return model
+
+
+DATA = ["--set", "data.train={}/train.npz", "--set", "data.validation={}/val.npz"]
+
+
+def test_analyze_feeds_a_two_input_model_by_name(cli, tmp_path):
+    model = _two_inputs(tmp_path)
+    baseline = _analyze(cli, tmp_path / "two.keras", *[a.format(tmp_path) for a in DATA])
     val = np.load(tmp_path / "val.npz")
     predicted = model.predict({"left": val["left"], "right": val["right"]}, verbose=0)
     assert baseline["accuracy"] == float(np.mean(np.argmax(predicted, -1) == val["y"]))
+
+
+def test_sparsity_auto_scans_a_two_input_model(cli, tmp_path):
+    """The same scan under ``prune --sparsity auto``: was exit 1 (``unhashable type:
+    'slice'``, the scan sliced the dict of inputs as one array)."""
+    _two_inputs(tmp_path)
+    done = cli("prune", tmp_path / "two.keras", *[a.format(tmp_path) for a in DATA],
+               "--sparsity", "auto", "--max-accuracy-drop", "0.5", "--set",
+               "analyze.levels=[0.5, 0.9]", "--epochs", "0", "--json", "--quiet")  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+    allocation = json.loads(done.stdout)["auto"]["allocation"]
+    assert set(allocation) == {"l", "head"} and set(allocation.values()) <= {0.0, 0.5, 0.9}
 
 
 def test_analyze_applies_rescale_auto_as_prune_does(cli, tmp_path, image_data):
