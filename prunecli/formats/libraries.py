@@ -15,11 +15,13 @@ and the user's own modules.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
 import re
 import sys
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -143,3 +145,33 @@ def _custom_classes(node: Any) -> Iterator[tuple[str, str | None, str | None]]:
     for key, value in node.items():
         if key != "training_config":  # Keras 2's compile config (``Custom>Adam``): compiling's
             yield from _custom_classes(value)
+
+
+# keras_hub task -> the preprocessor set aside while prunecli runs it (see detach_preprocessor)
+_PREPROCESSORS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def detach_preprocessor(model: Any) -> None:
+    """Set a keras_hub task's preprocessor aside (``task.preprocessor = None``, keras_hub's
+    documented way to turn it off). A task from a preset carries its tokenizer and runs it
+    inside ``fit``/``predict``/``evaluate``; prunecli feeds the model's own inputs (token
+    ids, ``padding_mask``), which a tokenizer cannot read. ``preprocessor_attached`` puts
+    it back while the model is saved, so the output still takes raw strings."""
+    preprocessor = getattr(model, "preprocessor", None)
+    if preprocessor is not None and type(model).__module__.split(".")[0] == "keras_hub":
+        _PREPROCESSORS[model] = preprocessor
+        model.preprocessor = None
+
+
+@contextlib.contextmanager
+def preprocessor_attached(model: Any) -> Iterator[None]:
+    """``model`` with the preprocessor ``detach_preprocessor`` set aside, for a save."""
+    preprocessor = _PREPROCESSORS.get(model)
+    if preprocessor is None:
+        yield
+        return
+    model.preprocessor = preprocessor
+    try:
+        yield
+    finally:
+        model.preprocessor = None

@@ -197,6 +197,7 @@ def load(
         libraries.import_modules(imports)
     model = adapter.load(path, safe_mode)
     inputs.signature(model, path)  # a model saved unbuilt is refused here, naming the file
+    libraries.detach_preprocessor(model)  # a keras_hub task's tokenizer: back when saved
     return model, adapter
 
 
@@ -208,10 +209,11 @@ def compile_config(model: Any) -> dict[str, Any]:
 def save(model: Any, path: Path) -> None:
     """Write ``model`` to ``path`` (a temporary name: callers rename it into place)."""
     try:
-        if path.suffix == ".h5":  # HDF5 built in memory: a full disk is a plain OSError
-            path.write_bytes(compat.h5_image(model))
-        else:
-            model.save(path)
+        with libraries.preprocessor_attached(model):
+            if path.suffix == ".h5":  # HDF5 built in memory: a full disk is a plain OSError
+                path.write_bytes(compat.h5_image(model))
+            else:
+                model.save(path)
     except OSError as exc:
         raise OutputError(os_message(exc, path)) from exc
     except Exception as exc:
