@@ -21,9 +21,10 @@ RELOAD = """
 import json, sys, keras, keras_hub
 model = keras.saving.load_model(sys.argv[1])
 probabilities = model.predict(["w1 w2 w3", "w4 w5"], verbose=0)
-kernel = model.backbone.get_layer("transformer_layer_0")._self_attention_layer._query_dense.kernel
+layer = model.backbone.get_layer("transformer_layer_0")._self_attention_layer
+kernel = keras.ops.convert_to_numpy(layer._query_dense.kernel)
 print(json.dumps({"tokenizer": type(model.preprocessor.tokenizer).__name__,
-                  "rows": len(probabilities), "query_zeros": int((keras.ops.convert_to_numpy(kernel) == 0).sum()),
+                  "rows": len(probabilities), "query_zeros": int((kernel == 0).sum()),
                   "prunecli": any(m.startswith("prunecli") for m in sys.modules)}))
 """
 
