@@ -203,3 +203,36 @@ def test_keras_hub_llama_layer_norm_is_normalisation():
     assert len(norms) == 3
     assert all(i.reason and "normalisation and scaling are kept" in i.reason for i in norms)
     assert not [i for i in infos if i.reason and "not supported" in i.reason]
+
+
+class _Patches(keras.layers.Layer):
+    """A ViT/DeiT-style embedding: a Dense projection plus its own class token and learned
+    positions (keras_hub's ``DeiTEmbeddings``, ``ViTPatchingAndEmbedding``)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.project = keras.layers.Dense(4, name="project")
+
+    def build(self, shape):
+        self.project.build(shape)
+        self.class_token = self.add_weight(name="class_token", shape=(1, 1, 4))
+        self.position_embedding = self.add_weight(name="position_embedding", shape=(4, 4))
+
+    def call(self, x):
+        tokens = self.project(x)
+        batch = keras.ops.shape(x)[0]
+        token = keras.ops.broadcast_to(self.class_token, (batch, 1, 4))
+        return keras.ops.concatenate([token, tokens], axis=1) + self.position_embedding
+
+
+def test_own_class_tokens_and_positions_are_kept_with_that_reason():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3, 5))
+    x = keras.layers.Flatten()(_Patches(name="patches")(inputs))
+    infos = {i.path: i for i in selection.describe(keras.Model(inputs, keras.layers.Dense(2)(x)))}
+    assert list(infos["patches/project"].kernels) == ["kernel"]
+    assert infos["patches"].params == 20 and infos["patches"].kernels == {}
+    assert infos["patches"].reason == (
+        "_Patches's own weights class_token, position_embedding are kept: class tokens and "
+        "position embeddings are used by every sample"
+    )
