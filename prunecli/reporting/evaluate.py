@@ -57,16 +57,18 @@ def infer_task(
 
     ``activation`` is the model's output function as its input kind's adapter names it
     (``InputFormat.output_activation``; read from the layers when not given)."""
-    units = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
+    where = f"{source}: " if source else ""
+    _single_output(model, where)
+    shape = output_shape(model)
+    units = shape[-1] if isinstance(shape, tuple) else None
     if activation is None:
         activation = InputFormat().output_activation(model)
     from_logits = activation not in ("softmax", "sigmoid")
     y = labels.y
-    where = f"{source}: " if source else ""
-    _check_one_row_per_sample(model, y, where)
+    _check_one_row_per_sample(shape, y, where)
     if _distributions(y, units):
         return Task("categorical", from_logits)
-    if y.dtype.kind != "i" or y.ndim != 1:
+    if y.dtype.kind != "i" or (y.ndim != 1 and not _per_position(y, shape)):
         return Task("regression")
     found = len(labels.classes) if labels.classes else len(np.unique(y))
     if found < 2:
@@ -88,17 +90,52 @@ def infer_task(
     return Task("sparse", from_logits)
 
 
-def _check_one_row_per_sample(model: Any, y: np.ndarray, where: str) -> None:
+def _check_one_row_per_sample(shape: Any, y: np.ndarray, where: str) -> None:
     """DataError when the labels are one value per sample but the output is more than one
     row per sample: a backbone's feature map (``include_top=False``, output
     ``(None, 1, 1, 1280)``) fed class ids would otherwise fail inside the loss."""
-    shape = model.output_shape if isinstance(model.output_shape, tuple) else None
-    if y.ndim == 1 and shape is not None and len(shape) > 2:
+    if y.ndim == 1 and isinstance(shape, tuple) and len(shape) > 2:
         raise DataError(
             f"{where}one label per sample, but the model's output is {shape}, not one row "
             "per sample (a model without its classifier top, such as keras.applications "
             "with include_top=False?): add a head, or give labels of the output's shape"
         )
+
+
+def _single_output(model: Any, where: str) -> None:
+    """A DataError for a model with several outputs (``{"cls": ..., "reg": ...}``): one
+    ``y`` cannot label them, nor one loss score them."""
+    outputs = getattr(model, "outputs", None) or []
+    if len(outputs) > 1:
+        names = ", ".join(map(repr, getattr(model, "output_names", None) or []))
+        raise DataError(
+            f"{where}the model has {len(outputs)} outputs ({names}); fine-tuning, accuracy and "
+            "loss take one output and one y: prune it without data (--epochs 0, no "
+            "data.train) or save a single-output model"
+        )
+
+
+def output_shape(model: Any) -> Any:
+    """``model.output_shape``; a subclassed model has none (no symbolic output), so its
+    output is traced once from its input signature: ``(None, 3)`` for one built on (1, 6)."""
+    try:
+        return model.output_shape
+    except AttributeError:
+        pass
+    from prunecli.data.inputs import signature
+
+    specs = [keras.KerasTensor((None, *s.shape), s.dtype) for s in signature(model)]
+    traced = model.compute_output_spec(specs[0] if len(specs) == 1 else specs)
+    return tuple(traced.shape) if hasattr(traced, "shape") else None
+
+
+def _per_position(y: np.ndarray, output_shape: Any) -> bool:
+    """Integer labels with one class id per position, ``(samples, length)``, for an output
+    ``(samples, length, classes)``: a language model's next tokens, a tagger's tags (scored
+    per token: ``accuracy`` compares every position)."""
+    if not isinstance(output_shape, tuple) or len(output_shape) != 3 or y.ndim != 2:
+        return False
+    return output_shape[1] in (None, y.shape[1])
 
 
 def _distributions(y: np.ndarray, units: int | None) -> bool:
