@@ -36,6 +36,9 @@ _OPS: dict[str, tuple[str, Callable[[float], tuple[float, float]]]] = {
     "math.truediv": ("", lambda y: (1.0 / y, 0.0)),
 }
 
+# the Keras 2 classes ``rewrite`` replaces: a file's ``Custom>CustomScaleLayer`` needs no import
+REWRITTEN = frozenset({"TFOpLambda", "CustomScaleLayer", "LayerScale", "StochasticDepth"})
+
 Stored = Callable[[str], list[np.ndarray]]  # a layer's weights as the file stores them
 
 

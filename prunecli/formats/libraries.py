@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from prunecli.errors import ModelLoadError, first_line
+from prunecli.formats import keras2_layers
 
 # import name -> the name pip installs it by
 PACKAGES = {"keras_hub": "keras-hub", "keras_cv": "keras-cv", "keras_nlp": "keras-nlp"}
@@ -129,7 +130,8 @@ def _custom_classes(node: Any) -> Iterator[tuple[str, str | None, str | None]]:
     module = node.get("module")
     if isinstance(class_name, str) and ">" in class_name:  # Keras 2: the registered name
         registered, (package, _, class_name) = class_name, class_name.rpartition(">")
-        yield class_name, registered, package
+        if class_name not in keras2_layers.REWRITTEN:  # becomes plain Keras 3 layers
+            yield class_name, registered, package
     elif isinstance(class_name, str) and class_name != "__keras_tensor__":
         package = None
         if isinstance(registered, str) and ">" in registered:

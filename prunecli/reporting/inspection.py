@@ -30,7 +30,7 @@ def summarize(
     return {
         "path": str(path),
         "format": source.name,
-        "supports": list(source.supports),
+        "supports": [*source.supports, *(["channel"] if _channels(model, found) else [])],
         "params_total": int(sum(w.size for w in weights)),
         "params_nonzero": int(sum(np.count_nonzero(w) for w in weights)),
         "layers": [
@@ -49,6 +49,20 @@ def summarize(
         "groups": found,
         "groups_reason": reason,
     }
+
+
+def _channels(model: Any, found: list[dict[str, Any]] | None) -> bool:
+    """Whether ``granularity: channel`` can prune ``model``: its layer graph is followed
+    (``found``) and it can be rebuilt narrower from its layers' configs (a keras_hub task
+    saves hyper-parameters instead, so "structured", the N:M and block patterns, applies
+    to it but channel pruning does not)."""
+    from prunecli.structured import rebuild
+
+    try:
+        rebuild.check_rebuildable(model)
+    except ConfigError:
+        return False
+    return found is not None
 
 
 def _groups(model: Any, required: bool) -> tuple[list[dict[str, Any]] | None, str | None]:

@@ -269,7 +269,9 @@ def test_inspect_json_format_and_supports(cli, legacy, name, fmt):
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["format"] == fmt
-    assert summary["supports"] == ["unstructured", "structured", "layer_selection", "finetune"]
+    assert summary["supports"] == [
+        "unstructured", "structured", "layer_selection", "finetune", "channel"
+    ]  # fmt: skip
     assert any(row["prunable"] for row in summary["layers"])
 
 

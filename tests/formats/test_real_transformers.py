@@ -100,8 +100,11 @@ def test_selection_regexes_match_kernel_paths_and_inspect_lists_them(cli, hub, t
     assert dense["target_sparsity"] == 0.8 and dense["sparsity"] == pytest.approx(0.8, abs=0.01)
     result = cli("inspect", model, "--json")
     assert result.exit_code == 0, result.stderr
-    listed = [k for row in json.loads(result.stdout)["layers"] for k in row["kernels"]]
+    summary = json.loads(result.stdout)
+    listed = [k for row in summary["layers"] for k in row["kernels"]]
     assert "bert_backbone/transformer_layer_1/feedforward_output_dense/kernel" in listed
+    # N:M / block patterns ("structured") apply, channel pruning does not: it refuses them
+    assert "structured" in summary["supports"] and "channel" not in summary["supports"]
 
 
 def test_low_coverage_is_warned_with_the_biggest_layers_left_out(cli, hub, tmp_path):
