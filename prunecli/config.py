@@ -567,6 +567,16 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+def _absolute(value: Path, base: Path) -> Path:
+    """``value`` made absolute against ``base``, its folders resolved but never its last
+    component: ``out/p.keras`` that is a symlink stays ``/cwd/out/p.keras``, so the output
+    checks see (and refuse) the link instead of the file it points at."""
+    path = value if value.is_absolute() else base / value
+    if path.name in ("", ".", ".."):
+        return path.resolve()
+    return path.parent.resolve() / path.name
+
+
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     """Make every relative path value absolute against ``base`` (in place)."""
     for dotted in PATH_KEYS:
@@ -574,7 +584,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         node = raw.get(section)
         if isinstance(node, dict) and isinstance(node.get(key), str):
             value = Path(node[key]).expanduser()
-            resolved = str(value if value.is_absolute() else (base / value).resolve())
+            resolved = str(value if value.is_absolute() else _absolute(value, base))
             # keep a trailing separator: output.path ``name/`` means a SavedModel folder
             trailing = os.sep if node[key].endswith(("/", os.sep)) and resolved != os.sep else ""
             node[key] = resolved.rstrip("/" + os.sep) + trailing if trailing else resolved

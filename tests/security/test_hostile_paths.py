@@ -1,0 +1,66 @@
+"""Paths a user (or an attacker preparing a folder) hands prunecli: a symlink at a relative
+output path, a model path that is a FIFO or a device, a ``.keras`` whose member names climb
+out of the archive. Each is exit 2 with one line naming the path, and nothing else changes."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+
+import pytest
+from helpers import refused, run_prunecli, sha256
+
+
+@pytest.mark.parametrize("which", ["-o", "--report"])
+def test_relative_output_through_a_symlink_is_refused(
+    cli, make_model, tmp_path, monkeypatch, which
+):
+    """``-o out/p.keras`` typed relative to the working directory, where ``out/p.keras`` is
+    a link to someone's model: refused, never written through (absolute paths already were)."""
+    model = make_model("dense", ".keras", train=False)
+    victim_dir = tmp_path / "victim"
+    victim_dir.mkdir()
+    victim = victim_dir / ("mine.keras" if which == "-o" else "mine.report.json")
+    victim.write_bytes(model.read_bytes() if which == "-o" else b'{"schema_version": 1}')
+    digest = sha256(victim)
+    (tmp_path / "out").mkdir()
+    name = "p.keras" if which == "-o" else "p.report.json"
+    (tmp_path / "out" / name).symlink_to(victim)
+    monkeypatch.chdir(tmp_path)
+    extra = ("-o", "out/p.keras", *(() if which == "-o" else ("--report", f"out/{name}")))
+    for force in ((), ("--force",)):
+        refused(
+            cli("prune", model, "--epochs", "0", "--quiet", *extra, *force),
+            str(tmp_path / "out" / name),
+            "symbolic link",
+        )
+    assert sha256(victim) == digest
+    assert sorted(p.name for p in victim_dir.iterdir()) == [victim.name]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [name]
+
+
+def test_model_path_that_is_a_fifo_is_refused_not_read(tmp_path):
+    """A FIFO (or /dev/zero) as MODEL would block or be read without end: refused by type."""
+    fifo = tmp_path / "model.keras"
+    os.mkfifo(fifo)
+    result = run_prunecli("inspect", fifo, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"prunecli: error: {fifo}: not a regular file or folder (a device, FIFO or socket)"
+    ]
+
+
+@pytest.mark.parametrize("name", ["../../escaped.txt", "/tmp/escaped.txt", "assets/../../x"])
+def test_keras_member_climbing_out_of_the_archive_is_refused(cli, make_model, tmp_path, name):
+    """A member name with ``..`` or an absolute path is how a zip writes outside the folder
+    it is extracted to: no Keras archive has one, so the file is refused before loading."""
+    model = make_model("dense", ".keras", train=False)
+    hostile = tmp_path / "hostile.keras"
+    with zipfile.ZipFile(model) as source, zipfile.ZipFile(hostile, "w") as target:
+        for info in source.infolist():
+            target.writestr(info, source.read(info))
+        target.writestr(name, b"pwned")
+    for command in (("inspect", hostile), ("prune", hostile, "--epochs", "0", "--quiet")):
+        line = refused(cli(*command), str(hostile), name, "outside the archive")
+        assert len(line) < 300
+    assert not list(tmp_path.rglob("escaped.txt"))
