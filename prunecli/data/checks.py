@@ -80,7 +80,13 @@ def npz(path: Path) -> None:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file, expected an .npz with arrays x and y")
     if not zipfile.is_zipfile(path):
-        return  # np.load names what it is (a lone .npy, or not numpy at all)
+        with path.open("rb") as handle:
+            if handle.read(6) != b"\x93NUMPY":  # np.load would call it "pickled data"
+                raise DataError(
+                    f"{path}: not a readable .npz (not a zip archive; numpy.savez writes "
+                    "a zip of .npy arrays x and y)"
+                )
+        return  # a lone .npy: np.load names it
     try:
         with zipfile.ZipFile(path) as archive:
             safety.check_zip(path, archive, DataError)

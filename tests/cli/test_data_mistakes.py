@@ -1,0 +1,41 @@
+"""Data a new user gets wrong, through ``prunecli prune`` as typed: each is exit 2 with one
+line naming the file and what to do, never exit 1 from deep inside Keras."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from helpers import refused, scaled, synthetic_images, write_image_splits, write_npz
+
+
+def _prune(cli, model: Path, data: Path, out: Path):
+    return cli("prune", model, "--data", data, "--epochs", "1", "--quiet", "-o", out / "p.keras")
+
+
+def test_one_hot_labels_with_too_few_columns(cli, make_model, tmp_path, out):
+    """3 output units, labels one-hot over 2 columns: was an unexpected ValueError, exit 1."""
+    model = make_model("cnn", ".keras", train=False)
+    images, y = synthetic_images(24, 1)
+    data = write_npz(tmp_path / "onehot.npz", scaled(images), np.eye(3)[y][:, :2])
+    line = refused(_prune(cli, model, data, out), str(data), "2 columns", "3 units")
+    assert "one column per unit" in line
+    assert list(out.iterdir()) == []
+
+
+def test_empty_class_folder_is_named(cli, make_model, tmp_path, out):
+    """An empty class folder used to surface as '4 classes ... but 3 units'."""
+    model = make_model("cnn", ".keras", train=False)
+    root = write_image_splits(tmp_path / "images")
+    (root / "train" / "class_9").mkdir()
+    refused(_prune(cli, model, root, out), str(root / "train" / "class_9"), "holds no")
+    assert list(out.iterdir()) == []
+
+
+def test_npz_that_is_not_an_archive(cli, make_model, tmp_path, out):
+    """numpy calls any non-zip bytes 'pickled (object) data'; the file is simply not an npz."""
+    model = make_model("cnn", ".keras", train=False)
+    data = tmp_path / "train.npz"
+    data.write_bytes(b"x,y\n1,2\n")
+    line = refused(_prune(cli, model, data, out), str(data), "not a zip archive")
+    assert "pickle" not in line
