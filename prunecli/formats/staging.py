@@ -52,8 +52,7 @@ def check_target(
     parent = path.parent
     if not parent.is_dir():
         raise OutputError(f"{path}: output folder {parent} does not exist")
-    if path.exists() and not force:
-        raise OutputError(f"{path}: already exists; pass --force to overwrite it")
+    # What --force could never replace first: "pass --force" would only lead to this.
     if path.is_dir() and not folder:
         raise OutputError(f"{path}: is a folder, expected a file path")
     if path.exists() and folder and not path.is_dir():
@@ -61,6 +60,8 @@ def check_target(
     if path.is_dir() and folder and not (path / "saved_model.pb").is_file():
         # --force replaces a SavedModel folder, never a user's other folder.
         raise OutputError(f"{path}: is a folder that holds no SavedModel; refusing to replace it")
+    if path.exists() and not force:
+        raise OutputError(f"{path}: already exists; pass --force to overwrite it")
     if path.exists():
         outputs.require_kind(path, kind or outputs.kind_of(path, folder))
     try:

@@ -39,3 +39,14 @@ def test_npz_that_is_not_an_archive(cli, make_model, tmp_path, out):
     data.write_bytes(b"x,y\n1,2\n")
     line = refused(_prune(cli, model, data, out), str(data), "not a zip archive")
     assert "pickle" not in line
+
+
+def test_data_cache_that_is_a_file_is_a_data_error(cli, make_model, npz_data, out):
+    """``data.cache: /dev/null`` (or any file) was exit 1: FileExistsError from mkdir."""
+    model = make_model("cnn", ".keras", train=False)
+    result = cli(
+        "prune", model, "--data", npz_data, "--epochs", "0", "--quiet",
+        "-o", out / "p.keras", "--set", "data.cache=/dev/null",
+    )  # fmt: skip
+    refused(result, "data.cache: /dev/null: file exists", "must be a folder")
+    assert list(out.iterdir()) == []

@@ -64,3 +64,17 @@ def test_keras_member_climbing_out_of_the_archive_is_refused(cli, make_model, tm
         line = refused(cli(*command), str(hostile), name, "outside the archive")
         assert len(line) < 300
     assert not list(tmp_path.rglob("escaped.txt"))
+
+
+def test_report_path_that_is_a_folder_says_so_without_force(cli, make_model, out):
+    """A folder at ``--report`` said "already exists; pass --force", and --force then
+    refused it: what --force cannot fix is said first."""
+    model = make_model("dense", ".keras", train=False)
+    (out / "rep").mkdir()
+    for force in ((), ("--force",)):
+        refused(
+            cli("prune", model, "--epochs", "0", "--quiet", "-o", out / "p.keras",
+                "--report", out / "rep", *force),
+            f"{out / 'rep'}: is a folder, expected a file path",
+        )  # fmt: skip
+    assert [p.name for p in out.iterdir()] == ["rep"]
