@@ -403,7 +403,9 @@ def analyze(
     from prunecli import progress
     from prunecli.analysis import sensitivity
 
-    request = sensitivity.Request(model, settings, output, force=force, safe_mode=not no_safe_mode)
+    request = sensitivity.Request(
+        model, settings, output, force=force, safe_mode=not no_safe_mode, config_file=config_path
+    )
     document = sensitivity.run(request, progress.make(log_format, quiet))
     if as_json:
         click.echo(json.dumps(document, indent=2))

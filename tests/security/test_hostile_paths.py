@@ -8,7 +8,7 @@ import os
 import zipfile
 
 import pytest
-from helpers import refused, run_prunecli, sha256
+from helpers import refused, run_prunecli, sha256, write_image_splits
 
 
 @pytest.mark.parametrize("which", ["-o", "--report"])
@@ -78,3 +78,16 @@ def test_report_path_that_is_a_folder_says_so_without_force(cli, make_model, out
             f"{out / 'rep'}: is a folder, expected a file path",
         )  # fmt: skip
     assert [p.name for p in out.iterdir()] == ["rep"]
+
+
+@pytest.mark.parametrize("where", ["train", "train/class_0"])
+def test_analysis_is_never_written_into_the_data(cli, make_model, tmp_path, where):
+    """``analyze -o data/train/class_0`` wrote sensitivity.png and model.png among the
+    training images (the next run trains on them): a data folder is an input."""
+    model = make_model("cnn", ".keras", train=False)
+    root = write_image_splits(tmp_path / "images")
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    target = root / where
+    result = cli("analyze", model, "--data", root, "-o", target, "--set", "analyze.levels=[0.5]")
+    refused(result, "lies inside the input folder", str(root / "train"))
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
