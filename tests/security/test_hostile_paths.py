@@ -91,3 +91,20 @@ def test_analysis_is_never_written_into_the_data(cli, make_model, tmp_path, wher
     result = cli("analyze", model, "--data", root, "-o", target, "--set", "analyze.levels=[0.5]")
     refused(result, "lies inside the input folder", str(root / "train"))
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+
+
+@pytest.mark.parametrize("flag", ["-o", "--report"])
+def test_a_name_too_long_for_the_filesystem_is_exit_2(cli, make_model, out, flag):
+    """A 300-byte file name (ENAMETOOLONG from the first lstat) was exit 1, 'a bug'."""
+    model = make_model("dense", ".keras", train=False)
+    name = out / ("x" * 300 + (".keras" if flag == "-o" else ".json"))
+    extra = (flag, name) if flag == "-o" else ("-o", out / "p.keras", flag, name)
+    refused(cli("prune", model, "--epochs", "0", "--quiet", *extra), "file name too long")
+    assert list(out.iterdir()) == []
+
+
+def test_data_that_is_a_device_is_named_as_one(cli, make_model, out):
+    """``--data /dev/zero`` said "data folder not found"."""
+    model = make_model("dense", ".keras", train=False)
+    result = cli("prune", model, "--data", "/dev/zero", "--epochs", "0", "-o", out / "p.keras")
+    refused(result, "/dev/zero: not a regular file or folder (a device, FIFO or socket)")
