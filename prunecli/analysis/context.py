@@ -83,7 +83,9 @@ def prepare(model: Any, source: InputFormat, cfg: Config, reporter: Reporter) ->
     from prunecli.formats import compiling, model_io
 
     splits = data.load(cfg.data, tuple(model.input_shape[1:]), cfg.seed)
-    labelled = splits.validation or splits.train
+    # The task comes from the training labels, as in a prune run: a small held-out split
+    # may hold one class only ("only one class in the labels" blamed on the whole file).
+    labelled = splits.train or splits.validation
     if splits.validation is None or labelled is None:
         raise ConfigError("analyze needs validation data (data.validation_split is 0)")
     where = cfg.data.train or cfg.data.validation

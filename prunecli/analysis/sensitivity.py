@@ -89,7 +89,9 @@ def run(request: Request, reporter: Reporter) -> dict[str, Any]:
     from prunecli.formats import model_io
 
     out = preflight(request)
-    model, source = model_io.load(request.model, safe_mode=request.safe_mode)
+    model, source = model_io.load(
+        request.model, safe_mode=request.safe_mode, imports=request.config.input.imports
+    )
     scope = context.prepare(model, source, request.config, reporter)
     with scan_progress(reporter, "scan") as progress:
         result = scanning.scan(

@@ -373,6 +373,7 @@ def _print_result(result: dict[str, Any], as_json: bool) -> None:
 @_FORCE
 @_NO_SAFE_MODE
 @_LOG_FORMAT
+@_IMPORT
 @_QUIET
 @_guarded
 def analyze(
@@ -385,6 +386,7 @@ def analyze(
     force: bool,
     no_safe_mode: bool,
     log_format: str,
+    imports: tuple[str, ...],
     quiet: bool,
     debug: bool,
 ) -> None:
@@ -396,7 +398,7 @@ def analyze(
 
     Writes sensitivity.json, .csv, .png, model.png and sensitivity.html into the folder.
     """
-    settings = _settings(config_path, data, assignments, {})
+    settings = _settings(config_path, data, assignments, {}, imports)
     from prunecli import runtime
 
     runtime.start(settings.seed, native_logs=debug)
