@@ -136,7 +136,9 @@ _SET = click.option(
     metavar="KEY=VALUE",
     help="Override any dotted config key (repeatable).",
 )
-_FORCE = click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+_FORCE = click.option(
+    "--force", is_flag=True, help="Replace earlier prunecli outputs (never other files)."
+)
 _NO_SAFE_MODE = click.option(
     "--no-safe-mode", is_flag=True, help="Allow Lambda layers (runs code stored in the model)."
 )

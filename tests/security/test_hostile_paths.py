@@ -108,3 +108,13 @@ def test_data_that_is_a_device_is_named_as_one(cli, make_model, out):
     model = make_model("dense", ".keras", train=False)
     result = cli("prune", model, "--data", "/dev/zero", "--epochs", "0", "-o", out / "p.keras")
     refused(result, "/dev/zero: not a regular file or folder (a device, FIFO or socket)")
+
+
+@pytest.mark.parametrize("name", ["P.KERAS", "p.H5"])
+def test_upper_case_model_suffix_is_refused_up_front(cli, make_model, out, name):
+    """``-o P.KERAS`` failed saving with a message naming prunecli's temporary file; a
+    file so named would not load in plain Keras either."""
+    model = make_model("dense", ".keras", train=False)
+    line = refused(cli("prune", model, "--epochs", "0", "--quiet", "-o", out / name),
+                   str(out / name), "lower case")  # fmt: skip
+    assert "prunecli-run" not in line and list(out.iterdir()) == []
