@@ -86,12 +86,13 @@ def preflight(request: Request) -> Path:
 def run(request: Request, reporter: Reporter) -> dict[str, Any]:
     """Scan ``request.model`` and write the outputs; return the JSON document."""
     from prunecli.analysis import context
-    from prunecli.formats import model_io
+    from prunecli.formats import model_io, safety
 
     out = preflight(request)
     model, source = model_io.load(
         request.model, safe_mode=request.safe_mode, imports=request.config.input.imports
     )
+    safety.finite_weights(model, request.model)
     scope = context.prepare(model, source, request.config, reporter)
     with scan_progress(reporter, "scan") as progress:
         result = scanning.scan(

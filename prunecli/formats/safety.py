@@ -82,6 +82,24 @@ def regular_input(path: Path) -> None:
         raise ModelLoadError(f"{path}: not a regular file or folder (a device, FIFO or socket)")
 
 
+def finite_weights(model: Any, path: Path) -> None:
+    """Every weight of the loaded ``model`` is a finite number: a NaN or inf kernel (a
+    diverged training run, a damaged export) prunes into garbage, ReLU hides it from the
+    loss, and the saved output would carry it on. Raises ``ModelLoadError`` naming the
+    first such weight, e.g. ``m.keras: weight dense/kernel holds 3 NaN/inf values``."""
+    import numpy as np
+
+    for weight in model.weights:
+        values = np.asarray(weight.numpy() if hasattr(weight, "numpy") else weight)
+        if values.dtype.kind in "fc" and not np.isfinite(values).all():
+            bad = int(values.size - np.isfinite(values).sum())
+            name = getattr(weight, "path", None) or weight.name
+            raise ModelLoadError(
+                f"{path}: weight {name} holds {bad:,} NaN/inf values; prunecli prunes only "
+                "models whose weights are all finite (retrain or re-export it)"
+            )
+
+
 def check_zip(
     path: Path, archive: zipfile.ZipFile, error: type[PruneError] = ModelLoadError
 ) -> None:
