@@ -58,6 +58,7 @@ MAX_LEARNING_RATE = 10.0
 MAX_SEED = 2**32 - 1
 MAX_SIDE = 65_536  # block sides, image sides, feature dimensions
 MAX_FEATURE_VALUES = 2**28  # values in one TFRecord feature
+MAX_PIXELS = 2**26  # pixels in one image, read or resized to (data.image_size)
 QUOTE = 200  # characters of a value an error message repeats
 
 # Numbers and switches are taken as YAML typed them: ``epochs: true`` is not 1 epoch and
@@ -392,6 +393,11 @@ class Data(_Section):
     def _positive_size(cls, size: tuple[int, int] | None) -> tuple[int, int] | None:
         if size is not None and (min(size) < 1 or max(size) > MAX_SIDE):
             raise ValueError(f"both sides must be from 1 to {MAX_SIDE}, got {list(size)}")
+        if size is not None and size[0] * size[1] > MAX_PIXELS:  # each image is resized to it
+            raise ValueError(
+                f"{size[0]} x {size[1]} is more than {MAX_PIXELS:,} pixels per image, "
+                f"got {list(size)}"
+            )
         return size
 
 

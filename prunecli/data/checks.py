@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from prunecli.config import quote
+from prunecli.config import MAX_PIXELS, quote
 from prunecli.errors import DataError
 from prunecli.formats import safety
 
-# One image may hold at most this many pixels (a 8192 x 8192 photo): a PNG of a few KB can
-# declare 100,000 x 100,000 pixels, which tf.io.decode_image would allocate (40 GB).
-MAX_PIXELS = 2**26
+# One image may hold at most MAX_PIXELS (a 8192 x 8192 photo; config.py bounds
+# data.image_size by it too): a PNG of a few KB can declare 100,000 x 100,000 pixels,
+# which tf.io.decode_image would allocate (40 GB).
 # The syntax TensorFlow's CSV decoder reads as a finite float: ASCII digits only, no "_",
 # no nan/inf (Python's float() takes all of those).
 _NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", re.ASCII)

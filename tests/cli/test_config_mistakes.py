@@ -68,3 +68,13 @@ def test_a_rule_mixing_file_and_command_line_names_both(cli, tmp_path):
         f"{path} + command line: prune: prune.layers.overrides",
     )
     refused(cli("validate", path, "--set", "prune.scope=1"), "command line: prune.scope:")
+
+
+def test_image_size_is_bounded_like_an_image(cli, tmp_path):
+    """Every image is resized to data.image_size: [65536, 65536] made a fully convolutional
+    model's run allocate 16 GB per image (exit 1, ResourceExhaustedError, or the OOM
+    killer), past the 2^26-pixel bound an image file gets."""
+    path = write_config(tmp_path / "cfg.yaml", "data:\n  image_size: [65536, 65536]\n")
+    refused(cli("validate", path), "data.image_size: 65536 x 65536 is more than 67,108,864")
+    ok = write_config(tmp_path / "ok.yaml", "data:\n  image_size: [8192, 8192]\n")
+    assert cli("validate", ok).exit_code == 0
