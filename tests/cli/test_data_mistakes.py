@@ -6,7 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from helpers import refused, scaled, synthetic_images, write_image_splits, write_npz
+from helpers import (
+    refused,
+    scaled,
+    synthetic_images,
+    write_config,
+    write_image_splits,
+    write_npz,
+)
 
 
 def _prune(cli, model: Path, data: Path, out: Path):
@@ -50,3 +57,20 @@ def test_data_cache_that_is_a_file_is_a_data_error(cli, make_model, npz_data, ou
     )  # fmt: skip
     refused(result, "data.cache: /dev/null: file exists", "must be a folder")
     assert list(out.iterdir()) == []
+
+
+def test_tfrecord_that_is_not_one_names_the_file(cli, make_model, tmp_path, out):
+    """Random bytes named ``*.tfrecord``: was "an input disappeared or changed during the
+    run: {{function_node ...}} corrupted record ..." without the file's name."""
+    model = make_model("dense", ".keras", train=False)
+    shard = tmp_path / "shards" / "a.tfrecord"
+    shard.parent.mkdir()
+    shard.write_bytes(np.random.default_rng(0).bytes(100))
+    config = write_config(
+        tmp_path / "cfg.yaml",
+        f"data:\n  train: {shard.parent}/*.tfrecord\n  tfrecord:\n    features:\n"
+        "      x: {dtype: float32, shape: [6]}\n      label: {dtype: int64}\n",
+    )
+    line = refused(cli("prune", model, "-c", config, "--epochs", "0", "-o", out / "p.keras"),
+                   f"{shard}: not a TFRecord file, or damaged (corrupted record")  # fmt: skip
+    assert "function_node" not in line and "disappeared" not in line
