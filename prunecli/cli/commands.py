@@ -483,6 +483,31 @@ def validate(config_file: Path, assignments: tuple[str, ...], show: bool, debug:
         click.echo(f"{config_file}: valid")
 
 
+def entry() -> None:
+    """The ``prunecli`` program (the console script and ``python -m prunecli``): ``main``,
+    then the exit code it chose holds through interpreter teardown.
+
+    After a command returns, Python and TensorFlow take a second or so to shut down, with
+    the default signal handlers back: a SIGTERM there (a batch system preempting the job
+    as it ends) made a finished run exit 143, and the job's retry then found the outputs in
+    place (exit 2). Python's own handlers cannot cover that window (finalization resets
+    them to the default), so SIGINT and SIGTERM are ignored for it: the command is over."""
+    try:
+        main()
+    finally:
+        _ignore_signals()
+
+
+def _ignore_signals() -> None:
+    """SIGINT/SIGTERM ignored from now on (flushed first: nothing is left to lose)."""
+    import signal
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def _overrides(assignments: tuple[str, ...], flags: dict[str, Any]) -> dict[str, Any]:
     """``--set`` pairs, then the dedicated flags (which win); paths become strings."""
     from prunecli import config
