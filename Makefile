@@ -25,13 +25,19 @@ test: $(STAMP)  ## the whole suite, then ruff
 lint: $(STAMP)
 	$(BIN)/ruff check prunecli tests benchmarks sample_models
 
-bench: $(STAMP)  ## benchmarks: print tables, write benchmarks/results/*.json (~35 min on 2 cores)
+bench: $(STAMP)  ## every benchmark: prints tables, writes benchmarks/results/*.json (structured.py alone ~23 min on 2 cores)
 	$(BIN)/python benchmarks/finetune_overhead.py
 	$(BIN)/python benchmarks/methods.py
 	$(BIN)/python benchmarks/formats.py
 	$(BIN)/python benchmarks/vs_tfmot.py
 	$(BIN)/python benchmarks/big_model.py
 	$(BIN)/python benchmarks/analyze.py --finetune
+	$(BIN)/python benchmarks/taylor.py
+	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/keras2_families.py
+	$(BIN)/python benchmarks/real_models.py
+	$(BIN)/python benchmarks/structured.py
+	$(BIN)/python benchmarks/latency_floor.py
 
 sample: $(STAMP)  ## rebuild sample_models/ from scikit-learn's bundled digits
 	$(BIN)/python sample_models/make_sample.py

@@ -95,13 +95,22 @@ class Evaluator:
     """
 
     def __init__(
-        self, model: Any, x: np.ndarray, y: np.ndarray, task: evaluate.Task, loss: Any
+        self,
+        model: Any,
+        x: np.ndarray | dict[str, np.ndarray],
+        y: np.ndarray,
+        task: evaluate.Task,
+        loss: Any,
     ) -> None:
         import keras
         import tensorflow as tf
 
         size = evaluate.PREDICT_BATCH
-        self.batches = [tf.constant(x[i : i + size]) for i in range(0, len(x), size)]
+        # x: one array, or a dict of them (a multi-input model's, fed by name)
+        self.batches = [
+            tf.nest.map_structure(lambda a, i=i: tf.constant(a[i : i + size]), x)
+            for i in range(0, len(y), size)
+        ]
         self.y, self.task, self.loss = y, task, keras.losses.get(loss)
         self.forward = tf.function(lambda batch: model(batch, training=False))
         self.calls = 0

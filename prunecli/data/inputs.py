@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from prunecli.errors import DataError
+from prunecli.errors import DataError, ModelLoadError
 
 
 @dataclass(frozen=True)
@@ -39,16 +39,42 @@ class InputSpec:
         return f"{self.dtype} of shape ({dims})"
 
 
-def signature(model: Any) -> tuple[InputSpec, ...]:
+def signature(model: Any, path: Path | None = None) -> tuple[InputSpec, ...]:
     """The model's inputs in order (``model.inputs``; a model without symbolic inputs, such
-    as a SavedModel's signature layer, gives one float32 input of ``input_shape``)."""
+    as a SavedModel's signature layer or a subclassed model built on one batch, gives one
+    float32 input of ``input_shape`` or of its build config's). A model that never saw an
+    input (a ``Sequential`` saved without ``Input``, unbuilt) has nothing to prune and no
+    shape to feed: a ModelLoadError saying so (naming ``path`` when given)."""
     tensors = getattr(model, "inputs", None) or []
     if tensors:
         return tuple(
             InputSpec(_name(tensor, i), tuple(tensor.shape[1:]), _dtype(tensor))
             for i, tensor in enumerate(tensors)
         )
-    return (InputSpec("x", tuple(model.input_shape[1:]), "float32"),)
+    shape = _declared_shape(model)
+    if shape is None:
+        where = f"{path}: " if path else ""
+        raise ModelLoadError(
+            f"{where}model {getattr(model, 'name', '')!r} has no input shape: it was saved "
+            "before it was built (a Sequential without keras.Input), so it holds no weights "
+            "to prune; "
+            "build it (keras.Input(shape) first, or call it on a batch) and save it again"
+        )
+    return (InputSpec("x", shape[1:], "float32"),)
+
+
+def _declared_shape(model: Any) -> tuple[int | None, ...] | None:
+    """``model.input_shape``, else the one input shape its build config records (a
+    subclassed model built by calling it: ``{"input_shape": [1, 6]}``), else None."""
+    try:
+        return tuple(model.input_shape)
+    except (AttributeError, ValueError):
+        pass
+    build = model.get_build_config() if hasattr(model, "get_build_config") else None
+    shape = (build or {}).get("input_shape")
+    if isinstance(shape, list | tuple) and all(d is None or isinstance(d, int) for d in shape):
+        return tuple(shape)
+    return None
 
 
 def _name(tensor: Any, index: int) -> str:

@@ -63,6 +63,9 @@ _PURE_NAMES = """
     MaxPoolGradGrad Relu6Grad ReluGrad RsqrtGrad SeluGrad SigmoidGrad SoftplusGrad
     SoftsignGrad SqrtGrad TanhGrad ReciprocalGrad SoftmaxCrossEntropyWithLogits
     ResizeBilinearGrad ResizeNearestNeighborGrad MatrixDiagPart Invert Cross Lgamma Digamma
+    EmptyTensorList TensorListConcat TensorListConcatLists TensorListConcatV2
+    TensorListGather TensorListPushBackBatch TensorListScatter TensorListScatterIntoExistingList
+    TensorListScatterV2 TensorListSplit
 """
 PURE = frozenset(_PURE_NAMES.split())
 # TensorFlow's checkpoint writer/reader: they read and write files named by their inputs,

@@ -46,6 +46,9 @@ _DROPPED_ARGS = {
 # tf_keras serialised some initializers as TensorFlow's own; Keras 3 has each under
 # keras.initializers.
 _TF_INITIALIZERS = libraries.KERAS_ONES_IN_TF
+# tf_keras wrote a layer's dtype policy as ``{"module": "keras.mixed_precision",
+# "class_name": "Policy", "config": {"name": "mixed_float16"}}``, which Keras 3 cannot read.
+_KERAS2_POLICY = "keras.mixed_precision"
 # Keras 2 wrote some axes as a one-element list; Keras 3 takes the int.
 _SINGLE_AXIS = ("BatchNormalization",)
 
@@ -102,13 +105,17 @@ def load_savedmodel(folder: Path) -> Any:
     """A tf.keras SavedModel as a Keras 3 model: tf_keras rebuilds it from its metadata and
     writes it as a Keras 2 ``.h5`` in a temporary folder, which ``load_h5`` then reads."""
     import io
+    import warnings
 
     import h5py
     import tf_keras
 
     legacy = tf_keras.models.load_model(folder, compile=True)
     buffer = io.BytesIO()  # built in memory, written by Python: see compat.h5_image
-    with h5py.File(buffer, "w") as file:
+    with h5py.File(buffer, "w") as file, warnings.catch_warnings():
+        # tf_keras's "You are saving your model as an HDF5 file ... legacy": about this
+        # intermediate file, which the user never sees
+        warnings.filterwarnings("ignore", "You are saving your model as an HDF5", UserWarning)
         legacy.save(file)  # tf_keras takes an open h5py.File (public, unlike Keras 3)
     with tempfile.TemporaryDirectory(prefix="prunecli-") as scratch:
         staged = Path(scratch) / "model.h5"
@@ -193,6 +200,8 @@ def _unwrap(node: Any, renames: dict[str, str]) -> Any:
         if "name" in node:
             inner["name"] = inner["config"]["name"]
         return _unwrap(inner, renames)
+    if node.get("class_name") == "Policy" and node.get("module") == _KERAS2_POLICY:
+        return node["config"]["name"]  # a mixed_float16 layer: Keras 3 takes the name
     node = {key: _unwrap(value, renames) for key, value in node.items()}
     if str(node.get("module", "")).startswith(_TF_INITIALIZERS):  # EfficientNetV2's Constant
         node |= {"module": "keras.initializers", "registered_name": None}

@@ -21,6 +21,7 @@ from typing import Any
 import h5py
 
 from prunecli import compat
+from prunecli.data import inputs
 from prunecli.errors import ModelLoadError, OutputError, first_line, os_message
 from prunecli.formats import legacy, libraries, safety, savedmodel, signatures
 from prunecli.formats.base import InputFormat, load_failure
@@ -195,7 +196,10 @@ def load(
         libraries.prepare(path, adapter.stored_config(path), imports)
     else:
         libraries.import_modules(imports)
-    return adapter.load(path, safe_mode), adapter
+    model = adapter.load(path, safe_mode)
+    inputs.signature(model, path)  # a model saved unbuilt is refused here, naming the file
+    libraries.detach_preprocessor(model)  # a keras_hub task's tokenizer: back when saved
+    return model, adapter
 
 
 def compile_config(model: Any) -> dict[str, Any]:
@@ -206,10 +210,11 @@ def compile_config(model: Any) -> dict[str, Any]:
 def save(model: Any, path: Path) -> None:
     """Write ``model`` to ``path`` (a temporary name: callers rename it into place)."""
     try:
-        if path.suffix == ".h5":  # HDF5 built in memory: a full disk is a plain OSError
-            path.write_bytes(compat.h5_image(model))
-        else:
-            model.save(path)
+        with libraries.preprocessor_attached(model):
+            if path.suffix == ".h5":  # HDF5 built in memory: a full disk is a plain OSError
+                path.write_bytes(compat.h5_image(model))
+            else:
+                model.save(path)
     except OSError as exc:
         raise OutputError(os_message(exc, path)) from exc
     except Exception as exc:

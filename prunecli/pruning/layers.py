@@ -14,6 +14,7 @@ Example: ``lookup(keras.layers.EinsumDense("abc,cde->abde", ...))`` gives
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +96,20 @@ def lookup(layer: Any) -> Kernels | Kept | None:
         if cls.__name__ == "EinsumDense":
             return (("kernel", einsum_axis(getattr(layer, "equation", ""))),)
         return entry
+    return None
+
+
+_NORM_NAME = re.compile(r"(Norm|Normalization)$")
+
+
+def kept_by_name(layer: Any, weights: list[Any]) -> Kept | None:
+    """``_NORM`` for a leaf layer of a class the table lacks whose name says it normalises
+    (keras_hub's ``LlamaLayerNorm``, ``QwenLayerNorm``, ``T5LayerNorm``, a user's
+    ``RMSNorm``) and whose ``weights`` are all vectors (scales, offsets): nothing in it is a
+    kernel, so "not supported" would be the wrong reason. A layer holding a matrix stays
+    unknown, whatever its name."""
+    if _NORM_NAME.search(type(layer).__name__) and all(len(w.shape) <= 1 for w in weights):
+        return _NORM
     return None
 
 

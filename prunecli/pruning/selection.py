@@ -129,10 +129,10 @@ def _info(path: str, layer: Any, entry: Any, weights: list[Any], trained: set[in
     updates (the model's trainable ones)."""
     kind = type(layer).__name__
     info = LayerInfo(path, kind, sum(int(np.prod(w.shape)) for w in weights))
+    if entry is None and len(weights) == len(layer.weights):  # a leaf of an unknown class
+        entry = layers.kept_by_name(layer, weights)
     if entry is None:
-        info.reason = f"{kind} is not supported for pruning yet"
-        if len(weights) < len(layer.weights):  # the own weights of a composite
-            info.reason += f" (its own weights {', '.join(str(w.name) for w in weights)})"
+        info.reason = _unknown_reason(kind, weights, composite=len(weights) < len(layer.weights))
     elif isinstance(entry, layers.Kept):
         info.reason = f"{kind} has nothing to prune ({entry.reason})"
     else:
@@ -145,6 +145,25 @@ def _info(path: str, layer: Any, entry: Any, weights: list[Any], trained: set[in
             info.reason = f"{kind} holds none of its kernels"
     info.trainable = all(id(v) in trained for v in info.kernels.values())
     return info
+
+
+_EVERY_SAMPLE = re.compile(r"(class|cls|distillation)_?token|position", re.IGNORECASE)
+
+
+def _unknown_reason(kind: str, weights: list[Any], composite: bool) -> str:
+    """Why a layer of a class the table lacks keeps ``weights``. A composite's own weights
+    that are all class tokens or learned positions (a ViT's ``class_token``, DeiT's
+    ``distillation_token``, ``position_embedding``) are kept by design, as
+    ``PositionEmbedding`` is; anything else is not supported yet."""
+    names = ", ".join(str(w.name) for w in weights)
+    if composite and all(_EVERY_SAMPLE.search(str(w.name)) for w in weights):
+        return (
+            f"{kind}'s own weights {names} are kept: class tokens and position embeddings "
+            "are used by every sample"
+        )
+    return f"{kind} is not supported for pruning yet" + (
+        f" (its own weights {names})" if composite else ""
+    )
 
 
 def select(model: Any, prune: Prune) -> list[LayerInfo]:

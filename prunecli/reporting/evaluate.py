@@ -57,16 +57,18 @@ def infer_task(
 
     ``activation`` is the model's output function as its input kind's adapter names it
     (``InputFormat.output_activation``; read from the layers when not given)."""
-    units = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
+    where = f"{source}: " if source else ""
+    _single_output(model, where)
+    shape = output_shape(model)
+    units = shape[-1] if isinstance(shape, tuple) else None
     if activation is None:
         activation = InputFormat().output_activation(model)
     from_logits = activation not in ("softmax", "sigmoid")
     y = labels.y
-    where = f"{source}: " if source else ""
     if _distributions(y, units):
         return Task("categorical", from_logits)
-    _check_label_columns(model, y, where)
-    if y.dtype.kind != "i" or y.ndim != 1:
+    _check_label_columns(shape, y, where)
+    if y.dtype.kind != "i" or (y.ndim != 1 and not _per_position(y, shape)):
         return Task("regression")
     found = len(labels.classes) if labels.classes else len(np.unique(y))
     if found < 2:
@@ -88,11 +90,10 @@ def infer_task(
     return Task("sparse", from_logits)
 
 
-def _check_label_columns(model: Any, y: np.ndarray, where: str) -> None:
+def _check_label_columns(shape: Any, y: np.ndarray, where: str) -> None:
     """Rows of labels (one-hot, soft, regression targets) must have one column per output
-    unit of a model whose output is ``(batch, units)``: 2 one-hot columns for 3 classes
-    otherwise fail deep inside the loss as a bug would."""
-    shape = model.output_shape
+    unit of a model whose output is ``(batch, units)`` (``shape``): 2 one-hot columns for
+    3 classes otherwise fail deep inside the loss as a bug would."""
     if not (isinstance(shape, tuple) and len(shape) == 2 and shape[-1] and y.ndim == 2):
         return
     if y.shape[1] != shape[-1]:
@@ -100,6 +101,42 @@ def _check_label_columns(model: Any, y: np.ndarray, where: str) -> None:
             f"{where}labels have {y.shape[1]} columns but the model's output has {shape[-1]} "
             "units: give one column per unit (one-hot), or one class id per sample"
         )
+
+
+def _single_output(model: Any, where: str) -> None:
+    """A DataError for a model with several outputs (``{"cls": ..., "reg": ...}``): one
+    ``y`` cannot label them, nor one loss score them."""
+    outputs = getattr(model, "outputs", None) or []
+    if len(outputs) > 1:
+        names = ", ".join(map(repr, getattr(model, "output_names", None) or []))
+        raise DataError(
+            f"{where}the model has {len(outputs)} outputs ({names}); fine-tuning, accuracy and "
+            "loss take one output and one y: prune it without data (--epochs 0, no "
+            "data.train) or save a single-output model"
+        )
+
+
+def output_shape(model: Any) -> Any:
+    """``model.output_shape``; a subclassed model has none (no symbolic output), so its
+    output is traced once from its input signature: ``(None, 3)`` for one built on (1, 6)."""
+    try:
+        return model.output_shape
+    except AttributeError:
+        pass
+    from prunecli.data.inputs import signature
+
+    specs = [keras.KerasTensor((None, *s.shape), s.dtype) for s in signature(model)]
+    traced = model.compute_output_spec(specs[0] if len(specs) == 1 else specs)
+    return tuple(traced.shape) if hasattr(traced, "shape") else None
+
+
+def _per_position(y: np.ndarray, output_shape: Any) -> bool:
+    """Integer labels with one class id per position, ``(samples, length)``, for an output
+    ``(samples, length, classes)``: a language model's next tokens, a tagger's tags (scored
+    per token: ``accuracy`` compares every position)."""
+    if not isinstance(output_shape, tuple) or len(output_shape) != 3 or y.ndim != 2:
+        return False
+    return output_shape[1] in (None, y.shape[1])
 
 
 def _distributions(y: np.ndarray, units: int | None) -> bool:

@@ -4,7 +4,8 @@ Run as ``TF_USE_LEGACY_KERAS=1 python tests/formats/legacy_models.py OUT DATA.np
 process: tfmot needs tf_keras as ``tf.keras``, which is set before TensorFlow is imported.
 Writes into OUT: ``k2.h5`` + ``k2_sm/`` (a nested base model with Conv2D, BatchNormalization,
 MaxPooling2D, Dropout, Dense), ``k2_rnn.h5`` (Embedding, LSTM, GRU), ``k2_plain.h5`` (no
-compile config), ``k2_lambda.h5`` + ``k2_lambda_sm/``, ``tfmot.h5`` (pruned to 50% with
+compile config), ``k2_mixed16.h5`` + ``k2_mixed16_sm/`` (mixed_float16
+policies), ``k2_lambda.h5`` + ``k2_lambda_sm/``, ``tfmot.h5`` (pruned to 50% with
 PolynomialDecay, wrappers not stripped) and ``reference.json``: each model's predictions on
 a few samples, tfmot's strip_pruning layer names and its kernels' zero positions.
 """
@@ -108,6 +109,16 @@ def main(out: str, data: str) -> None:
     lam = k.Sequential([k.Input((6,)), k.layers.Lambda(lambda t: t * 2, name="lam")])
     lam.save(f"{out}/k2_lambda.h5")
     lam.save(f"{out}/k2_lambda_sm")
+
+    k.mixed_precision.set_global_policy("mixed_float16")  # float16 compute, float32 weights
+    probs = k.layers.Activation("softmax", dtype="float32", name="probs")
+    mixed = k.Sequential([k.Input((6,)), k.layers.Dense(8, activation="relu", name="hidden"),
+                          k.layers.Dense(3, name="logits"), probs])  # fmt: skip
+    k.mixed_precision.set_global_policy("float32")
+    mixed.compile("adam", "sparse_categorical_crossentropy")
+    mixed.save(f"{out}/k2_mixed16.h5")
+    mixed.save(f"{out}/k2_mixed16_sm")
+    reference["k2_mixed16"] = mixed.predict(np.eye(6, dtype="float32"), verbose=0).tolist()
 
     wrapped, stripped = tfmot_pruned(x, y)
     wrapped.save(f"{out}/tfmot.h5")

@@ -205,3 +205,15 @@ def test_tensorflow_module_initializers_move_to_keras():
         "module": "keras.initializers", "class_name": "Constant", "config": {"value": 0},
         "registered_name": None,
     }  # fmt: skip
+
+
+def test_mixed_precision_policies_become_their_names():
+    """tf_keras under ``mixed_float16`` writes each layer's dtype as a Keras 2 ``Policy``
+    object, which Keras 3 does not read ("'str' object has no attribute
+    'quantization_mode'", exit 2); Keras 3 takes the policy's name."""
+    policy = {"module": "keras.mixed_precision", "class_name": "Policy",
+              "config": {"name": "mixed_float16"}, "registered_name": None}  # fmt: skip
+    layers = [INPUT, call(dense("out", dtype=policy), ["input_1", 0, 0])]
+    config = functional(layers, [["input_1", 0, 0]], [["out", 0, 0]])
+    (_, out) = legacy.to_keras3(config, {})["config"]["layers"]
+    assert out["config"]["dtype"] == "mixed_float16"

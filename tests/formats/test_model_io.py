@@ -77,6 +77,24 @@ def test_keras2_nested_model_rebuilt_with_weights_and_compile_config(legacy, ref
     assert compiled["optimizer"]["config"]["learning_rate"] == pytest.approx(1e-2)
 
 
+@pytest.mark.parametrize("name", ["k2_mixed16.h5", "k2_mixed16_sm"])
+def test_keras2_mixed_float16_model_keeps_its_policy_and_prunes(cli, legacy, reference, name):
+    """tf_keras writes each layer's policy as a Keras 2 ``Policy`` object: was exit 2
+    ("'str' object has no attribute 'quantization_mode'")."""
+    from prunecli.formats import model_io
+
+    model, _ = model_io.load(legacy / name)
+    assert model.get_layer("hidden").dtype_policy.name == "mixed_float16"
+    assert model.get_layer("probs").dtype_policy.name == "float32"
+    probe = np.eye(6, dtype=np.float32)
+    np.testing.assert_allclose(model.predict(probe, verbose=0), reference["k2_mixed16"], atol=1e-3)
+    out = legacy / f"{name.split('.')[0]}.pruned.keras"
+    prune_forced(cli, legacy / name, out, "--epochs", "0", "--sparsity", "0.5")
+    kernels = kernels_by_layer(out)
+    assert set(kernels) == {"hidden/kernel", "logits/kernel"}
+    assert [int((kernel == 0).sum()) for kernel in kernels.values()] == [24, 12]
+
+
 def test_keras2_rnn_h5_rebuilt(legacy, reference):
     from prunecli.formats import model_io
 

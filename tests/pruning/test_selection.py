@@ -150,3 +150,89 @@ def test_kernel_sparsity_measures_the_weights():
     assert info.kernel_sparsity() == 12 / 48
     bn = {i.path: i for i in selection.describe(seeded(build_nested))}["base/bn"]
     assert bn.kernel_sparsity() is None
+
+
+class _ScaleOnlyRMSNorm(keras.layers.Layer):
+    """A norm layer of its own class, as keras_hub's LlamaLayerNorm, QwenLayerNorm,
+    T5LayerNorm or a user's RMSNorm are: one scale vector, no Keras base to look up."""
+
+    def build(self, shape):
+        self.scale = self.add_weight(name="scale", shape=(shape[-1],), initializer="ones")
+
+    def call(self, x):
+        rms = keras.ops.rsqrt(keras.ops.mean(x * x, axis=-1, keepdims=True) + 1e-6)
+        return x * rms * self.scale
+
+
+class _AddNorm(keras.layers.Layer):
+    """A composite whose name ends in Norm but holds a Dense: walked into, the Dense pruned."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.proj = keras.layers.Dense(4, name="proj")
+        self.norm = keras.layers.LayerNormalization(name="ln")
+
+    def call(self, x):
+        return self.norm(x + self.proj(x))
+
+
+def test_norm_layers_of_unknown_classes_are_kept_as_normalisation_not_unsupported():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    x = _ScaleOnlyRMSNorm(name="rms")(inputs)
+    x = _AddNorm(name="addnorm")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    infos = {i.path: i for i in selection.describe(model)}
+    assert infos["rms"].reason == (
+        "_ScaleOnlyRMSNorm has nothing to prune (normalisation and scaling are kept)"
+    )
+    assert infos["rms"].kernels == {} and infos["rms"].params == 4
+    assert list(infos["addnorm/proj"].kernels) == ["kernel"]
+    assert "addnorm" not in infos  # no weights of its own
+
+
+def test_keras_hub_llama_layer_norm_is_normalisation():
+    keras_hub = pytest.importorskip("keras_hub")
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.LlamaBackbone(
+        vocabulary_size=20, num_layers=1, num_query_heads=2, num_key_value_heads=1,
+        hidden_dim=8, intermediate_dim=16, name="llama_backbone",
+    )  # fmt: skip
+    infos = selection.describe(backbone)
+    norms = [i for i in infos if i.type == "LlamaLayerNorm"]
+    assert len(norms) == 3
+    assert all(i.reason and "normalisation and scaling are kept" in i.reason for i in norms)
+    assert not [i for i in infos if i.reason and "not supported" in i.reason]
+
+
+class _Patches(keras.layers.Layer):
+    """A ViT/DeiT-style embedding: a Dense projection plus its own class token and learned
+    positions (keras_hub's ``DeiTEmbeddings``, ``ViTPatchingAndEmbedding``)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.project = keras.layers.Dense(4, name="project")
+
+    def build(self, shape):
+        self.project.build(shape)
+        self.class_token = self.add_weight(name="class_token", shape=(1, 1, 4))
+        self.position_embedding = self.add_weight(name="position_embedding", shape=(4, 4))
+
+    def call(self, x):
+        tokens = self.project(x)
+        batch = keras.ops.shape(x)[0]
+        token = keras.ops.broadcast_to(self.class_token, (batch, 1, 4))
+        return keras.ops.concatenate([token, tokens], axis=1) + self.position_embedding
+
+
+def test_own_class_tokens_and_positions_are_kept_with_that_reason():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3, 5))
+    x = keras.layers.Flatten()(_Patches(name="patches")(inputs))
+    infos = {i.path: i for i in selection.describe(keras.Model(inputs, keras.layers.Dense(2)(x)))}
+    assert list(infos["patches/project"].kernels) == ["kernel"]
+    assert infos["patches"].params == 20 and infos["patches"].kernels == {}
+    assert infos["patches"].reason == (
+        "_Patches's own weights class_token, position_embedding are kept: class tokens and "
+        "position embeddings are used by every sample"
+    )
