@@ -119,7 +119,7 @@ def preflight(request: Request) -> Targets:
         inputs=staging.run_inputs(request.model, request.config, request.config_file),
         force=request.force,
     )  # fmt: skip
-    hooks.preflight(request.config, paths.markdown, request.force, request.model)
+    hooks.preflight(request.config, paths.markdown, request.force, request.model, paths.report)
     _check_data_needs(request)
     if request.config.finetune.epochs > 0:
         checkpoints.preflight(

@@ -118,3 +118,13 @@ def test_upper_case_model_suffix_is_refused_up_front(cli, make_model, out, name)
     line = refused(cli("prune", model, "--epochs", "0", "--quiet", "-o", out / name),
                    str(out / name), "lower case")  # fmt: skip
     assert "prunecli-run" not in line and list(out.iterdir()) == []
+
+
+def test_report_named_like_its_own_html_page_is_refused(cli, make_model, out):
+    """``--report r.html``: the JSON report and the HTML page went to the same r.html, one
+    silently replacing the other."""
+    model = make_model("dense", ".keras", train=False)
+    result = cli("prune", model, "--epochs", "0", "--quiet", "-o", out / "p.keras",
+                 "--report", out / "r.html")  # fmt: skip
+    refused(result, "two outputs would be written to the same path", str(out / "r.html"))
+    assert list(out.iterdir()) == []
