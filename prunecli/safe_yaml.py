@@ -58,6 +58,11 @@ class _Loader(yaml.SafeLoader):
         silently; a config that says two things is refused, naming the line."""
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<:``, YAML 1.1's alias helper
+                raise yaml.constructor.ConstructorError(
+                    None, None, "merge keys (<<) are not allowed in a prunecli config",
+                    key_node.start_mark,
+                )  # fmt: skip
             key = self.construct_object(key_node, deep=True)
             if isinstance(key, str | int | float | bool) and key in seen:
                 raise yaml.constructor.ConstructorError(

@@ -26,8 +26,18 @@ from prunecli import config
             "prune:\n  sparsity: 0.5\n  sparsity: 0.9\n",
             ":3:3: YAML syntax error: key 'sparsity' appears",
         ),
+        ("prune:\n  <<: {sparsity: 0.6}\n", ":2:3: YAML syntax error: merge keys (<<) are not"),
     ],
-    ids=["bool-as-int", "quoted-int", "int-as-bool", "quoted-float", "nan", "block-key", "dup-key"],
+    ids=[
+        "bool-as-int",
+        "quoted-int",
+        "int-as-bool",
+        "quoted-float",
+        "nan",
+        "block-key",
+        "dup-key",
+        "merge-key",
+    ],  # fmt: skip
 )
 def test_wrong_types_and_repeats_are_refused(cli, tmp_path, text, needle):
     path = write_config(tmp_path / "cfg.yaml", text)
