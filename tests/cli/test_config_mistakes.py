@@ -37,7 +37,7 @@ from prunecli import config
         "block-key",
         "dup-key",
         "merge-key",
-    ],  # fmt: skip
+    ],
 )
 def test_wrong_types_and_repeats_are_refused(cli, tmp_path, text, needle):
     path = write_config(tmp_path / "cfg.yaml", text)
