@@ -38,6 +38,7 @@ bench: $(STAMP)  ## every benchmark: prints tables, writes benchmarks/results/*.
 	$(BIN)/python benchmarks/real_models.py
 	$(BIN)/python benchmarks/structured.py
 	$(BIN)/python benchmarks/latency_floor.py
+	$(BIN)/python benchmarks/applications_channels.py --published
 
 sample: $(STAMP)  ## rebuild sample_models/ from scikit-learn's bundled digits
 	$(BIN)/python sample_models/make_sample.py

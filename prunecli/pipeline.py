@@ -35,7 +35,7 @@ from prunecli.formats.base import InputFormat
 from prunecli.progress import Reporter
 from prunecli.pruning import coverage, selection
 from prunecli.pruning.pruner import Pruner
-from prunecli.reporting import evaluate, latency, measure, report, sizes
+from prunecli.reporting import evaluate, flops, latency, measure, report, sizes
 from prunecli.structured import stage as structured
 from prunecli.training import checkpoints, distribute, finetune, frozen, guards, labels
 
@@ -197,12 +197,14 @@ def _stages(request: Request, reporter: Reporter, job: distribute.Job) -> dict[s
         before = _measure_input(loaded, prepared, paths, cfg)
     with clock("evaluate_s"):
         before.stats = _figures(loaded.model, prepared)
+    _warn(reporter, prepared, [n for n in [flops.null_note(loaded.model, before.stats)] if n])
     with clock("finetune_s"):  # the unpruned model's outputs, when distilling
         teacher = _teacher(loaded.model, prepared.splits, prepared.task, cfg)
     with clock("prune_s"):
         pruner = _pruner(loaded.model, prepared, cfg)
         _warn_schedule(reporter, prepared, cfg)
         updates = _prune(pruner, cfg)
+        _warn(reporter, prepared, structured.warnings(pruner))
         _rebuilt(pruner, loaded, prepared)  # channel, one_shot: the narrower model now
     losses = figures.LossHistory()  # the loss plot's points
     with clock("finetune_s"):
@@ -339,6 +341,13 @@ def _pruner(model: Any, prepared: Prepared, cfg: Config) -> Any:
 def _rebuilt(pruner: Any, loaded: Loaded, prepared: Prepared) -> None:
     """Swap in the narrower model once a channel pruner's masks are final (no-op else)."""
     loaded.model, prepared.layers = structured.rebuilt(pruner, loaded.model, prepared.layers)
+
+
+def _warn(reporter: Reporter, prepared: Prepared, notes: list[str]) -> None:
+    """Say each note on the console and keep it in the report's warnings."""
+    for note in notes:
+        prepared.warnings.append(note)
+        reporter.say("warning", f"warning: {note}")
 
 
 def _warn_schedule(reporter: Reporter, prepared: Prepared, cfg: Config) -> None:

@@ -812,6 +812,48 @@ def ops_nodes() -> Any:
     return keras.Model(inputs, layers.Dense(3, name="out")(x), name="ops_nodes")
 
 
+def layer_scale(width: int, name: str) -> Any:
+    """keras.applications' ConvNeXt ``LayerScale`` (``x * gamma``, one gamma per channel),
+    the class a saved ConvNeXt reloads into, deserialised as ``load_model`` does."""
+    import keras
+
+    return keras.saving.deserialize_keras_object(
+        {
+            "module": "keras.src.applications.convnext",
+            "class_name": "LayerScale",
+            "config": {"name": name, "init_values": 0.5, "projection_dim": width},
+            "registered_name": "LayerScale",
+        }
+    )
+
+
+def convnext() -> Any:
+    """ConvNeXt's pattern, small: a depthwise conv written as ``Conv2D(groups=C)``, then
+    a norm, an inverted Dense bottleneck, LayerScale and the residual Add; the stage's
+    downsampling a nested Sequential (norm, strided conv) that saves its InputLayer, as
+    keras.applications has. BatchNorm stands in for ConvNeXt's LayerNorm: a LayerNorm over
+    fewer channels is the documented approximation, which no equality test can check."""
+    import keras
+
+    layers = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    stem = layers.Conv2D(16, 2, strides=2, name="stem")(inputs)
+    x = layers.Conv2D(16, 3, padding="same", groups=16, name="dw")(stem)
+    x = layers.Dense(32, name="pw1")(layers.BatchNormalization(name="ln")(x))
+    x = layers.Dense(16, name="pw2")(layers.Activation("gelu", name="gelu")(x))
+    x = layers.Add(name="res")([stem, layer_scale(16, "scale")(x)])
+    down = keras.Sequential(
+        [
+            keras.Input((4, 4, 16)),
+            layers.BatchNormalization(name="down_ln"),
+            layers.Conv2D(24, 2, strides=2, name="down_conv"),
+        ],
+        name="down",
+    )
+    pooled = layers.GlobalAveragePooling2D(name="gap")(down(x))
+    return keras.Model(inputs, layers.Dense(3, name="out")(pooled), name="convnext")
+
+
 def mobilenet() -> Any:
     import keras
 
@@ -836,6 +878,7 @@ STRUCTURED_BUILDERS: dict[str, Callable[[], Any]] = {
     "mixed": mixed,
     "channelwise": channelwise,
     "ops_nodes": ops_nodes,
+    "convnext": convnext,
     "mobilenet": mobilenet,
     "resnet50": resnet50,
 }
@@ -961,7 +1004,8 @@ def independent_macs(model) -> int:
         c_in, out = ins[0].shape[-1], layer.output.shape
         positions = math.prod(out[1:-1])
         if kind == "Conv2D":
-            total += positions * math.prod(config["kernel_size"]) * c_in * config["filters"]
+            per_group = c_in // config.get("groups", 1)  # a grouped conv reads C/groups each
+            total += positions * math.prod(config["kernel_size"]) * per_group * config["filters"]
         elif kind == "DepthwiseConv2D":
             total += (
                 positions * math.prod(config["kernel_size"]) * c_in * config["depth_multiplier"]

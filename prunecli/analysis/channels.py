@@ -87,7 +87,7 @@ def call_macs(layer: Any, shapes: Any, view: Any = None) -> int | None:
     kind = type(layer).__name__
     counter = flops.COUNTERS.get(kind)
     if counter is None:
-        return 0 if not layer.weights or kind in flops.NO_MACS else None
+        return 0 if not getattr(layer, "weights", None) or kind in flops.NO_MACS else None
     ins, outs = shapes
     if any(d is None for shape in ins + outs for d in shape[1:]):
         return None
@@ -125,7 +125,7 @@ class GroupMasker:
         self.variables = {
             v.path: v
             for use in self.graph.uses.values()
-            for v, ok in zip(use.layer.weights, rebuild.maskable(use), strict=True)
+            for v, ok in zip(use.weights, rebuild.maskable(use), strict=True)
             if ok
         }
         self.originals = {key: np.array(v, copy=True) for key, v in self.variables.items()}
@@ -190,9 +190,7 @@ class GroupMasker:
         masked: set[str] = set()
         for path in self._changed_uses():
             use = self.graph.uses[path]
-            for variable, mask in zip(
-                use.layer.weights, rebuild.masks(self.plan, use), strict=True
-            ):
+            for variable, mask in zip(use.weights, rebuild.masks(self.plan, use), strict=True):
                 if mask is not None and variable.path in self.variables:
                     variable.assign(self.originals[variable.path] * mask)
                     masked.add(variable.path)
@@ -241,7 +239,7 @@ class GroupMasker:
         for path in self.touching[group.id]:
             use = self.graph.uses[path]
             shapes = rebuild.sliced_shapes(empty, use)
-            for variable, shape in zip(use.layer.weights, shapes, strict=True):
+            for variable, shape in zip(use.weights, shapes, strict=True):
                 if tuple(variable.shape) != shape and variable.path in self.originals:
                     found.add(variable.path)
         return found
@@ -273,7 +271,7 @@ class GroupMasker:
         for path in paths:
             use = self.graph.uses[path]
             for variable, shape in zip(
-                use.layer.weights, rebuild.sliced_shapes(self.plan, use), strict=True
+                use.weights, rebuild.sliced_shapes(self.plan, use), strict=True
             ):
                 params += int(np.prod(variable.shape)) - int(np.prod(shape))
         if any(m is None for m in self.base_macs):

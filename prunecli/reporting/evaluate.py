@@ -65,6 +65,7 @@ def infer_task(
         activation = InputFormat().output_activation(model)
     from_logits = activation not in ("softmax", "sigmoid")
     y = labels.y
+    _check_one_row_per_sample(shape, y, where)
     if _distributions(y, units):
         return Task("categorical", from_logits)
     _check_label_columns(shape, y, where)
@@ -100,6 +101,18 @@ def _check_label_columns(shape: Any, y: np.ndarray, where: str) -> None:
         raise DataError(
             f"{where}labels have {y.shape[1]} columns but the model's output has {shape[-1]} "
             "units: give one column per unit (one-hot), or one class id per sample"
+        )
+
+
+def _check_one_row_per_sample(shape: Any, y: np.ndarray, where: str) -> None:
+    """DataError when the labels are one value per sample but the output is more than one
+    row per sample: a backbone's feature map (``include_top=False``, output
+    ``(None, 1, 1, 1280)``) fed class ids would otherwise fail inside the loss."""
+    if y.ndim == 1 and isinstance(shape, tuple) and len(shape) > 2:
+        raise DataError(
+            f"{where}one label per sample, but the model's output is {shape}, not one row "
+            "per sample (a model without its classifier top, such as keras.applications "
+            "with include_top=False?): add a head, or give labels of the output's shape"
         )
 
 

@@ -92,6 +92,7 @@ NO_MACS = frozenset(
         "Embedding",
         "PReLU",
         "Rescaling",
+        "LayerScale",  # ConvNeXt's x * gamma, one multiply per element like PReLU
     ]
 )
 
@@ -100,22 +101,58 @@ def count(model: Any) -> int | None:
     """MACs of ``model`` at batch 1, over every call in its layer graph (a shared layer
     counts once per call; nested models included); None when the graph is unknown (a
     subclassed model), a counted layer has a variable-size axis, or a layer with weights
-    has no counter (``NO_MACS``)."""
+    has no counter (``NO_MACS``): ``measured`` says which."""
+    return measured(model)[0]
+
+
+def measured(model: Any) -> tuple[int | None, str | None]:
+    """``(MACs, None)``, or ``(None, why not)``: ``(None, "conv has an axis of variable
+    size (None, None, None, 3)")`` for keras.applications built without ``input_shape``."""
     from prunecli.structured import graph
 
     try:
         calls = graph.build(model).calls
     except ConfigError:
-        return None
+        return None, "a subclassed model has no layer graph to count"
     total = 0
-    for _, layer, (ins, outs) in calls:
-        counter = COUNTERS.get(type(layer).__name__)
+    for path, layer, (ins, outs) in calls:
+        kind = type(layer).__name__
+        counter = COUNTERS.get(kind)
         weighted = bool(getattr(layer, "weights", None))  # a keras.ops node has none
-        if counter is None and weighted and type(layer).__name__ not in NO_MACS:
-            return None
+        if counter is None and weighted and kind not in NO_MACS:
+            return None, f"{path} ({kind}) has weights but no MAC count"
         if counter is None:
             continue
-        if any(d is None for shape in ins + outs for d in shape[1:]):
-            return None
+        shape = next((s for s in ins + outs if any(d is None for d in s[1:])), None)
+        if shape is not None:
+            return None, f"{path} has an axis of variable size {shape}"
         total += counter(layer, (list(ins), list(outs)))
-    return int(total)
+    return int(total), None
+
+
+def null_note(model: Any, stats: dict[str, Any]) -> str | None:
+    """The report's warning when ``flops`` or ``latency_ms`` is null for a reason the
+    user can fix (an image input of variable size, a layer without a MAC count); None when
+    both were measured, or when the reason is not one to fix (a SavedModel signature, a
+    failed timing run, a text model's variable sequence length)."""
+    from prunecli.formats import savedmodel
+
+    missing = [key for key in ("flops", "latency_ms") if stats.get(key) is None]
+    if not missing or savedmodel.signature_layer(model) is not None:
+        return None
+    try:
+        shapes = [tuple(t.shape) for t in model.inputs]
+    except (AttributeError, ValueError, TypeError):
+        return None
+    images = [s for s in shapes if len(s) >= 4]  # (batch, height, width, channels)
+    variable = next((s for s in images if any(d is None for d in s[1:])), None)
+    if any(d is None for s in shapes for d in s[1:]) and variable is None:
+        return None  # a sequence of variable length: its cost depends on the input
+    if variable is not None:
+        return (
+            f"{' and '.join(missing)} {'are' if len(missing) > 1 else 'is'} null: the "
+            f"model's input {variable} has a variable size; save it with a fixed one "
+            "(keras.applications: input_shape=(224, 224, 3)) to have them"
+        )
+    reason = measured(model)[1] if "flops" in missing else None
+    return f"flops is null: {reason}" if reason else None

@@ -129,7 +129,8 @@ RULES: dict[str, str] = {
     **dict.fromkeys(_PASS.split(), "passthrough"),
     **dict.fromkeys(("BatchNormalization", "LayerNormalization"), "norm"),
     # one weight per channel, each channel computed on its own: its entries are sliced
-    **dict.fromkeys(("PReLU", "GroupNormalization"), "channelwise"),
+    # (ConvNeXt's LayerScale: x * gamma, one gamma per channel)
+    **dict.fromkeys(("PReLU", "GroupNormalization", "LayerScale"), "channelwise"),
     **dict.fromkeys(("DepthwiseConv1D", "DepthwiseConv2D"), "depthwise"),
     **dict.fromkeys(("Dense", "Conv1D", "Conv2D", "Conv3D"), "producer"),
     **dict.fromkeys(("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"), "producer"),
@@ -156,6 +157,10 @@ class Graph:
         self.touched: dict[int, list[str]] = {}  # source -> member layer paths
         # every leaf call in the model's graph, shared layers once per call (for FLOPs)
         self.calls: list[tuple[str, Any, tuple[Any, Any]]] = []
+        # a nested model's InputLayer path -> (its shape, the channels fed to it): its
+        # batch_shape must narrow with them (``keras.Sequential`` saves an InputLayer)
+        self.inner_inputs: dict[str, tuple[tuple[Any, ...], Channels]] = {}
+        self.output_layers: set[str] = set()  # the layers that make the model's outputs
 
     # -- union-find over sources -------------------------------------------------------
     def new_source(
@@ -226,6 +231,7 @@ def build(model: Any, heads: bool = True) -> Graph:
     outputs = _trace(graph, model, channels, prefix="")
     for channel in outputs:
         graph.freeze(channel, "model output (its width is the model's contract)")
+        graph.output_layers |= {graph.sources[s.source].path for s in channel.segments}
     return graph
 
 
@@ -288,14 +294,18 @@ def _call(
     """Apply ``layer``'s rule (nested models are traced inline)."""
     path = f"{prefix}{layer.name}"
     if _has_graph(layer):  # a nested model: traced inline
-        inner = dict(zip((id(t) for t in inputs_of(layer)), ins, strict=True))
+        tensors = inputs_of(layer)
+        for tensor, channel in zip(tensors, ins, strict=True):
+            entry = f"{path}/{compat.producer(tensor)[0].name}"
+            graph.inner_inputs[entry] = (tuple(tensor.shape), channel)
+        inner = dict(zip((id(t) for t in tensors), ins, strict=True))
         return _trace(graph, layer, inner, prefix=f"{path}/")
     shapes = (
         tuple(tuple(t.shape) for t in compat.node_inputs(layer, node)),
         tuple(tuple(t.shape) for t in outs),
     )
     kind = type(layer).__name__
-    rule = RULES.get(kind)
+    rule = _rule_of(layer, kind, shapes[0][0] if shapes[0] else ())
     graph.calls.append((path, layer, shapes))
     problem = _unsupported(layer, kind, rule, shapes[0][0] if shapes[0] else ())
     use = Use(path, layer, rule or "frozen", node, tuple(ins), shapes=shapes)
@@ -308,6 +318,20 @@ def _call(
     if problem is not None:
         return _frozen(graph, use, outs, problem)
     return getattr(_Rules, rule)(graph, use, outs)
+
+
+def _rule_of(layer: Any, kind: str, shape: tuple[Any, ...]) -> str | None:
+    """The layer's rule; a convolution with ``groups`` equal to its input and output
+    channels is a depthwise one (ConvNeXt writes its 7x7 depthwise conv as
+    ``Conv2D(96, groups=96)``): channel k is made from channel k alone, so it passes
+    channels through like ``DepthwiseConv2D``."""
+    rule = RULES.get(kind)
+    if rule == "producer" and kind.startswith("Conv") and not kind.endswith("Transpose"):
+        config = layer.get_config()
+        groups = config.get("groups", 1)
+        if groups > 1 and shape and groups == shape[-1] == config.get("filters"):
+            return "depthwise"
+    return rule
 
 
 def _unsupported(layer: Any, kind: str, rule: str | None, shape: tuple[Any, ...]) -> str | None:
@@ -332,6 +356,8 @@ def _unsupported(layer: Any, kind: str, rule: str | None, shape: tuple[Any, ...]
             f"{kind} with groups={config.get('groups')} normalises channels together "
             "(only groups equal to the channels, or -1, is one channel per group)"
         )
+    if kind == "LayerScale" and not _layer_scale(layer, config, shape):
+        return f"{kind} other than ConvNeXt's (projection_dim and one gamma per channel)"
     if rule == "producer" and config.get("groups", 1) != 1:
         return f"{kind} with groups={config['groups']} mixes channels by group"
     if rule in ("depthwise", "separable") and config.get("depth_multiplier", 1) != 1:
@@ -339,6 +365,14 @@ def _unsupported(layer: Any, kind: str, rule: str | None, shape: tuple[Any, ...]
     if rule == "mha" and config.get("use_gate"):
         return f"{kind} with use_gate has no head rule yet"
     return None
+
+
+def _layer_scale(layer: Any, config: dict[str, Any], shape: tuple[Any, ...]) -> bool:
+    """keras.applications ConvNeXt's LayerScale (matched by name, so checked): its
+    ``projection_dim`` is the channels and its one weight a gamma of that length."""
+    width = shape[-1] if shape else None
+    weights = [tuple(w.shape) for w in layer.weights]
+    return config.get("projection_dim") == width and weights == [(width,)]
 
 
 def _per_channel(config: dict[str, Any], shape: tuple[Any, ...]) -> bool:
@@ -405,7 +439,14 @@ class _Rules:
             for c in wide
         )
         if not aligned:
-            return _frozen(graph, use, outs, "its inputs' channels do not line up one to one")
+            split = " vs ".join("+".join(str(s.width) for s in c.segments) for c in wide)
+            return _frozen(
+                graph,
+                use,
+                outs,
+                f"its inputs' channels do not line up one to one ({split} channels from "
+                "different layers)",
+            )
         for channel in wide[1:]:
             for mine, theirs in zip(channel.segments, first.segments, strict=True):
                 graph.union(mine.source, theirs.source)

@@ -29,6 +29,8 @@ _DENSE = {"kernel": {0: "in", 1: "out"}, "bias": {0: "out"}}
 _CONV = {"kernel": {-2: "in", -1: "out"}, "bias": {0: "out"}}
 _CONV_T = {"kernel": {-1: "in", -2: "out"}, "bias": {0: "out"}}
 _DEPTHWISE = {"kernel": {-2: "in"}, "bias": {0: "in"}}
+# a Conv with groups = channels (a depthwise conv): kernel (kh, kw, 1, C), channel k -> k
+_GROUPED_DEPTHWISE = {"kernel": {-1: "in"}, "bias": {0: "in"}}
 _NORM = {name: {0: "in"} for name in ("gamma", "beta", "moving_mean", "moving_variance")}
 _SEPARABLE = {
     "depthwise_kernel": {-2: "in"},
@@ -56,6 +58,7 @@ _AXES: dict[str, dict[str, dict[int, str]]] = {
     "MultiHeadAttention": _MHA,
     "PReLU": {"alpha": {-1: "in"}},  # alpha (..., C), or (..., 1) shared over channels
     "GroupNormalization": {name: {0: "in"} for name in ("gamma", "beta")},
+    "LayerScale": {"*": {0: "in"}},  # its one weight is unnamed ("variable") in Keras 3.15
 }
 # Rules whose weights are never masked: their channel is cut off where it is read (masking
 # BatchNorm's variance would divide by zero; a zero input stays zero through PReLU).
@@ -86,6 +89,10 @@ def config_edits(plan: Plan, use: Use) -> dict[str, Any]:
         edits[_WIDTH_KEY.get(kind, "filters")] = len(roles["out"])
     if use.rule == "channelwise" and kind == "GroupNormalization":  # one group per channel
         edits["groups"] = len(roles["in"])
+    if use.rule == "channelwise" and kind == "LayerScale":
+        edits["projection_dim"] = len(roles["in"])
+    if _grouped_depthwise(use):  # Conv2D(C, groups=C)
+        edits["filters"] = edits["groups"] = len(roles["in"])
     if use.rule == "mha":
         edits["num_heads"] = len(roles["heads"])
         if len(roles["out"]) != use.shapes[1][0][-1] or len(roles["query"]) != use.shapes[0][0][-1]:
@@ -100,12 +107,11 @@ def config_edits(plan: Plan, use: Use) -> dict[str, Any]:
 
 def slice_weights(plan: Plan, use: Use) -> list[np.ndarray]:
     """The layer's weights, in ``layer.weights`` order, with removed positions dropped."""
-    table = _AXES.get(type(use.layer).__name__, {}) if use.rule != "frozen" else {}
     roles = keep_indices(plan, use)
     sliced = []
     for variable in use.weights:
         values = np.asarray(variable)
-        axes = next((a for name, a in table.items() if _named(variable, name)), {})
+        axes = _axes(use, variable)
         for axis, role in axes.items():
             if values.shape[axis] > 1:  # size 1: broadcast over the channels, kept as is
                 values = np.take(values, roles[role], axis=axis)
@@ -117,12 +123,11 @@ def sliced_shapes(plan: Plan, use: Use) -> list[tuple[int, ...]]:
     """The shapes ``slice_weights`` gives, without copying any weight (parameter and MAC
     counts of a plan). Example: a Conv2D kernel (3, 3, 8, 16) whose output group keeps 4
     -> (3, 3, 8, 4)."""
-    table = _AXES.get(type(use.layer).__name__, {}) if use.rule != "frozen" else {}
     roles = keep_indices(plan, use)
     shapes = []
     for variable in use.weights:
         shape = list(variable.shape)
-        axes = next((a for name, a in table.items() if _named(variable, name)), {})
+        axes = _axes(use, variable)
         for axis, role in axes.items():
             if shape[axis] > 1:  # size 1: broadcast over the channels (as slice_weights)
                 shape[axis] = len(roles[role])
@@ -130,9 +135,29 @@ def sliced_shapes(plan: Plan, use: Use) -> list[tuple[int, ...]]:
     return shapes
 
 
+def _table(use: Use) -> dict[str, dict[int, str]]:
+    """Weight name -> {axis: role} for one layer call (empty when frozen)."""
+    if use.rule == "frozen":
+        return {}
+    if _grouped_depthwise(use):
+        return _GROUPED_DEPTHWISE
+    return _AXES.get(type(use.layer).__name__, {})
+
+
+def _grouped_depthwise(use: Use) -> bool:
+    """A ``Conv*D`` with ``groups`` = channels, which the graph follows as depthwise."""
+    return use.rule == "depthwise" and type(use.layer).__name__ in ("Conv1D", "Conv2D", "Conv3D")
+
+
+def _axes(use: Use, variable: Any) -> dict[int, str]:
+    """{axis: role} of one of the layer's weights ({} for a weight no channel reaches)."""
+    return next((a for name, a in _table(use).items() if _named(variable, name)), {})
+
+
 def _named(variable: Any, name: str) -> bool:
+    """Whether the variable's path ends in ``name`` (``*``: any variable)."""
     parts = variable.path.split("/")
-    return "/".join(parts[-len(name.split("/")) :]) == name
+    return name == "*" or "/".join(parts[-len(name.split("/")) :]) == name
 
 
 _LAYER_GRAPH_CONFIGS = ("Functional.get_config", "Sequential.get_config")
@@ -164,6 +189,7 @@ def rebuild(model: Any, plan: Plan) -> Any:
     edits = {
         path: found for path, use in plan.graph.uses.items() if (found := config_edits(plan, use))
     }
+    edits.update(_inner_input_edits(plan))
     import keras
 
     serialized = keras.saving.serialize_keras_object(model)
@@ -183,6 +209,18 @@ def rebuild(model: Any, plan: Plan) -> Any:
     if getattr(model, "compiled", False):
         _compile_like(rebuilt, model)
     return rebuilt
+
+
+def _inner_input_edits(plan: Plan) -> dict[str, dict[str, Any]]:
+    """The ``batch_shape`` of each nested model's InputLayer whose channels narrow: a
+    ConvNeXt downsampling ``Sequential`` fed 96 channels of which 48 survive is rebuilt
+    with ``batch_shape (None, 8, 8, 48)``, else it refuses its narrower input."""
+    found = {}
+    for path, (shape, channels) in plan.graph.inner_inputs.items():
+        kept = len(channels.positions(plan.kept_of))
+        if kept != shape[-1]:
+            found[path] = {"batch_shape": [*shape[:-1], kept]}
+    return found
 
 
 def _compile_like(rebuilt: Any, model: Any) -> None:
@@ -219,24 +257,19 @@ def maskable(use: Use) -> list[bool]:
     """Per weight of the layer: does it read or make channels that a plan may remove?
     Normalisation and depthwise weights never are: their channel is cut off where it is
     read (masking BatchNorm's variance would divide by zero)."""
-    table = _AXES.get(type(use.layer).__name__, {})
-    return [
-        use.rule not in _UNMASKED and any(_named(variable, name) for name in table)
-        for variable in use.weights
-    ]
+    return [use.rule not in _UNMASKED and bool(_axes(use, variable)) for variable in use.weights]
 
 
 def masks(plan: Plan, use: Use) -> list[np.ndarray | None]:
     """Per weight of the layer: a 0/1 mask of its shape zeroing removed channels on the
     axes that read or make them, or None when nothing of it is removed. Normalisation and
     depthwise weights are never masked: their channel is cut off where it is read."""
-    table = _AXES.get(type(use.layer).__name__, {})
     if use.rule in _UNMASKED:
         return [None] * len(use.weights)
     roles = keep_indices(plan, use)
     found: list[np.ndarray | None] = []
     for variable in use.weights:
-        axes = next((a for name, a in table.items() if _named(variable, name)), {})
+        axes = _axes(use, variable)
         shape = tuple(variable.shape)
         mask = np.ones(shape, dtype=np.float32)
         for axis, role in axes.items():

@@ -260,7 +260,9 @@ def test_channel_auto_meets_the_budget_and_removes_more_flops_than_uniform(
     assert f"| stem+branch | {100 * stem:.1f}% | {kept} of 8 |" in markdown
 
 
-@pytest.mark.parametrize("name", ["seq_cnn", "concat", "transformer", "mixed"])
+@pytest.mark.parametrize(
+    "name", ["seq_cnn", "concat", "transformer", "mixed", "convnext", "ops_nodes"]
+)
 def test_zeroing_equals_the_rebuild_for_every_coupling_pattern(name):
     """Every point of a scan (groups, whole model, global) on the structured test models
     (Flatten, Concatenate, depthwise, attention heads, separable and transposed convs,

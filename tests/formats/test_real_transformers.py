@@ -64,7 +64,10 @@ def test_keras_hub_classifiers_are_pruned_through_their_composite_layers(cli, hu
         share = report["after"]["prunable_params"] / report["after"]["params_total"]
         assert report["after"]["prunable_share"] == pytest.approx(share)
         assert report["after"]["sparsity"] == pytest.approx(SPARSITY, abs=1e-3)
-        assert report["warnings"] == []
+        # ViT's patch embedding (a conv inside a keras_hub layer) has no MAC counter yet:
+        # the report says so instead of a silent null
+        uncounted = "flops is null: vi_t_backbone/vit_patching_and_embedding"
+        assert [w for w in report["warnings"] if not w.startswith(uncounted)] == [], name
         kernels = [k for row in report["layers"] for k in row["kernels"]]
         assert any(k.endswith("/query/kernel") for k in kernels), name
         kept = {row["type"]: row["reason"] for row in report["layers"] if not row["pruned"]}

@@ -186,3 +186,28 @@ def test_evaluate_computes_accuracy_and_mean_loss_from_predictions():
     assert accuracy == 0.5  # argmax is class 1 for all; two labels are 1
     # mean of -ln(1/2), -ln(1/2), -ln(1/4), -ln(1/4) = 1.5 ln 2
     assert loss == pytest.approx(1.5 * math.log(2), rel=1e-5)
+
+
+def _feature_map_model():
+    """A backbone without its classifier top (keras.applications' include_top=False):
+    one 2x2x4 feature map per sample, not one row of class scores."""
+    inputs = keras.Input((4, 4, 1))
+    return keras.Model(inputs, keras.layers.Conv2D(4, 3, strides=2, padding="same")(inputs))
+
+
+def test_class_labels_for_a_feature_map_output_are_refused():
+    y = np.array([0, 1, 2, 1])
+    source = data_module.from_arrays(np.zeros((4, 4, 4, 1), dtype=np.float32), y, ())
+    with pytest.raises(DataError, match=r"one label per sample.*\(None, 2, 2, 4\)"):
+        evaluate.infer_task(_feature_map_model(), source, SOURCE)
+
+
+def test_the_cli_refuses_class_labels_for_a_headless_model_with_one_line(cli, tmp_path):
+    """It crashed inside the loss (exit 1): 'Argument output must have rank target.ndim - 1'."""
+    from helpers import refused, write_npz
+
+    path = tmp_path / "backbone.keras"
+    _feature_map_model().save(path)
+    data = write_npz(tmp_path / "d.npz", np.ones((8, 4, 4, 1), np.float32), np.arange(8) % 3)
+    result = cli("prune", path, "--data", data, "-o", tmp_path / "p.keras", "--quiet")
+    refused(result, "one label per sample", "include_top")

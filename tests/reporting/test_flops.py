@@ -12,7 +12,7 @@ from prunecli.structured import graph, rebuild
 
 
 @pytest.mark.parametrize(
-    "name", ["seq_cnn", "residual", "concat", "transformer", "ops_nodes", "mobilenet"]
+    "name", ["seq_cnn", "residual", "concat", "transformer", "ops_nodes", "convnext", "mobilenet"]
 )
 def test_flops_match_an_independent_count_of_the_saved_rebuilt_model(name, tmp_path):
     import keras
@@ -63,3 +63,57 @@ def test_unknown_sizes_give_none():
     model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
     assert flops.count(model) is None
     assert np.isfinite(flops.count(STRUCTURED_BUILDERS["seq_cnn"]()))
+
+
+def test_why_flops_are_unknown_names_the_layer_and_the_cause():
+    import keras
+
+    inputs = keras.Input((None, None, 3))  # keras.applications without input_shape
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="conv")(inputs))
+    expected = "conv has an axis of variable size (None, None, None, 3)"
+    assert flops.measured(model) == (None, expected)
+
+    class Scale(keras.layers.Layer):
+        def build(self, shape):
+            self.w = self.add_weight(shape=(shape[-1],), name="w")
+
+        def call(self, x):
+            return x * self.w
+
+    inputs = keras.Input((4,))
+    custom = keras.Model(inputs, Scale(name="scale")(inputs))
+    assert flops.measured(custom) == (None, "scale (Scale) has weights but no MAC count")
+    assert flops.measured(STRUCTURED_BUILDERS["seq_cnn"]())[1] is None
+
+
+def test_a_run_on_a_model_of_variable_input_size_says_why_flops_and_latency_are_null(cli, tmp_path):
+    """MobileNetV3Small(weights=None) has input (None, None, None, 3): both were null in
+    the report with no word why."""
+    import json
+
+    import keras
+    from helpers import write_npz
+
+    inputs = keras.Input((None, None, 2))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, name="conv")(inputs))
+    path = tmp_path / "m.keras"
+    keras.Model(inputs, keras.layers.Dense(3, name="out")(pooled)).save(path)
+    data = write_npz(tmp_path / "d.npz", np.ones((8, 5, 5, 2), np.float32), np.arange(8) % 3)
+    result = cli("prune", path, "--data", data, "-o", tmp_path / "p.keras", "--json", "--quiet",
+                 "--epochs", "0")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["before"]["flops"] is None and report["before"]["latency_ms"] is None
+    (note,) = [w for w in report["warnings"] if "flops" in w]
+    assert note.startswith("flops and latency_ms are null: the model's input (None, None, None, 2)")
+
+
+def test_a_sequence_of_variable_length_is_no_warning():
+    """A text model's cost depends on its input's length: nothing for the user to fix."""
+    import keras
+
+    inputs = keras.Input((None,), dtype="int32")
+    hidden = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(10, 4)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(hidden))
+    assert flops.null_note(model, {"flops": None, "latency_ms": None}) is None
+    assert flops.null_note(model, {"flops": 5, "latency_ms": 1.0}) is None

@@ -162,3 +162,50 @@ def test_a_keras_hub_task_is_refused_for_channels_with_one_line(cli, tmp_path):
     assert result.exit_code == 2, result.stderr
     assert "keras_hub.BertTextClassifier, whose config holds hyper-parameters" in result.stderr
     assert "Traceback" not in result.stderr and list(out.iterdir()) == []
+
+
+def test_the_report_warns_what_channel_pruning_keeps_whole_or_only_approximates(cli, tmp_path):
+    """A LayerNorm over a prunable group, and a group frozen by a softmax over its channels
+    (not the model's own input or output): both said in the report's warnings."""
+    from helpers import write_npz
+
+    layers = keras.layers
+    inputs = keras.Input((4, 4, 2))
+    x = layers.LayerNormalization(name="ln")(layers.Conv2D(16, 3, padding="same", name="a")(inputs))
+    x = layers.Activation("softmax", name="attend")(layers.Conv2D(16, 1, name="b")(x))
+    outputs = layers.Dense(3, name="out")(layers.GlobalAveragePooling2D(name="gap")(x))
+    path = tmp_path / "m.keras"
+    keras.Model(inputs, outputs).save(path)
+    data = write_npz(tmp_path / "d.npz", np.ones((8, 4, 4, 2), np.float32), np.arange(8) % 3)
+    _, report = _prune(cli, path, data, tmp_path, "--epochs", "0")
+    (kept,) = [w for w in report["warnings"] if "kept whole" in w]
+    assert kept.startswith("1 of 2 channel groups kept whole (16 channels)")
+    assert "Activation(softmax) mixes the channels it normalises over" in kept
+    (norm,) = [w for w in report["warnings"] if "LayerNormalization" in w]
+    assert "ln" in norm and "surviving channels" in norm
+
+
+def test_a_group_excluded_by_prune_layers_is_in_the_warning(cli, make_model, image_data, tmp_path):
+    model = make_model("cnn", ".keras", train=False)
+    _, report = _prune(
+        cli, model, image_data, tmp_path, "--epochs", "0", "--set", "prune.layers.exclude=[conv]"
+    )
+    (kept,) = [w for w in report["warnings"] if "kept whole" in w]
+    assert "conv excluded by prune.layers.exclude 'conv'" in kept
+
+
+def test_a_softmax_that_is_the_models_output_is_not_a_warning():
+    """MobileNetV3 ends in logits -> Activation(softmax): the logits' group is the output's
+    width, kept whole by the model's contract, not a limitation worth a warning."""
+    from prunecli.config import Prune
+    from prunecli.core.schedules import OneShot
+    from prunecli.structured import stage
+    from prunecli.structured.pruner import ChannelPruner
+
+    layers = keras.layers
+    inputs = keras.Input((4, 4, 2))
+    x = layers.GlobalAveragePooling2D()(layers.Conv2D(16, 3, name="a")(inputs))
+    outputs = layers.Activation("softmax", name="predictions")(layers.Dense(3, name="logits")(x))
+    pruner = ChannelPruner(keras.Model(inputs, outputs), Prune(granularity="channel"), OneShot)
+    pruner.update(0)
+    assert stage.warnings(pruner) == []

@@ -195,3 +195,60 @@ def test_a_gradual_schedule_ramps_each_override_by_its_own_schedule():
 
     # 8 channels: s_t = 0.75 (1 - (1 - t/10)^3) -> 0, 1.6, 3.9, 6 of them at t = 0, 1, 3, 10
     assert [removed(step) for step in (0, 1, 3, 10)] == [0, 2, 4, 6]
+
+
+def test_convnext_blocks_couple_through_grouped_depthwise_and_layer_scale():
+    """ConvNeXt's depthwise conv is a ``Conv2D(groups=C)`` and its branch ends in a
+    LayerScale: both pass channels through, so the stem, the block's last Dense and the
+    residual Add are one open group, and the bottleneck Dense its own."""
+    from helpers import convnext
+
+    found = graph.build(convnext()).groups()
+    (stream,) = [g for g in found if "stem" in g.producers]
+    assert stream.producers == ["stem", "pw2"] and not stream.frozen
+    assert {"dw", "ln", "scale", "res", "down/down_ln"} <= set(stream.members)
+    (bottleneck,) = [g for g in found if g.producers == ["pw1"]]
+    assert bottleneck.width == 32 and not bottleneck.frozen
+
+
+def test_an_add_of_one_layer_and_a_concatenation_freezes_saying_how_they_split():
+    """NASNet adds one conv's 44 channels to a concatenation of two 22-channel convs: the
+    graph couples whole sources only, so it freezes them, and the reason says the split."""
+    import keras
+
+    layers = keras.layers
+    inputs = keras.Input((6, 6, 3))
+    whole = layers.Conv2D(16, 1, name="whole")(inputs)
+    halves = layers.Concatenate(name="cat")(
+        [layers.Conv2D(8, 1, name="left")(inputs), layers.Conv2D(8, 1, name="right")(inputs)]
+    )
+    added = layers.Add(name="add")([whole, halves])
+    model = keras.Model(inputs, layers.Dense(2, name="out")(added))
+    found = {p: g for g in graph.build(model).groups() for p in g.producers}
+    for producer in ("whole", "left", "right"):
+        (reason,) = found[producer].frozen
+        assert reason.startswith("read by add: its inputs' channels do not line up one to one")
+        assert "16 vs 8+8" in reason
+
+
+def test_a_user_layer_named_layer_scale_of_another_shape_freezes():
+    """Matched by class name, ConvNeXt's rule applies only to its shape: a user's
+    ``LayerScale`` with a (1, 1, C) gamma is frozen, not sliced (its rebuild would fail)."""
+    import keras
+
+    class LayerScale(keras.layers.Layer):
+        def get_config(self):
+            return super().get_config() | {"projection_dim": 8}
+
+        def build(self, shape):
+            self.gamma = self.add_weight(shape=(1, 1, shape[-1]), name="gamma")
+
+        def call(self, x):
+            return x * self.gamma
+
+    inputs = keras.Input((4, 4, 2))
+    x = LayerScale(name="scale")(keras.layers.Conv2D(8, 1, name="conv")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    (conv,) = [g for g in graph.build(model).groups() if g.producers == ["conv"]]
+    assert conv.frozen == ["read by scale: LayerScale other than ConvNeXt's (projection_dim "
+                           "and one gamma per channel)"]  # fmt: skip

@@ -17,7 +17,16 @@ from prunecli.core.schedules import OneShot
 from prunecli.structured import graph, groups, rebuild
 from prunecli.structured.pruner import ChannelPruner
 
-FAST = ["seq_cnn", "residual", "concat", "transformer", "mixed", "channelwise", "ops_nodes"]
+FAST = [
+    "seq_cnn",
+    "residual",
+    "concat",
+    "transformer",
+    "mixed",
+    "channelwise",
+    "ops_nodes",
+    "convnext",
+]
 ALL = [*FAST, "mobilenet", "resnet50"]
 
 
