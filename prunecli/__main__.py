@@ -1,5 +1,5 @@
 """``python -m prunecli`` is the ``prunecli`` command."""
 
-from prunecli.cli.commands import main
+from prunecli.cli.commands import entry
 
-main()
+entry()

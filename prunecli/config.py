@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    Strict,
     ValidationError,
     field_validator,
     model_validator,
@@ -57,7 +58,15 @@ MAX_LEARNING_RATE = 10.0
 MAX_SEED = 2**32 - 1
 MAX_SIDE = 65_536  # block sides, image sides, feature dimensions
 MAX_FEATURE_VALUES = 2**28  # values in one TFRecord feature
+MAX_PIXELS = 2**26  # pixels in one image, read or resized to (data.image_size)
 QUOTE = 200  # characters of a value an error message repeats
+
+# Numbers and switches are taken as YAML typed them: ``epochs: true`` is not 1 epoch and
+# ``sparsity: "0.5"`` (quoted) is text, so pydantic's lax coercions are off for them.
+# Strict floats still take integers (``learning_rate: 1`` is 1.0).
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
 
 
 class _Section(BaseModel):
@@ -79,7 +88,7 @@ class LayerSelection(_Section):
 
     include: list[str] = [".*"]
     exclude: list[str] = []
-    overrides: dict[str, float] = {}
+    overrides: dict[str, Float] = {}
 
     @field_validator("include", "exclude")
     @classmethod
@@ -109,12 +118,12 @@ class Schedule(_Section):
     """When the masks reach which sparsity; epochs may be fractional."""
 
     type: Literal[catalog.SCHEDULES] = "one_shot"  # type: ignore[valid-type]
-    start_epoch: float = Field(0.0, ge=0, le=MAX_EPOCHS)
-    end_epoch: float = Field(1.0, ge=0, le=MAX_EPOCHS)
-    initial_sparsity: float = Field(0.0, ge=0, lt=1)
-    power: float = Field(3.0, gt=0, le=100)
-    frequency: int = Field(100, ge=1, le=MAX_STEPS)
-    steps: int = Field(3, ge=1, le=MAX_ROUNDS)  # iterative: prune-retrain rounds
+    start_epoch: Float = Field(0.0, ge=0, le=MAX_EPOCHS)
+    end_epoch: Float = Field(1.0, ge=0, le=MAX_EPOCHS)
+    initial_sparsity: Float = Field(0.0, ge=0, lt=1)
+    power: Float = Field(3.0, gt=0, le=100)
+    frequency: Int = Field(100, ge=1, le=MAX_STEPS)
+    steps: Int = Field(3, ge=1, le=MAX_ROUNDS)  # iterative: prune-retrain rounds
 
     @model_validator(mode="after")
     def _ordered(self) -> Schedule:
@@ -129,7 +138,7 @@ class Schedule(_Section):
 class Block(_Section):
     """``{block: [rows, cols]}``: whole blocks over the kernel's last two axes."""
 
-    block: tuple[int, int]
+    block: tuple[Int, Int]
 
     @field_validator("block")
     @classmethod
@@ -146,16 +155,16 @@ class Prune(_Section):
     # "auto": per-layer targets from a sensitivity scan within max_accuracy_drop (analysis)
     sparsity: float | Literal["auto"] = 0.5
     # The --max-accuracy-drop gate in the config; with sparsity auto also the scan's budget.
-    max_accuracy_drop: float | None = Field(None, ge=0, le=1)
+    max_accuracy_drop: Float | None = Field(None, ge=0, le=1)
     # One full prune + fine-tune per target (``--sweep``), plus one combined report.
-    sweep: list[float] | None = None
-    min_layer_density: float = Field(0.02, gt=0, le=1)
+    sweep: list[Float] | None = None
+    min_layer_density: Float = Field(0.02, gt=0, le=1)
     # taylor: batches of training data whose gradients score the weights
-    score_batches: int = Field(16, ge=1, le=MAX_BATCHES)
+    score_batches: Int = Field(16, ge=1, le=MAX_BATCHES)
     layers: LayerSelection = _section()
     schedule: Schedule = _section()
-    round_to: int = Field(8, ge=1)  # channel: kept counts stay multiples of this (1 = off)
-    heads: bool = True  # channel: MultiHeadAttention loses whole heads
+    round_to: Int = Field(8, ge=1)  # channel: kept counts stay multiples of this (1 = off)
+    heads: Bool = True  # channel: MultiHeadAttention loses whole heads
 
     @field_validator("granularity", mode="before")
     @classmethod
@@ -170,7 +179,7 @@ class Prune(_Section):
             try:
                 return Block.model_validate(value)
             except ValidationError as exc:
-                raise ValueError(f"{{block: [rows, cols]}}: {_describe(exc)}") from None
+                raise ValueError(f"{{block: [rows, cols]}}: {_describe(exc, Block)}") from None
         if value == catalog.CHANNEL:
             return value
         parse_granularity(value)  # raises with what is allowed
@@ -184,6 +193,8 @@ class Prune(_Section):
             return value
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"must be a number >= 0 and < 1, or auto, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"input should be a finite number, got {value}")
         if value < 0:
             raise ValueError(f"input should be greater than or equal to 0, got {value}")
         if value >= 1:
@@ -309,30 +320,30 @@ class Distill(_Section):
     """Knowledge distillation from the unpruned input model (Hinton et al. 2015):
     loss = (1 - alpha) * task + alpha * T^2 * KL(teacher || student) at temperature T."""
 
-    alpha: float = Field(0.5, ge=0, le=1)
-    temperature: float = Field(4.0, gt=0, le=1000)
+    alpha: Float = Field(0.5, ge=0, le=1)
+    temperature: Float = Field(4.0, gt=0, le=1000)
 
 
 class Finetune(_Section):
-    epochs: int = Field(2, ge=0, le=MAX_EPOCHS)
-    batch_size: int = Field(32, ge=1, le=MAX_BATCH_SIZE)
-    learning_rate: float = Field(1e-4, gt=0, le=MAX_LEARNING_RATE)
+    epochs: Int = Field(2, ge=0, le=MAX_EPOCHS)
+    batch_size: Int = Field(32, ge=1, le=MAX_BATCH_SIZE)
+    learning_rate: Float = Field(1e-4, gt=0, le=MAX_LEARNING_RATE)
     optimizer: Literal[catalog.OPTIMIZERS] = "adam"  # type: ignore[valid-type]
-    momentum: float = Field(0.0, ge=0, lt=1)
+    momentum: Float = Field(0.0, ge=0, lt=1)
     distill: Distill | None = None
     # Needed when the input model carries no compile config; any Keras loss / metric name.
     loss: str | None = None
     metrics: list[str] = []
     # Batch jobs: distribution, precision, XLA, preemption-safe checkpoints.
     strategy: Literal[catalog.STRATEGIES] = "auto"  # type: ignore[valid-type]
-    mixed_precision: bool = False
-    jit_compile: Literal["auto"] | bool = "auto"
-    steps_per_execution: Literal["auto"] | int = "auto"
+    mixed_precision: Bool = False
+    jit_compile: Literal["auto"] | Bool = "auto"
+    steps_per_execution: Literal["auto"] | Int = "auto"
     checkpoint_dir: Path | None = None
-    checkpoint_steps: int | None = Field(None, ge=1, le=MAX_STEPS)
+    checkpoint_steps: Int | None = Field(None, ge=1, le=MAX_STEPS)
     # Frozen layers (trainable=False) that are pruned: unfreeze them for the fine-tune
     # (they are saved back frozen); false leaves them as pruned, with a warning.
-    train_frozen: bool = False
+    train_frozen: Bool = False
 
     @field_validator("steps_per_execution")
     @classmethod
@@ -347,7 +358,7 @@ class Feature(_Section):
     shape's values; ``string`` holds encoded image bytes (PNG or JPEG) decoded to the shape."""
 
     dtype: Literal["float32", "int64", "string"]
-    shape: list[int] = []
+    shape: list[Int] = []
 
     @field_validator("shape")
     @classmethod
@@ -368,13 +379,13 @@ class TFRecord(_Section):
 class Data(_Section):
     train: Path | None = None
     validation: Path | None = None
-    validation_split: float = Field(0.1, ge=0, lt=1)
-    image_size: tuple[int, int] | None = None
+    validation_split: Float = Field(0.1, ge=0, lt=1)
+    image_size: tuple[Int, Int] | None = None
     color_mode: Literal["grayscale", "rgb", "rgba"] | None = None
     # auto: 1 when the model begins with its own Rescaling/Normalization, else 1/255
-    rescale: Literal["auto"] | float | None = "auto"
+    rescale: Literal["auto"] | Float | None = "auto"
     label_column: str = "label"
-    cache: bool | Path = False  # tf.data cache: true = memory, a path = files there
+    cache: Bool | Path = False  # tf.data cache: true = memory, a path = files there
     tfrecord: TFRecord | None = None
 
     @field_validator("image_size")
@@ -382,19 +393,24 @@ class Data(_Section):
     def _positive_size(cls, size: tuple[int, int] | None) -> tuple[int, int] | None:
         if size is not None and (min(size) < 1 or max(size) > MAX_SIDE):
             raise ValueError(f"both sides must be from 1 to {MAX_SIDE}, got {list(size)}")
+        if size is not None and size[0] * size[1] > MAX_PIXELS:  # each image is resized to it
+            raise ValueError(
+                f"{size[0]} x {size[1]} is more than {MAX_PIXELS:,} pixels per image, "
+                f"got {list(size)}"
+            )
         return size
 
 
 class TFLite(_Section):
-    sparse: bool = True  # tf.lite.Optimize.EXPERIMENTAL_SPARSITY: pruned weights stored sparse
+    sparse: Bool = True  # tf.lite.Optimize.EXPERIMENTAL_SPARSITY: pruned weights stored sparse
     quantize: Literal["none", "dynamic", "float16", "int8"] = "none"
 
 
 class Analyze(_Section):
     """``prunecli analyze`` (and ``prune.sparsity: auto``): the sensitivity scan."""
 
-    levels: list[float] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
-    samples: int | None = Field(None, ge=1)  # validation samples evaluated; None: all
+    levels: list[Float] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+    samples: Int | None = Field(None, ge=1)  # validation samples evaluated; None: all
 
     @field_validator("levels")
     @classmethod
@@ -405,7 +421,7 @@ class Analyze(_Section):
 
 class Output(_Section):
     path: Path | None = None
-    html: bool = True  # an HTML report (plots embedded) beside the Markdown one
+    html: Bool = True  # an HTML report (plots embedded) beside the Markdown one
     report: Path | None = None
     export: list[Literal["savedmodel", "tflite", "keras", "h5"]] = []
     tflite: TFLite = _section()
@@ -446,7 +462,7 @@ class Config(_Section):
     """The whole resolved configuration of one run."""
 
     version: Literal[1] = 1
-    seed: int = Field(0, ge=0, le=MAX_SEED)  # numpy and TensorFlow take 32-bit seeds
+    seed: Int = Field(0, ge=0, le=MAX_SEED)  # numpy and TensorFlow take 32-bit seeds
     input: Input = _section()
     prune: Prune = _section()
     finetune: Finetune = _section()
@@ -493,8 +509,25 @@ def load(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
         with _without_pydantic_plugins():
             return Config.model_validate(raw)
     except ValidationError as exc:
-        where = f"{path}: " if path is not None else ""
-        raise ConfigError(where + _describe(exc)) from None
+        raise ConfigError(_origin(exc, path, overrides or {}) + _describe(exc)) from None
+
+
+def _origin(exc: ValidationError, path: Path | None, overrides: dict[str, Any]) -> str:
+    """Where the bad value came from, as the message's prefix: the file, or the command
+    line when ``--set``/a flag wrote the key (or a section holding it), e.g.
+    ``--set prune.foo.bar=1`` -> ``command line: unknown key prune.foo``; both when a
+    section's rule mixes the two (``cfg.yaml + command line: prune: ...``)."""
+    dotted = ".".join(str(part) for part in exc.errors()[0]["loc"])
+    ours = any(dotted == key or dotted.startswith(key + ".") for key in overrides)
+    created = exc.errors()[0]["type"] == "extra_forbidden" and any(
+        key.startswith(dotted + ".") for key in overrides
+    )
+    mixed = any(not dotted or key.startswith(dotted + ".") for key in overrides)
+    if path is None:
+        return ""
+    if ours or created:
+        return "command line: "
+    return f"{path} + command line: " if mixed else f"{path}: "
 
 
 @contextlib.contextmanager
@@ -517,14 +550,14 @@ def _without_pydantic_plugins() -> Iterator[None]:
 def parse_set(assignment: str) -> tuple[str, Any]:
     """``"prune.sparsity=0.9"`` -> ``("prune.sparsity", 0.9)``: the value is parsed as YAML."""
     key, sep, text = assignment.partition("=")
-    if not sep or not key.strip():
+    if not sep or not all(part.strip() for part in key.split(".")):
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. prune.sparsity=0.9")
     try:
         value = safe_yaml.load(text) if text.strip() else None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"--set {assignment!r}: value is not valid YAML ({problem})") from None
-    return key.strip(), value
+    return ".".join(part.strip() for part in key.split(".")), value
 
 
 def dump(config: Config) -> str:
@@ -567,6 +600,16 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+def _absolute(value: Path, base: Path) -> Path:
+    """``value`` made absolute against ``base``, its folders resolved but never its last
+    component: ``out/p.keras`` that is a symlink stays ``/cwd/out/p.keras``, so the output
+    checks see (and refuse) the link instead of the file it points at."""
+    path = value if value.is_absolute() else base / value
+    if path.name in ("", ".", ".."):
+        return path.resolve()
+    return path.parent.resolve() / path.name
+
+
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     """Make every relative path value absolute against ``base`` (in place)."""
     for dotted in PATH_KEYS:
@@ -574,19 +617,20 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         node = raw.get(section)
         if isinstance(node, dict) and isinstance(node.get(key), str):
             value = Path(node[key]).expanduser()
-            resolved = str(value if value.is_absolute() else (base / value).resolve())
+            resolved = str(value if value.is_absolute() else _absolute(value, base))
             # keep a trailing separator: output.path ``name/`` means a SavedModel folder
             trailing = os.sep if node[key].endswith(("/", os.sep)) and resolved != os.sep else ""
             node[key] = resolved.rstrip("/" + os.sep) + trailing if trailing else resolved
 
 
-def _describe(exc: ValidationError) -> str:
-    """One line for the first error pydantic found (the user fixes one thing at a time)."""
+def _describe(exc: ValidationError, root: type[BaseModel] | None = None) -> str:
+    """One line for the first error pydantic found (the user fixes one thing at a time);
+    ``root``: the model that was validated (Config unless a field validates its own)."""
     error = exc.errors()[0]
     loc = [str(part) for part in error["loc"]]
     dotted = ".".join(loc)
     if error["type"] == "extra_forbidden":
-        valid = _fields_at(loc[:-1])
+        valid = _fields_at(loc[:-1], root or Config)
         import difflib  # only for a misspelt key: not on every start-up
 
         close = difflib.get_close_matches(loc[-1], valid, n=1)
@@ -616,9 +660,8 @@ def quote(text: str) -> str:
     return f"{flat[:QUOTE]}... ({len(text):,} characters)"
 
 
-def _fields_at(loc: list[str]) -> list[str]:
-    """The valid keys of the section at ``loc`` (for "did you mean" suggestions)."""
-    model: type[BaseModel] = Config
+def _fields_at(loc: list[str], model: type[BaseModel]) -> list[str]:
+    """The valid keys of the section at ``loc`` below ``model`` (for "did you mean")."""
     for part in loc:
         annotation = model.model_fields[part].annotation if part in model.model_fields else None
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):

@@ -15,9 +15,12 @@ No TensorFlow here: ``cli`` installs the handlers before TensorFlow is imported.
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -44,12 +47,25 @@ def installed() -> Iterator[None]:
     for signum, handler in previous.items():
         if handler is not signal.SIG_IGN:
             signal.signal(signum, _handle)
+    hook = sys.unraisablehook
+    sys.unraisablehook = functools.partial(_unraisable, hook)
     try:
         yield
     finally:
+        sys.unraisablehook = hook
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         _state.requested = _state.deferring = False
+
+
+def _unraisable(hook: Callable[[Any], Any], unraisable: Any) -> None:
+    """A signal that lands in a ``__del__`` (TensorFlow frees C++ handles in them) raises
+    where Python can only print "Exception ignored in ..." and a traceback. That
+    interrupt is already recorded (``check`` raises it again): drop the print. Anything
+    else goes to the hook that was there before."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _state.requested:
+        return
+    hook(unraisable)
 
 
 def check() -> None:

@@ -30,7 +30,7 @@ from prunecli.config import Config
 from prunecli.core import catalog, schedule_coverage, schedules
 from prunecli.data import inputs, preprocessing
 from prunecli.errors import ConfigError
-from prunecli.formats import compiling, exporting, model_io, staging
+from prunecli.formats import compiling, exporting, model_io, safety, staging
 from prunecli.formats.base import InputFormat
 from prunecli.progress import Reporter
 from prunecli.pruning import coverage, selection
@@ -119,7 +119,7 @@ def preflight(request: Request) -> Targets:
         inputs=staging.run_inputs(request.model, request.config, request.config_file),
         force=request.force,
     )  # fmt: skip
-    hooks.preflight(request.config, paths.markdown, request.force, request.model)
+    hooks.preflight(request.config, paths.markdown, request.force, request.model, paths.report)
     _check_data_needs(request)
     if request.config.finetune.epochs > 0:
         checkpoints.preflight(
@@ -250,6 +250,7 @@ def _load(request: Request) -> Loaded:
     model, source = model_io.load(
         request.model, safe_mode=request.safe_mode, imports=request.config.input.imports
     )
+    safety.finite_weights(model, request.model)  # NaN in must not become NaN out
     sha256 = _background().submit(measure.sha256, request.model)  # report and checkpoints
     distribute.adopt(model)
     structured.check(model, request.config.prune)  # channel: a subclassed model is refused

@@ -11,6 +11,7 @@ nested ``[`` end in a RecursionError). A config needs neither, so both are refus
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ class UnsafeYAML(yaml.YAMLError):
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses aliases and counts nesting while composing."""
+    """SafeLoader that refuses aliases and repeated keys, counts nesting while composing,
+    and reads ``1e-4`` as the number YAML 1.2 (and every user) means, not as text."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
@@ -50,6 +52,32 @@ class _Loader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """``sparsity: 0.5`` then ``sparsity: 0.9`` in one section: PyYAML keeps the last
+        silently; a config that says two things is refused, naming the line."""
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<:``, YAML 1.1's alias helper
+                raise yaml.constructor.ConstructorError(
+                    None, None, "merge keys (<<) are not allowed in a prunecli config",
+                    key_node.start_mark,
+                )  # fmt: skip
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+            seen.add(key) if isinstance(key, str | int | float | bool) else None
+        return super().construct_mapping(node, deep)
+
+
+# YAML 1.1 (PyYAML) needs a dot in a float: ``1e-4`` would be the string "1e-4".
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def load(text: str) -> Any:

@@ -86,7 +86,9 @@ def prepare(model: Any, source: InputFormat, cfg: Config, reporter: Reporter) ->
     # as a prune run reads them: each input by name, data.rescale auto decided by the model
     settings = preprocessing.resolve(cfg.data, model)
     splits = data.load(settings, inputs.signature(model), cfg.seed)
-    labelled = splits.validation or splits.train
+    # The task comes from the training labels, as in a prune run: a small held-out split
+    # may hold one class only ("only one class in the labels" blamed on the whole file).
+    labelled = splits.train or splits.validation
     if splits.validation is None or labelled is None:
         raise ConfigError("analyze needs validation data (data.validation_split is 0)")
     where = cfg.data.train or cfg.data.validation

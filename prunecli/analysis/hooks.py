@@ -15,8 +15,13 @@ from prunecli.formats import staging
 from prunecli.progress import Reporter
 
 
-def preflight(cfg: Config, markdown: Path, force: bool, model: Path) -> None:
-    """Before any work: the plot and HTML files may be written; auto has data to scan."""
+def preflight(
+    cfg: Config, markdown: Path, force: bool, model: Path, report: Path | None = None
+) -> None:
+    """Before any work: the plot and HTML files may be written, each at a path of its own
+    (``--report r.html`` would put the JSON where the HTML page goes); auto has data to
+    scan."""
+    staging.check_distinct([p for p in (report, markdown) if p] + figures.targets(markdown), ())
     for path in figures.targets(markdown):
         staging.check_target(path, force=force, inputs=(model,))
     if cfg.prune.sparsity == "auto" and cfg.data.train is None and cfg.data.validation is None:

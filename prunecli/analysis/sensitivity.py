@@ -53,6 +53,7 @@ class Request:
     output: Path | None = None
     force: bool = False
     safe_mode: bool = True
+    config_file: Path | None = None  # an input too: the scan's files must not replace it
 
 
 def folder(request: Request) -> Path:
@@ -66,9 +67,13 @@ def preflight(request: Request) -> Path:
         raise OutputError(f"{out}: is a file, expected a folder for the analysis")
     if not out.parent.is_dir():
         raise OutputError(f"{out}: parent folder {out.parent} does not exist")
+    # The data folders are inputs too: a sensitivity.png in a class folder is a new
+    # training image, a sensitivity.csv in a TFRecord shard folder matches its glob.
+    inputs = staging.run_inputs(request.model, request.config, request.config_file)
+    staging.check_distinct([out / name for name in FILES], inputs)
     if out.is_dir():
         for name in FILES:
-            staging.check_target(out / name, force=request.force, inputs=(request.model,))
+            staging.check_target(out / name, force=request.force, inputs=inputs)
     settings = request.config.data
     if settings.train is None and settings.validation is None:
         raise ConfigError(
@@ -81,10 +86,13 @@ def preflight(request: Request) -> Path:
 def run(request: Request, reporter: Reporter) -> dict[str, Any]:
     """Scan ``request.model`` and write the outputs; return the JSON document."""
     from prunecli.analysis import context
-    from prunecli.formats import model_io
+    from prunecli.formats import model_io, safety
 
     out = preflight(request)
-    model, source = model_io.load(request.model, safe_mode=request.safe_mode)
+    model, source = model_io.load(
+        request.model, safe_mode=request.safe_mode, imports=request.config.input.imports
+    )
+    safety.finite_weights(model, request.model)
     scope = context.prepare(model, source, request.config, reporter)
     with scan_progress(reporter, "scan") as progress:
         result = scanning.scan(

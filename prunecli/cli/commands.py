@@ -136,7 +136,9 @@ _SET = click.option(
     metavar="KEY=VALUE",
     help="Override any dotted config key (repeatable).",
 )
-_FORCE = click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+_FORCE = click.option(
+    "--force", is_flag=True, help="Replace earlier prunecli outputs (never other files)."
+)
 _NO_SAFE_MODE = click.option(
     "--no-safe-mode", is_flag=True, help="Allow Lambda layers (runs code stored in the model)."
 )
@@ -373,6 +375,7 @@ def _print_result(result: dict[str, Any], as_json: bool) -> None:
 @_FORCE
 @_NO_SAFE_MODE
 @_LOG_FORMAT
+@_IMPORT
 @_QUIET
 @_guarded
 def analyze(
@@ -385,6 +388,7 @@ def analyze(
     force: bool,
     no_safe_mode: bool,
     log_format: str,
+    imports: tuple[str, ...],
     quiet: bool,
     debug: bool,
 ) -> None:
@@ -396,14 +400,16 @@ def analyze(
 
     Writes sensitivity.json, .csv, .png, model.png and sensitivity.html into the folder.
     """
-    settings = _settings(config_path, data, assignments, {})
+    settings = _settings(config_path, data, assignments, {}, imports)
     from prunecli import runtime
 
     runtime.start(settings.seed, native_logs=debug)
     from prunecli import progress
     from prunecli.analysis import sensitivity
 
-    request = sensitivity.Request(model, settings, output, force=force, safe_mode=not no_safe_mode)
+    request = sensitivity.Request(
+        model, settings, output, force=force, safe_mode=not no_safe_mode, config_file=config_path
+    )
     document = sensitivity.run(request, progress.make(log_format, quiet))
     if as_json:
         click.echo(json.dumps(document, indent=2))
@@ -475,6 +481,31 @@ def validate(config_file: Path, assignments: tuple[str, ...], show: bool, debug:
         click.echo(config.dump(settings), nl=False)
     else:
         click.echo(f"{config_file}: valid")
+
+
+def entry() -> None:
+    """The ``prunecli`` program (the console script and ``python -m prunecli``): ``main``,
+    then the exit code it chose holds through interpreter teardown.
+
+    After a command returns, Python and TensorFlow take a second or so to shut down, with
+    the default signal handlers back: a SIGTERM there (a batch system preempting the job
+    as it ends) made a finished run exit 143, and the job's retry then found the outputs in
+    place (exit 2). Python's own handlers cannot cover that window (finalization resets
+    them to the default), so SIGINT and SIGTERM are ignored for it: the command is over."""
+    try:
+        main()
+    finally:
+        _ignore_signals()
+
+
+def _ignore_signals() -> None:
+    """SIGINT/SIGTERM ignored from now on (flushed first: nothing is left to lose)."""
+    import signal
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _overrides(assignments: tuple[str, ...], flags: dict[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,8 @@ def split_dir(directory: Path) -> tuple[Path, Path | None]:
     if directory.is_file():
         return directory, None
     if not directory.is_dir():
+        if directory.exists():  # a device or FIFO: say what it is, not "not found"
+            checks.require_regular(directory)
         raise DataError(f"{directory}: data folder not found")
     if (directory / "train").is_dir():
         val = next((directory / n for n in ("val", "validation") if (directory / n).is_dir()), None)

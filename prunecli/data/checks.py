@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from prunecli.config import quote
+from prunecli.config import MAX_PIXELS, quote
 from prunecli.errors import DataError
 from prunecli.formats import safety
 
-# One image may hold at most this many pixels (a 8192 x 8192 photo): a PNG of a few KB can
-# declare 100,000 x 100,000 pixels, which tf.io.decode_image would allocate (40 GB).
-MAX_PIXELS = 2**26
+# One image may hold at most MAX_PIXELS (a 8192 x 8192 photo; config.py bounds
+# data.image_size by it too): a PNG of a few KB can declare 100,000 x 100,000 pixels,
+# which tf.io.decode_image would allocate (40 GB).
 # The syntax TensorFlow's CSV decoder reads as a finite float: ASCII digits only, no "_",
 # no nan/inf (Python's float() takes all of those).
 _NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", re.ASCII)
@@ -80,7 +80,13 @@ def npz(path: Path) -> None:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file, expected an .npz with arrays x and y")
     if not zipfile.is_zipfile(path):
-        return  # np.load names what it is (a lone .npy, or not numpy at all)
+        with path.open("rb") as handle:
+            if handle.read(6) != b"\x93NUMPY":  # np.load would call it "pickled data"
+                raise DataError(
+                    f"{path}: not a readable .npz (not a zip archive; numpy.savez writes "
+                    "a zip of .npy arrays x and y)"
+                )
+        return  # a lone .npy: np.load names it
     try:
         with zipfile.ZipFile(path) as archive:
             safety.check_zip(path, archive, DataError)

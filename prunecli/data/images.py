@@ -25,6 +25,17 @@ _COLOR_CHANNELS = {"grayscale": 1, "rgb": 3, "rgba": 4}
 CHANNEL_MODES = {1: "grayscale", 3: "rgb", 4: "rgba"}
 
 
+def _no_empty_class(root: Path, classes: list[str], labelled: set[int]) -> None:
+    """A class folder with no images still counts as a class (label ids shift, the class
+    count no longer matches the model): name it instead of a count mismatch."""
+    empty = [name for label, name in enumerate(classes) if label not in labelled]
+    if empty:
+        raise DataError(
+            f"{root / empty[0]}: class folder holds no "
+            f"{'/'.join(s.lstrip('.') for s in IMAGE_SUFFIXES)} images; add some or remove it"
+        )
+
+
 def read(root: Path, settings: Data, input_shape: tuple[int | None, ...]) -> Source:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     files = [
@@ -38,6 +49,7 @@ def read(root: Path, settings: Data, input_shape: tuple[int | None, ...]) -> Sou
             f"{root}: no images found; expected class sub-folders of "
             f"{'/'.join(s.lstrip('.') for s in IMAGE_SUFFIXES)} files"
         )
+    _no_empty_class(root, classes, {label for label, _ in files})
     if len(classes) < 2:
         raise DataError(f"{root}: only one class ({classes[0]}); classification needs at least 2")
     size, channels = _image_format(settings, input_shape)

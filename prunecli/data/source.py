@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from prunecli.errors import DataError, os_message
+
 # Streamed sources (csv, tfrecord) cannot be read out of order: they shuffle through a
 # buffer of decoded samples this long (file lists and in-memory arrays shuffle whole).
 SHUFFLE_BUFFER = 4096
@@ -165,7 +167,13 @@ class Source:
         if self.cache is True:
             return ""
         folder = Path(self.cache)
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file there (data.cache: /dev/null), no permission
+            raise DataError(
+                f"data.cache: {os_message(exc, folder)}; it must be a folder, or a path where "
+                "one can be made"
+            ) from None
         digest = hashlib.sha1(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()
         return str(folder / f"{self.name}-{digest[:12]}")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,10 @@ def _check_first_record(file: str, parsers: dict[str, Callable[[Any], Any]]) -> 
     is one DataError naming the feature (not a TF error mid-epoch)."""
     import tensorflow as tf
 
-    first = next(iter(tf.data.TFRecordDataset(file).take(1)), None)
+    try:
+        first = next(iter(tf.data.TFRecordDataset(file).take(1)), None)
+    except tf.errors.OpError as exc:  # DataLossError: random bytes, a truncated header
+        raise DataError(f"{file}: not a TFRecord file, or damaged ({_tf_reason(exc)})") from None
     if first is None:
         raise DataError(f"{file}: no records")
     for name, parse in parsers.items():
@@ -183,6 +187,14 @@ def _check_first_record(file: str, parsers: dict[str, Callable[[Any], Any]]) -> 
             raise DataError(
                 f"{file}: feature {name!r} does not match data.tfrecord.features.{name}: {reason}"
             ) from None
+
+
+def _tf_reason(exc: BaseException) -> str:
+    """TensorFlow's reason without its wrapping: ``{{function_node ...}} corrupted record
+    at 0 (Is this even a TFRecord file?) [Op:IteratorGetNext] name:`` -> ``corrupted
+    record at 0 (Is this even a TFRecord file?)``."""
+    text = re.sub(r"\{\{.*?\}\}\s*", "", first_line(exc))
+    return re.sub(r"\s*\[Op:.*$", "", text)[:200]
 
 
 def _tfrecord_labels(

@@ -68,6 +68,11 @@ def plan(main: Path, folder: bool, extras: list[str]) -> list[Artifact]:
             f"{main}: unsupported output format {main.suffix}; use .keras, .h5, .tflite, "
             "or a folder path (no suffix, or ending in /) for a SavedModel"
         )
+    if fmt in ("keras", "h5") and main.suffix != main.suffix.lower():
+        raise OutputError(
+            f"{main}: write the suffix in lower case ({main.suffix.lower()}); Keras saves "
+            "and loads a model only under that name"
+        )
     stem = main.name if fmt == "savedmodel" else main.stem
     found = [Artifact(fmt, main)]
     for extra in dict.fromkeys(extras):

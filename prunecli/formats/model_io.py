@@ -163,6 +163,7 @@ def detect_format(path: Path) -> str:
     """The input kind's name (see the module docstring)."""
     if not path.exists():
         raise ModelLoadError(f"{path}: model file not found")
+    safety.regular_input(path)
     if savedmodel.is_savedmodel(path):
         return savedmodel.FORMAT
     if path.is_dir():

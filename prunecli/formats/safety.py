@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import stat
 import struct
 import zipfile
 from collections.abc import Iterator
@@ -71,6 +73,33 @@ def check(path: Path, fmt: str, safe_mode: bool) -> None:
             refuse_code(path, config)
 
 
+def regular_input(path: Path) -> None:
+    """``path`` (through symlinks) is a regular file or a folder: a FIFO blocks the first
+    read, ``/dev/zero`` never ends (``zipfile.is_zipfile`` reads it until memory runs out),
+    so neither is opened. Raises ``ModelLoadError``."""
+    mode = os.stat(path).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ModelLoadError(f"{path}: not a regular file or folder (a device, FIFO or socket)")
+
+
+def finite_weights(model: Any, path: Path) -> None:
+    """Every weight of the loaded ``model`` is a finite number: a NaN or inf kernel (a
+    diverged training run, a damaged export) prunes into garbage, ReLU hides it from the
+    loss, and the saved output would carry it on. Raises ``ModelLoadError`` naming the
+    first such weight, e.g. ``m.keras: weight dense/kernel holds 3 NaN/inf values``."""
+    import numpy as np
+
+    for weight in model.weights:
+        values = np.asarray(weight.numpy() if hasattr(weight, "numpy") else weight)
+        if values.dtype.kind in "fc" and not np.isfinite(values).all():
+            bad = int(values.size - np.isfinite(values).sum())
+            name = getattr(weight, "path", None) or weight.name
+            raise ModelLoadError(
+                f"{path}: weight {name} holds {bad:,} NaN/inf values; prunecli prunes only "
+                "models whose weights are all finite (retrain or re-export it)"
+            )
+
+
 def check_zip(
     path: Path, archive: zipfile.ZipFile, error: type[PruneError] = ModelLoadError
 ) -> None:
@@ -82,6 +111,8 @@ def check_zip(
     """
     for info in archive.infolist():
         where = f"{path}: member {info.filename}"
+        if _escapes(info.filename):
+            raise error(f"{where} names a place outside the archive (.. or an absolute path)")
         if info.flag_bits & 0x1:
             raise error(f"{where} is encrypted; prunecli reads only plain archives")
         if info.compress_type not in _ZIP_METHODS:
@@ -99,6 +130,14 @@ def check_zip(
             raise error(
                 f"{where} expands {ratio:.0f}:1 to {human(info.file_size)}: a zip bomb, refusing"
             )
+
+
+def _escapes(name: str) -> bool:
+    """A member name that extracting would write outside the target folder:
+    ``../x``, ``a/../../x``, ``/etc/x``, ``C:/x`` (zip names use ``/``; ``\\`` too on
+    Windows). Keras and numpy never write one."""
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":")
 
 
 def keras_archive(path: Path, safe_mode: bool) -> dict[str, Any]:

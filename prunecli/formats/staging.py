@@ -15,13 +15,13 @@ import glob
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from prunecli import interrupts
-from prunecli.errors import OutputError
+from prunecli.errors import OutputError, os_message
 from prunecli.formats import outputs
 
 
@@ -40,6 +40,23 @@ def check_target(
     the path by default) is what is written there: ``--force`` replaces only a file of
     that kind, e.g. a Keras archive where a ``.keras`` goes, a prunecli report where a
     report goes. A symbolic link at the path is refused, never followed."""
+    with _os_errors(path):
+        _check_target(path, force=force, inputs=inputs, folder=folder, kind=kind)
+
+
+@contextlib.contextmanager
+def _os_errors(path: Path) -> Iterator[None]:
+    """An OSError while checking a path (a name over 255 bytes, a folder without search
+    permission) is the user's path, not a bug: ``OutputError`` naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(os_message(exc, path)) from None
+
+
+def _check_target(
+    path: Path, *, force: bool, inputs: tuple[Path, ...], folder: bool, kind: str | None
+) -> None:
     if path.is_symlink():
         raise OutputError(
             f"{path}: is a symbolic link (to {os.readlink(path)}); refusing to write through it"
@@ -52,8 +69,7 @@ def check_target(
     parent = path.parent
     if not parent.is_dir():
         raise OutputError(f"{path}: output folder {parent} does not exist")
-    if path.exists() and not force:
-        raise OutputError(f"{path}: already exists; pass --force to overwrite it")
+    # What --force could never replace first: "pass --force" would only lead to this.
     if path.is_dir() and not folder:
         raise OutputError(f"{path}: is a folder, expected a file path")
     if path.exists() and folder and not path.is_dir():
@@ -61,6 +77,8 @@ def check_target(
     if path.is_dir() and folder and not (path / "saved_model.pb").is_file():
         # --force replaces a SavedModel folder, never a user's other folder.
         raise OutputError(f"{path}: is a folder that holds no SavedModel; refusing to replace it")
+    if path.exists() and not force:
+        raise OutputError(f"{path}: already exists; pass --force to overwrite it")
     if path.exists():
         outputs.require_kind(path, kind or outputs.kind_of(path, folder))
     try:
@@ -97,32 +115,37 @@ def check_distinct(targets: Sequence[Path], inputs: Sequence[Path]) -> None:
     both paths, e.g. ``out/p.keras: output is also the report out/p.keras``."""
     seen: dict[Path, Path] = {}
     for target in targets:
-        if target.is_symlink():
+        with _os_errors(target):
+            _check_one(target, seen, inputs)
+
+
+def _check_one(target: Path, seen: dict[Path, Path], inputs: Sequence[Path]) -> None:
+    """``check_distinct`` for one target; ``seen``: the real paths of the earlier ones."""
+    if target.is_symlink():
+        raise OutputError(
+            f"{target}: is a symbolic link (to {os.readlink(target)}); refusing to write through it"
+        )
+    real = _real(target)
+    if real in seen:
+        raise OutputError(
+            f"{target}: two outputs would be written to the same path ({seen[real]}); "
+            "give each its own path"
+        )
+    seen[real] = target
+    for source in inputs:
+        origin = Path(os.path.realpath(source))
+        if real in (origin, _real(source)) or (target.exists() and _same(target, source)):
             raise OutputError(
-                f"{target}: is a symbolic link (to {os.readlink(target)}); refusing to write "
-                "through it"
+                f"{target}: output would replace the input {source}; choose another path"
             )
-        real = _real(target)
-        if real in seen:
+        if origin in real.parents:
             raise OutputError(
-                f"{target}: two outputs would be written to the same path ({seen[real]}); "
-                "give each its own path"
+                f"{target}: output lies inside the input folder {source}; write it elsewhere"
             )
-        seen[real] = target
-        for source in inputs:
-            origin = Path(os.path.realpath(source))
-            if real in (origin, _real(source)) or (target.exists() and _same(target, source)):
-                raise OutputError(
-                    f"{target}: output would replace the input {source}; choose another path"
-                )
-            if origin in real.parents:
-                raise OutputError(
-                    f"{target}: output lies inside the input folder {source}; write it elsewhere"
-                )
-            if real in origin.parents:
-                raise OutputError(
-                    f"{target}: output folder holds the input {source}; write it elsewhere"
-                )
+        if real in origin.parents:
+            raise OutputError(
+                f"{target}: output folder holds the input {source}; write it elsewhere"
+            )
 
 
 def run_inputs(model: Path, config: Any, config_file: Path | None) -> tuple[Path, ...]:

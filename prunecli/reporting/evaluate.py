@@ -68,6 +68,7 @@ def infer_task(
     _check_one_row_per_sample(shape, y, where)
     if _distributions(y, units):
         return Task("categorical", from_logits)
+    _check_label_columns(shape, y, where)
     if y.dtype.kind != "i" or (y.ndim != 1 and not _per_position(y, shape)):
         return Task("regression")
     found = len(labels.classes) if labels.classes else len(np.unique(y))
@@ -88,6 +89,19 @@ def infer_task(
             f"(class ids 0..{units - 1})"
         )
     return Task("sparse", from_logits)
+
+
+def _check_label_columns(shape: Any, y: np.ndarray, where: str) -> None:
+    """Rows of labels (one-hot, soft, regression targets) must have one column per output
+    unit of a model whose output is ``(batch, units)`` (``shape``): 2 one-hot columns for
+    3 classes otherwise fail deep inside the loss as a bug would."""
+    if not (isinstance(shape, tuple) and len(shape) == 2 and shape[-1] and y.ndim == 2):
+        return
+    if y.shape[1] != shape[-1]:
+        raise DataError(
+            f"{where}labels have {y.shape[1]} columns but the model's output has {shape[-1]} "
+            "units: give one column per unit (one-hot), or one class id per sample"
+        )
 
 
 def _check_one_row_per_sample(shape: Any, y: np.ndarray, where: str) -> None:
