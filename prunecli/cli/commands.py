@@ -339,7 +339,9 @@ def _settings(
         from prunecli.data import split_dir
 
         train, validation = split_dir(data)
-        overrides |= {"data.train": str(train), "data.validation": validation and str(validation)}
+        overrides |= {"data.train": str(train)}
+        if validation is not None:  # else the config's or --set's data.validation stands
+            overrides |= {"data.validation": str(validation)}
     return config.load(config_path, overrides)
 
 

@@ -29,9 +29,12 @@ from helpers import (
     dense_conv_kernels,
     load_model,
     prune_report,
+    scaled,
     sha256,
     sparsity,
+    synthetic_images,
     val_arrays,
+    write_npz,
 )
 
 # 90 samples, validation_split 0.1 by default: 9 held out; .npz / .csv arrays are taken
@@ -615,3 +618,18 @@ def test_validate_valid_and_print(cli, tmp_path):
     assert resolved["prune"]["schedule"]["type"] == "one_shot"
     assert resolved["data"]["train"] == str(tmp_path / "data" / "train")
     assert set(resolved) == CONFIG_SECTIONS
+
+
+def test_data_file_keeps_the_validation_set_the_user_named(cli, make_model, tmp_path, out):
+    """``--data train.npz --set data.validation=val.npz``: the validation set is the one
+    named (16 samples), not a ``validation_split`` of train (``--data`` used to blank it)."""
+    model = make_model("cnn", ".keras", train=False)
+    paths = []
+    for name, count in (("train", 40), ("val", 16)):
+        images, labels = synthetic_images(count, count)
+        paths.append(write_npz(tmp_path / f"{name}.npz", scaled(images), labels))
+    result = cli("prune", model, "--data", paths[0], "--set", f"data.validation={paths[1]}",
+                 "--epochs", "0", "--json", "-o", out / "p.keras")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)["data"]
+    assert (data["train_samples"], data["validation_samples"]) == (40, 16)
