@@ -30,7 +30,7 @@ def summarize(
     return {
         "path": str(path),
         "format": source.name,
-        "supports": [*source.supports, *(["channel"] if _channels(model, found) else [])],
+        "supports": [*source.supports, *(["channel"] if _channels(model, source, found) else [])],
         "params_total": int(sum(w.size for w in weights)),
         "params_nonzero": int(sum(np.count_nonzero(w) for w in weights)),
         "layers": [
@@ -51,13 +51,16 @@ def summarize(
     }
 
 
-def _channels(model: Any, found: list[dict[str, Any]] | None) -> bool:
-    """Whether ``granularity: channel`` can prune ``model``: its layer graph is followed
-    (``found``) and it can be rebuilt narrower from its layers' configs (a keras_hub task
-    saves hyper-parameters instead, so "structured", the N:M and block patterns, applies
-    to it but channel pruning does not)."""
+def _channels(model: Any, source: Any, found: list[dict[str, Any]] | None) -> bool:
+    """Whether ``granularity: channel`` can prune ``model``: it has layers (a signature-only
+    SavedModel has none to select), its layer graph is followed (``found``) and it can be
+    rebuilt narrower from its layers' configs (a keras_hub task saves hyper-parameters
+    instead, so "structured", the N:M and block patterns, applies to it but channel pruning
+    does not)."""
     from prunecli.structured import rebuild
 
+    if "layer_selection" not in source.supports:
+        return False
     try:
         rebuild.check_rebuildable(model)
     except ConfigError:
