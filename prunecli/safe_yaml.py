@@ -56,6 +56,8 @@ class _Loader(yaml.SafeLoader):
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         """``sparsity: 0.5`` then ``sparsity: 0.9`` in one section: PyYAML keeps the last
         silently; a config that says two things is refused, naming the line."""
+        if not isinstance(node, yaml.MappingNode):  # ``!!map [1, 2]``: PyYAML's own error
+            return super().construct_mapping(node, deep)
         seen: set[Any] = set()
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<:``, YAML 1.1's alias helper

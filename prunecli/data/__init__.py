@@ -85,7 +85,7 @@ def _read(path: Path, name: str, settings: Data, input_shape: tuple[Any, ...]) -
         source = tfrecord.read(path, settings)
         source = replace(source, rescale=preprocessing.tfrecord_rescale(settings))
     elif path.is_dir():
-        source = images.read(path, settings, input_shape)
+        source = images.read(path, settings, input_shape, training=name == "train")
     elif not path.exists():
         raise DataError(f"{path}: data not found")
     elif path.suffix.lower() == ".npz":

@@ -36,7 +36,12 @@ def _no_empty_class(root: Path, classes: list[str], labelled: set[int]) -> None:
         )
 
 
-def read(root: Path, settings: Data, input_shape: tuple[int | None, ...]) -> Source:
+def read(
+    root: Path, settings: Data, input_shape: tuple[int | None, ...], training: bool = True
+) -> Source:
+    """``root/<class>/*.png`` as a source, class ids in sorted folder order. Only the
+    training set must hold every class: a rare class may have no validation images (its
+    empty folder keeps the ids in line with train's)."""
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     files = [
         (label, f)
@@ -49,7 +54,8 @@ def read(root: Path, settings: Data, input_shape: tuple[int | None, ...]) -> Sou
             f"{root}: no images found; expected class sub-folders of "
             f"{'/'.join(s.lstrip('.') for s in IMAGE_SUFFIXES)} files"
         )
-    _no_empty_class(root, classes, {label for label, _ in files})
+    if training:
+        _no_empty_class(root, classes, {label for label, _ in files})
     if len(classes) < 2:
         raise DataError(f"{root}: only one class ({classes[0]}); classification needs at least 2")
     size, channels = _image_format(settings, input_shape)

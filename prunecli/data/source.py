@@ -299,10 +299,13 @@ def pick_rows(records: Any, rows: np.ndarray, total: int) -> Any:
 
 
 def labels_of(y: np.ndarray) -> np.ndarray:
-    """Whole-number labels become int64 class ids; anything else stays float (regression)."""
+    """Whole-number labels become int64 class ids; anything else stays float (regression).
+    One column of whole numbers, ``(N, 1)`` as ``keras.datasets.cifar10`` gives its labels,
+    is one class id per sample: ``(N,)``."""
     y = np.asarray(y)
     if y.dtype.kind in "iub" or (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)):
-        return y.astype(np.int64)
+        ids = y.astype(np.int64)
+        return ids.reshape(-1) if ids.ndim == 2 and ids.shape[1] == 1 else ids
     return y.astype(np.float32)
 
 

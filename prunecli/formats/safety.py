@@ -91,6 +91,8 @@ def finite_weights(model: Any, path: Path) -> None:
 
     for weight in model.weights:
         values = np.asarray(weight.numpy() if hasattr(weight, "numpy") else weight)
+        if values.dtype.kind not in "fc" and "float" in values.dtype.name:
+            values = values.astype(np.float32)  # bfloat16 / float8 (ml_dtypes): kind 'V'
         if values.dtype.kind in "fc" and not np.isfinite(values).all():
             bad = int(values.size - np.isfinite(values).sum())
             name = getattr(weight, "path", None) or weight.name

@@ -27,6 +27,7 @@ from prunecli import config
             ":3:3: YAML syntax error: key 'sparsity' appears",
         ),
         ("prune:\n  <<: {sparsity: 0.6}\n", ":2:3: YAML syntax error: merge keys (<<) are not"),
+        ("prune: !!map [1, 2]\n", "YAML syntax error: expected a mapping node"),
     ],
     ids=[
         "bool-as-int",
@@ -37,6 +38,7 @@ from prunecli import config
         "block-key",
         "dup-key",
         "merge-key",
+        "map-tag-on-a-list",
     ],
 )
 def test_wrong_types_and_repeats_are_refused(cli, tmp_path, text, needle):

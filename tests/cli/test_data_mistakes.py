@@ -30,6 +30,19 @@ def test_one_hot_labels_with_too_few_columns(cli, make_model, tmp_path, out):
     assert list(out.iterdir()) == []
 
 
+def test_class_ids_in_one_column_are_class_ids(cli, make_model, tmp_path, out):
+    """``y`` of shape (N, 1), as ``keras.datasets.cifar10`` gives it: class ids, not
+    '1 columns but 3 units' (nor, before that, a regression target)."""
+    import json
+
+    model = make_model("cnn", ".keras", train=False)
+    images, y = synthetic_images(24, 1)
+    data = write_npz(tmp_path / "column.npz", scaled(images), y.reshape(-1, 1).astype(np.uint8))
+    result = cli("prune", model, "--data", data, "--epochs", "1", "--json", "-o", out / "p.keras")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["data"]["task"] == "sparse"
+
+
 def test_empty_class_folder_is_named(cli, make_model, tmp_path, out):
     """An empty class folder used to surface as '4 classes ... but 3 units'."""
     model = make_model("cnn", ".keras", train=False)
@@ -37,6 +50,22 @@ def test_empty_class_folder_is_named(cli, make_model, tmp_path, out):
     (root / "train" / "class_9").mkdir()
     refused(_prune(cli, model, root, out), str(root / "train" / "class_9"), "holds no")
     assert list(out.iterdir()) == []
+
+
+def test_a_class_without_validation_images_is_fine(cli, make_model, tmp_path, out):
+    """A rare class with no validation images: ``val/class_2`` empty (removing it would not
+    match train's classes). The class ids stay train's; validation holds the other two."""
+    import json
+    import shutil
+
+    model = make_model("cnn", ".keras", train=False)
+    root = write_image_splits(tmp_path / "images")
+    held = len(list((root / "val" / "class_2").iterdir()))
+    shutil.rmtree(root / "val" / "class_2")
+    (root / "val" / "class_2").mkdir()
+    result = cli("prune", model, "--data", root, "--epochs", "0", "--json", "-o", out / "p.keras")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["data"]["validation_samples"] == 30 - held
 
 
 def test_npz_that_is_not_an_archive(cli, make_model, tmp_path, out):

@@ -31,3 +31,18 @@ def test_model_with_non_finite_weights_is_refused(
     result = cli(command, hostile, "--data", npz_data, "-o", target, "--quiet", *extra)
     refused(result, str(hostile), "conv/kernel", "2 NaN/inf values")
     assert list(out.iterdir()) == []
+
+
+def test_a_bfloat16_weight_holding_nan_is_found(tmp_path):
+    """bfloat16 (ml_dtypes, numpy kind 'V') was skipped as not a float."""
+    import keras
+
+    from prunecli.errors import ModelLoadError
+    from prunecli.formats import safety
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, dtype="bfloat16")])
+    kernel = model.layers[0].kernel
+    kernel.assign(keras.ops.full(kernel.shape, float("nan"), dtype="bfloat16"))
+    assert np.asarray(kernel.numpy()).dtype.kind == "V"
+    with pytest.raises(ModelLoadError, match="holds 12 NaN/inf"):
+        safety.finite_weights(model, tmp_path / "m.keras")
