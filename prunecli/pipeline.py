@@ -28,7 +28,6 @@ from prunecli import __version__, data, interrupts, runtime
 from prunecli.analysis import figures, hooks
 from prunecli.config import Config
 from prunecli.core import catalog, schedule_coverage, schedules
-from prunecli.data import inputs, preprocessing
 from prunecli.errors import ConfigError
 from prunecli.formats import compiling, exporting, model_io, safety, staging
 from prunecli.formats.base import InputFormat
@@ -262,8 +261,7 @@ def _load(request: Request) -> Loaded:
 def _prepare(request: Request, loaded: Loaded) -> Prepared:
     """Read the data, infer the task, choose the loss, select the layers."""
     cfg, model = request.config, loaded.model
-    settings = preprocessing.resolve(cfg.data, model)  # data.rescale: auto
-    splits = data.load(settings, inputs.signature(model), cfg.seed)
+    splits, settings = data.for_model(cfg.data, model, cfg.seed)
     labelled = splits.train or splits.validation
     activation = loaded.source.output_activation(model)
     task = evaluate.infer_task(model, labelled, cfg.data.train, activation) if labelled else None

@@ -80,12 +80,9 @@ def _gradient_source(model: Any, cfg: Config, splits: data.Splits, loss: Any) ->
 def prepare(model: Any, source: InputFormat, cfg: Config, reporter: Reporter) -> Scope:
     """``prunecli analyze``: data, task and loss for ``model`` (``source``: its input
     kind's adapter), then ``build``. The loss is the one a prune run evaluates with."""
-    from prunecli.data import inputs, preprocessing
     from prunecli.formats import compiling, model_io
 
-    # as a prune run reads them: each input by name, data.rescale auto decided by the model
-    settings = preprocessing.resolve(cfg.data, model)
-    splits = data.load(settings, inputs.signature(model), cfg.seed)
+    splits, _ = data.for_model(cfg.data, model, cfg.seed)  # as a prune run reads them
     # The task comes from the training labels, as in a prune run: a small held-out split
     # may hold one class only ("only one class in the labels" blamed on the whole file).
     labelled = splits.train or splits.validation

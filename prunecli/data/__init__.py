@@ -27,7 +27,15 @@ from prunecli.data.source import Source, Splits, from_arrays, head, materialize,
 from prunecli.errors import DataError
 
 __all__ = [
-    "Source", "Splits", "from_arrays", "head", "load", "materialize", "numpy_batch", "rescale_used",
+    "Source",
+    "Splits",
+    "for_model",
+    "from_arrays",
+    "head",
+    "load",
+    "materialize",
+    "numpy_batch",
+    "rescale_used",
     "split_dir",
 ]  # fmt: skip
 
@@ -46,6 +54,16 @@ def split_dir(directory: Path) -> tuple[Path, Path | None]:
         val = next((directory / n for n in ("val", "validation") if (directory / n).is_dir()), None)
         return directory / "train", val
     return directory, None
+
+
+def for_model(settings: Data, model: Any, seed: int) -> tuple[Splits, Data]:
+    """The data as ``model`` reads it, the one way ``prune`` and ``analyze`` both use:
+    each input fed by name in its dtype, ``data.rescale: auto`` decided by the model (a
+    model with its own ``Rescaling`` gets raw pixels); with the settings so resolved."""
+    from prunecli.data import inputs
+
+    resolved = preprocessing.resolve(settings, model)
+    return load(resolved, inputs.signature(model), seed), resolved
 
 
 def load(settings: Data, input_shape: tuple[Any, ...], seed: int) -> Splits:

@@ -11,9 +11,7 @@ whole file into memory.
 from __future__ import annotations
 
 import glob
-import os
 import re
-import stat
 import struct
 import zipfile
 import zlib
@@ -42,13 +40,11 @@ def require_regular(path: Path) -> None:
             require_regular(Path(match))
         return
     try:
-        mode = os.stat(path).st_mode
+        safety.regular_input(path, DataError)
     except FileNotFoundError:
         raise DataError(f"{path}: data not found") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read data ({exc.strerror})") from None
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise DataError(f"{path}: not a regular file or folder (a device, FIFO or socket)")
 
 
 def finite(path: Path, values: np.ndarray, what: str) -> None:

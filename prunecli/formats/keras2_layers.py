@@ -36,31 +36,30 @@ _OPS: dict[str, tuple[str, Callable[[float], tuple[float, float]]]] = {
     "math.truediv": ("", lambda y: (1.0 / y, 0.0)),
 }
 
-# the Keras 2 classes ``rewrite`` replaces: a file's ``Custom>CustomScaleLayer`` needs no import
-REWRITTEN = frozenset({"TFOpLambda", "CustomScaleLayer", "LayerScale", "StochasticDepth"})
-
 Stored = Callable[[str], list[np.ndarray]]  # a layer's weights as the file stores them
+Layer = dict[str, Any]
 
 
-def rewrite(layers: list[dict[str, Any]], stored: Stored | None, absorbed: set[str]) -> list[Any]:
+def rewrite(layers: list[Layer], stored: Stored | None, absorbed: set[str]) -> list[Any]:
     """A functional config's ``layers`` with every layer above replaced; ``absorbed``
     collects the stored layers whose weights went into a config (``LayerScale``)."""
-    found: list[dict[str, Any]] = []
+    found: list[Layer] = []
     for layer in layers:
-        kind = str(layer.get("class_name", "")).rsplit(">", 1)[-1]
-        if kind == "TFOpLambda":
-            found.append(_op_lambda(layer))
-        elif kind == "CustomScaleLayer":
-            found.extend(_custom_scale(layer))
-        elif kind == "LayerScale" and stored is not None:
-            found.append(_layer_scale(layer, stored))
-            absorbed.add(layer["config"]["name"])
-        elif kind == "StochasticDepth":
-            rate = layer["config"].get("drop_path_rate", 0.0)
-            found.append(_layer(layer, "Dropout", {"rate": rate, "noise_shape": [None, 1, 1, 1]}))
-        else:
-            found.append(layer)
+        replace = _REWRITES.get(str(layer.get("class_name", "")).rsplit(">", 1)[-1])
+        found.extend(replace(layer, stored, absorbed) if replace else [layer])
     return found
+
+
+def _absorbed_scale(layer: Layer, stored: Stored | None, absorbed: set[str]) -> list[Layer]:
+    if stored is None:  # no weights to read gamma from: left as it is
+        return [layer]
+    absorbed.add(layer["config"]["name"])
+    return [_layer_scale(layer, stored)]
+
+
+def _stochastic_depth(layer: Layer, *_: Any) -> list[Layer]:
+    rate = layer["config"].get("drop_path_rate", 0.0)
+    return [_layer(layer, "Dropout", {"rate": rate, "noise_shape": [None, 1, 1, 1]})]
 
 
 def _layer(old: dict[str, Any], kind: str, args: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -115,3 +114,14 @@ def _layer_scale(layer: dict[str, Any], stored: Stored) -> dict[str, Any]:
     (gamma,) = stored(layer["config"]["name"])
     scale = [float(value) for value in np.asarray(gamma, np.float64).ravel()]
     return _layer(layer, "Rescaling", {"scale": scale, "offset": 0.0})
+
+
+# Keras 2 class -> its plain Keras 3 layers; a file's ``Custom>CustomScaleLayer`` is one of
+# these, so it needs no import (``REWRITTEN``, read by ``libraries``)
+_REWRITES: dict[str, Callable[[Layer, Stored | None, set[str]], list[Layer]]] = {
+    "TFOpLambda": lambda layer, *_: [_op_lambda(layer)],
+    "CustomScaleLayer": lambda layer, *_: _custom_scale(layer),
+    "LayerScale": _absorbed_scale,
+    "StochasticDepth": _stochastic_depth,
+}
+REWRITTEN = frozenset(_REWRITES)

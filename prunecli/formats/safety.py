@@ -73,13 +73,14 @@ def check(path: Path, fmt: str, safe_mode: bool) -> None:
             refuse_code(path, config)
 
 
-def regular_input(path: Path) -> None:
+def regular_input(path: Path, error: type[PruneError] = ModelLoadError) -> None:
     """``path`` (through symlinks) is a regular file or a folder: a FIFO blocks the first
     read, ``/dev/zero`` never ends (``zipfile.is_zipfile`` reads it until memory runs out),
-    so neither is opened. Raises ``ModelLoadError``."""
+    so neither is opened. Raises ``error`` (a model's input by default; data passes
+    ``DataError``); ``os.stat``'s own OSError passes through."""
     mode = os.stat(path).st_mode
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise ModelLoadError(f"{path}: not a regular file or folder (a device, FIFO or socket)")
+        raise error(f"{path}: not a regular file or folder (a device, FIFO or socket)")
 
 
 def finite_weights(model: Any, path: Path) -> None:
